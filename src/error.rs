@@ -1,0 +1,143 @@
+//! One error type for the whole crate.
+//!
+//! Every mechanism converts `io::Error` once, at its boundary, into [`Error::Io`] and keeps it
+//! as the `source()`. Messages are lowercase, without a trailing period, and name what failed.
+
+use std::fmt;
+use std::io;
+
+/// The result type of every fallible call in mproc.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in mproc.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    Io(io::Error),
+    /// A message could not be encoded or decoded; the codec's own message is kept.
+    Codec(String),
+    /// The other end of a connection or queue is gone (Python's `EOFError`).
+    Closed,
+    /// Nothing to receive (Python's `queue.Empty`).
+    Empty,
+    /// No room to send (Python's `queue.Full`).
+    Full,
+    /// A wait ran out of time.
+    Timeout,
+    /// An argument or a call was out of range (Python's `ValueError`).
+    ValueError(String),
+    /// A barrier was aborted, reset, or timed out while this party waited.
+    BrokenBarrier,
+    /// The target panicked; `message` is the panic's payload.
+    TaskPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// A pool worker died while running this task.
+    WorkerDied {
+        /// The worker's exit code: `-N` for signal `N`.
+        exitcode: i32,
+    },
+    /// A child ended without producing its result.
+    ChildFailed {
+        /// The child's exit code: `-N` for signal `N`, `N` for `exit(N)`.
+        exitcode: i32,
+    },
+    /// The process has not been started.
+    NotStarted,
+    /// The process was already started once.
+    AlreadyStarted,
+    /// The pool no longer takes work.
+    PoolClosed,
+    /// The child runs a different executable than its parent, so function addresses differ.
+    BinaryMismatch,
+    /// A peer failed the authentication handshake.
+    AuthenticationError,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Codec(m) => write!(f, "codec error: {m}"),
+            Error::Closed => f.write_str("the other end is closed"),
+            Error::Empty => f.write_str("nothing to receive"),
+            Error::Full => f.write_str("no room to send"),
+            Error::Timeout => f.write_str("timed out"),
+            Error::ValueError(m) => f.write_str(m),
+            Error::BrokenBarrier => f.write_str("barrier is broken"),
+            Error::TaskPanicked { message } => write!(f, "task panicked: {message}"),
+            Error::WorkerDied { exitcode } => {
+                write!(f, "worker died {}", describe_exit(*exitcode))
+            }
+            Error::ChildFailed { exitcode } => {
+                write!(f, "child failed: it {}", describe_exit_verb(*exitcode))
+            }
+            Error::NotStarted => f.write_str("process was not started"),
+            Error::AlreadyStarted => f.write_str("cannot start a process twice"),
+            Error::PoolClosed => f.write_str("pool is not running"),
+            Error::BinaryMismatch => {
+                f.write_str("child runs a different executable than its parent")
+            }
+            Error::AuthenticationError => f.write_str("authentication failed"),
+        }
+    }
+}
+
+/// "with signal 9" or "with exit code 3".
+fn describe_exit(code: i32) -> String {
+    if code < 0 {
+        format!("with signal {}", -code)
+    } else {
+        format!("with exit code {code}")
+    }
+}
+
+fn describe_exit_verb(code: i32) -> String {
+    if code < 0 {
+        format!("was killed by signal {}", -code)
+    } else {
+        format!("exited with code {code}")
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<rustix::io::Errno> for Error {
+    fn from(e: rustix::io::Errno) -> Self {
+        Error::Io(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_what_failed() {
+        assert_eq!(
+            Error::WorkerDied { exitcode: -9 }.to_string(),
+            "worker died with signal 9"
+        );
+        assert_eq!(
+            Error::ChildFailed { exitcode: 3 }.to_string(),
+            "child failed: it exited with code 3"
+        );
+        let io = Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(std::error::Error::source(&io).is_some());
+    }
+}

@@ -1,0 +1,217 @@
+//! File descriptors and Unix sockets: creation (always CLOEXEC), SCM_RIGHTS, poll.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::{Errno, FdFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+/// The kernel's limit on descriptors in one SCM_RIGHTS message (`SCM_MAX_FD`).
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// A connected pair of Unix stream sockets, both CLOEXEC.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Half-closes a socket: `how_write` shuts down sending, otherwise receiving.
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, how_write: bool) -> io::Result<()> {
+    let how = if how_write {
+        rustix::net::Shutdown::Write
+    } else {
+        rustix::net::Shutdown::Read
+    };
+    Ok(rustix::net::shutdown(fd, how)?)
+}
+
+/// Sends `bufs` with `fds` attached to their first byte. Returns the bytes sent, which
+/// may be fewer than offered; the descriptors go with the first call only.
+pub(crate) fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.is_empty() {
+        return retry_eintr(|| {
+            rustix::net::sendmsg(
+                sock,
+                bufs,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+        });
+    }
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "too many handles in one message ({} > {MAX_FDS_PER_MESSAGE})",
+                fds.len()
+            ),
+        ));
+    }
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
+    debug_assert!(pushed, "control buffer sized by cmsg_space!");
+    retry_eintr(|| rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL))
+}
+
+/// Sends all of `buf` (no descriptors), blocking as needed.
+pub(crate) fn send_all(sock: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = retry_eintr(|| rustix::net::send(sock, buf, SendFlags::NOSIGNAL))?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Receives into `buf`; descriptors that arrive are appended to `fds` (as CLOEXEC).
+/// Returns 0 at end of stream.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut space =
+        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = retry_eintr(|| {
+        rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
+    })?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(io::Error::other(
+            "descriptors were lost in transit (control data truncated)",
+        ));
+    }
+    Ok(msg.bytes)
+}
+
+/// Receives into `buf` without descriptors. Returns 0 at end of stream.
+pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    retry_eintr(|| rustix::net::recv(sock, &mut *buf, RecvFlags::empty()).map(|(n, _)| n))
+}
+
+/// Waits until `fd` is readable (data or end of stream) or `timeout` passes.
+/// `None` waits forever. Returns whether it is readable.
+pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let ready = poll_many(&[fd], timeout)?;
+    Ok(ready[0])
+}
+
+/// Waits until any of `fds` is readable or `timeout` passes; returns which are.
+pub(crate) fn poll_many(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
+        let remaining = match (timeout, deadline) {
+            (None, _) => None,
+            (Some(_), Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+            // A timeout too large for `Instant` is as good as forever.
+            (Some(_), None) => None,
+        };
+        let ts = remaining.map(|r| rustix::time::Timespec {
+            tv_sec: r.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(r.subsec_nanos()),
+        });
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Ok(_) => {
+                return Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect());
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A CLOEXEC duplicate of `fd`.
+pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
+}
+
+/// Turns CLOEXEC off (`inherit == true`) or on for `fd`.
+pub(crate) fn set_inheritable(fd: BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
+    let flags = if inherit {
+        FdFlags::empty()
+    } else {
+        FdFlags::CLOEXEC
+    };
+    Ok(rustix::io::fcntl_setfd(fd, flags)?)
+}
+
+/// Whether `fd` has CLOEXEC set.
+pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(rustix::io::fcntl_getfd(fd)?.contains(FdFlags::CLOEXEC))
+}
+
+/// Closes a descriptor this process owns but holds no `OwnedFd` for (a copy inherited
+/// through `fork`). Errors are ignored: the descriptor is gone either way.
+pub(crate) fn close_inherited(fd: RawFd) {
+    // SAFETY: called only in a freshly forked child, for descriptors that belonged to mproc
+    // handles of the parent; the child never uses the parent's handle objects, so nothing
+    // else will close or use this number.
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    drop(owned);
+}
+
+/// Borrows a raw descriptor number that the caller knows is open for `'a`.
+///
+/// # Safety
+/// `fd` must be an open descriptor for all of `'a`.
+pub(crate) unsafe fn borrow_raw<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: the caller guarantees `fd` stays open for `'a`.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Takes ownership of a raw descriptor number inherited across `exec`.
+///
+/// # Safety
+/// `fd` must be open and owned by nobody else in this process.
+pub(crate) unsafe fn own_raw(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller guarantees `fd` is open and unowned.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+}
+
+/// Counts this process's open descriptors (for leak tests and diagnostics).
+pub(crate) fn open_fd_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
+}
+
+fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(Into::into),
+        }
+    }
+}
+
+/// Used where a borrowed fd of an owned one is wanted in a slice.
+pub(crate) fn borrowed<T: AsFd>(v: &[T]) -> Vec<BorrowedFd<'_>> {
+    v.iter().map(AsFd::as_fd).collect()
+}

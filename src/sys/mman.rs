@@ -1,0 +1,64 @@
+//! Shared mappings: anonymous `memfd` objects mapped `MAP_SHARED`.
+//!
+//! A memfd has no name in any filesystem, so nothing is left behind when the last process
+//! holding it exits. Its fd travels to children like any other handle.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+
+use rustix::fs::MemfdFlags;
+use rustix::mm::{MapFlags, ProtFlags};
+
+/// Creates an anonymous shared-memory object of `len` bytes (zero-filled, CLOEXEC).
+pub(crate) fn memfd_create(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, len as u64)?;
+    Ok(fd)
+}
+
+/// The size in bytes of the object behind `fd`.
+pub(crate) fn fd_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let st = rustix::fs::fstat(fd)?;
+    usize::try_from(st.st_size).map_err(|_| io::Error::other("negative object size"))
+}
+
+/// Maps `len` bytes of `fd` read-write and shared. The mapping stays valid until
+/// [`unmap`], independently of `fd`, which may be closed.
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<NonNull<u8>> {
+    if len == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot map zero bytes",
+        ));
+    }
+    // SAFETY: a fresh mapping at an address the kernel picks (null hint) aliases no Rust
+    // reference; callers reach it only through raw pointers and atomics.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd.as_fd(),
+            0,
+        )
+    }?;
+    NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Unmaps a mapping made by [`map_shared`].
+///
+/// # Safety
+/// `ptr` and `len` must be exactly those of one live [`map_shared`] mapping, and no
+/// reference into it may be used afterwards.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller passes a live mapping of exactly `len` bytes that nothing uses
+    // any more. munmap can only fail for bad arguments, which the caller rules out.
+    let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), len) };
+}
+
+/// The system page size.
+pub(crate) fn page_size() -> usize {
+    rustix::param::page_size()
+}

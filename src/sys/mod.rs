@@ -1,0 +1,19 @@
+//! The platform layer: the only home of syscalls.
+//!
+//! Linux is the platform mproc ships. Each file wraps one family of calls and returns
+//! `io::Result`; callers above convert to `mproc::Error` once. A macOS port is a new set of
+//! files here, not a rewrite: nothing outside `sys/` names a syscall or a `cfg(target_os)`.
+//!
+//! # Safety
+//! * Every descriptor is created CLOEXEC and owned by an `OwnedFd`; inheritance is always
+//!   explicit (`fd::set_inheritable` on the child's side, or SCM_RIGHTS).
+//! * Between `fork` and `_exit`/`exec`, the child of a multithreaded parent may run only
+//!   async-signal-safe code; see `process::fork`.
+//! * Futexes are shared (never `FUTEX_PRIVATE_FLAG`): their words live in memory that other
+//!   processes map.
+
+#![allow(unsafe_code)]
+
+pub(crate) mod fd;
+pub(crate) mod futex;
+pub(crate) mod mman;
