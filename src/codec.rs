@@ -36,6 +36,14 @@ thread_local! {
     static ENCODE_TABLE: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     /// Descriptors received with the message being decoded; each taken at most once.
     static DECODE_TABLE: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// postcard drops the text of custom serde errors; mproc's own are kept here so the
+    /// `Error::Codec` names what failed.
+    static LAST_HANDLE_ERROR: RefCell<Option<&'static str>> = const { RefCell::new(None) };
+}
+
+fn handle_error(message: &'static str) -> &'static str {
+    LAST_HANDLE_ERROR.with(|e| *e.borrow_mut() = Some(message));
+    message
 }
 
 /// Encodes `value` onto the end of `buf`; descriptors of handles inside it are appended to
@@ -91,7 +99,10 @@ pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 fn codec_error(e: postcard::Error) -> Error {
-    Error::Codec(e.to_string())
+    match LAST_HANDLE_ERROR.with(|m| m.borrow_mut().take()) {
+        Some(m) => Error::Codec(m.to_string()),
+        None => Error::Codec(e.to_string()),
+    }
 }
 
 /// A descriptor owned by an mproc handle: listed in the registry while it lives, and
@@ -134,10 +145,10 @@ impl Serialize for HandleFd {
         });
         match index {
             Some(i) => serializer.serialize_u32(i as u32),
-            None => Err(S::Error::custom(
+            None => Err(S::Error::custom(handle_error(
                 "an mproc handle can only travel through a connection or process arguments, \
                  not through this channel",
-            )),
+            ))),
         }
     }
 }
@@ -156,7 +167,7 @@ impl<'de> Deserialize<'de> for HandleFd {
             slot.take()
                 .ok_or("a descriptor was claimed twice by one message")
         });
-        fd.map(HandleFd::new).map_err(D::Error::custom)
+        fd.map(HandleFd::new).map_err(|m| D::Error::custom(handle_error(m)))
     }
 }
 
