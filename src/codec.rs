@@ -83,7 +83,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     let result = postcard::take_from_bytes::<T>(bytes);
     DECODE_TABLE.with(|t| *t.borrow_mut() = previous);
     match result {
-        Ok((value, rest)) if rest.is_empty() => Ok(value),
+        Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Codec(format!(
             "{} trailing bytes after the message",
             rest.len()
@@ -198,11 +198,6 @@ impl Registry {
                 crate::sys::fd::close_inherited(fd);
             }
         }
-    }
-
-    /// Whether `fd` belongs to an mproc handle.
-    pub(crate) fn contains(&self, fd: RawFd) -> bool {
-        self.fds.contains(&fd)
     }
 }
 

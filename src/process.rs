@@ -220,6 +220,42 @@ impl<R> fmt::Debug for Process<R> {
     }
 }
 
+/// Python's repr: `<Process name='Process-1' pid=123 parent=120 started daemon>`.
+impl<R> fmt::Display for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<Process name='{}'", self.name)?;
+        match &self.child {
+            None => f.write_str(" parent=")?,
+            Some(c) => write!(f, " pid={} parent=", c.pid)?,
+        }
+        write!(f, "{}", sys::process::getpid())?;
+        match self.child.as_ref().map(|c| c.poll()) {
+            None => f.write_str(" initial")?,
+            Some(Ok(None)) | Some(Err(_)) => f.write_str(" started")?,
+            Some(Ok(Some(code))) if code < 0 => {
+                write!(f, " stopped exitcode=-{}", signal_name(-code))?
+            }
+            Some(Ok(Some(code))) => write!(f, " stopped exitcode={code}")?,
+        }
+        if self.daemon {
+            f.write_str(" daemon")?;
+        }
+        f.write_str(">")
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        1 => "SIGHUP".into(),
+        2 => "SIGINT".into(),
+        6 => "SIGABRT".into(),
+        9 => "SIGKILL".into(),
+        11 => "SIGSEGV".into(),
+        15 => "SIGTERM".into(),
+        n => n.to_string(),
+    }
+}
+
 impl<R> Process<R>
 where
     R: Serialize + DeserializeOwned + Send + 'static,

@@ -53,8 +53,8 @@ pub struct Connection<T> {
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
     let (a, b) = sys::fd::socketpair()?;
     Ok((
-        Connection::from_fd(a.into(), true, true),
-        Connection::from_fd(b.into(), true, true),
+        Connection::from_fd(a, true, true),
+        Connection::from_fd(b, true, true),
     ))
 }
 
@@ -65,10 +65,10 @@ pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
     sys::fd::shutdown(w.as_fd(), false)?;
     Ok((
         Receiver {
-            conn: Connection::from_fd(r.into(), true, false),
+            conn: Connection::from_fd(r, true, false),
         },
         Sender {
-            conn: Connection::from_fd(w.into(), false, true),
+            conn: Connection::from_fd(w, false, true),
         },
     ))
 }

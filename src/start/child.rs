@@ -19,16 +19,14 @@ pub(super) fn run(parent_pid: i32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: 
     crate::process::install_exit_hook();
     // Registered, so a grandchild made by `fork` closes its copy and the parent sees EOF.
     let result = HandleFd::new(result);
-    let code = match crate::target::run_entry(
+    let code = crate::target::run_entry(
         boot.entry,
         boot.fingerprint,
         &boot.args,
         fds,
         result.as_fd(),
-    ) {
-        Some(code) => code,
-        None => 1,
-    };
+    )
+    .unwrap_or(1);
     drop(result);
     finish(code)
 }

@@ -104,11 +104,6 @@ pub(crate) fn recv_with_fds(
     Ok(msg.bytes)
 }
 
-/// Receives into `buf` without descriptors. Returns 0 at end of stream.
-pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    retry_eintr(|| rustix::net::recv(sock, &mut *buf, RecvFlags::empty()).map(|(n, _)| n))
-}
-
 /// Waits until `fd` is readable (data or end of stream) or `timeout` passes.
 /// `None` waits forever. Returns whether it is readable.
 pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
@@ -162,11 +157,6 @@ pub(crate) fn set_inheritable(fd: BorrowedFd<'_>, inherit: bool) -> io::Result<(
     Ok(rustix::io::fcntl_setfd(fd, flags)?)
 }
 
-/// Whether `fd` has CLOEXEC set.
-pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(rustix::io::fcntl_getfd(fd)?.contains(FdFlags::CLOEXEC))
-}
-
 /// Closes a descriptor this process owns but holds no `OwnedFd` for (a copy inherited
 /// through `fork`). Errors are ignored: the descriptor is gone either way.
 pub(crate) fn close_inherited(fd: RawFd) {
@@ -197,13 +187,6 @@ pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     set_inheritable(owned.as_fd(), false)?;
     Ok(owned)
-}
-
-/// Counts this process's open descriptors (for leak tests and diagnostics).
-pub(crate) fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?
-        .count()
-        .saturating_sub(1))
 }
 
 fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {

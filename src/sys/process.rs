@@ -72,8 +72,10 @@ fn set_pdeathsig(sig: c_int) -> io::Result<()> {
 
 /// Kills the calling process with SIGKILL.
 pub(crate) fn hard_exit_killed() -> ! {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
     // SAFETY: signalling ourselves with SIGKILL.
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unsafe { libc::kill(me, libc::SIGKILL) };
     exit_now(137)
 }
 
@@ -184,21 +186,22 @@ pub(crate) fn spawn_exe(
         cmd.env(k, v);
     }
     let sig = parent_death_signal();
+    let before_exec = move || {
+        // SAFETY: F_SETFD on an integer descriptor; async-signal-safe.
+        if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // Until the child's constructor installs the handler, the default action of this
+        // real-time signal (terminate) applies, which is what parent death wants.
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
     // SAFETY: the closure runs between fork and exec and calls only fcntl and prctl, which
     // are async-signal-safe; it touches no memory but its captured integers.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // Until the child's constructor installs the handler, the default action of
-            // this real-time signal (terminate) applies, which is what parent death wants.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
+    unsafe { cmd.pre_exec(before_exec) };
     let child = cmd.spawn()?;
     // Dropping `std::process::Child` neither waits nor kills: mproc waits through a pidfd.
     Ok(child.id() as i32)
@@ -267,11 +270,6 @@ pub(crate) const SIGKILL: c_int = libc::SIGKILL;
 /// This process's pid.
 pub(crate) fn getpid() -> i32 {
     rustix::process::getpid().as_raw_nonzero().get()
-}
-
-/// This process's parent's pid (0 if none).
-pub(crate) fn getppid() -> i32 {
-    Pid::as_raw(rustix::process::getppid())
 }
 
 /// The number of threads in this process.
