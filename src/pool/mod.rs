@@ -80,7 +80,7 @@ impl PoolBuilder {
         let _ = f;
         let mut buf = Vec::new();
         let mut fds = Vec::new();
-        match codec::encode_into(&[args], &mut buf, &mut fds) {
+        match codec::encode_into(&[args][..], &mut buf, &mut fds) {
             Ok(()) => {
                 self.init = Some(worker::InitSpec {
                     entry: target::pool_entry_offset::<F, Args, ()>(),
