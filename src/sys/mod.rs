@@ -17,3 +17,5 @@
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
+pub(crate) mod robust;
+pub(crate) mod shm;
