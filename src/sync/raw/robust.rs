@@ -252,3 +252,76 @@ impl<'de> Deserialize<'de> for SyncRegion {
         Ok(SyncRegion::new(region, robust))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::raw::mutex;
+    use std::sync::Arc;
+
+    #[repr(C, align(64))]
+    struct Block([AtomicU32; 16]);
+
+    struct PthreadMutex(std::cell::UnsafeCell<libc::pthread_mutex_t>);
+    // SAFETY: a pthread mutex is made to be shared between threads.
+    unsafe impl Sync for PthreadMutex {}
+    // SAFETY: as above.
+    unsafe impl Send for PthreadMutex {}
+
+    fn robust_pthread_mutex() -> Arc<PthreadMutex> {
+        let m = Arc::new(PthreadMutex(std::cell::UnsafeCell::new(
+            libc::PTHREAD_MUTEX_INITIALIZER,
+        )));
+        // SAFETY: zeroed attr is initialized by pthread_mutexattr_init before use.
+        let mut attr: libc::pthread_mutexattr_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `attr` is a valid attribute object.
+        unsafe { libc::pthread_mutexattr_init(&mut attr) };
+        // SAFETY: as above.
+        unsafe { libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST) };
+        // SAFETY: the mutex is not in use yet.
+        unsafe { libc::pthread_mutex_init(m.0.get(), &attr) };
+        m
+    }
+
+    fn plock(m: &PthreadMutex) -> i32 {
+        // SAFETY: an initialized mutex.
+        unsafe { libc::pthread_mutex_lock(m.0.get()) }
+    }
+
+    fn punlock(m: &PthreadMutex) {
+        // SAFETY: held by this thread.
+        unsafe { libc::pthread_mutex_unlock(m.0.get()) };
+    }
+
+    /// glibc's robust mutexes and ours share one list: enqueues and dequeues interleave in
+    /// every order, and a death still marks both kinds.
+    #[test]
+    fn coexists_with_glibc_robust_mutexes() {
+        let ours = Arc::new(Block(std::array::from_fn(|_| AtomicU32::new(0))));
+        let theirs = robust_pthread_mutex();
+        let (o, t) = (ours.clone(), theirs.clone());
+        std::thread::spawn(move || {
+            let m = me();
+            for _ in 0..3 {
+                assert_eq!(plock(&t), 0);
+                mutex::lock(&o.0[0], m, None);
+                punlock(&t); // glibc unlinks its entry from between ours and the head
+                assert_eq!(plock(&t), 0);
+                mutex::unlock(&o.0[0], m); // we unlink ours from behind glibc's
+                punlock(&t);
+            }
+            mutex::lock(&o.0[0], m, None);
+            assert_eq!(plock(&t), 0);
+            // Die holding both.
+        })
+        .join()
+        .unwrap();
+        assert_eq!(plock(&theirs), libc::EOWNERDEAD);
+        let m = me();
+        assert_eq!(mutex::lock(&ours.0[0], m, None), Some(true));
+        mutex::unlock(&ours.0[0], m);
+        // SAFETY: held after EOWNERDEAD; mark consistent before unlocking.
+        unsafe { libc::pthread_mutex_consistent(theirs.0.get()) };
+        punlock(&theirs);
+    }
+}
