@@ -19,3 +19,4 @@ pub(crate) mod futex;
 pub(crate) mod mman;
 pub(crate) mod robust;
 pub(crate) mod shm;
+pub(crate) mod process;
