@@ -250,21 +250,19 @@ fn sweep(root: u32) {
 }
 
 /// Sweeps the markers of trees whose root is gone (killed before its exit hook ran).
+/// One directory read per segment creation, which is itself a few syscalls.
 fn sweep_dead_roots() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        for marker in shm::list("mproc-") {
-            let pid = marker
-                .strip_prefix("mproc-")
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                if !robust::process_exists(pid) {
-                    sweep(pid);
-                }
+    for marker in shm::list("mproc-") {
+        let pid = marker
+            .strip_prefix("mproc-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !robust::process_exists(pid) {
+                sweep(pid);
             }
         }
-    });
+    }
 }
 
 /// Run at normal exit of every process: the root of a tree sweeps its markers.
