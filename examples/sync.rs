@@ -91,7 +91,10 @@ fn main() -> mproc::Result<()> {
     for p in &mut ps {
         p.join()?;
     }
-    println!("4 workers, Semaphore(2): at most {} inside at once", most.get());
+    println!(
+        "4 workers, Semaphore(2): at most {} inside at once",
+        most.get()
+    );
 
     println!("-- Barrier");
     let b = Barrier::new(3)?;

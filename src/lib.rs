@@ -68,8 +68,8 @@ mod context;
 mod error;
 mod process;
 mod shared;
-mod sync;
 mod start;
+mod sync;
 mod sys;
 mod target;
 
@@ -79,12 +79,14 @@ pub use crate::context::{
     set_executable, set_start_method,
 };
 pub use crate::error::{Error, Result};
-pub use crate::shared::{Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, Value, ValueGuard};
+pub use crate::process::{
+    Process, ProcessInfo, active_children, current_process, parent_process, spawn,
+};
+pub use crate::shared::{
+    Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, Value, ValueGuard,
+};
 pub use crate::sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
     SemaphoreGuard,
-};
-pub use crate::process::{
-    Process, ProcessInfo, active_children, current_process, parent_process, spawn,
 };
 pub use crate::target::Target;

@@ -37,7 +37,13 @@ fn a_childs_prefix_sum_is_visible_under_every_method() {
         p.start().unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0));
-        let expected: Vec<i32> = seq.iter().scan(0, |s, x| { *s += x; Some(*s) }).collect();
+        let expected: Vec<i32> = seq
+            .iter()
+            .scan(0, |s, x| {
+                *s += x;
+                Some(*s)
+            })
+            .collect();
         assert_eq!(a.to_vec(), expected, "{m:?}");
     }
 }

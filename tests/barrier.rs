@@ -25,7 +25,10 @@ fn wait_expect_broken(b: Barrier) -> bool {
 }
 
 fn wait_short(b: Barrier) -> bool {
-    matches!(b.wait_timeout(Duration::from_millis(200)), Err(Error::BrokenBarrier))
+    matches!(
+        b.wait_timeout(Duration::from_millis(200)),
+        Err(Error::BrokenBarrier)
+    )
 }
 
 fn ordered_rounds(b: Barrier, lock: Lock, log: RawArray<u32>, next: RawArray<u32>, rounds: u32) {

@@ -5,9 +5,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
+use mproc::StartMethod;
 use mproc::{Condition, Lock, Semaphore, Value, get_context};
 use util::*;
-use mproc::StartMethod;
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -47,7 +47,11 @@ fn die_without_notifying(_cond: Condition) {
 fn wait_until(sem: &Semaphore, n: usize) {
     let deadline = Instant::now() + LONG;
     while sem.get_value() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} arrived", sem.get_value());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            sem.get_value()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -65,7 +69,11 @@ fn six_sleepers(
     for _ in 0..3 {
         let args = (cond.clone(), sleeping.clone(), woken.clone());
         let ctx = get_context(StartMethod::Fork);
-        let mut p = if timed { ctx.process(timed_sleeper, args) } else { ctx.process(sleeper, args) };
+        let mut p = if timed {
+            ctx.process(timed_sleeper, args)
+        } else {
+            ctx.process(sleeper, args)
+        };
         p.start().unwrap();
         ps.push(p);
         let (c, s, w) = (cond.clone(), sleeping.clone(), woken.clone());
@@ -82,7 +90,8 @@ fn each_notify_wakes_exactly_one() {
     let _w = watchdog("condition notify", 60);
     let cond = Condition::new().unwrap();
     let (sleeping, woken) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
-    let mut p = get_context(StartMethod::Fork).process(sleeper, (cond.clone(), sleeping.clone(), woken.clone()));
+    let mut p = get_context(StartMethod::Fork)
+        .process(sleeper, (cond.clone(), sleeping.clone(), woken.clone()));
     p.start().unwrap();
     let (c, s, w) = (cond.clone(), sleeping.clone(), woken.clone());
     let t = std::thread::spawn(move || sleeper(c, s, w));

@@ -5,9 +5,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
+use mproc::StartMethod;
 use mproc::{Event, get_context};
 use util::*;
-use mproc::StartMethod;
 
 fn set_after(ev: Event, ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));

@@ -6,9 +6,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
+use mproc::StartMethod;
 use mproc::{Event, Lock, Process, RLock, get_context};
 use util::*;
-use mproc::StartMethod;
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -58,8 +58,13 @@ fn a_lock_held_by_a_child_excludes_the_parent_under_every_method() {
     let _s = shared();
     let _w = watchdog("lock held by a child", 60);
     for m in METHODS {
-        let (lock, held, release) = (Lock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
-        let mut p = get_context(m).process(hold_until, (lock.clone(), held.clone(), release.clone()));
+        let (lock, held, release) = (
+            Lock::new().unwrap(),
+            Event::new().unwrap(),
+            Event::new().unwrap(),
+        );
+        let mut p =
+            get_context(m).process(hold_until, (lock.clone(), held.clone(), release.clone()));
         p.start().unwrap();
         assert!(held.wait_timeout(LONG), "{m:?}: child never took the lock");
         assert!(lock.is_locked());
@@ -86,7 +91,9 @@ fn owner_death_by_abort_is_recovered_and_reported_under_every_method() {
         p.start().unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(-6), "{m:?}");
-        let g = lock.acquire_timeout(Duration::from_secs(2)).expect("recovered");
+        let g = lock
+            .acquire_timeout(Duration::from_secs(2))
+            .expect("recovered");
         assert!(g.owner_died(), "{m:?}");
         drop(g);
         // Reported once: the next holder sees a clean lock.
@@ -108,10 +115,15 @@ fn a_sleeping_waiter_gets_the_lock_promptly_when_the_holder_is_killed() {
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             // SIGKILL by pid: the test owns the child, which is still unreaped.
-            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+            std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .unwrap();
         });
         let t = Instant::now();
-        let g = lock.acquire_timeout(LONG).expect("woken by the holder's death");
+        let g = lock
+            .acquire_timeout(LONG)
+            .expect("woken by the holder's death");
         let waited = t.elapsed();
         assert!(g.owner_died());
         assert!(waited < Duration::from_secs(3), "took {waited:?}");
@@ -131,14 +143,22 @@ fn rlock_nests_and_excludes_other_threads() {
     let b = lock.acquire();
     let c = lock.try_acquire().unwrap();
     let l2 = lock.clone();
-    assert!(std::thread::spawn(move || l2.try_acquire().is_none()).join().unwrap());
+    assert!(
+        std::thread::spawn(move || l2.try_acquire().is_none())
+            .join()
+            .unwrap()
+    );
     drop(c);
     drop(b);
     assert!(lock.is_locked());
     drop(a);
     assert!(!lock.is_locked());
     let l2 = lock.clone();
-    assert!(std::thread::spawn(move || l2.try_acquire().is_some()).join().unwrap());
+    assert!(
+        std::thread::spawn(move || l2.try_acquire().is_some())
+            .join()
+            .unwrap()
+    );
 }
 
 #[test]
@@ -149,10 +169,15 @@ fn rlock_owner_death_is_recovered() {
     let mut p = Process::new(rlock_nested_then_abort, (lock.clone(),));
     p.start().unwrap();
     p.join().unwrap();
-    let g = lock.acquire_timeout(Duration::from_secs(2)).expect("recovered");
+    let g = lock
+        .acquire_timeout(Duration::from_secs(2))
+        .expect("recovered");
     assert!(g.owner_died());
     drop(g);
-    assert!(!lock.is_locked(), "the dead holder's nesting count is not inherited");
+    assert!(
+        !lock.is_locked(),
+        "the dead holder's nesting count is not inherited"
+    );
 }
 
 // A guard leaked with mem::forget keeps the mapping alive after every handle drops, so

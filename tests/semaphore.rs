@@ -5,9 +5,9 @@ mod util;
 
 use std::time::{Duration, Instant};
 
+use mproc::StartMethod;
 use mproc::{BoundedSemaphore, Error, Semaphore, Value, get_context};
 use util::*;
-use mproc::StartMethod;
 
 fn enter_many(sem: Semaphore, inside: Value<u32>, max_seen: Value<u32>, rounds: u32) {
     for _ in 0..rounds {
@@ -111,7 +111,10 @@ fn semaphore_of_two_never_admits_a_third() {
         assert_eq!(p.exitcode(), Some(0));
     }
     let most = max_seen.get();
-    assert!((1..=2).contains(&most), "{most} processes inside a semaphore of 2");
+    assert!(
+        (1..=2).contains(&most),
+        "{most} processes inside a semaphore of 2"
+    );
     assert_eq!(inside.get(), 0);
     assert_eq!(sem.get_value(), 2);
 }

@@ -62,7 +62,10 @@ fn basics() {
     a.unlink().unwrap();
     // Ports the unlink/exists/missing checks: FileNotFoundError and FileExistsError.
     assert!(matches!(a.unlink(), Err(Error::Io(e)) if e.kind() == ErrorKind::NotFound));
-    assert_eq!(io_kind(SharedMemory::open(&name)), Some(ErrorKind::NotFound));
+    assert_eq!(
+        io_kind(SharedMemory::open(&name)),
+        Some(ErrorKind::NotFound)
+    );
     // The memory itself lives on while mapped.
     b.read_at(10, &mut buf).unwrap();
     assert_eq!(&buf, b"howdy");
@@ -73,12 +76,21 @@ fn basics() {
 fn pythons_errors() {
     let _s = shared();
     assert!(matches!(SharedMemory::create(0), Err(Error::ValueError(_))));
-    assert!(matches!(SharedMemory::create_named("a\0b", 10), Err(Error::ValueError(_))));
-    assert!(matches!(SharedMemory::open("a\0b"), Err(Error::ValueError(_))));
+    assert!(matches!(
+        SharedMemory::create_named("a\0b", 10),
+        Err(Error::ValueError(_))
+    ));
+    assert!(matches!(
+        SharedMemory::open("a\0b"),
+        Err(Error::ValueError(_))
+    ));
     assert!(matches!(SharedMemory::open(""), Err(Error::ValueError(_))));
     let a = SharedMemory::create(64).unwrap();
     assert!(a.name().starts_with("mproc_"));
-    assert_eq!(io_kind(SharedMemory::create_named(a.name(), 64)), Some(ErrorKind::AlreadyExists));
+    assert_eq!(
+        io_kind(SharedMemory::create_named(a.name(), 64)),
+        Some(ErrorKind::AlreadyExists)
+    );
     a.unlink().unwrap();
 }
 
@@ -128,7 +140,13 @@ fn run_helper(name: &str, abort: bool) -> String {
         std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     }
     let mut cmd = Command::new(&exe);
-    cmd.args(["--exact", "helper_creates_and_leaves", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd.args([
+        "--exact",
+        "helper_creates_and_leaves",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     cmd.env("MPROC_TEST_SHM_NAME", name);
     if abort {
         cmd.env("MPROC_TEST_SHM_ABORT", "1");
@@ -153,16 +171,31 @@ fn segments_left_behind_are_unlinked_when_the_tree_is_done() {
     let _w = watchdog("shared memory cleanup", 60);
     let name = unique("left");
     let anon = run_helper(&name, false);
-    assert_eq!(io_kind(SharedMemory::open(&name)), Some(ErrorKind::NotFound));
-    assert_eq!(io_kind(SharedMemory::open(&anon)), Some(ErrorKind::NotFound));
+    assert_eq!(
+        io_kind(SharedMemory::open(&name)),
+        Some(ErrorKind::NotFound)
+    );
+    assert_eq!(
+        io_kind(SharedMemory::open(&anon)),
+        Some(ErrorKind::NotFound)
+    );
 
     let name = unique("killed");
     let anon = run_helper(&name, true);
-    assert!(SharedMemory::open(&name).is_ok(), "a killed root leaves its segments for now");
+    assert!(
+        SharedMemory::open(&name).is_ok(),
+        "a killed root leaves its segments for now"
+    );
     let trigger = SharedMemory::create(8).unwrap();
     trigger.unlink().unwrap();
-    assert_eq!(io_kind(SharedMemory::open(&name)), Some(ErrorKind::NotFound));
-    assert_eq!(io_kind(SharedMemory::open(&anon)), Some(ErrorKind::NotFound));
+    assert_eq!(
+        io_kind(SharedMemory::open(&name)),
+        Some(ErrorKind::NotFound)
+    );
+    assert_eq!(
+        io_kind(SharedMemory::open(&anon)),
+        Some(ErrorKind::NotFound)
+    );
 }
 
 // `persist` opts a segment out of the cleanup (Python's track=False).
@@ -171,8 +204,15 @@ fn persisted_segments_are_not_swept() {
     let _s = shared();
     let a = SharedMemory::create(8).unwrap();
     a.persist();
-    assert!(!mproc_entries().iter().any(|e| e.contains("-n-")
-        && e.ends_with(&a.name().bytes().map(|b| format!("{b:02x}")).collect::<String>())));
+    assert!(!mproc_entries().iter().any(|e| {
+        e.contains("-n-")
+            && e.ends_with(
+                &a.name()
+                    .bytes()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+    }));
     a.unlink().unwrap();
 }
 

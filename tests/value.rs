@@ -5,9 +5,9 @@ mod util;
 
 use std::time::Duration;
 
+use mproc::StartMethod;
 use mproc::{Pod, Process, RawValue, Value, get_context};
 use util::*;
-use mproc::StartMethod;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
@@ -15,11 +15,18 @@ struct Point {
     x: i32,
     y: f64,
 }
-// SAFETY: an i32 and an f64: zero is valid, any mix of their bytes is valid, no pointers.
 #[allow(unsafe_code)] // the one way to declare a user struct Pod
+// SAFETY: an i32 and an f64: zero is valid, any mix of their bytes is valid, no pointers.
 unsafe impl Pod for Point {}
 
-fn write_all(i: Value<i32>, d: Value<f64>, h: Value<i16>, q: Value<i64>, c: Value<u8>, p: Value<Point>) {
+fn write_all(
+    i: Value<i32>,
+    d: Value<f64>,
+    h: Value<i16>,
+    q: Value<i64>,
+    c: Value<u8>,
+    p: Value<Point>,
+) {
     i.set(-7);
     d.set(2.5);
     h.set(-3);
@@ -68,12 +75,22 @@ fn a_childs_writes_are_visible_under_every_method() {
         let p = Value::new(Point { x: 0, y: 0.0 }).unwrap();
         let mut child = get_context(m).process(
             write_all,
-            (i.clone(), d.clone(), h.clone(), q.clone(), c.clone(), p.clone()),
+            (
+                i.clone(),
+                d.clone(),
+                h.clone(),
+                q.clone(),
+                c.clone(),
+                p.clone(),
+            ),
         );
         child.start().unwrap();
         child.join().unwrap();
         assert_eq!(child.exitcode(), Some(0), "{m:?}");
-        assert_eq!((i.get(), d.get(), h.get(), q.get(), c.get()), (-7, 2.5, -3, 1 << 40, b'x'));
+        assert_eq!(
+            (i.get(), d.get(), h.get(), q.get(), c.get()),
+            (-7, 2.5, -3, 1 << 40, b'x')
+        );
         assert_eq!(p.get(), Point { x: 1, y: -1.5 });
     }
 }

@@ -30,9 +30,9 @@ pub(crate) fn elements<T: Pod>(region: &Region, offset: usize, count: usize) -> 
         bytes.is_some_and(|end| end <= region.len()) && offset % align_of::<T>() == 0,
         "shared data out of its region"
     );
-    // SAFETY: `offset` is within the mapping (checked above), so the pointer is in bounds
-    // and non-null.
-    unsafe { NonNull::new_unchecked(region.as_ptr().add(offset).cast::<T>()) }
+    // In bounds (checked above), so derived from the mapping's non-null start.
+    NonNull::new(region.as_ptr().wrapping_add(offset).cast::<T>())
+        .expect("a mapping never contains the null address")
 }
 
 /// Whether a region of `len` bytes holds `count` elements of `T` from `offset`.
@@ -47,17 +47,19 @@ pub(crate) fn fits<T>(len: usize, offset: usize, count: usize) -> bool {
 pub(crate) fn read<T: Pod>(region: &Region, offset: usize, count: usize, i: usize) -> T {
     assert!(i < count);
     let p = elements::<T>(region, offset, count);
+    let e = p.as_ptr().wrapping_add(i);
     // SAFETY: `i < count`, so the element is inside the checked range; it is aligned and
     // holds a valid `T` (zero-filled or written as a `T`; torn mixes are valid by `Pod`).
-    unsafe { p.as_ptr().add(i).read_volatile() }
+    unsafe { e.read_volatile() }
 }
 
 /// Copies `v` into element `i` (volatile).
 pub(crate) fn write<T: Pod>(region: &Region, offset: usize, count: usize, i: usize, v: T) {
     assert!(i < count);
     let p = elements::<T>(region, offset, count);
+    let e = p.as_ptr().wrapping_add(i);
     // SAFETY: in bounds and aligned as in `read`; no reference to these bytes exists.
-    unsafe { p.as_ptr().add(i).write_volatile(v) }
+    unsafe { e.write_volatile(v) }
 }
 
 /// Copies bytes out of the region (volatile, a byte at a time where unaligned, a word at a
@@ -66,11 +68,13 @@ pub(crate) fn read_bytes(region: &Region, offset: usize, out: &mut [u8]) {
     let base = elements::<u8>(region, offset, out.len()).as_ptr();
     let mut i = 0;
     while i < out.len() {
-        // SAFETY: `offset + i < offset + out.len() <= region.len()`, checked above.
-        let p = unsafe { base.add(i) };
+        // `offset + i < offset + out.len() <= region.len()`, checked above.
+        let p = base.wrapping_add(i);
         if p as usize % 8 == 0 && out.len() - i >= 8 {
+            #[allow(clippy::cast_ptr_alignment)] // alignment checked just above
+            let w8 = p.cast::<u64>();
             // SAFETY: 8 bytes in bounds, 8-aligned.
-            let w = unsafe { p.cast::<u64>().read_volatile() };
+            let w = unsafe { w8.read_volatile() };
             out[i..i + 8].copy_from_slice(&w.to_ne_bytes());
             i += 8;
         } else {
@@ -86,13 +90,15 @@ pub(crate) fn write_bytes(region: &Region, offset: usize, data: &[u8]) {
     let base = elements::<u8>(region, offset, data.len()).as_ptr();
     let mut i = 0;
     while i < data.len() {
-        // SAFETY: in bounds, as in `read_bytes`.
-        let p = unsafe { base.add(i) };
+        // In bounds, as in `read_bytes`.
+        let p = base.wrapping_add(i);
         if p as usize % 8 == 0 && data.len() - i >= 8 {
             let mut w = [0u8; 8];
             w.copy_from_slice(&data[i..i + 8]);
+            #[allow(clippy::cast_ptr_alignment)] // alignment checked just above
+            let w8 = p.cast::<u64>();
             // SAFETY: 8 bytes in bounds, 8-aligned.
-            unsafe { p.cast::<u64>().write_volatile(u64::from_ne_bytes(w)) };
+            unsafe { w8.write_volatile(u64::from_ne_bytes(w)) };
             i += 8;
         } else {
             // SAFETY: one byte in bounds.

@@ -42,7 +42,9 @@ macro_rules! pod {
     };
 }
 
-pod!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool);
+pod!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool
+);
 
 // SAFETY: an array of `Pod` is `Pod` element by element, with no padding between elements.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}

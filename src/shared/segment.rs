@@ -205,7 +205,11 @@ fn root() -> u32 {
         let mut root = me;
         for _ in 0..64 {
             match robust::parent_of(root) {
-                Some(p) if p > 1 && std::fs::read_link(format!("/proc/{p}/exe")).ok() == Some(exe.clone()) => {
+                Some(p)
+                    if p > 1
+                        && std::fs::read_link(format!("/proc/{p}/exe")).ok()
+                            == Some(exe.clone()) =>
+                {
                     root = p
                 }
                 _ => break,

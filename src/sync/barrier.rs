@@ -42,7 +42,9 @@ impl Barrier {
         let n = u32::try_from(parties)
             .ok()
             .filter(|&n| n > 0)
-            .ok_or_else(|| Error::ValueError(format!("barrier parties must be ≥ 1, not {parties}")))?;
+            .ok_or_else(|| {
+                Error::ValueError(format!("barrier parties must be ≥ 1, not {parties}"))
+            })?;
         let region = Region::new("mproc-barrier", BLOCK + 16)?;
         region
             .atomic_u32(PARTIES)
@@ -59,7 +61,9 @@ impl Barrier {
             state: r.atomic_u32(STATE),
             count: r.atomic_u32(COUNT),
             seq: r.atomic_u32(SEQ),
-            parties: r.atomic_u32(PARTIES).load(std::sync::atomic::Ordering::Relaxed),
+            parties: r
+                .atomic_u32(PARTIES)
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -112,7 +112,11 @@ impl Condition {
     }
 
     /// Waits until `pred()` holds, checking it under the lock before each wait.
-    pub fn wait_for<'a>(&self, mut g: LockGuard<'a>, mut pred: impl FnMut() -> bool) -> LockGuard<'a> {
+    pub fn wait_for<'a>(
+        &self,
+        mut g: LockGuard<'a>,
+        mut pred: impl FnMut() -> bool,
+    ) -> LockGuard<'a> {
         while !pred() {
             g = self.wait(g);
         }

@@ -128,6 +128,9 @@ mod tests {
         assert_ne!(me, other);
         assert!(is_own_thread(me));
         assert!(process_exists(getpid()));
-        assert_eq!(parent_of(getpid()), Some(std::os::unix::process::parent_id()));
+        assert_eq!(
+            parent_of(getpid()),
+            Some(std::os::unix::process::parent_id())
+        );
     }
 }

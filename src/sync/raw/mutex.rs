@@ -271,7 +271,11 @@ mod tests {
             assert_eq!(try_lock(&b2.0[0], m), None);
             let t = Instant::now();
             assert_eq!(
-                lock(&b2.0[0], m, Some(Instant::now() + Duration::from_millis(50))),
+                lock(
+                    &b2.0[0],
+                    m,
+                    Some(Instant::now() + Duration::from_millis(50))
+                ),
                 None
             );
             assert!(t.elapsed() >= Duration::from_millis(50));

@@ -153,9 +153,10 @@ pub(crate) fn link(me: Me, word: &AtomicU32) {
         return;
     }
     let entry = entry_of(word);
-    // SAFETY (all blocks below): `head` and the neighbour entries are this thread's list,
-    // valid by the lifetime rule in the module docs; `entry` is in the lock's block, which
-    // the caller keeps mapped; every one is an aligned word, written only by this thread.
+    // The head and the neighbour entries are this thread's list, mapped by the lifetime
+    // rule in the module docs; `entry` is in the lock's block, which the caller keeps
+    // mapped; each is an aligned word written only by this thread.
+    // SAFETY: the head's `list` word, valid for the thread's life.
     let list = unsafe { word_at(me.head) };
     let first = list.load(Ordering::Relaxed);
     // SAFETY: `first` is the head or a linked entry; its `prev` is the word before it.
@@ -176,8 +177,8 @@ pub(crate) fn unlink(me: Me, word: &AtomicU32) {
         return;
     }
     let entry = entry_of(word);
-    // SAFETY (all blocks below): as in `link`: our entry and its neighbours are linked
-    // words of this thread's list, all mapped.
+    // As in `link`: our entry and its neighbours are linked words of this thread's list.
+    // SAFETY: our entry's `next`, in the lock's mapped block.
     let next = unsafe { word_at(entry) }.load(Ordering::Relaxed);
     // SAFETY: our entry's `prev`.
     let prev = unsafe { word_at(entry - 8) }.load(Ordering::Relaxed);
