@@ -240,3 +240,34 @@ fn waiting_with_another_locks_guard_panics() {
     let other = Lock::new().unwrap();
     let _ = cond.wait_timeout(other.acquire(), Duration::ZERO);
 }
+
+fn wait_with_separate_copies(lock: Lock, cond: Condition, ready: Semaphore) -> bool {
+    // `lock` and the condition's own copy of it arrive as two mappings of one lock.
+    let g = lock.acquire();
+    ready.release();
+    let (_g, notified) = cond.wait_timeout(g, LONG);
+    notified
+}
+
+// A lock and a condition built on it, sent separately, are still recognised as one lock.
+#[test]
+fn a_lock_and_its_condition_sent_separately_work_together() {
+    let _s = shared();
+    let _w = watchdog("condition with separately sent lock", 30);
+    for m in METHODS {
+        let lock = Lock::new().unwrap();
+        let cond = Condition::with_lock(lock.clone()).unwrap();
+        let ready = Semaphore::new(0).unwrap();
+        let mut p = get_context(m).process(
+            wait_with_separate_copies,
+            (lock.clone(), cond.clone(), ready.clone()),
+        );
+        p.start().unwrap();
+        assert!(ready.acquire_timeout(LONG));
+        {
+            let _g = lock.acquire();
+            cond.notify(1);
+        }
+        assert!(p.result().unwrap(), "{m:?}");
+    }
+}
