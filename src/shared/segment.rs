@@ -32,6 +32,13 @@ use crate::sys::{mman, robust, shm};
 
 /// A named shared-memory segment: bytes that any process can open by name.
 ///
+/// A handle sent to a child (in its arguments or a message) carries the segment's
+/// descriptor, not just its name: the child maps the same memory even if the name was
+/// unlinked in between (where unpickling in Python fails with `FileNotFoundError`).
+/// Bytes are read and written by volatile copies ([`read_at`](SharedMemory::read_at),
+/// [`write_at`](SharedMemory::write_at)), never through a `&[u8]` that another process
+/// could change underneath; coordinate writers with a [`Lock`](crate::Lock).
+///
 /// ```
 /// # fn main() -> mproc::Result<()> {
 /// let a = mproc::SharedMemory::create(16)?;

@@ -63,6 +63,10 @@ impl<T: Pod> Value<T> {
     }
 
     /// Holds the lock; the guard derefs (mutably) to the value.
+    ///
+    /// The lock is not reentrant (unlike Python's default `RLock`): while the guard lives,
+    /// use the guard, since [`get`](Value::get)/[`set`](Value::set) from the same thread
+    /// would wait for the lock it holds. That is what makes lending `&mut T` sound.
     pub fn lock(&self) -> ValueGuard<'_, T> {
         let guard = self.lock.acquire();
         let ptr = cell::elements::<T>(self.region(), data_offset::<T>(), 1);
