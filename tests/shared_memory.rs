@@ -34,11 +34,11 @@ fn write_by_handle(shm: SharedMemory) -> mproc::Result<()> {
 /// This test binary's entries in /dev/shm: its tracking markers (other programs on the
 /// machine may be creating their own at the same time).
 fn mproc_entries() -> Vec<String> {
-    let mine = format!("mproc-{}-", std::process::id());
+    let mine = format!("-{}-n-", std::process::id());
     let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&mine))
+        .filter(|n| n.starts_with("mproc-") && n.contains(&mine))
         .collect();
     v.sort();
     v
@@ -128,13 +128,15 @@ fn helper_creates_and_leaves() {
     let named = SharedMemory::create_named(&name, 100).unwrap();
     let anon = SharedMemory::create(100).unwrap();
     println!("ANON={}", anon.name());
-    if std::env::var("MPROC_TEST_SHM_ABORT").is_ok() {
-        std::process::abort();
+    match std::env::var("MPROC_TEST_SHM_MODE").as_deref() {
+        Ok("abort") => std::process::abort(),
+        Ok("persist") => named.persist(),
+        _ => {}
     }
     drop((named, anon)); // neither unlinked: the exit hook of the tree's root does it
 }
 
-fn run_helper(name: &str, abort: bool) -> String {
+fn run_helper(name: &str, mode: &str) -> String {
     // A copy of this test binary under another path is its own program (its own tree root).
     let dir = std::env::temp_dir().join(format!("mproc-shm-helper-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -151,9 +153,7 @@ fn run_helper(name: &str, abort: bool) -> String {
         "--test-threads=1",
     ]);
     cmd.env("MPROC_TEST_SHM_NAME", name);
-    if abort {
-        cmd.env("MPROC_TEST_SHM_ABORT", "1");
-    }
+    cmd.env("MPROC_TEST_SHM_MODE", mode);
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let anon = stdout
@@ -173,7 +173,7 @@ fn segments_left_behind_are_unlinked_when_the_tree_is_done() {
     let _x = exclusive();
     let _w = watchdog("shared memory cleanup", 60);
     let name = unique("left");
-    let anon = run_helper(&name, false);
+    let anon = run_helper(&name, "leave");
     assert_eq!(
         io_kind(SharedMemory::open(&name)),
         Some(ErrorKind::NotFound)
@@ -184,7 +184,7 @@ fn segments_left_behind_are_unlinked_when_the_tree_is_done() {
     );
 
     let name = unique("killed");
-    let anon = run_helper(&name, true);
+    let anon = run_helper(&name, "abort");
     assert!(
         SharedMemory::open(&name).is_ok(),
         "a killed root leaves its segments for now"

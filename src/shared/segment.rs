@@ -8,7 +8,7 @@
 //!   process (mproc children — fork, spawn, fork server — all run it; `cargo test`'s or a
 //!   shell's process above it does not).
 //! * Creating a segment also creates an empty *marker* object
-//!   `mproc-<root pid>-n-<hex of the name>`. [`SharedMemory::unlink`] removes both;
+//!   `mproc-<pid namespace>-<root pid>-n-<hex of the name>`. [`SharedMemory::unlink`] removes both;
 //!   [`SharedMemory::persist`] removes only the marker (Python's `track=False`).
 //! * When the root exits normally (an `atexit` hook), it unlinks every segment named by
 //!   its markers, then the markers; a segment already gone is skipped silently.
@@ -17,7 +17,7 @@
 //!
 //! Children never unlink on exit (unlike CPython's per-process tracker, which destroys
 //! segments still in use elsewhere); opening a segment by name tracks nothing.
-//! Names longer than 118 bytes have no room for a marker and are not tracked.
+//! Names longer than about 110 bytes have no room for a marker and are not tracked.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -226,8 +226,15 @@ fn root() -> u32 {
     })
 }
 
+/// Markers name the pid namespace too: a `/dev/shm` shared with another namespace (a
+/// container with `--ipc=host`) must not make us judge its roots dead by our pid table.
 fn marker_prefix(root: u32) -> String {
-    format!("mproc-{root}-n-")
+    format!("mproc-{}-{root}-n-", namespace())
+}
+
+fn namespace() -> u64 {
+    static NS: OnceLock<u64> = OnceLock::new();
+    *NS.get_or_init(|| robust::pid_namespace().unwrap_or(0))
 }
 
 fn marker_name(name: &str) -> Option<String> {
@@ -263,10 +270,11 @@ fn sweep(root: u32) {
 /// Sweeps the markers of trees whose root is gone (killed before its exit hook ran).
 /// One directory read per segment creation, which is itself a few syscalls.
 fn sweep_dead_roots() {
-    for marker in shm::list("mproc-") {
-        let pid = marker
-            .strip_prefix("mproc-")
-            .and_then(|r| r.split('-').next())
+    let ours = format!("mproc-{}-", namespace());
+    for marker in shm::list(&ours) {
+        let pid = marker[ours.len()..]
+            .split('-')
+            .next()
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
             if !robust::process_exists(pid) {

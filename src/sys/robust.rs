@@ -101,6 +101,13 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     )
 }
 
+/// The inode number of this process's pid namespace (`/proc/self/ns/pid` is `pid:[N]`).
+pub(crate) fn pid_namespace() -> Option<u64> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
 /// The parent of process `pid`, read from `/proc/<pid>/stat`.
 pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
