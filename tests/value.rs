@@ -114,7 +114,12 @@ fn get_lock_is_the_values_lock() {
     let v = Value::new(5u32).unwrap();
     let g = v.get_lock().acquire();
     let v2 = v.clone();
-    let blocked = std::thread::spawn(move || v2.get_lock().try_acquire().is_none());
+    let blocked = std::thread::spawn(move || {
+        v2.get_lock().try_acquire().is_none()
+            && v2
+                .lock_timeout(std::time::Duration::from_millis(20))
+                .is_none()
+    });
     assert!(blocked.join().unwrap());
     drop(g);
     assert_eq!(format!("{v:?}"), "Value(5)");

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -102,6 +103,13 @@ impl<T: Pod> Array<T> {
         let guard = self.lock.acquire();
         let ptr = cell::elements::<T>(&self.lock.shared, data_offset::<T>(), self.len);
         ArrayGuard::new(guard, ptr, self.len)
+    }
+
+    /// As [`lock`](Array::lock), waiting at most `d`.
+    pub fn lock_timeout(&self, d: Duration) -> Option<ArrayGuard<'_, T>> {
+        let guard = self.lock.acquire_timeout(d)?;
+        let ptr = cell::elements::<T>(&self.lock.shared, data_offset::<T>(), self.len);
+        Some(ArrayGuard::new(guard, ptr, self.len))
     }
 
     /// The array's lock (Python's `get_lock()`).

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -71,6 +72,13 @@ impl<T: Pod> Value<T> {
         let guard = self.lock.acquire();
         let ptr = cell::elements::<T>(self.region(), data_offset::<T>(), 1);
         ValueGuard::new(guard, ptr)
+    }
+
+    /// As [`lock`](Value::lock), waiting at most `d`.
+    pub fn lock_timeout(&self, d: Duration) -> Option<ValueGuard<'_, T>> {
+        let guard = self.lock.acquire_timeout(d)?;
+        let ptr = cell::elements::<T>(self.region(), data_offset::<T>(), 1);
+        Some(ValueGuard::new(guard, ptr))
     }
 
     /// The value's lock (Python's `get_lock()`).

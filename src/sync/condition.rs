@@ -19,7 +19,9 @@ use crate::shared::region::Region;
 /// [`notify(n)`](Condition::notify) wakes exactly `n` of the current waiters (fewer if
 /// fewer wait); like Python, call it holding the lock to avoid missing a waiter that is
 /// about to wait. If the lock's holder dies, the waiter that relocks it sees
-/// [`LockGuard::owner_died`].
+/// [`LockGuard::owner_died`]. A waiter that dies while waiting stays counted, so a later
+/// `notify(1)` may be spent on it, as a wakeup can be lost to a dead thread in any
+/// condition variable; waiters whose notifier may die should use the timeout forms.
 ///
 /// ```
 /// # fn main() -> mproc::Result<()> {

@@ -20,6 +20,9 @@ use crate::shared::region::Region;
 /// `panic=abort`, `abort()`, a segfault, SIGKILL — the next acquirer gets it at once and
 /// [`LockGuard::owner_died`] tells it so: whatever the lock protected may be half-updated.
 ///
+/// Python's `release()` is the guard's drop: the thread that acquired releases (Python lets
+/// any process release a `Lock`, which is what makes a dead holder unrecoverable there).
+///
 /// ```
 /// # fn main() -> mproc::Result<()> {
 /// let lock = mproc::Lock::new()?;
