@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::raw::barrier::{self as raw, Words};
-use super::raw::robust::{BLOCK, SyncRegion};
+use super::raw::robust::{BLOCK, LOCK_WORD, SyncRegion};
 use crate::error::{Error, Result};
 use crate::shared::region::Region;
 
@@ -57,7 +57,7 @@ impl Barrier {
     fn words(&self) -> Words<'_> {
         let r = &self.region;
         Words {
-            lock: r.atomic_u32(0),
+            lock: r.atomic_u32(LOCK_WORD),
             state: r.atomic_u32(STATE),
             count: r.atomic_u32(COUNT),
             seq: r.atomic_u32(SEQ),

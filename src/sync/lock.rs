@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::raw::mutex;
-use super::raw::robust::{self, BLOCK, SyncRegion};
+use super::raw::robust::{self, BLOCK, LOCK_WORD, SyncRegion};
 use crate::error::Result;
 use crate::shared::region::Region;
 
@@ -54,7 +54,7 @@ impl Lock {
 
     #[inline]
     pub(crate) fn word(&self) -> &AtomicU32 {
-        self.shared.atomic_u32(0)
+        self.shared.atomic_u32(LOCK_WORD)
     }
 
     /// Blocks until the lock is free, then holds it until the guard drops.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::raw::mutex::{self, COUNT_OFFSET, reentrant};
-use super::raw::robust::{self, BLOCK, SyncRegion};
+use super::raw::robust::{self, BLOCK, LOCK_WORD, SyncRegion};
 use crate::error::Result;
 use crate::shared::region::Region;
 
@@ -48,8 +48,8 @@ impl RLock {
     #[inline]
     fn words(&self) -> (&AtomicU32, &AtomicU32) {
         (
-            self.shared.atomic_u32(0),
-            self.shared.atomic_u32(COUNT_OFFSET),
+            self.shared.atomic_u32(LOCK_WORD),
+            self.shared.atomic_u32(LOCK_WORD + COUNT_OFFSET),
         )
     }
 

@@ -1,10 +1,13 @@
 //! Linking lock words into the calling thread's kernel robust list.
 //!
 //! **Layout.** A robust lock occupies a [`BLOCK`]-byte block of shared memory: the futex word
-//! at byte 0, and a list entry — `prev` at byte 24, `next` at byte 32 — exactly where glibc
-//! keeps them in a 64-bit `pthread_mutex_t` (`__lock` at 0, `__list.__prev`/`__next` at
-//! 24/32). The list links `next` fields; a `prev` sits 8 bytes before each `next`, and the
-//! head's `futex_offset` is -32. So the kernel finds our word from our entry, and glibc's own
+//! at [`LOCK_WORD`] (40), and a list entry 24 and 32 bytes after it — `prev` at 64, `next`
+//! at 72 — the distances glibc keeps in a 64-bit `pthread_mutex_t` (`__lock` at 0,
+//! `__list.__prev`/`__next` at 24/32). The list links `next` fields; a `prev` sits 8 bytes
+//! before each `next`, and the head's `futex_offset` is -32. Starting the word at 40 rather
+//! than 0 puts the entry on the next cache line: the owner writes its entry on every acquire
+//! and release, and waiters spinning on the word would otherwise pull that line away from
+//! it in the middle of its critical section. So the kernel finds our word from our entry, and glibc's own
 //! enqueue/dequeue of robust pthread mutexes, which write the `prev`/`next` of their
 //! neighbours, write ours at the right places. glibc also keeps a `prev` word just before
 //! the head (`robust_prev`), which our enqueue writes when the list is empty.
@@ -33,8 +36,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::shared::region::Region;
 use crate::sys::robust as sys;
 
-/// Bytes reserved for one robust lock (word, entry, and room for an RLock's count).
-pub(crate) const BLOCK: usize = 64;
+/// Bytes reserved for one robust lock (word, entry, and room for an RLock's count): two
+/// cache lines.
+pub(crate) const BLOCK: usize = 128;
+/// Where the lock word sits in its block.
+pub(crate) const LOCK_WORD: usize = 40;
 /// Where the entry's `next` field lies, from the word.
 const ENTRY_OFFSET: usize = 32;
 /// The `futex_offset` a head must carry for our layout: word = entry - 32.
@@ -145,8 +151,8 @@ pub(crate) fn clear_pending(me: Me) {
 
 /// Links the lock at `word` (just taken by this thread) at the front of its list.
 ///
-/// The caller must own the lock, and `word` must start a [`BLOCK`]-byte, 64-aligned block
-/// that stays mapped until [`unlink`] (see the module docs on lifetime).
+/// The caller must own the lock, and the 40 bytes after `word` (its entry) must be reserved
+/// for it and stay mapped until [`unlink`] (see the module docs on lifetime).
 #[inline]
 pub(crate) fn link(me: Me, word: &AtomicU32) {
     if me.head == 0 {
@@ -189,7 +195,7 @@ pub(crate) fn unlink(me: Me, word: &AtomicU32) {
     compiler_fence(Ordering::SeqCst);
 }
 
-/// A region holding synchronization words; if it holds a robust lock (at offset 0), its
+/// A region holding synchronization words; if it holds a robust lock (at [`LOCK_WORD`]), its
 /// mapping is kept (leaked) rather than unmapped while a thread of this process owns it.
 pub(crate) struct SyncRegion {
     region: ManuallyDrop<Region>,
@@ -217,7 +223,7 @@ impl Deref for SyncRegion {
 impl Drop for SyncRegion {
     fn drop(&mut self) {
         if self.robust {
-            let tid = self.region.atomic_u32(0).load(Ordering::Relaxed) & TID_MASK;
+            let tid = self.region.atomic_u32(LOCK_WORD).load(Ordering::Relaxed) & TID_MASK;
             if tid != 0 && sys::is_own_thread(tid) {
                 // A guard was leaked: its entry is still in that thread's list, so the
                 // memory must stay mapped for as long as the process lives.
