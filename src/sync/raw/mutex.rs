@@ -7,7 +7,7 @@
 //! holds the robust-list entry and, for the reentrant lock, the recursion count.
 //!
 //! **Who writes what.** Takers CAS a free word (TID bits 0) to their TID; waiters set
-//! `WAITERS` before sleeping, so the owner's release (a swap to 0) sees it and wakes one.
+//! `WAITERS` before sleeping, so the owner's release (a CAS to 0) sees it and wakes one.
 //! A taker that slept keeps `WAITERS` set, since it cannot know whether others still sleep:
 //! at worst one needless wake. The kernel writes `WAITERS|OWNER_DIED` (TID cleared) when
 //! the owner dies, and wakes one waiter. Acquire on the taking CAS and Release on the
