@@ -20,3 +20,4 @@ pub(crate) mod mman;
 pub(crate) mod process;
 pub(crate) mod robust;
 pub(crate) mod shm;
+pub(crate) mod signal;
