@@ -423,12 +423,25 @@ fn program_exit_terminates_daemons() {
     let _s = shared();
     let _w = watchdog("program_exit", 60);
     let exe = std::env::current_exe().unwrap();
-    let example = exe.parent().unwrap().parent().unwrap().join("examples").join("daemon_terminate");
-    assert!(example.exists(), "{} is missing: run the whole `cargo test`", example.display());
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("daemon_terminate");
+    assert!(
+        example.exists(),
+        "{} is missing: run the whole `cargo test`",
+        example.display()
+    );
     let t = Instant::now();
     let out = std::process::Command::new(&example).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(t.elapsed() < Duration::from_secs(10), "the program waited for its daemon");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the program waited for its daemon"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stopped exitcode=-SIGTERM"), "{text}");
 }

@@ -80,7 +80,6 @@ pub(crate) fn watch_forks() {
 
 /// Called by code that creates a child without libc's `fork` (a raw `clone`): the child's
 /// thread caches must be refreshed as `pthread_atfork` would have made them.
-#[allow(dead_code)]
 pub(crate) fn after_raw_fork_in_child() {
     bump_generation();
 }
