@@ -226,6 +226,26 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Waits for the next change of state, until `deadline` (forever if `None`); `None`
+    /// once the deadline has passed.
+    pub(crate) fn wait_change<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, State>> {
+        match deadline {
+            None => Some(self.cond.wait(st).unwrap_or_else(PoisonError::into_inner)),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return None;
+                }
+                let waited = self.cond.wait_timeout(st, d - now);
+                Some(waited.unwrap_or_else(PoisonError::into_inner).0)
+            }
+        }
+    }
+
     /// Wakes the driver (a byte on its wake-up socket; a full socket is as good).
     pub(crate) fn wake(&self) {
         let _ =

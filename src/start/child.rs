@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::{Bootstrap, ENV_CHILD, parse_route, state};
+use super::{Bootstrap, ENV_CHILD, state};
 use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 use crate::sys;
@@ -41,15 +41,7 @@ pub(crate) fn finish(code: i32) -> ! {
 
 /// Entry of a spawned child, from the constructor; never returns.
 pub(super) fn run_spawned(route: &str) -> ! {
-    sys::process::ignore_sigpipe();
-    sys::signal::report_stack_overflow();
-    let Some((fd, parent)) = parse_route(route) else {
-        sys::process::exit_now(70)
-    };
-    let Ok(sock) = sys::fd::take_inherited(fd) else {
-        sys::process::exit_now(71)
-    };
-    let _ = sys::process::watch_parent(parent);
+    let (sock, parent) = super::enter_routed(route);
     let mut buf = Vec::new();
     let mut fds = Vec::new();
     if framing::read_frame(sock.as_fd(), &mut buf, &mut fds).is_err() {
