@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Bootstrap, ENV_CHILD, state};
 use crate::codec::{self, HandleFd};
@@ -31,11 +32,19 @@ pub(super) fn run(parent_pid: i32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: 
     finish(code)
 }
 
+static FLUSH_AT_EXIT: AtomicBool = AtomicBool::new(true);
+
+/// In a child forked from a multithreaded parent: do not touch stdout's lock at exit.
+pub(super) fn skip_flush_at_exit() {
+    FLUSH_AT_EXIT.store(false, Ordering::Relaxed);
+}
+
 /// Ends a child: its children first, then the process.
 pub(crate) fn finish(code: i32) -> ! {
     crate::process::finish_children();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    if FLUSH_AT_EXIT.load(Ordering::Relaxed) {
+        let _ = std::io::stdout().flush();
+    }
     sys::process::exit_now(code)
 }
 
