@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::ring::{DEFAULT_CAPACITY, Ring};
+use postcard::ser_flavors::Flavor;
+
+use super::ring::{DEFAULT_CAPACITY, ItemWriter, Ring};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::shared::region::Region;
@@ -55,14 +57,25 @@ impl Inner {
 
     pub(super) fn put<T: Serialize>(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
         self.check_open()?;
-        let mut buf = ENCODE_BUF.take();
-        buf.clear();
-        let sent =
-            codec::encode_plain_into(item, &mut buf).and_then(|()| self.ring.send(&buf, deadline));
+        let mut writer = self.ring.writer(deadline, ENCODE_BUF.take());
+        let mut failed = None;
+        let encoded = postcard::serialize_with_flavor(
+            item,
+            IntoRing {
+                writer: &mut writer,
+                failed: &mut failed,
+            },
+        );
+        if let Err(e) = encoded {
+            // Dropping the writer abandons what was written of the item.
+            drop(writer);
+            return Err(failed.unwrap_or_else(|| encode_error(item, e)));
+        }
+        let buf = writer.finish()?;
         if buf.capacity() <= KEEP_BUF {
             ENCODE_BUF.set(buf);
         }
-        sent
+        Ok(())
     }
 
     pub(super) fn get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
@@ -86,6 +99,46 @@ impl Inner {
             ring,
             closed: AtomicBool::new(false),
         }))
+    }
+}
+
+/// A postcard output that writes straight into the ring: small items are buffered and
+/// written whole, large ones streamed without a buffer of their size.
+struct IntoRing<'w, 'r> {
+    writer: &'w mut ItemWriter<'r>,
+    /// Why the ring refused the bytes (postcard's own error cannot carry it).
+    failed: &'w mut Option<Error>,
+}
+
+impl Flavor for IntoRing<'_, '_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.writer.write(data).map_err(|e| {
+            *self.failed = Some(e);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// The codec's own error for an item that failed to encode (a handle inside it, a
+/// serializer error): encoding it the codec's way again fails the same way, with the
+/// message the codec keeps for it.
+#[cold]
+fn encode_error<T: Serialize>(item: &T, e: postcard::Error) -> Error {
+    match codec::encode_plain_into(item, &mut Vec::new()) {
+        Err(err) => err,
+        Ok(()) => Error::Codec(e.to_string()),
     }
 }
 

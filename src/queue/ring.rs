@@ -6,6 +6,7 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -16,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::shared::region::Region;
 use crate::sys::{futex, pid};
 
-// ---- Layout of the control page (byte offsets). Lines written by different sides are kept
-// on different cache lines. ----
+// ---- Layout of the control page (byte offsets). Words written by different sides sit
+// 128 bytes apart (two cache lines: the adjacent-line prefetcher pairs them). ----
 
 /// `MAGIC`: the first word of every ring, checked when a handle arrives in another process.
 const OFF_MAGIC: usize = 0;
@@ -26,36 +27,40 @@ const OFF_MAXSIZE: usize = 4;
 /// The size of the data area in bytes, a power of two.
 const OFF_CAPACITY: usize = 8;
 
+/// The producer lock (see [`OwnerLock`]) and the producer side's private words.
+const OFF_PLOCK: usize = 128;
+/// `IN_ITEM` while a streamed item is unfinished, `NO_ITEM` otherwise.
+const OFF_P_STREAM: usize = 132;
+/// The producer side's last view of `HEAD`'s position: a lower bound, refreshed when short.
+const OFF_P_HEAD_SEEN: usize = 136;
+
 /// `TAIL`: (items published << 32) | tail position in units. Written only by the producer
 /// lock holder, with one release store per frame, so bytes and item count appear together.
-const OFF_TAIL: usize = 64;
-/// The producer lock (see [`OwnerLock`]).
-const OFF_PLOCK: usize = 72;
-/// `IN_ITEM` while a streamed item is unfinished, `NO_ITEM` otherwise.
-const OFF_P_STREAM: usize = 76;
-/// The producer side's last view of `HEAD`'s position: a lower bound, refreshed when short.
-const OFF_P_HEAD_SEEN: usize = 80;
+const OFF_TAIL: usize = 256;
+
+/// The consumer lock and the consumer side's private words.
+const OFF_CLOCK: usize = 384;
+/// The consumer side's last view of `TAIL`'s position: a lower bound, refreshed when short.
+const OFF_C_TAIL_SEEN: usize = 388;
 
 /// `HEAD`: (items consumed << 32) | head position in units. Written only by the consumer
 /// lock holder.
-const OFF_HEAD: usize = 128;
-/// The consumer lock.
-const OFF_CLOCK: usize = 136;
-/// The consumer side's last view of `TAIL`'s position: a lower bound, refreshed when short.
-const OFF_C_TAIL_SEEN: usize = 140;
+const OFF_HEAD: usize = 512;
 
 /// Bumped by a producer after publishing, when a consumer waits for data.
-const OFF_DATA_SEQ: usize = 192;
+const OFF_DATA_SEQ: usize = 640;
 /// How many consumers are (about to be) asleep on `DATA_SEQ`.
-const OFF_DATA_WAITERS: usize = 196;
+const OFF_DATA_WAITERS: usize = 644;
 /// Bumped by a consumer after freeing room, when a producer waits for room.
-const OFF_ROOM_SEQ: usize = 256;
+const OFF_ROOM_SEQ: usize = 768;
 /// How many producers are (about to be) asleep on `ROOM_SEQ`.
-const OFF_ROOM_WAITERS: usize = 260;
+const OFF_ROOM_WAITERS: usize = 772;
+/// How many free units the sleeping producer waits for (0: any consumption).
+const OFF_ROOM_NEED: usize = 776;
 /// How many items `task_done` has acknowledged (JoinableQueue); joiners sleep on it.
-const OFF_DONE: usize = 320;
+const OFF_DONE: usize = 896;
 /// How many joiners are (about to be) asleep on `DONE`.
-const OFF_JOIN_WAITERS: usize = 324;
+const OFF_JOIN_WAITERS: usize = 900;
 
 /// The control page's size; the data area starts here, page-aligned.
 const CONTROL_LEN: usize = 4096;
@@ -71,14 +76,12 @@ const IN_ITEM: u32 = 1;
 const UNIT: usize = 8;
 /// Every frame starts with `len: u32` (payload bytes) and `kind: u32`.
 const HEADER: usize = 8;
-/// A `FIRST` frame's payload is preceded by the item's total length (u64).
-const TOTAL_FIELD: usize = 8;
 /// Kind bits: the frame starts an item / ends an item.
 const BEGIN: u32 = 1;
 const END: u32 = 2;
 /// A whole item in one frame.
 const WHOLE: u32 = BEGIN | END;
-/// The first piece of a streamed item (carries the total length).
+/// The first piece of a streamed item.
 const FIRST: u32 = BEGIN;
 /// A middle piece.
 const MORE: u32 = 0;
@@ -102,6 +105,9 @@ const MAX_CAPACITY: usize = 1 << 34;
 const SPIN: Duration = Duration::from_micros(20);
 /// How often a sleeper checks whether the process it depends on has died.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a producer waiting for room sleeps before re-checking on its own (see
+/// [`Ring::wait_room`]).
+const ROOM_SLICE: Duration = Duration::from_millis(2);
 
 // ---- The lock ----
 
@@ -542,10 +548,11 @@ impl Ring {
 
     // ---- Waiting and waking (eventcounts: seq + waiter count) ----
 
-    /// Sleeps until `ready()`, or `until` passes (`false`). The sleeper registers in
-    /// `waiters` before its final check; the waker publishes, fences, then reads `waiters`:
-    /// with SeqCst fences on both sides one of them sees the other, so no wake is lost.
-    fn wait_on(
+    /// Sleeps once on an eventcount until woken or `until`; `true` if `ready()` after.
+    /// The sleeper registers in `waiters` before its final check; the waker publishes,
+    /// fences, then reads `waiters`: with SeqCst fences on both sides one of them sees the
+    /// other, so no wake is lost.
+    fn sleep_once(
         &self,
         seq_off: usize,
         waiters_off: usize,
@@ -554,20 +561,20 @@ impl Ring {
     ) -> bool {
         let (seq, waiters) = (self.word32(seq_off), self.word32(waiters_off));
         let s = seq.load(Ordering::Acquire);
-        waiters.fetch_add(1, Ordering::Relaxed);
+        waiters.fetch_add(1, Ordering::AcqRel);
         fence(Ordering::SeqCst);
-        let woke = ready()
-            || (futex::wait(seq, s, Some(until)) == futex::Wake::Retry && ready())
-            || ready();
+        if !ready() {
+            futex::wait(seq, s, Some(until));
+        }
         waiters.fetch_sub(1, Ordering::Relaxed);
-        woke
+        ready()
     }
 
     /// Wakes the sleepers of an eventcount, if there are any (no syscall otherwise).
     #[inline]
     fn notify(&self, seq_off: usize, waiters_off: usize) {
         fence(Ordering::SeqCst);
-        if self.word32(waiters_off).load(Ordering::Relaxed) != 0 {
+        if self.word32(waiters_off).load(Ordering::Acquire) != 0 {
             self.notify_slow(seq_off);
         }
     }
@@ -600,7 +607,7 @@ impl Ring {
         }
         loop {
             let until = probe_deadline(deadline);
-            if self.wait_on(seq_off, waiters_off, until, &mut ready) {
+            if self.sleep_once(seq_off, waiters_off, until, &mut ready) {
                 return true;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -614,13 +621,39 @@ impl Ring {
 
     // ---- Producing ----
 
-    /// Appends one item. `Err(Error::Full)` if `deadline` passes first (then nothing of it
-    /// stays in the ring).
+    /// Appends one item of raw bytes. `Err(Error::Full)` if `deadline` passes first (then
+    /// nothing of it stays in the ring).
+    #[cfg(test)]
     pub(crate) fn send(&self, item: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let me = pid::current();
+        let mut w = self.writer(deadline, Vec::new());
+        w.write(item)?;
+        w.finish().map(drop)
+    }
+
+    /// Starts writing one item; see [`ItemWriter`]. `buf` is scratch space to reuse.
+    pub(crate) fn writer(&self, deadline: Option<Instant>, mut buf: Vec<u8>) -> ItemWriter<'_> {
+        buf.clear();
+        ItemWriter {
+            ring: self,
+            deadline,
+            small_limit: self.cap / 4,
+            buf,
+            held: None,
+            piece_pos: 0,
+            piece_len: 0,
+            piece_room: 0,
+            first: true,
+            published: false,
+            finished: false,
+        }
+    }
+
+    /// Takes the producer lock, repairs what a dead or timed-out predecessor left, and waits
+    /// until a bounded ring has room for one more item.
+    fn acquire_producer(&self, deadline: Option<Instant>) -> Result<Held<'_>> {
         let lock = self.plock();
-        let acquired = lock.lock(me, deadline).ok_or(Error::Full)?;
-        let _held = Held(lock);
+        let acquired = lock.lock(pid::current(), deadline).ok_or(Error::Full)?;
+        let held = Held(lock);
         if acquired == Acquired::OwnerDied {
             // A dead producer may have been asleep waiting for room.
             self.word32(OFF_ROOM_WAITERS).store(0, Ordering::Relaxed);
@@ -635,61 +668,13 @@ impl Ring {
             let room_for_one = || {
                 put.wrapping_sub(count_of(self.head().load(Ordering::Acquire))) < self.maxsize
             };
+            // Any consumption is worth a wakeup here.
+            self.word32(OFF_ROOM_NEED).store(0, Ordering::Relaxed);
             if !self.wait_until(OFF_ROOM_SEQ, OFF_ROOM_WAITERS, deadline, room_for_one, || {}) {
                 return Err(Error::Full);
             }
         }
-        let whole = units(HEADER + item.len());
-        if whole <= self.cap_units {
-            if !self.wait_room(whole, deadline) {
-                return Err(Error::Full);
-            }
-            self.write_frame(WHOLE, None, item);
-            Ok(())
-        } else {
-            self.stream(item, deadline)
-        }
-    }
-
-    /// Writes an item larger than the ring as `FIRST`, `MORE`..., `LAST`, each published as
-    /// soon as written so a consumer drains the ring while we fill it.
-    fn stream(&self, item: &[u8], deadline: Option<Instant>) -> Result<()> {
-        // Pieces of at least a quarter of the ring (or the rest) keep wakeups rare; at most
-        // half, so producer and consumer copy in parallel.
-        let min_piece = self.cap / 4;
-        let max_piece = (self.cap / 2).min(u32::MAX as usize);
-        let mut sent = 0;
-        while sent < item.len() {
-            let first = sent == 0;
-            let extra = if first { TOTAL_FIELD } else { 0 };
-            let rest = item.len() - sent;
-            let need = units(HEADER + extra + rest.min(min_piece)) + ABORT_RESERVE;
-            if !self.wait_room(need, deadline) {
-                if !first {
-                    self.write_frame(ABORT, None, &[]);
-                    self.word32(OFF_P_STREAM).store(NO_ITEM, Ordering::Relaxed);
-                }
-                return Err(Error::Full);
-            }
-            let free = (self.free_units() - ABORT_RESERVE) as usize * UNIT;
-            let piece = rest.min(max_piece).min(free - HEADER - extra);
-            let last = piece == rest;
-            let kind = match (first, last) {
-                (true, _) => FIRST,
-                (false, false) => MORE,
-                (false, true) => LAST,
-            };
-            if first {
-                // Set before the FIRST frame is visible, so whoever takes the lock after our
-                // death knows to close the item with an ABORT (spare ones are ignored).
-                self.word32(OFF_P_STREAM).store(IN_ITEM, Ordering::SeqCst);
-            }
-            let total = first.then_some(item.len() as u64);
-            self.write_frame(kind, total, &item[sent..sent + piece]);
-            sent += piece;
-        }
-        self.word32(OFF_P_STREAM).store(NO_ITEM, Ordering::Release);
-        Ok(())
+        Ok(held)
     }
 
     /// Closes an item a dead (or timed-out) producer left unfinished, and wakes a consumer
@@ -699,14 +684,14 @@ impl Ring {
         if self.word32(OFF_P_STREAM).load(Ordering::Acquire) != NO_ITEM {
             // The ABORT reserve guarantees room for this frame.
             if self.free_units() >= 1 {
-                self.write_frame(ABORT, None, &[]);
+                self.write_frame(ABORT, &[]);
             }
             self.word32(OFF_P_STREAM).store(NO_ITEM, Ordering::Release);
         }
         self.notify(OFF_DATA_SEQ, OFF_DATA_WAITERS);
     }
 
-    /// Free units, as of a fresh look at the head.
+    /// Free units, as of a fresh look at the head. Caller holds the producer lock.
     fn free_units(&self) -> u32 {
         let tail = pos_of(self.tail().load(Ordering::Relaxed));
         let head = pos_of(self.head().load(Ordering::Acquire));
@@ -715,42 +700,69 @@ impl Ring {
     }
 
     /// Waits until `need` units are free. Caller holds the producer lock.
+    ///
+    /// Hysteresis: once the ring has been found full, the producer resumes only when a
+    /// sixteenth of it is free (or at the end of a 2 ms slice, or at its deadline, if its
+    /// own frame fits by then), so a fast producer and a slow consumer trade one wakeup
+    /// per many items instead of one per item.
     fn wait_room(&self, need: u32, deadline: Option<Instant>) -> bool {
         let tail = pos_of(self.tail().load(Ordering::Relaxed));
         let seen = self.word32(OFF_P_HEAD_SEEN);
         if self.cap_units - tail.wrapping_sub(seen.load(Ordering::Relaxed)) >= need {
             return true;
         }
-        self.wait_until(
-            OFF_ROOM_SEQ,
-            OFF_ROOM_WAITERS,
-            deadline,
-            || {
-                let head = pos_of(self.head().load(Ordering::Acquire));
-                seen.store(head, Ordering::Relaxed);
-                self.cap_units - tail.wrapping_sub(head) >= need
-            },
-            || {},
-        )
+        let free = || {
+            let head = pos_of(self.head().load(Ordering::Acquire));
+            seen.store(head, Ordering::Relaxed);
+            self.cap_units - tail.wrapping_sub(head)
+        };
+        if free() >= need {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        let target = need.max(self.cap_units / 16);
+        if spin_until(deadline, || free() >= target) {
+            return true;
+        }
+        self.word32(OFF_ROOM_NEED).store(target, Ordering::Relaxed);
+        loop {
+            let until = Instant::now() + ROOM_SLICE;
+            let until = deadline.map_or(until, |d| d.min(until));
+            if self.sleep_once(OFF_ROOM_SEQ, OFF_ROOM_WAITERS, until, || free() >= target) {
+                return true;
+            }
+            if Instant::now() >= until {
+                if free() >= need {
+                    return true;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return false;
+                }
+            }
+        }
     }
 
     /// Writes one frame at the tail and publishes it. Caller holds the producer lock and
     /// has made sure the frame fits.
-    fn write_frame(&self, kind: u32, total: Option<u64>, payload: &[u8]) {
+    fn write_frame(&self, kind: u32, payload: &[u8]) {
+        let pos = pos_of(self.tail().load(Ordering::Relaxed));
+        // SAFETY: the caller holds the producer lock and made room for the whole frame
+        // (header and payload), which lies past the tail.
+        unsafe { self.copy_in(self.index(pos, HEADER), payload) };
+        self.publish(pos, payload.len(), kind);
+    }
+
+    /// Writes the header of the frame at `pos` (its payload already in place) and moves the
+    /// tail past it. Caller holds the producer lock.
+    fn publish(&self, pos: u32, len: usize, kind: u32) {
+        // SAFETY: the caller holds the producer lock; the header's unit at `pos` is the
+        // tail's, inside the room it made.
+        unsafe { self.write_header(pos, len as u32, kind) };
         let tail = self.tail().load(Ordering::Relaxed);
-        let pos = pos_of(tail);
-        let extra = total.map_or(0, |_| TOTAL_FIELD);
-        // SAFETY: the caller holds the producer lock and waited for room for the whole
-        // frame (header, total, payload), which lies past the tail.
-        unsafe { self.write_header(pos, payload.len() as u32, kind) };
-        if let Some(total) = total {
-            // SAFETY: as above; the total field follows the header.
-            unsafe { self.copy_in(self.index(pos, HEADER), &total.to_le_bytes()) };
-        }
-        // SAFETY: as above; the payload follows.
-        unsafe { self.copy_in(self.index(pos, HEADER + extra), payload) };
         let count = count_of(tail).wrapping_add(u32::from(kind & END != 0));
-        let next = pos.wrapping_add(units(HEADER + extra + payload.len()));
+        let next = pos.wrapping_add(units(HEADER + len));
         // One release store publishes the bytes and, for an END frame, the item.
         self.tail().store(pack(next, count), Ordering::Release);
         self.notify(OFF_DATA_SEQ, OFF_DATA_WAITERS);
@@ -792,8 +804,7 @@ impl Ring {
             }
             // SAFETY: we hold the consumer lock and `avail_units` loaded the tail past `pos`.
             let (len, kind) = unsafe { self.read_header(pos) };
-            let extra = if kind == FIRST { TOTAL_FIELD } else { 0 };
-            let frame = units(HEADER + extra + len as usize);
+            let frame = units(HEADER + len as usize);
             if kind > ABORT || frame > self.avail_units(pos) {
                 return Err(Error::Codec(format!(
                     "queue ring is corrupt: frame kind {kind}, {len} bytes at unit {pos}"
@@ -801,9 +812,14 @@ impl Ring {
             }
             let next = pos.wrapping_add(frame);
             let count = count_of(head).wrapping_add(u32::from(kind & END != 0));
-            let at = self.index(pos, HEADER + extra);
+            let at = self.index(pos, HEADER);
             match kind {
                 WHOLE => {
+                    if RECV_BUF_KEPT.get() {
+                        // Small items again: give back the big buffer the last one used.
+                        RECV_BUF_KEPT.set(false);
+                        drop(RECV_BUF.take());
+                    }
                     // SAFETY: the frame is published (checked against the tail above) and
                     // we advance the head only after `decode` is done with the slices.
                     let (a, b) = unsafe { self.published(at, len as usize) };
@@ -816,11 +832,10 @@ impl Ring {
                     return Ok(out);
                 }
                 FIRST => {
-                    // SAFETY: as above; the total field follows the header.
-                    let (t, _) = unsafe { self.published(self.index(pos, HEADER), 8) };
-                    let total = u64::from_le_bytes(t.try_into().expect("8 bytes"));
-                    // Bounded: a corrupt total must not allocate the machine away.
-                    let mut v = Vec::with_capacity(total.min(1 << 30) as usize);
+                    // Reuse the buffer of the last streamed item: a stream of big items
+                    // then touches no fresh pages on this side.
+                    let mut v = RECV_BUF.take();
+                    v.clear();
                     self.take_piece(at, len, &mut v);
                     partial = Some(v);
                     self.advance(next, count);
@@ -838,12 +853,18 @@ impl Ring {
                     });
                     self.advance(next, count);
                     if let Some(v) = done {
-                        return Ok(decode(&v));
+                        let out = decode(&v);
+                        RECV_BUF.set(v);
+                        RECV_BUF_KEPT.set(true);
+                        return Ok(out);
                     }
                 }
                 // ABORT: the item's producer gave up or died; drop what we have of it.
                 _ => {
-                    partial = None;
+                    if let Some(v) = partial.take() {
+                        RECV_BUF.set(v);
+                        RECV_BUF_KEPT.set(true);
+                    }
                     self.advance(next, count);
                 }
             }
@@ -894,11 +915,23 @@ impl Ring {
     }
 
     /// Moves the head (and the consumed-items count) past a frame, and wakes a producer
-    /// waiting for room.
+    /// waiting for room if there is now as much as it asked for.
     #[inline]
     fn advance(&self, pos: u32, count: u32) {
         self.head().store(pack(pos, count), Ordering::Release);
-        self.notify(OFF_ROOM_SEQ, OFF_ROOM_WAITERS);
+        fence(Ordering::SeqCst);
+        if self.word32(OFF_ROOM_WAITERS).load(Ordering::Acquire) != 0 {
+            self.wake_room(pos);
+        }
+    }
+
+    #[cold]
+    fn wake_room(&self, head: u32) {
+        let need = self.word32(OFF_ROOM_NEED).load(Ordering::Relaxed);
+        let tail = pos_of(self.tail().load(Ordering::Acquire));
+        if self.cap_units - tail.wrapping_sub(head) >= need {
+            self.notify_slow(OFF_ROOM_SEQ);
+        }
     }
 
     // ---- Counting ----
@@ -976,6 +1009,174 @@ impl Ring {
                 return false;
             }
         }
+    }
+}
+
+thread_local! {
+    /// The buffer the last streamed item was gathered in, kept for the next one.
+    static RECV_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Whether `RECV_BUF` may hold a large allocation.
+    static RECV_BUF_KEPT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One item being written. It is buffered while small (then written as one `WHOLE` frame);
+/// once it outgrows a quarter of the ring, the writer takes the producer lock and streams
+/// it in pieces straight into the ring, each published as soon as it is full, so items of
+/// any size need no buffer of their size on this side. Dropping an unfinished writer
+/// abandons the item (with an `ABORT` if pieces were published) and releases the lock.
+pub(crate) struct ItemWriter<'r> {
+    ring: &'r Ring,
+    deadline: Option<Instant>,
+    /// Items up to this size are buffered and written whole.
+    small_limit: usize,
+    buf: Vec<u8>,
+    /// The producer lock, once streaming.
+    held: Option<Held<'r>>,
+    /// The open piece: its header's unit (the tail), payload bytes written, bytes it can
+    /// still take.
+    piece_pos: u32,
+    piece_len: usize,
+    piece_room: usize,
+    /// Whether the open piece is the item's first.
+    first: bool,
+    /// Whether a piece of this item is visible to consumers.
+    published: bool,
+    finished: bool,
+}
+
+impl fmt::Debug for ItemWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ItemWriter")
+            .field("streaming", &self.held.is_some())
+            .field("published", &self.published)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ItemWriter<'_> {
+    /// Appends bytes to the item. `Err(Error::Full)` if the deadline passes while waiting
+    /// for the lock or for room.
+    #[inline]
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.held.is_none() {
+            if self.buf.len() + data.len() <= self.small_limit {
+                self.buf.extend_from_slice(data);
+                return Ok(());
+            }
+        } else if data.len() <= self.piece_room {
+            self.put_in_piece(data);
+            return Ok(());
+        }
+        self.write_slow(data)
+    }
+
+    #[cold]
+    fn write_slow(&mut self, data: &[u8]) -> Result<()> {
+        if self.held.is_none() {
+            self.held = Some(self.ring.acquire_producer(self.deadline)?);
+            self.open_piece()?;
+            let buffered = std::mem::take(&mut self.buf);
+            let streamed = self.stream(&buffered);
+            self.buf = buffered;
+            streamed?;
+        }
+        self.stream(data)
+    }
+
+    fn stream(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            if self.piece_room == 0 {
+                self.close_piece(false);
+                self.open_piece()?;
+            }
+            let n = data.len().min(self.piece_room);
+            self.put_in_piece(&data[..n]);
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn put_in_piece(&mut self, data: &[u8]) {
+        let at = self.ring.index(self.piece_pos, HEADER + self.piece_len);
+        // SAFETY: we hold the producer lock, and `open_piece` found `piece_room` bytes free
+        // past this piece's header, of which `data` takes no more than what is left.
+        unsafe { self.ring.copy_in(at, data) };
+        self.piece_len += data.len();
+        self.piece_room -= data.len();
+    }
+
+    /// Waits for room for a new piece and opens it at the tail. Any room will do (the rest
+    /// of the item may be tiny); `wait_room`'s hysteresis keeps pieces large while a
+    /// consumer is draining.
+    fn open_piece(&mut self) -> Result<()> {
+        let ring = self.ring;
+        let need = units(HEADER + UNIT) + ABORT_RESERVE;
+        if !ring.wait_room(need, self.deadline) {
+            return Err(Error::Full);
+        }
+        let free = (ring.free_units() - ABORT_RESERVE) as usize * UNIT;
+        self.piece_pos = pos_of(ring.tail().load(Ordering::Relaxed));
+        self.piece_len = 0;
+        // At most a quarter of the ring, so the consumer copies one piece out while we
+        // copy the next one in.
+        self.piece_room = (free - HEADER).min(ring.cap / 4);
+        Ok(())
+    }
+
+    fn close_piece(&mut self, last: bool) {
+        let kind = match (self.first, last) {
+            (true, true) => WHOLE,
+            (true, false) => FIRST,
+            (false, false) => MORE,
+            (false, true) => LAST,
+        };
+        if kind == FIRST {
+            // Set before the FIRST frame is visible, so whoever takes the lock after our
+            // death knows to close the item with an ABORT (spare ones are ignored).
+            self.ring
+                .word32(OFF_P_STREAM)
+                .store(IN_ITEM, Ordering::SeqCst);
+        }
+        self.ring.publish(self.piece_pos, self.piece_len, kind);
+        self.first = false;
+        self.published = true;
+        self.piece_room = 0;
+    }
+
+    /// Completes the item (it is in the ring when this returns `Ok`), and gives back the
+    /// scratch buffer for reuse.
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>> {
+        if self.held.is_some() {
+            self.close_piece(true);
+            self.ring
+                .word32(OFF_P_STREAM)
+                .store(NO_ITEM, Ordering::Release);
+        } else {
+            let _held = self.ring.acquire_producer(self.deadline)?;
+            if !self
+                .ring
+                .wait_room(units(HEADER + self.buf.len()), self.deadline)
+            {
+                return Err(Error::Full);
+            }
+            self.ring.write_frame(WHOLE, &self.buf);
+        }
+        self.finished = true;
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
+
+impl Drop for ItemWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.published {
+            // A streaming producer always leaves room for this frame (`ABORT_RESERVE`).
+            self.ring.write_frame(ABORT, &[]);
+            self.ring
+                .word32(OFF_P_STREAM)
+                .store(NO_ITEM, Ordering::Release);
+        }
+        // `held`, dropped after this, releases the producer lock.
     }
 }
 
@@ -1085,8 +1286,8 @@ mod tests {
             let lock = r2.plock();
             assert!(lock.try_lock(pid::current()));
             r2.word32(OFF_P_STREAM).store(IN_ITEM, Ordering::SeqCst);
-            r2.write_frame(FIRST, Some(10_000), &[5; 300]);
-            r2.write_frame(MORE, None, &[5; 300]);
+            r2.write_frame(FIRST, &[5; 300]);
+            r2.write_frame(MORE, &[5; 300]);
             lock.word.store(dead_pid() | WAITERS, Ordering::SeqCst);
         })
         .join()
@@ -1108,7 +1309,7 @@ mod tests {
         let lock = r.plock();
         assert!(lock.try_lock(pid::current()));
         r.word32(OFF_P_STREAM).store(IN_ITEM, Ordering::SeqCst);
-        r.write_frame(FIRST, Some(10_000), &[5; 300]);
+        r.write_frame(FIRST, &[5; 300]);
         lock.word.store(dead_pid(), Ordering::SeqCst);
         r.send(b"fresh", soon(2000)).unwrap();
         assert_eq!(recv_vec(&r, soon(1000)).unwrap(), b"fresh");
@@ -1119,12 +1320,12 @@ mod tests {
     fn a_consumer_dead_mid_stream_leaves_the_rest_skipped() {
         let r = Ring::heap(1024, 0);
         // A complete streamed item whose consumer died after its first piece.
-        r.write_frame(FIRST, Some(600), &[1; 300]);
-        r.write_frame(LAST, None, &[1; 300]);
-        r.write_frame(WHOLE, None, b"ok");
-        let head = r.head().load(Ordering::SeqCst);
-        r.head()
-            .store(pack(pos_of(head) + units(HEADER + 8 + 300), 0), Ordering::SeqCst);
+        r.write_frame(FIRST, &[1; 300]);
+        r.write_frame(LAST, &[1; 300]);
+        r.write_frame(WHOLE, b"ok");
+        let first = units(HEADER + 300);
+        r.head().store(pack(first, 0), Ordering::SeqCst);
+        r.word32(OFF_C_TAIL_SEEN).store(first, Ordering::SeqCst);
         r.clock().word.store(dead_pid() | WAITERS, Ordering::SeqCst);
         assert_eq!(r.len(), 2);
         assert_eq!(recv_vec(&r, soon(2000)).unwrap(), b"ok");
