@@ -68,6 +68,106 @@ pub(crate) fn send_with_fds(
     retry_eintr(|| rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL))
 }
 
+/// Like [`send_with_fds`], but never blocks: `Ok(0)` (nothing sent) when the socket
+/// buffer is full.
+pub(crate) fn try_send_with_fds(
+    sock: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let mut space =
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many handles in one message",
+        ));
+    }
+    match retry_eintr(|| {
+        rustix::net::sendmsg(
+            sock,
+            bufs,
+            &mut control,
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+        )
+    }) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
+/// Like [`recv_with_fds`], but never blocks: `Ok(None)` when nothing is waiting,
+/// `Ok(Some(0))` at end of stream.
+pub(crate) fn try_recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Option<usize>> {
+    let mut space =
+        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = match retry_eintr(|| {
+        rustix::net::recvmsg(
+            sock,
+            &mut iov,
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        )
+    }) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        other => other?,
+    };
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(io::Error::other(
+            "descriptors were lost in transit (control data truncated)",
+        ));
+    }
+    Ok(Some(msg.bytes))
+}
+
+/// Waits until any of `fds` is ready for what `want_write` asks (readable, or also
+/// writable where true) or `timeout` passes; returns (readable, writable) per descriptor.
+pub(crate) fn poll_rw(
+    fds: &[(BorrowedFd<'_>, bool)],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<(bool, bool)>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, w)| {
+            let mut flags = PollFlags::IN;
+            if *w {
+                flags |= PollFlags::OUT;
+            }
+            PollFd::new(fd, flags)
+        })
+        .collect();
+    let ts = timeout.map(|r| rustix::time::Timespec {
+        tv_sec: r.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(r.subsec_nanos()),
+    });
+    match rustix::event::poll(&mut pfds, ts.as_ref()) {
+        Ok(_) | Err(Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| {
+            let r = p.revents();
+            (
+                r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR),
+                r.intersects(PollFlags::OUT | PollFlags::HUP | PollFlags::ERR),
+            )
+        })
+        .collect())
+}
+
 /// Sends all of `buf` (no descriptors), blocking as needed.
 pub(crate) fn send_all(sock: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
@@ -102,11 +202,6 @@ pub(crate) fn recv_with_fds(
         ));
     }
     Ok(msg.bytes)
-}
-
-/// Receives into `buf` without descriptors. Returns 0 at end of stream.
-pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    retry_eintr(|| rustix::net::recv(sock, &mut *buf, RecvFlags::empty()).map(|(n, _)| n))
 }
 
 /// Waits until `fd` is readable (data or end of stream) or `timeout` passes.
@@ -162,11 +257,6 @@ pub(crate) fn set_inheritable(fd: BorrowedFd<'_>, inherit: bool) -> io::Result<(
     Ok(rustix::io::fcntl_setfd(fd, flags)?)
 }
 
-/// Whether `fd` has CLOEXEC set.
-pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(rustix::io::fcntl_getfd(fd)?.contains(FdFlags::CLOEXEC))
-}
-
 /// Closes a descriptor this process owns but holds no `OwnedFd` for (a copy inherited
 /// through `fork`). Errors are ignored: the descriptor is gone either way.
 pub(crate) fn close_inherited(fd: RawFd) {
@@ -177,29 +267,26 @@ pub(crate) fn close_inherited(fd: RawFd) {
     drop(owned);
 }
 
-/// Borrows a raw descriptor number that the caller knows is open for `'a`.
+/// Takes ownership of the descriptor a parent passed across `exec` (named in a routing
+/// variable), and makes it CLOEXEC again so it goes no further.
 ///
-/// # Safety
-/// `fd` must be an open descriptor for all of `'a`.
-pub(crate) unsafe fn borrow_raw<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: the caller guarantees `fd` stays open for `'a`.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
-/// Takes ownership of a raw descriptor number inherited across `exec`.
-///
-/// # Safety
-/// `fd` must be open and owned by nobody else in this process.
-pub(crate) unsafe fn own_raw(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller guarantees `fd` is open and unowned.
-    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-}
-
-/// Counts this process's open descriptors (for leak tests and diagnostics).
-pub(crate) fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?
-        .count()
-        .saturating_sub(1))
+/// Called once, before `main`, for the one number the routing variable names: nothing else
+/// in the new process can own it yet.
+pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad inherited descriptor",
+        ));
+    }
+    // SAFETY: `fcntl(F_GETFD)` on any number is harmless; it fails with EBADF if closed.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked) and unowned (see above).
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    set_inheritable(owned.as_fd(), false)?;
+    Ok(owned)
 }
 
 fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
@@ -214,4 +301,30 @@ fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
 /// Used where a borrowed fd of an owned one is wanted in a slice.
 pub(crate) fn borrowed<T: AsFd>(v: &[T]) -> Vec<BorrowedFd<'_>> {
     v.iter().map(AsFd::as_fd).collect()
+}
+
+/// Receives until `buf` holds `want` bytes more than it did, appending without zeroing
+/// first. Returns false if the stream ended before that.
+pub(crate) fn recv_exact_into(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> io::Result<bool> {
+    let target = buf.len() + want;
+    while buf.len() < target {
+        let missing = target - buf.len();
+        // Grow in steps so a corrupt length cannot make us reserve absurd memory up front.
+        buf.reserve(missing.min(64 << 20));
+        let room = buf.capacity() - buf.len();
+        let n = retry_eintr(|| {
+            let spare = &mut buf.spare_capacity_mut()[..room.min(missing)];
+            rustix::net::recv(sock, spare, RecvFlags::WAITALL).map(|(_, n)| n)
+        })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Ok(true)
 }

@@ -1,9 +1,9 @@
 //! Who am I, and is that process still alive: the identity an owner-checked lock stores.
 //!
-//! [`current`] is on the fast path of every queue operation, so the pid is cached; a
-//! `pthread_atfork` child handler clears the cache, because a forked child is a new process
-//! with the same memory. (mproc's own `fork` goes through libc's `fork`, which runs the
-//! handlers; a raw `clone` would not.)
+//! [`current`] is on the fast path of every queue operation, so the pid is cached, tagged
+//! with [`robust::fork_generation`](super::robust::fork_generation), which changes in the
+//! child of every fork (libc's, through `pthread_atfork`, and the fork server's raw
+//! `clone`): a child then asks the kernel again.
 //!
 //! [`is_alive`] is the slow-path probe a waiter runs when a lock has been held for a long
 //! time: `kill(pid, 0)` says whether the pid exists, and `/proc/<pid>/stat` says whether it
@@ -11,49 +11,34 @@
 //! Pids are recycled, so a probe can mistake a new process for a dead owner's ghost; Linux
 //! hands out pids in increasing order before wrapping, which makes that rare, not impossible.
 
-use std::sync::Once;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::io::Errno;
 use rustix::process::Pid;
 
-/// The cached pid of this process; `NOT_CACHED` after a fork, until the next call.
-static PID: AtomicU32 = AtomicU32::new(NOT_CACHED);
-const NOT_CACHED: u32 = 0;
-static ATFORK: Once = Once::new();
-/// Set if the fork handler could not be registered: then the pid is never cached.
-static UNCACHEABLE: AtomicBool = AtomicBool::new(false);
+use super::robust;
 
-extern "C" fn forget_pid_in_child() {
-    // Async-signal-safe: one atomic store.
-    PID.store(NOT_CACHED, Ordering::Relaxed);
-}
+/// `(fork generation << 32) | pid`, or `NOT_CACHED`.
+static PID: AtomicU64 = AtomicU64::new(NOT_CACHED);
+const NOT_CACHED: u64 = 0;
 
 /// This process's id (never 0).
 #[inline]
 pub(crate) fn current() -> u32 {
-    match PID.load(Ordering::Relaxed) {
-        NOT_CACHED => current_slow(),
-        pid => pid,
+    let cached = PID.load(Ordering::Relaxed);
+    if cached != NOT_CACHED && (cached >> 32) as u32 == robust::fork_generation() {
+        return cached as u32;
     }
+    current_slow()
 }
 
 #[cold]
 fn current_slow() -> u32 {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic, which is
-        // async-signal-safe and so may run in the child of a multithreaded fork.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_pid_in_child)) };
-        // Failure is ENOMEM only; without the handler a forked child would keep its
-        // parent's pid, so fall back to asking every time.
-        if rc != 0 {
-            UNCACHEABLE.store(true, Ordering::Relaxed);
-        }
-    });
+    // Installed before the first read of the generation, so no fork goes unnoticed after.
+    robust::watch_forks();
+    let generation = robust::fork_generation();
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-    if !UNCACHEABLE.load(Ordering::Relaxed) {
-        PID.store(pid, Ordering::Relaxed);
-    }
+    PID.store((u64::from(generation) << 32) | u64::from(pid), Ordering::Relaxed);
     pid
 }
 
@@ -82,6 +67,7 @@ pub(crate) fn is_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn self_is_alive_and_cached() {
@@ -91,14 +77,14 @@ mod tests {
     }
 
     #[test]
-    fn a_reaped_child_is_dead_and_a_zombie_too() {
+    fn a_zombie_is_dead_and_a_reaped_child_too() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
-        // Not yet reaped: a zombie once it exits.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Not reaped yet: once it exits it is a zombie, which counts as dead.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while is_alive(pid) {
-            assert!(std::time::Instant::now() < deadline, "child never exited");
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(Instant::now() < deadline, "child never exited");
+            std::thread::sleep(Duration::from_millis(5));
         }
         child.wait().unwrap();
         assert!(!is_alive(pid));

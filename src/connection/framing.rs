@@ -1,0 +1,240 @@
+//! Frames on a Unix stream socket.
+//!
+//! A frame is a 16-byte header — magic `MPRF`, the number of descriptors attached, the
+//! payload length (u64, so frames may exceed 4 GiB) — then the payload. The descriptors ride
+//! on the header's first byte (SCM_RIGHTS), so they arrive with the header and cannot be
+//! split from their frame. A wrong magic is a corrupt stream (`Error::Codec`); end of stream
+//! before a header is `Error::Closed`; end of stream inside a frame is an I/O error saying
+//! the peer died mid-message.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use crate::error::{Error, Result};
+use crate::sys::fd;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"MPRF");
+/// Bytes in a frame header.
+pub(crate) const HEADER_LEN: usize = 16;
+
+/// Writes one frame carrying `payload` and `fds`.
+pub(crate) fn write_frame(
+    sock: BorrowedFd<'_>,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<()> {
+    let mut header = [0u8; HEADER_LEN];
+    header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    let sent = fd::send_with_fds(sock, &[IoSlice::new(&header), IoSlice::new(payload)], fds)
+        .map_err(map_send_error)?;
+    if sent < HEADER_LEN {
+        fd::send_all(sock, &header[sent..]).map_err(map_send_error)?;
+        fd::send_all(sock, payload).map_err(map_send_error)?;
+    } else {
+        fd::send_all(sock, &payload[sent - HEADER_LEN..]).map_err(map_send_error)?;
+    }
+    Ok(())
+}
+
+fn map_send_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::Closed,
+        _ => Error::Io(e),
+    }
+}
+
+/// Reads one frame: its payload replaces `buf`'s contents, its descriptors are appended to
+/// `fds`.
+pub(crate) fn read_frame(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<()> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = fd::recv_with_fds(sock, &mut header[got..], fds).map_err(map_recv_error)?;
+        if n == 0 {
+            if got == 0 {
+                return Err(Error::Closed);
+            }
+            return Err(died_mid_message());
+        }
+        got += n;
+    }
+    if header[0..4] != MAGIC.to_le_bytes() {
+        fds.clear();
+        return Err(Error::Codec("corrupt frame: bad magic in header".into()));
+    }
+    let nfds = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    let len = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    if nfds != fds.len() {
+        fds.clear();
+        return Err(Error::Codec(format!(
+            "corrupt frame: header announces {nfds} descriptors, {} arrived",
+            fds.len()
+        )));
+    }
+    let len = usize::try_from(len).map_err(|_| {
+        Error::Codec(format!(
+            "corrupt frame: length {len} does not fit in memory"
+        ))
+    })?;
+    buf.clear();
+    if !fd::recv_exact_into(sock, buf, len).map_err(map_recv_error)? {
+        return Err(died_mid_message());
+    }
+    Ok(())
+}
+
+fn map_recv_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset => Error::Closed,
+        _ => Error::Io(e),
+    }
+}
+
+fn died_mid_message() -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "peer closed the connection in the middle of a message",
+    ))
+}
+
+/// Builds the header of a frame with `nfds` descriptors and `len` payload bytes.
+pub(crate) fn header(nfds: usize, len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&(nfds as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&(len as u64).to_le_bytes());
+    h
+}
+
+/// One frame on its way out of a non-blocking socket.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    header: [u8; HEADER_LEN],
+    payload: std::sync::Arc<Vec<u8>>,
+    fds: Vec<OwnedFd>,
+    sent: usize,
+}
+
+impl Outgoing {
+    /// A frame of `payload` with `fds` (which are sent, then closed here).
+    pub(crate) fn new(payload: std::sync::Arc<Vec<u8>>, fds: Vec<OwnedFd>) -> Self {
+        Outgoing {
+            header: header(fds.len(), payload.len()),
+            payload,
+            fds,
+            sent: 0,
+        }
+    }
+
+    /// Sends as much as the socket takes now. Returns true when the whole frame is out.
+    pub(crate) fn advance(&mut self, sock: BorrowedFd<'_>) -> Result<bool> {
+        let total = HEADER_LEN + self.payload.len();
+        while self.sent < total {
+            let bufs: [IoSlice<'_>; 2] = if self.sent < HEADER_LEN {
+                [
+                    IoSlice::new(&self.header[self.sent..]),
+                    IoSlice::new(&self.payload),
+                ]
+            } else {
+                [
+                    IoSlice::new(&self.payload[self.sent - HEADER_LEN..]),
+                    IoSlice::new(&[]),
+                ]
+            };
+            let fds = if self.sent == 0 {
+                fd::borrowed(&self.fds)
+            } else {
+                Vec::new()
+            };
+            let n = fd::try_send_with_fds(sock, &bufs, &fds).map_err(map_send_error)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if self.sent == 0 {
+                self.fds.clear();
+            }
+            self.sent += n;
+        }
+        Ok(true)
+    }
+}
+
+/// Frames arriving on a non-blocking socket, assembled as bytes come.
+#[derive(Debug, Default)]
+pub(crate) struct Incoming {
+    header: [u8; HEADER_LEN],
+    have_header: usize,
+    payload: Vec<u8>,
+    want: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// What [`Incoming::poll_frame`] found.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// A whole frame: payload and descriptors.
+    Frame(Vec<u8>, Vec<OwnedFd>),
+    /// Nothing more right now.
+    Pending,
+    /// The peer closed the stream cleanly between frames.
+    Closed,
+}
+
+impl Incoming {
+    /// Reads what is available and returns the next whole frame, if one is complete.
+    pub(crate) fn poll_frame(&mut self, sock: BorrowedFd<'_>) -> Result<Arrival> {
+        while self.have_header < HEADER_LEN {
+            match fd::try_recv_with_fds(sock, &mut self.header[self.have_header..], &mut self.fds)
+                .map_err(map_recv_error)?
+            {
+                None => return Ok(Arrival::Pending),
+                Some(0) if self.have_header == 0 => return Ok(Arrival::Closed),
+                Some(0) => return Err(died_mid_message()),
+                Some(n) => self.have_header += n,
+            }
+            if self.have_header == HEADER_LEN {
+                if self.header[0..4] != MAGIC.to_le_bytes() {
+                    return Err(Error::Codec("corrupt frame: bad magic in header".into()));
+                }
+                let len = u64::from_le_bytes(self.header[8..16].try_into().expect("8 bytes"));
+                self.want = usize::try_from(len)
+                    .map_err(|_| Error::Codec("corrupt frame: length does not fit".into()))?;
+                self.payload = Vec::with_capacity(self.want.min(64 << 20));
+            }
+        }
+        while self.payload.len() < self.want {
+            let missing = self.want - self.payload.len();
+            self.payload.reserve(missing.min(64 << 20));
+            let start = self.payload.len();
+            let room = (self.payload.capacity() - start).min(missing);
+            self.payload.resize(start + room, 0);
+            let got = fd::try_recv_with_fds(sock, &mut self.payload[start..], &mut self.fds);
+            match got.map_err(map_recv_error)? {
+                None => {
+                    self.payload.truncate(start);
+                    return Ok(Arrival::Pending);
+                }
+                Some(0) => return Err(died_mid_message()),
+                Some(n) => self.payload.truncate(start + n),
+            }
+        }
+        let nfds = u32::from_le_bytes(self.header[4..8].try_into().expect("4 bytes")) as usize;
+        let fds = std::mem::take(&mut self.fds);
+        let payload = std::mem::take(&mut self.payload);
+        self.have_header = 0;
+        self.want = 0;
+        if fds.len() != nfds {
+            return Err(Error::Codec(format!(
+                "corrupt frame: header announces {nfds} descriptors, {} arrived",
+                fds.len()
+            )));
+        }
+        Ok(Arrival::Frame(payload, fds))
+    }
+}
