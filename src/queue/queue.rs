@@ -86,7 +86,9 @@ impl Inner {
     pub(super) fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self.ring.region() {
             Some(region) => (**region).serialize(s),
-            None => Err(serde::ser::Error::custom("this queue is not in shared memory")),
+            None => Err(serde::ser::Error::custom(
+                "this queue is not in shared memory",
+            )),
         }
     }
 

@@ -677,12 +677,17 @@ impl Ring {
         }
         if self.maxsize != UNBOUNDED {
             let put = count_of(self.tail().load(Ordering::Relaxed));
-            let room_for_one = || {
-                put.wrapping_sub(count_of(self.head().load(Ordering::Acquire))) < self.maxsize
-            };
+            let room_for_one =
+                || put.wrapping_sub(count_of(self.head().load(Ordering::Acquire))) < self.maxsize;
             // Any consumption is worth a wakeup here.
             self.word32(OFF_ROOM_NEED).store(0, Ordering::Relaxed);
-            if !self.wait_until(OFF_ROOM_SEQ, OFF_ROOM_WAITERS, deadline, room_for_one, || {}) {
+            if !self.wait_until(
+                OFF_ROOM_SEQ,
+                OFF_ROOM_WAITERS,
+                deadline,
+                room_for_one,
+                || {},
+            ) {
                 return Err(Error::Full);
             }
         }

@@ -38,7 +38,10 @@ fn current_slow() -> u32 {
     robust::watch_forks();
     let generation = robust::fork_generation();
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-    PID.store((u64::from(generation) << 32) | u64::from(pid), Ordering::Relaxed);
+    PID.store(
+        (u64::from(generation) << 32) | u64::from(pid),
+        Ordering::Relaxed,
+    );
     pid
 }
 
