@@ -443,13 +443,13 @@ impl Ring {
         //   the base is page- (or 8-) aligned;
         // * the memory lives as long as `self.backing`, so as long as `&self`;
         // * every process touches control words only atomically.
-        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast()) }
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().wrapping_add(off).cast()) }
     }
 
     fn word64(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off % 8 == 0 && off + 8 <= CONTROL_LEN);
         // SAFETY: as for `word32`, with 8-byte alignment.
-        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off).cast()) }
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().wrapping_add(off).cast()) }
     }
 
     fn plock(&self) -> OwnerLock<'_> {
@@ -521,9 +521,10 @@ impl Ring {
     unsafe fn published(&self, index: usize, len: usize) -> (&[u8], &[u8]) {
         debug_assert!(len <= self.cap && index < self.cap);
         let first = len.min(self.cap - index);
+        let start = self.data().wrapping_add(index);
         // SAFETY: `index + first <= cap`; the bytes are published and stay unchanged while
         // the slices live (see the contract above).
-        let a = unsafe { std::slice::from_raw_parts(self.data().add(index), first) };
+        let a = unsafe { std::slice::from_raw_parts(start, first) };
         // SAFETY: the wrapped rest starts the data area and is `len - first <= cap` bytes.
         let b = unsafe { std::slice::from_raw_parts(self.data(), len - first) };
         (a, b)

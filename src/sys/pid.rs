@@ -52,9 +52,9 @@ pub(crate) fn is_alive(pid: u32) -> bool {
     let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    match rustix::process::test_kill_process(p) {
-        Err(Errno::SRCH) => return false,
-        Ok(()) | Err(_) => {}
+    // Any other error (EPERM: another user's process) means it exists.
+    if let Err(Errno::SRCH) = rustix::process::test_kill_process(p) {
+        return false;
     }
     match std::fs::read(format!("/proc/{pid}/stat")) {
         // The state is the first field after the command name, which is in parentheses
