@@ -644,10 +644,12 @@ impl Ring {
     /// Starts writing one item; see [`ItemWriter`]. `buf` is scratch space to reuse.
     pub(crate) fn writer(&self, deadline: Option<Instant>, mut buf: Vec<u8>) -> ItemWriter<'_> {
         buf.clear();
+        // Room for the frame header: a small item goes into the ring in one copy.
+        buf.extend_from_slice(&[0; HEADER]);
         ItemWriter {
             ring: self,
             deadline,
-            small_limit: self.cap / 4,
+            small_limit: HEADER + self.cap / 4,
             buf,
             held: None,
             piece_pos: 0,
@@ -778,6 +780,12 @@ impl Ring {
         // SAFETY: the caller holds the producer lock; the header's unit at `pos` is the
         // tail's, inside the room it made.
         unsafe { self.write_header(pos, len as u32, kind) };
+        self.commit(pos, len, kind);
+    }
+
+    /// Moves the tail past the frame at `pos`, header and payload already in place.
+    #[inline]
+    fn commit(&self, pos: u32, len: usize, kind: u32) {
         let tail = self.tail().load(Ordering::Relaxed);
         let count = count_of(tail).wrapping_add(u32::from(kind & END != 0));
         let next = pos.wrapping_add(units(HEADER + len));
@@ -1110,7 +1118,7 @@ impl ItemWriter<'_> {
             self.held = Some(self.ring.acquire_producer(self.deadline)?);
             self.open_piece()?;
             let buffered = std::mem::take(&mut self.buf);
-            let streamed = self.stream(&buffered);
+            let streamed = self.stream(&buffered[HEADER..]);
             self.buf = buffered;
             streamed?;
         }
@@ -1198,14 +1206,19 @@ impl ItemWriter<'_> {
                 .word32(OFF_P_STREAM)
                 .store(NO_ITEM, Ordering::Release);
         } else {
-            let _held = self.ring.acquire_producer(self.deadline)?;
-            if !self
-                .ring
-                .wait_room(units(HEADER + self.buf.len()), self.deadline)
-            {
+            let ring = self.ring;
+            let _held = ring.acquire_producer(self.deadline)?;
+            if !ring.wait_room(units(self.buf.len()), self.deadline) {
                 return Err(Error::Full);
             }
-            self.ring.write_frame(WHOLE, &self.buf);
+            let len = self.buf.len() - HEADER;
+            self.buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+            self.buf[4..HEADER].copy_from_slice(&WHOLE.to_le_bytes());
+            let pos = pos_of(ring.tail().load(Ordering::Relaxed));
+            // SAFETY: we hold the producer lock and waited for room for the whole frame,
+            // past the tail; headers start at unit boundaries, so the copy starts the frame.
+            unsafe { ring.copy_in(ring.index(pos, 0), &self.buf) };
+            ring.commit(pos, len, WHOLE);
         }
         self.finished = true;
         Ok(std::mem::take(&mut self.buf))
