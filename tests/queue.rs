@@ -462,3 +462,70 @@ fn no_shm_entries_or_fds_left_over() {
     assert_eq!(shm_before, shm_after, "/dev/shm entries appeared");
     assert_eq!(fds_before, fd_count(), "descriptors leaked");
 }
+
+/// An item whose encoding pauses 400 ms between its two halves. Through a 64 KiB ring, its
+/// consumer is left holding the first half, waiting for the rest.
+#[derive(Debug, Clone, PartialEq)]
+struct Halves(Blob, Blob);
+
+impl Serialize for Halves {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        struct Pause;
+        impl Serialize for Pause {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                std::thread::sleep(Duration::from_millis(400));
+                s.serialize_unit()
+            }
+        }
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.0)?;
+        t.serialize_element(&Pause)?;
+        t.serialize_element(&self.1)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Halves {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <(Blob, (), Blob)>::deserialize(d).map(|(a, (), b)| Halves(a, b))
+    }
+}
+
+fn get_halves(q: Queue<Halves>, started: Event) {
+    started.set();
+    let _ = q.get();
+}
+
+// A consumer SIGKILLed halfway through receiving a streamed item: that item is lost with it
+// (its producer's put still completes), the rest of it is skipped by the next consumer,
+// never delivered torn, and the queue goes on.
+#[test]
+fn a_consumer_killed_mid_stream_does_not_wedge_the_queue() {
+    let _s = shared();
+    let _w = watchdog("consumer killed mid-stream", 60);
+    let q = Queue::with_ring_size(0, 64 << 10).unwrap();
+    let started = Event::new().unwrap();
+    let consumer = mproc::spawn(get_halves, (q.clone(), started.clone())).unwrap();
+    assert!(started.wait_timeout(LONG));
+    let producer = {
+        let q = q.clone();
+        let item = Halves(pattern(128 << 10, 1), pattern(128 << 10, 2));
+        std::thread::spawn(move || q.put(item).map_err(|e| e.to_string()))
+    };
+    // The producer pauses after the first 128 KiB, which the consumer has taken by now.
+    std::thread::sleep(Duration::from_millis(200));
+    consumer.kill().unwrap();
+    assert!(consumer.result().is_err(), "the consumer was killed");
+    // The next consumer takes the dead one's place and drains the rest of the item as it
+    // comes (the producer needs the room to finish), but delivers none of it.
+    assert!(
+        matches!(q.get_timeout(Duration::from_secs(2)), Err(Error::Empty)),
+        "the rest of the item must be skipped, not delivered"
+    );
+    producer.join().unwrap().expect("the put completes");
+    assert_eq!(q.qsize(), 0);
+    let item = Halves(pattern(100, 5), pattern(10_000, 6));
+    q.put(item.clone()).unwrap();
+    assert_eq!(q.get_timeout(LONG).unwrap(), item);
+}
