@@ -36,6 +36,14 @@ fn relay(inner: mproc::Sender<u32>) -> mproc::Result<()> {
     p.result()?
 }
 
+fn fill(q: mproc::Queue<Option<String>>, n: u32) -> mproc::Result<()> {
+    for i in 0..n {
+        q.put(Some(format!("item {i}")))?;
+    }
+    q.put(Some("last words".to_string()))?;
+    std::process::abort() // no feeder thread: what was put is already in the queue
+}
+
 fn deposit(balance: mproc::Value<i64>, times: u32) {
     for _ in 0..times {
         *balance.lock() += 1;
@@ -145,6 +153,20 @@ fn main() -> mproc::Result<()> {
     let mut indices = vec![mine, a.result()??, b.result()??];
     indices.sort();
     println!("three parties passed the barrier with indices {indices:?}");
+
+    println!("\n== queues: shared-memory rings, no feeder thread, nothing lost");
+    let q = mproc::Queue::new()?;
+    let mut p = Process::new(fill, (q.clone(), 3));
+    p.start()?;
+    p.join()?; // joined before anyone reads: fine below the ring's 1 MiB
+    println!(
+        "the producer died with {:?}; the queue holds {} items:",
+        p.exitcode(),
+        q.qsize()
+    );
+    while let Ok(Some(item)) = q.try_get() {
+        println!("  {item}");
+    }
 
     println!("\n== pools: map, starmap, imap, apply_async with a callback");
     let pool = mproc::Pool::new(2)?;
