@@ -192,10 +192,14 @@ impl<T> Drop for AsyncResult<T> {
     fn drop(&mut self) {
         if !self.taken {
             let mut st = self.shared.lock();
-            match st.jobs.get(&self.job) {
+            match st.jobs.get_mut(&self.job) {
                 Some(j) if j.is_done() => {
                     st.jobs.remove(&self.job);
                 }
+                // A callback is waiting for this result: let the task run and the callback
+                // fire (Python's `apply_async(f, args, callback=cb)` without keeping the
+                // result), then forget the job.
+                Some(j) if j.on_done.is_some() => j.detached = true,
                 Some(_) => st.abandon(self.job),
                 None => {}
             }
