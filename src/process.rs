@@ -386,7 +386,7 @@ impl<R> Process<R> {
 
     /// Waits up to `d` for the child to exit; `Ok(true)` if it has.
     pub fn join_timeout(&mut self, d: Duration) -> Result<bool> {
-        self.wait_until(Some(Instant::now() + d))
+        self.wait_until(Instant::now().checked_add(d))
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {

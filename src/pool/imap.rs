@@ -134,7 +134,7 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     /// The next result, waiting at most `d` for it (Python's `next(timeout)`);
     /// `Some(Err(Error::Timeout))` if it did not come in time (ask again later).
     pub fn next_timeout(&mut self, d: Duration) -> Option<Result<R>> {
-        self.next_until(Some(Instant::now() + d))
+        self.next_until(Instant::now().checked_add(d))
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {

@@ -96,7 +96,7 @@ impl<T> AsyncResult<T> {
     /// Waits at most `d`; `Err(Error::Timeout)` if the result is not ready by then (the
     /// task goes on; ask again later).
     pub fn get_timeout(&self, d: Duration) -> Result<T> {
-        if self.wait_until(Some(Instant::now() + d)) {
+        if self.wait_until(Instant::now().checked_add(d)) {
             self.decode_now()
         } else {
             Err(Error::Timeout)
@@ -110,7 +110,7 @@ impl<T> AsyncResult<T> {
 
     /// Waits at most `d`; true if the result is ready.
     pub fn wait_timeout(&self, d: Duration) -> bool {
-        self.wait_until(Some(Instant::now() + d))
+        self.wait_until(Instant::now().checked_add(d))
     }
 
     /// Whether the result is ready.
