@@ -117,13 +117,13 @@ pub(crate) fn header(nfds: usize, len: usize) -> [u8; HEADER_LEN] {
 pub(crate) struct Outgoing {
     header: [u8; HEADER_LEN],
     payload: std::sync::Arc<Vec<u8>>,
-    fds: Vec<OwnedFd>,
+    fds: Vec<crate::codec::HandleFd>,
     sent: usize,
 }
 
 impl Outgoing {
     /// A frame of `payload` with `fds` (which are sent, then closed here).
-    pub(crate) fn new(payload: std::sync::Arc<Vec<u8>>, fds: Vec<OwnedFd>) -> Self {
+    pub(crate) fn new(payload: std::sync::Arc<Vec<u8>>, fds: Vec<crate::codec::HandleFd>) -> Self {
         Outgoing {
             header: header(fds.len(), payload.len()),
             payload,

@@ -11,7 +11,6 @@
 //! workers are killed and reaped, and results not yet collected fail with
 //! `Error::PoolClosed`. Call `close` and `join` first to let queued work finish.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +84,7 @@ impl PoolBuilder {
                 self.init = Some(worker::InitSpec {
                     entry: target::pool_entry_offset::<F, Args, ()>(),
                     args: buf,
-                    fds: fds.into_iter().map(codec::HandleFd::new).collect(),
+                    fds,
                 })
             }
             Err(e) => self.init_error = Some(e),
@@ -144,7 +143,7 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 }
 
 /// Encodes one chunk: `[entry][Vec<Args>]` and the descriptors of handles inside.
-fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<codec::HandleFd>)> {
     let mut buf = entry.to_le_bytes().to_vec();
     let mut fds = Vec::new();
     codec::encode_into(items, &mut buf, &mut fds)?;

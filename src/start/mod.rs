@@ -70,7 +70,11 @@ pub(crate) struct Launched {
 }
 
 /// Starts a child under `method`. `fds` are the descriptors the encoded arguments refer to.
-pub(crate) fn launch(method: StartMethod, boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+pub(crate) fn launch(
+    method: StartMethod,
+    boot: &Bootstrap,
+    fds: Vec<HandleFd>,
+) -> Result<Launched> {
     match method {
         StartMethod::Fork => fork::launch(boot, fds),
         StartMethod::Spawn => spawn::launch(boot, fds),

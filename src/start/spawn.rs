@@ -5,15 +5,15 @@
 //! 1 if its executable fingerprint matched, 0 if not (then the child exits and `start`
 //! fails with `Error::BinaryMismatch`).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::{Bootstrap, ENV_CHILD, Launched, launched};
-use crate::codec;
+use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 use crate::error::{Error, Result};
 use crate::sys;
 
-pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     let (parent_end, child_end) = sys::fd::socketpair()?;
     let route = format!("{}:{}", child_end.as_raw_fd(), sys::process::getpid());
     let pid = sys::process::spawn_exe(
