@@ -29,13 +29,17 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     let sent = framing::write_frame(l.result.as_fd(), &buf, &sys::fd::borrowed(&fds));
     drop(fds);
     let mut ack = Vec::new();
-    let acked =
-        sent.and_then(|()| framing::read_frame(l.result.as_fd(), &mut ack, &mut Vec::new()));
+    let acked = sent.and_then(|()| super::read_handshake(l.result.as_fd(), &mut ack));
     match acked {
         Ok(()) if ack == [1] => Ok(l),
         Ok(()) => {
             reap(&l);
             Err(Error::BinaryMismatch)
+        }
+        Err(Error::Timeout) => {
+            let _ = sys::process::pidfd_signal(l.pidfd.as_fd(), sys::process::SIGKILL);
+            reap(&l);
+            Err(Error::Timeout)
         }
         Err(_) => Err(Error::ChildFailed { exitcode: reap(&l) }),
     }
