@@ -410,6 +410,15 @@ impl Pool {
     /// `join` on a running pool closes it (Python raises instead; a join that could never
     /// return would be worse).
     pub fn join(&self) {
+        self.join_until(None);
+    }
+
+    /// `join`, waiting at most `d`; true if the workers have exited.
+    pub fn join_timeout(&self, d: Duration) -> bool {
+        self.join_until(std::time::Instant::now().checked_add(d))
+    }
+
+    fn join_until(&self, deadline: Option<std::time::Instant>) -> bool {
         let mut st = self.shared.lock();
         if !st.closed && !st.terminated {
             st.closed = true;
@@ -418,13 +427,17 @@ impl Pool {
         if self.shared.on_driver_thread() {
             // Called from a callback: waiting here would wait for ourselves. The pool
             // winds down once the callback returns.
-            return;
+            return st.finished;
         }
         while !st.finished {
-            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            match self.shared.wait_change(st, deadline) {
+                Some(next) => st = next,
+                None => return false,
+            }
         }
         drop(st);
         self.shared.join_driver();
+        true
     }
 }
 
