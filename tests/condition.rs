@@ -9,7 +9,8 @@ use mproc::StartMethod;
 use mproc::{Condition, Lock, Semaphore, Value, get_context};
 use util::*;
 
-const LONG: Duration = Duration::from_secs(10);
+// Generous: on a loaded 2-core machine a Spawn child can take seconds to start.
+const LONG: Duration = Duration::from_secs(30);
 
 /// Sleeps on `cond`, counting itself in `sleeping` first and in `woken` once notified.
 fn sleeper(cond: Condition, sleeping: Semaphore, woken: Semaphore) {

@@ -166,13 +166,16 @@ impl Outgoing {
 }
 
 /// Frames arriving on a non-blocking socket, assembled as bytes come.
+///
+/// It reads ahead like [`Reader`] (a burst of small frames costs one `recvmsg`), and never
+/// blocks: `Pending` means "nothing more for now, poll again".
 #[derive(Debug, Default)]
 pub(crate) struct Incoming {
-    header: [u8; HEADER_LEN],
-    have_header: usize,
-    payload: Vec<u8>,
-    want: usize,
-    fds: Vec<OwnedFd>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: std::collections::VecDeque<OwnedFd>,
+    eof: bool,
 }
 
 /// What [`Incoming::poll_frame`] found.
@@ -187,55 +190,83 @@ pub(crate) enum Arrival {
 }
 
 impl Incoming {
-    /// Reads what is available and returns the next whole frame, if one is complete.
-    pub(crate) fn poll_frame(&mut self, sock: BorrowedFd<'_>) -> Result<Arrival> {
-        while self.have_header < HEADER_LEN {
-            match fd::try_recv_with_fds(sock, &mut self.header[self.have_header..], &mut self.fds)
-                .map_err(map_recv_error)?
-            {
-                None => return Ok(Arrival::Pending),
-                Some(0) if self.have_header == 0 => return Ok(Arrival::Closed),
-                Some(0) => return Err(died_mid_message()),
-                Some(n) => self.have_header += n,
-            }
-            if self.have_header == HEADER_LEN {
-                if self.header[0..4] != MAGIC.to_le_bytes() {
-                    return Err(Error::Codec("corrupt frame: bad magic in header".into()));
-                }
-                let len = u64::from_le_bytes(self.header[8..16].try_into().expect("8 bytes"));
-                self.want = usize::try_from(len)
-                    .map_err(|_| Error::Codec("corrupt frame: length does not fit".into()))?;
-                self.payload = Vec::with_capacity(self.want.min(64 << 20));
-            }
+    /// A whole frame at the front of the buffer, if there is one.
+    fn parse(&mut self) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        let have = self.end - self.start;
+        if have < HEADER_LEN {
+            return Ok(None);
         }
-        while self.payload.len() < self.want {
-            let missing = self.want - self.payload.len();
-            self.payload.reserve(missing.min(64 << 20));
-            let start = self.payload.len();
-            let room = (self.payload.capacity() - start).min(missing);
-            self.payload.resize(start + room, 0);
-            let got = fd::try_recv_with_fds(sock, &mut self.payload[start..], &mut self.fds);
-            match got.map_err(map_recv_error)? {
-                None => {
-                    self.payload.truncate(start);
-                    return Ok(Arrival::Pending);
-                }
-                Some(0) => return Err(died_mid_message()),
-                Some(n) => self.payload.truncate(start + n),
-            }
+        let header = &self.buf[self.start..self.start + HEADER_LEN];
+        if header[0..4] != MAGIC.to_le_bytes() {
+            return Err(Error::Codec("corrupt frame: bad magic in header".into()));
         }
-        let nfds = u32::from_le_bytes(self.header[4..8].try_into().expect("4 bytes")) as usize;
-        let fds = std::mem::take(&mut self.fds);
-        let payload = std::mem::take(&mut self.payload);
-        self.have_header = 0;
-        self.want = 0;
-        if fds.len() != nfds {
+        let nfds = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        let len = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let len = usize::try_from(len)
+            .map_err(|_| Error::Codec("corrupt frame: length does not fit".into()))?;
+        if have - HEADER_LEN < len {
+            // Make room for the whole frame, so the next reads can complete it.
+            let need = HEADER_LEN.saturating_add(len);
+            if self.buf.len() - self.start < need {
+                self.compact();
+                if self.buf.len() < need {
+                    self.buf.resize(need, 0);
+                }
+            }
+            return Ok(None);
+        }
+        if nfds > self.fds.len() {
             return Err(Error::Codec(format!(
                 "corrupt frame: header announces {nfds} descriptors, {} arrived",
-                fds.len()
+                self.fds.len()
             )));
         }
-        Ok(Arrival::Frame(payload, fds))
+        let body = self.start + HEADER_LEN;
+        let payload = self.buf[body..body + len].to_vec();
+        self.start = body + len;
+        Ok(Some((payload, self.fds.drain(..nfds).collect())))
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Reads what is available and returns the next whole frame, if one is complete.
+    pub(crate) fn poll_frame(&mut self, sock: BorrowedFd<'_>) -> Result<Arrival> {
+        loop {
+            if let Some((payload, fds)) = self.parse()? {
+                return Ok(Arrival::Frame(payload, fds));
+            }
+            if self.eof {
+                return if self.start == self.end {
+                    Ok(Arrival::Closed)
+                } else {
+                    Err(died_mid_message())
+                };
+            }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
+            if self.buf.len() - self.end < READ_AHEAD / 2 {
+                self.compact();
+                if self.buf.len() - self.end < READ_AHEAD / 2 {
+                    self.buf.resize(self.end + READ_AHEAD, 0);
+                }
+            }
+            let mut fds = Vec::new();
+            let got = fd::try_recv_with_fds(sock, &mut self.buf[self.end..], &mut fds);
+            self.fds.extend(fds);
+            match got.map_err(map_recv_error)? {
+                None => return Ok(Arrival::Pending),
+                Some(0) => self.eof = true,
+                Some(n) => self.end += n,
+            }
+        }
     }
 }
 

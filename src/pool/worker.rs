@@ -84,9 +84,10 @@ pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks
     let mut task = Vec::new();
     let mut out = Vec::new();
     let mut done = 0u64;
+    let mut reader = framing::Reader::default();
     while maxtasks == 0 || done < maxtasks {
         let mut fds = Vec::new();
-        if framing::read_frame(sock, &mut task, &mut fds).is_err() {
+        if reader.read_frame(sock, &mut task, &mut fds).is_err() {
             return; // the pool closed our socket (or died): we are done
         }
         out.clear();
