@@ -1,0 +1,40 @@
+//! Timing and statistics shared by every implementation of every workload.
+//!
+//! A sample is always **seconds per operation** (one round trip, one process start, one
+//! 1 MiB message...), whatever unit the table later shows; ratios are ratios of times.
+
+use std::time::Instant;
+
+/// Runs `warmup` once, then `once` `reps` times; each call returns seconds per operation.
+pub fn reps(reps: usize, warmup: impl FnOnce(), mut once: impl FnMut() -> f64) -> Vec<f64> {
+    warmup();
+    (0..reps).map(|_| once()).collect()
+}
+
+/// Seconds per operation for `n` operations done by `body`.
+pub fn per_op(n: u64, body: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    body();
+    t.elapsed().as_secs_f64() / n.max(1) as f64
+}
+
+/// The median of `v` (the mean of the two middle values for an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Smallest and largest sample.
+pub fn min_max(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
