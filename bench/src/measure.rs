@@ -6,9 +6,16 @@
 use std::time::Instant;
 
 /// Runs `warmup` once, then `once` `reps` times; each call returns seconds per operation.
-pub fn reps(reps: usize, warmup: impl FnOnce(), mut once: impl FnMut() -> f64) -> Vec<f64> {
-    warmup();
+pub fn reps<W>(reps: usize, warmup: impl FnOnce() -> W, mut once: impl FnMut() -> f64) -> Vec<f64> {
+    let _ = warmup();
     (0..reps).map(|_| once()).collect()
+}
+
+/// The common shape: `round(k)` does k operations. Warms up with `warm` operations, then
+/// times `reps` rounds of `n`.
+pub fn rounds(reps: usize, warm: u64, n: u64, mut round: impl FnMut(u64)) -> Vec<f64> {
+    round(warm);
+    (0..reps).map(|_| per_op(n, || round(n))).collect()
 }
 
 /// Seconds per operation for `n` operations done by `body`.
