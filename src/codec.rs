@@ -30,10 +30,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 
 thread_local! {
-    /// Descriptors collected while encoding, in index order. Raw numbers: each is borrowed
-    /// from a handle that the value being encoded borrows, so it stays open until the
-    /// caller has sent the message.
-    static ENCODE_TABLE: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    /// Descriptors collected while encoding, in index order: duplicates, so they stay valid
+    /// until sent whatever the value's handles do meanwhile.
+    static ENCODE_TABLE: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     /// Descriptors received with the message being decoded; each taken at most once.
     static DECODE_TABLE: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
     /// postcard drops the text of custom serde errors; mproc's own are kept here so the
@@ -46,12 +45,12 @@ fn handle_error(message: &'static str) -> &'static str {
     message
 }
 
-/// Encodes `value` onto the end of `buf`; descriptors of handles inside it are appended to
-/// `fds`. Those stay valid only while `value` is alive: send before dropping it.
+/// Encodes `value` onto the end of `buf`; duplicates of the descriptors of handles inside
+/// it are appended to `fds`, for the channel to send (and then drop).
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     buf: &mut Vec<u8>,
-    fds: &mut Vec<RawFd>,
+    fds: &mut Vec<OwnedFd>,
 ) -> Result<()> {
     let previous = ENCODE_TABLE.with(|t| t.borrow_mut().replace(Vec::new()));
     let result = postcard::to_extend(value, std::mem::take(buf));
@@ -84,7 +83,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     let result = postcard::take_from_bytes::<T>(bytes);
     DECODE_TABLE.with(|t| *t.borrow_mut() = previous);
     match result {
-        Ok((value, rest)) if rest.is_empty() => Ok(value),
+        Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Codec(format!(
             "{} trailing bytes after the message",
             rest.len()
@@ -139,12 +138,16 @@ impl Serialize for HandleFd {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let index = ENCODE_TABLE.with(|t| {
             t.borrow_mut().as_mut().map(|table| {
-                table.push(self.0.as_raw_fd());
-                table.len() - 1
+                let dup = crate::sys::fd::dup_cloexec(self.0.as_fd())?;
+                table.push(dup);
+                Ok::<usize, std::io::Error>(table.len() - 1)
             })
         });
         match index {
-            Some(i) => serializer.serialize_u32(i as u32),
+            Some(Ok(i)) => serializer.serialize_u32(i as u32),
+            Some(Err(e)) => Err(S::Error::custom(format!(
+                "could not duplicate a handle: {e}"
+            ))),
             None => Err(S::Error::custom(handle_error(
                 "an mproc handle can only travel through a connection or process arguments, \
                  not through this channel",
@@ -167,7 +170,8 @@ impl<'de> Deserialize<'de> for HandleFd {
             slot.take()
                 .ok_or("a descriptor was claimed twice by one message")
         });
-        fd.map(HandleFd::new).map_err(|m| D::Error::custom(handle_error(m)))
+        fd.map(HandleFd::new)
+            .map_err(|m| D::Error::custom(handle_error(m)))
     }
 }
 
@@ -194,11 +198,6 @@ impl Registry {
                 crate::sys::fd::close_inherited(fd);
             }
         }
-    }
-
-    /// Whether `fd` belongs to an mproc handle.
-    pub(crate) fn contains(&self, fd: RawFd) -> bool {
-        self.fds.contains(&fd)
     }
 }
 
@@ -255,6 +254,9 @@ mod tests {
         assert!(err.to_string().contains("can only travel"), "{err}");
         let mut fds = Vec::new();
         encode_into(&(1u8, &h), &mut buf, &mut fds).unwrap();
-        assert_eq!(fds, vec![h.as_fd().as_raw_fd()]);
+        assert_eq!(fds.len(), 1);
+        let back: (u8, HandleFd) = decode(&buf, fds).unwrap();
+        assert_eq!(back.0, 1);
+        assert_ne!(back.1.as_fd().as_raw_fd(), h.as_fd().as_raw_fd());
     }
 }

@@ -141,3 +141,103 @@ mod tests {
         assert!(std::error::Error::source(&io).is_some());
     }
 }
+
+/// How an `Error` crosses a process boundary: a target may return `mproc::Result<T>`.
+/// An I/O error keeps its OS error code, or its kind and message.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum WireError {
+    Os(i32),
+    Io(String, String),
+    Codec(String),
+    Closed,
+    Empty,
+    Full,
+    Timeout,
+    ValueError(String),
+    BrokenBarrier,
+    TaskPanicked(String),
+    WorkerDied(i32),
+    ChildFailed(i32),
+    NotStarted,
+    AlreadyStarted,
+    PoolClosed,
+    BinaryMismatch,
+    AuthenticationError,
+}
+
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let wire = match self {
+            Error::Io(e) => match e.raw_os_error() {
+                Some(code) => WireError::Os(code),
+                None => WireError::Io(format!("{:?}", e.kind()), e.to_string()),
+            },
+            Error::Codec(m) => WireError::Codec(m.clone()),
+            Error::Closed => WireError::Closed,
+            Error::Empty => WireError::Empty,
+            Error::Full => WireError::Full,
+            Error::Timeout => WireError::Timeout,
+            Error::ValueError(m) => WireError::ValueError(m.clone()),
+            Error::BrokenBarrier => WireError::BrokenBarrier,
+            Error::TaskPanicked { message } => WireError::TaskPanicked(message.clone()),
+            Error::WorkerDied { exitcode } => WireError::WorkerDied(*exitcode),
+            Error::ChildFailed { exitcode } => WireError::ChildFailed(*exitcode),
+            Error::NotStarted => WireError::NotStarted,
+            Error::AlreadyStarted => WireError::AlreadyStarted,
+            Error::PoolClosed => WireError::PoolClosed,
+            Error::BinaryMismatch => WireError::BinaryMismatch,
+            Error::AuthenticationError => WireError::AuthenticationError,
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match WireError::deserialize(d)? {
+            WireError::Os(code) => Error::Io(io::Error::from_raw_os_error(code)),
+            WireError::Io(kind, message) => {
+                Error::Io(io::Error::new(kind_from_name(&kind), message))
+            }
+            WireError::Codec(m) => Error::Codec(m),
+            WireError::Closed => Error::Closed,
+            WireError::Empty => Error::Empty,
+            WireError::Full => Error::Full,
+            WireError::Timeout => Error::Timeout,
+            WireError::ValueError(m) => Error::ValueError(m),
+            WireError::BrokenBarrier => Error::BrokenBarrier,
+            WireError::TaskPanicked(message) => Error::TaskPanicked { message },
+            WireError::WorkerDied(exitcode) => Error::WorkerDied { exitcode },
+            WireError::ChildFailed(exitcode) => Error::ChildFailed { exitcode },
+            WireError::NotStarted => Error::NotStarted,
+            WireError::AlreadyStarted => Error::AlreadyStarted,
+            WireError::PoolClosed => Error::PoolClosed,
+            WireError::BinaryMismatch => Error::BinaryMismatch,
+            WireError::AuthenticationError => Error::AuthenticationError,
+        })
+    }
+}
+
+fn kind_from_name(name: &str) -> io::ErrorKind {
+    use io::ErrorKind::*;
+    [
+        NotFound,
+        PermissionDenied,
+        ConnectionRefused,
+        ConnectionReset,
+        BrokenPipe,
+        AlreadyExists,
+        WouldBlock,
+        InvalidInput,
+        InvalidData,
+        TimedOut,
+        WriteZero,
+        Interrupted,
+        Unsupported,
+        UnexpectedEof,
+        OutOfMemory,
+    ]
+    .into_iter()
+    .find(|k| format!("{k:?}") == name)
+    .unwrap_or(Other)
+}

@@ -1,8 +1,84 @@
 //! mproc: Python's `multiprocessing`, done right, in Rust.
+//!
+//! Real OS processes that run Rust functions, with Python's names: [`Process`], [`pipe`]
+//! and [`Connection`], start methods ([`StartMethod`]: fork, spawn, forkserver), and what
+//! Python lacks: typed messages, no `if __name__ == "__main__"` guard, children that never
+//! outlive their parent by accident.
+//!
+//! # A tour
+//!
+//! Run a function in a child process and get its result back:
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! let mut p = mproc::Process::new(square, (12,));
+//! p.start()?;
+//! p.join()?;
+//! assert_eq!(p.exitcode(), Some(0));
+//! assert_eq!(p.result()?, 144);
+//! # Ok(()) }
+//! ```
+//!
+//! Talk to it over a typed pipe; a connection can itself travel to the child:
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn echo(conn: mproc::Connection<Vec<u32>>) -> mproc::Result<()> {
+//!     while let Ok(v) = conn.recv() {
+//!         conn.send(&v.iter().map(|x| x * 2).collect())?;
+//!     }
+//!     Ok(())
+//! }
+//! let (here, there) = mproc::pipe()?;
+//! let p = mproc::spawn(echo, (there,))?;
+//! here.send(&vec![1, 2, 3])?;
+//! assert_eq!(here.recv()?, vec![2, 4, 6]);
+//! drop(here); // the child sees EOF and returns
+//! p.result()??;
+//! # Ok(()) }
+//! ```
+//!
+//! A panic in the child comes back as an error with its message:
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! let p = mproc::spawn(|| -> u8 { panic!("boom") }, ())?;
+//! match p.result() {
+//!     Err(mproc::Error::TaskPanicked { message }) => assert_eq!(message, "boom"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Pick a start method per process or per context ([`get_context`]): `ForkServer` (the
+//! default) forks children from a clean single-threaded server; `Fork` forks the caller;
+//! `Spawn` re-executes the program. Children are routed before `main` runs, so `main`
+//! needs no guard; [`init`] is the explicit alternative.
+//!
+//! # Codec
+//!
+//! Messages are serde values encoded with postcard: maintained, compact, with a documented
+//! stable format. Raw bytes (`send_bytes`) skip the codec entirely.
 
 mod codec;
+mod connection;
+mod context;
 mod error;
+mod process;
 mod shared;
+mod start;
 mod sys;
+mod target;
 
+pub use crate::connection::{Connection, Receiver, Sender, pipe, pipe_simplex};
+pub use crate::context::{
+    Context, StartMethod, cpu_count, get_all_start_methods, get_context, get_start_method, init,
+    set_executable, set_start_method,
+};
 pub use crate::error::{Error, Result};
+pub use crate::process::{
+    Process, ProcessInfo, active_children, current_process, parent_process, spawn,
+};
+pub use crate::target::Target;

@@ -79,11 +79,13 @@ impl Region {
             offset % 4 == 0 && offset + 4 <= self.len,
             "bad u32 offset {offset}"
         );
+        // SAFETY: `offset + 4 <= len` (checked), so the address stays inside the mapping.
+        let ptr = unsafe { self.ptr.as_ptr().add(offset) };
         // SAFETY:
         // * the address is inside the mapping, which lives as long as `&self`;
         // * it is 4-aligned (the mapping is page-aligned, and the offset is checked);
         // * every process touches these bytes only atomically, so an `&AtomicU32` is sound.
-        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+        unsafe { AtomicU32::from_ptr(ptr.cast()) }
     }
 
     /// The 64-bit atomic word at byte `offset`.
@@ -92,8 +94,10 @@ impl Region {
             offset % 8 == 0 && offset + 8 <= self.len,
             "bad u64 offset {offset}"
         );
+        // SAFETY: `offset + 8 <= len` (checked), so the address stays inside the mapping.
+        let ptr = unsafe { self.ptr.as_ptr().add(offset) };
         // SAFETY: as for `atomic_u32`, with 8-byte alignment checked.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+        unsafe { AtomicU64::from_ptr(ptr.cast()) }
     }
 }
 

@@ -104,11 +104,6 @@ pub(crate) fn recv_with_fds(
     Ok(msg.bytes)
 }
 
-/// Receives into `buf` without descriptors. Returns 0 at end of stream.
-pub(crate) fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    retry_eintr(|| rustix::net::recv(sock, &mut *buf, RecvFlags::empty()).map(|(n, _)| n))
-}
-
 /// Waits until `fd` is readable (data or end of stream) or `timeout` passes.
 /// `None` waits forever. Returns whether it is readable.
 pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
@@ -162,11 +157,6 @@ pub(crate) fn set_inheritable(fd: BorrowedFd<'_>, inherit: bool) -> io::Result<(
     Ok(rustix::io::fcntl_setfd(fd, flags)?)
 }
 
-/// Whether `fd` has CLOEXEC set.
-pub(crate) fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(rustix::io::fcntl_getfd(fd)?.contains(FdFlags::CLOEXEC))
-}
-
 /// Closes a descriptor this process owns but holds no `OwnedFd` for (a copy inherited
 /// through `fork`). Errors are ignored: the descriptor is gone either way.
 pub(crate) fn close_inherited(fd: RawFd) {
@@ -177,29 +167,26 @@ pub(crate) fn close_inherited(fd: RawFd) {
     drop(owned);
 }
 
-/// Borrows a raw descriptor number that the caller knows is open for `'a`.
+/// Takes ownership of the descriptor a parent passed across `exec` (named in a routing
+/// variable), and makes it CLOEXEC again so it goes no further.
 ///
-/// # Safety
-/// `fd` must be an open descriptor for all of `'a`.
-pub(crate) unsafe fn borrow_raw<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: the caller guarantees `fd` stays open for `'a`.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
-/// Takes ownership of a raw descriptor number inherited across `exec`.
-///
-/// # Safety
-/// `fd` must be open and owned by nobody else in this process.
-pub(crate) unsafe fn own_raw(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller guarantees `fd` is open and unowned.
-    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-}
-
-/// Counts this process's open descriptors (for leak tests and diagnostics).
-pub(crate) fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?
-        .count()
-        .saturating_sub(1))
+/// Called once, before `main`, for the one number the routing variable names: nothing else
+/// in the new process can own it yet.
+pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad inherited descriptor",
+        ));
+    }
+    // SAFETY: `fcntl(F_GETFD)` on any number is harmless; it fails with EBADF if closed.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked) and unowned (see above).
+    let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    set_inheritable(owned.as_fd(), false)?;
+    Ok(owned)
 }
 
 fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
@@ -214,4 +201,30 @@ fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
 /// Used where a borrowed fd of an owned one is wanted in a slice.
 pub(crate) fn borrowed<T: AsFd>(v: &[T]) -> Vec<BorrowedFd<'_>> {
     v.iter().map(AsFd::as_fd).collect()
+}
+
+/// Receives until `buf` holds `want` bytes more than it did, appending without zeroing
+/// first. Returns false if the stream ended before that.
+pub(crate) fn recv_exact_into(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> io::Result<bool> {
+    let target = buf.len() + want;
+    while buf.len() < target {
+        let missing = target - buf.len();
+        // Grow in steps so a corrupt length cannot make us reserve absurd memory up front.
+        buf.reserve(missing.min(64 << 20));
+        let room = buf.capacity() - buf.len();
+        let n = retry_eintr(|| {
+            let spare = &mut buf.spare_capacity_mut()[..room.min(missing)];
+            rustix::net::recv(sock, spare, RecvFlags::WAITALL).map(|(_, n)| n)
+        })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Ok(true)
 }

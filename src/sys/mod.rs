@@ -17,3 +17,4 @@
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
+pub(crate) mod process;

@@ -1,0 +1,104 @@
+//! A tour of mproc: every capability, one short scene each.
+//!
+//! `cargo run --release --example tour`
+
+use std::time::{Duration, Instant};
+
+use mproc::{Connection, Error, Process, StartMethod, get_context, pipe, pipe_simplex};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn greet(conn: Connection<String>) -> mproc::Result<()> {
+    let name = conn.recv()?;
+    conn.send(&format!(
+        "hello, {name}, from {}",
+        mproc::current_process().name()
+    ))
+}
+
+fn crash(kind: String) {
+    match kind.as_str() {
+        "panic" => panic!("something went wrong"),
+        "abort" => std::process::abort(),
+        _ => std::process::exit(3),
+    }
+}
+
+fn nap(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn relay(inner: mproc::Sender<u32>) -> mproc::Result<()> {
+    // A grandchild, handed a connection its grandparent created.
+    let p = mproc::spawn(|tx: mproc::Sender<u32>| tx.send(&42), (inner,))?;
+    p.result()?
+}
+
+fn main() -> mproc::Result<()> {
+    println!("== processes: a Rust function in another process, its result back");
+    let mut p = Process::new(square, (12,));
+    p.start()?;
+    let (name, pid) = (p.name().to_string(), p.pid().unwrap_or(0));
+    println!("{name} (pid {pid}) computed {}", p.result()?);
+
+    println!("\n== start methods: the same call under fork, spawn and forkserver");
+    for m in [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ] {
+        let t = Instant::now();
+        let mut p = get_context(m).process(square, (9,));
+        p.start()?;
+        let r = p.result()?;
+        println!(
+            "{:<10} 9² = {r}   ({:.2?} for start + run + join)",
+            m.name(),
+            t.elapsed()
+        );
+    }
+
+    println!("\n== pipes: typed messages both ways");
+    let (here, there) = pipe::<String>()?;
+    let p = mproc::spawn(greet, (there,))?;
+    here.send(&"tour".to_string())?;
+    println!("{}", here.recv()?);
+    p.result()??;
+
+    println!("\n== handles travel: a pipe end passed through a child to a grandchild");
+    let (rx, tx) = pipe_simplex::<u32>()?;
+    let p = mproc::spawn(relay, (tx,))?;
+    println!("the grandchild sent {}", rx.recv()?);
+    p.result()??;
+
+    println!("\n== failures are values: panic, abort, exit(3)");
+    for kind in ["panic", "abort", "exit"] {
+        let p = mproc::spawn(crash, (kind.to_string(),))?;
+        match p.result() {
+            Err(e @ Error::TaskPanicked { .. }) | Err(e @ Error::ChildFailed { .. }) => {
+                println!("{kind:<5} -> {e}")
+            }
+            other => println!("{kind:<5} -> unexpected {other:?}"),
+        }
+    }
+
+    println!("\n== timeouts and signals: nothing blocks for ever");
+    let mut p = Process::new(nap, (60_000,));
+    p.start()?;
+    println!(
+        "join_timeout(100ms) -> exited: {}",
+        p.join_timeout(Duration::from_millis(100))?
+    );
+    p.terminate()?;
+    p.join()?;
+    println!("after terminate: {p}");
+
+    println!("\n== daemons: ended with their parent, never left behind");
+    let mut d = Process::new(nap, (60_000,));
+    d.set_daemon(true);
+    d.start()?;
+    println!("{d} will be terminated when this program exits");
+    Ok(())
+}

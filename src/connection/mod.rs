@@ -1,0 +1,291 @@
+//! Pipes between processes: typed, framed, able to carry handles.
+//!
+//! A pipe is a Unix stream socketpair (duplex), or the same with one direction shut down
+//! (simplex). Each message is one frame (`framing.rs`): typed messages are serde values
+//! encoded by the crate's codec, with the descriptors of any handles inside them attached
+//! (SCM_RIGHTS); `send_bytes` frames raw bytes with no encoding at all. A connection is
+//! itself a handle: it can be sent over another connection or passed to a child.
+//!
+//! A `Connection` is `Send` but not `Sync`, like Python's: one thread at a time sends or
+//! receives on it, which keeps frames whole without a lock. It keeps its encode and
+//! receive buffers between calls, so steady traffic allocates nothing.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::{self, HandleFd};
+use crate::error::{Error, Result};
+use crate::sys;
+
+pub(crate) mod framing;
+
+/// One end of a pipe carrying values of type `T` (Python's `Connection`).
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// fn child(conn: mproc::Connection<String>) -> mproc::Result<()> {
+///     let name: String = conn.recv()?;
+///     conn.send(&format!("hello, {name}"))
+/// }
+/// let (parent, child_end) = mproc::pipe::<String>()?;
+/// let p = mproc::spawn(child, (child_end,))?;
+/// parent.send(&"world".to_string())?;
+/// assert_eq!(parent.recv()?, "hello, world");
+/// p.result()??;
+/// # Ok(()) }
+/// ```
+pub struct Connection<T> {
+    fd: HandleFd,
+    readable: bool,
+    writable: bool,
+    send_buf: RefCell<Vec<u8>>,
+    recv_buf: RefCell<Vec<u8>>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+/// A duplex pipe: two connected ends, each able to send and receive.
+pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
+    let (a, b) = sys::fd::socketpair()?;
+    Ok((
+        Connection::from_fd(a, true, true),
+        Connection::from_fd(b, true, true),
+    ))
+}
+
+/// A one-way pipe (Python's `Pipe(duplex=False)`): `(receiving end, sending end)`.
+pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
+    let (r, w) = sys::fd::socketpair()?;
+    sys::fd::shutdown(r.as_fd(), true)?;
+    sys::fd::shutdown(w.as_fd(), false)?;
+    Ok((
+        Receiver {
+            conn: Connection::from_fd(r, true, false),
+        },
+        Sender {
+            conn: Connection::from_fd(w, false, true),
+        },
+    ))
+}
+
+impl<T> Connection<T> {
+    fn from_fd(fd: std::os::fd::OwnedFd, readable: bool, writable: bool) -> Self {
+        Connection {
+            fd: HandleFd::new(fd),
+            readable,
+            writable,
+            send_buf: RefCell::new(Vec::new()),
+            recv_buf: RefCell::new(Vec::new()),
+            _type: PhantomData,
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::ValueError("connection is read-only".into()))
+        }
+    }
+
+    fn check_readable(&self) -> Result<()> {
+        if self.readable {
+            Ok(())
+        } else {
+            Err(Error::ValueError("connection is write-only".into()))
+        }
+    }
+
+    /// Sends raw bytes as one message, without encoding them.
+    pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        framing::write_frame(self.fd.as_fd(), b, &[])
+    }
+
+    /// Receives one message sent with `send_bytes`. `Err(Error::Closed)` when the peer has
+    /// closed and nothing is left.
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.recv_bytes_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Receives one message into `buf` (replacing its contents), reusing its capacity:
+    /// the allocation-free form of [`recv_bytes`](Connection::recv_bytes) for bulk traffic.
+    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.check_readable()?;
+        let mut fds = Vec::new();
+        framing::read_frame(self.fd.as_fd(), buf, &mut fds)?;
+        Ok(buf.len())
+    }
+
+    /// Whether a message (or the peer's end of stream) is waiting; waits up to `timeout`
+    /// for one (`None`: forever, `Some(ZERO)`: just look).
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_readable()?;
+        Ok(sys::fd::poll_readable(self.fd.as_fd(), timeout)?)
+    }
+
+    /// Closes this end (dropping it does the same).
+    pub fn close(self) {}
+}
+
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// Sends one value. Handles inside it (connections, queues, locks, ...) travel with it.
+    pub fn send(&self, item: &T) -> Result<()> {
+        self.check_writable()?;
+        let mut buf = self.send_buf.borrow_mut();
+        buf.clear();
+        let mut fds = Vec::new();
+        codec::encode_into(item, &mut buf, &mut fds)?;
+        framing::write_frame(self.fd.as_fd(), &buf, &sys::fd::borrowed(&fds))
+    }
+
+    /// Receives one value. `Err(Error::Closed)` when the peer has closed and nothing is
+    /// left; `Err(Error::Codec)` for a message that does not decode as `T`.
+    pub fn recv(&self) -> Result<T> {
+        self.check_readable()?;
+        let mut buf = self.recv_buf.borrow_mut();
+        let mut fds = Vec::new();
+        framing::read_frame(self.fd.as_fd(), &mut buf, &mut fds)?;
+        codec::decode(&buf, fds)
+    }
+
+    /// Receives one value, waiting at most `d` for it to start arriving;
+    /// `Err(Error::Timeout)` if none did.
+    pub fn recv_timeout(&self, d: Duration) -> Result<T> {
+        if self.poll(Some(d))? {
+            self.recv()
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+}
+
+impl<T> AsFd for Connection<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd)
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire<F> {
+    fd: F,
+    readable: bool,
+    writable: bool,
+}
+
+impl<T> Serialize for Connection<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        Wire {
+            fd: &self.fd,
+            readable: self.readable,
+            writable: self.writable,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Connection<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = Wire::<HandleFd>::deserialize(d)?;
+        Ok(Connection {
+            fd: w.fd,
+            readable: w.readable,
+            writable: w.writable,
+            send_buf: RefCell::new(Vec::new()),
+            recv_buf: RefCell::new(Vec::new()),
+            _type: PhantomData,
+        })
+    }
+}
+
+/// The sending end of a one-way pipe (see [`pipe_simplex`]).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Sender<T> {
+    conn: Connection<T>,
+}
+
+/// The receiving end of a one-way pipe (see [`pipe_simplex`]).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Receiver<T> {
+    conn: Connection<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Sender<T> {
+    /// Sends one value (see [`Connection::send`]).
+    pub fn send(&self, item: &T) -> Result<()> {
+        self.conn.send(item)
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends raw bytes as one message.
+    pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
+        self.conn.send_bytes(b)
+    }
+
+    /// Closes this end.
+    pub fn close(self) {}
+}
+
+impl<T: Serialize + DeserializeOwned> Receiver<T> {
+    /// Receives one value (see [`Connection::recv`]).
+    pub fn recv(&self) -> Result<T> {
+        self.conn.recv()
+    }
+
+    /// Receives one value, waiting at most `d`.
+    pub fn recv_timeout(&self, d: Duration) -> Result<T> {
+        self.conn.recv_timeout(d)
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives one raw-bytes message.
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.conn.recv_bytes()
+    }
+
+    /// Receives one raw-bytes message into `buf`, reusing its capacity.
+    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.conn.recv_bytes_into(buf)
+    }
+
+    /// Whether a message is waiting, waiting up to `timeout`.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.conn.poll(timeout)
+    }
+
+    /// Closes this end.
+    pub fn close(self) {}
+}
+
+impl<T> AsFd for Sender<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+}
+
+impl<T> AsFd for Receiver<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+}

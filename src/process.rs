@@ -1,0 +1,514 @@
+//! Processes: start one, wait for it, signal it, get its result.
+//!
+//! A started child is a [`ChildHandle`] shared by the `Process` and the process-wide list
+//! of children: whoever sees it exit first (a `join`, `active_children`, the next `start`)
+//! reaps it through its pidfd and records the exit code for the other. The list is what
+//! the exit hook walks: at normal exit, daemon children are terminated and the others
+//! joined, as in Python. Abnormal exit (SIGKILL) is covered by the children's parent-death
+//! watch instead.
+//!
+//! The child's outcome (its return value, or its panic message) arrives on a private
+//! socket. `join` reads it while waiting, so a child with a large result never blocks on a
+//! parent that waits for it to exit.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, HandleFd};
+use crate::connection::framing;
+use crate::context::{StartMethod, get_start_method};
+use crate::error::{Error, Result};
+use crate::start::{self, Bootstrap, state};
+use crate::sys;
+use crate::target::{self, Outcome, Target};
+
+/// The name and pid of a process (Python's `current_process()` and friends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    name: String,
+    pid: u32,
+}
+
+impl ProcessInfo {
+    /// The process's name: `"MainProcess"` at the top, `"Process-N"` below.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// This process.
+pub fn current_process() -> ProcessInfo {
+    let st = state();
+    ProcessInfo {
+        name: st.name(),
+        pid: sys::process::getpid() as u32,
+    }
+}
+
+/// The process that started this one, if mproc did.
+pub fn parent_process() -> Option<ProcessInfo> {
+    let st = state();
+    st.parent.as_ref().map(|(name, pid)| ProcessInfo {
+        name: name.clone(),
+        pid: *pid as u32,
+    })
+}
+
+/// This process's children that are still running. Finished children are reaped on the
+/// way (so they leave no zombies), as in Python.
+pub fn active_children() -> Vec<ProcessInfo> {
+    reap_finished();
+    let st = state();
+    st.children
+        .iter()
+        .map(|c| ProcessInfo {
+            name: c.name.clone(),
+            pid: c.pid as u32,
+        })
+        .collect()
+}
+
+/// A started child, shared by its `Process` and the list of children.
+#[derive(Debug)]
+pub(crate) struct ChildHandle {
+    pid: i32,
+    name: String,
+    daemon: bool,
+    pidfd: HandleFd,
+    exitcode: Mutex<Option<i32>>,
+}
+
+impl ChildHandle {
+    /// The exit code, reaping the child if it has exited.
+    fn poll(&self) -> Result<Option<i32>> {
+        let mut code = self.exitcode.lock().unwrap_or_else(PoisonError::into_inner);
+        if code.is_none() {
+            *code = sys::process::try_reap(self.pidfd.as_fd())?;
+        }
+        Ok(*code)
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for the child to exit.
+    fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        if let Some(code) = self.poll()? {
+            return Ok(Some(code));
+        }
+        sys::fd::poll_readable(self.pidfd.as_fd(), timeout)?;
+        self.poll()
+    }
+
+    fn signal(&self, sig: i32) -> Result<()> {
+        if self.poll()?.is_some() {
+            return Ok(());
+        }
+        Ok(sys::process::pidfd_signal(self.pidfd.as_fd(), sig)?)
+    }
+}
+
+/// Reaps every finished child of this process and drops it from the list.
+fn reap_finished() {
+    let children: Vec<Arc<ChildHandle>> = state().children.clone();
+    let done: Vec<i32> = children
+        .iter()
+        .filter(|c| matches!(c.poll(), Ok(Some(_)) | Err(_)))
+        .map(|c| c.pid)
+        .collect();
+    if !done.is_empty() {
+        state().children.retain(|c| !done.contains(&c.pid));
+    }
+}
+
+/// What a child does before it exits, and what the exit hook does in any process: terminate
+/// daemon children, then join the rest.
+pub(crate) fn finish_children() {
+    let children: Vec<Arc<ChildHandle>> = state().children.clone();
+    for c in children.iter().filter(|c| c.daemon) {
+        let _ = c.signal(sys::process::SIGTERM);
+    }
+    for c in &children {
+        if c.daemon {
+            // A daemon that ignores SIGTERM gets SIGKILL after a grace period.
+            if matches!(c.wait(Some(Duration::from_secs(1))), Ok(None)) {
+                let _ = c.signal(sys::process::SIGKILL);
+            }
+        }
+        let _ = c.wait(None);
+    }
+    state().children.clear();
+}
+
+extern "C" fn exit_hook() {
+    finish_children();
+}
+
+/// Registers the exit hook once per process image (a forked child inherits the
+/// registration, and the flag with it).
+pub(crate) fn install_exit_hook() {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if !INSTALLED.swap(true, Ordering::AcqRel) {
+        sys::process::at_exit(exit_hook);
+    }
+}
+
+/// The arguments of a process not yet started, with their type erased.
+trait Args: Send {
+    fn encode(&self, buf: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> Result<()>;
+}
+
+impl<A: Serialize + Send> Args for A {
+    fn encode(&self, buf: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> Result<()> {
+        codec::encode_into(self, buf, fds)
+    }
+}
+
+/// A child process running a Rust function (Python's `multiprocessing.Process`).
+///
+/// The target is a fn item or a closure that captures nothing, taking 0 to 8 serde
+/// arguments and returning a serde value, which [`Process::result`] hands back.
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// fn heavy_op(i: u32, n: usize) -> usize { (0..n).map(|k| k % (i as usize + 1)).sum() }
+///
+/// let mut p = mproc::Process::new(heavy_op, (1, 1_000));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.exitcode(), Some(0));
+/// assert_eq!(p.result()?, 500);
+/// # Ok(()) }
+/// ```
+pub struct Process<R> {
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    entry: i64,
+    args: Option<Box<dyn Args>>,
+    child: Option<Arc<ChildHandle>>,
+    result: Option<HandleFd>,
+    outcome: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = match &self.child {
+            None => "initial".to_string(),
+            Some(c) => match *c.exitcode.lock().unwrap_or_else(PoisonError::into_inner) {
+                None => "started".to_string(),
+                Some(code) => format!("stopped exitcode={code}"),
+            },
+        };
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("status", &status)
+            .field("daemon", &self.daemon)
+            .finish()
+    }
+}
+
+/// Python's repr: `<Process name='Process-1' pid=123 parent=120 started daemon>`.
+impl<R> fmt::Display for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<Process name='{}'", self.name)?;
+        match &self.child {
+            None => f.write_str(" parent=")?,
+            Some(c) => write!(f, " pid={} parent=", c.pid)?,
+        }
+        write!(f, "{}", sys::process::getpid())?;
+        match self.child.as_ref().map(|c| c.poll()) {
+            None => f.write_str(" initial")?,
+            Some(Ok(None)) | Some(Err(_)) => f.write_str(" started")?,
+            Some(Ok(Some(code))) if code < 0 => {
+                write!(f, " stopped exitcode=-{}", signal_name(-code))?
+            }
+            Some(Ok(Some(code))) => write!(f, " stopped exitcode={code}")?,
+        }
+        if self.daemon {
+            f.write_str(" daemon")?;
+        }
+        f.write_str(">")
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        1 => "SIGHUP".into(),
+        2 => "SIGINT".into(),
+        6 => "SIGABRT".into(),
+        9 => "SIGKILL".into(),
+        11 => "SIGSEGV".into(),
+        15 => "SIGTERM".into(),
+        n => n.to_string(),
+    }
+}
+
+impl<R> Process<R>
+where
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// A new process that will run `target(args...)`; `args` is a tuple, `()` to
+    /// `(A, B, C, D, E, F, G, H)`. Nothing runs until [`start`](Process::start).
+    pub fn new<F, A>(_target: F, args: A) -> Process<R>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (identity, daemon) = {
+            let mut st = state();
+            st.counter += 1;
+            let mut id = st.identity.clone();
+            id.push(st.counter);
+            (id, st.daemon)
+        };
+        let name = format!(
+            "Process-{}",
+            identity
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        Process {
+            name,
+            identity,
+            daemon,
+            method: None,
+            entry: target::entry_offset::<F, A, R>(),
+            args: Some(Box::new(args)),
+            child: None,
+            result: None,
+            outcome: None,
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<R> Process<R> {
+    /// Sets the name (before or after start; the child sees the name it had at start).
+    pub fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+
+    /// The name: `"Process-N"` unless set.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes the process a daemon (or not); only before `start`. A daemon is terminated
+    /// when its parent exits, instead of being waited for.
+    pub fn set_daemon(&mut self, on: bool) {
+        self.daemon = on;
+    }
+
+    /// Whether the process is a daemon.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Uses start method `m` for this process instead of the global one.
+    pub fn set_start_method(&mut self, m: StartMethod) {
+        self.method = Some(m);
+    }
+
+    /// Starts the child. `Err(Error::AlreadyStarted)` the second time.
+    ///
+    /// The arguments are sent to the child and dropped here: handles among them (a
+    /// `Connection`, say) are closed in the parent, so their peers see EOF when the child
+    /// is done with them.
+    pub fn start(&mut self) -> Result<()> {
+        if self.child.is_some() || self.args.is_none() {
+            return Err(Error::AlreadyStarted);
+        }
+        reap_finished();
+        start::child::keep_route_linked();
+        let mut args = Vec::new();
+        let mut fds = Vec::new();
+        self.args
+            .as_ref()
+            .expect("checked above")
+            .encode(&mut args, &mut fds)?;
+        let (parent_name, parent_pid) = (state().name(), sys::process::getpid());
+        let boot = Bootstrap {
+            fingerprint: target::fingerprint(),
+            entry: self.entry,
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            daemon: self.daemon,
+            parent_name,
+            parent_pid,
+            args,
+        };
+        let launched = start::launch(self.method.unwrap_or_else(get_start_method), &boot, fds)?;
+        self.args = None;
+        let child = Arc::new(ChildHandle {
+            pid: launched.pid,
+            name: self.name.clone(),
+            daemon: self.daemon,
+            pidfd: launched.pidfd,
+            exitcode: Mutex::new(None),
+        });
+        state().children.push(Arc::clone(&child));
+        install_exit_hook();
+        self.child = Some(child);
+        self.result = Some(launched.result);
+        Ok(())
+    }
+
+    /// Waits until the child exits. Idempotent; `Ok` however the child ended (check
+    /// [`exitcode`](Process::exitcode)). `Err(Error::NotStarted)` before `start`.
+    pub fn join(&mut self) -> Result<()> {
+        self.wait_until(None).map(|_| ())
+    }
+
+    /// Waits up to `d` for the child to exit; `Ok(true)` if it has.
+    pub fn join_timeout(&mut self, d: Duration) -> Result<bool> {
+        self.wait_until(Some(Instant::now() + d))
+    }
+
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        let child = Arc::clone(self.child.as_ref().ok_or(Error::NotStarted)?);
+        loop {
+            if child.poll()?.is_some() {
+                self.drain_outcome();
+                state().children.retain(|c| !Arc::ptr_eq(c, &child));
+                return Ok(true);
+            }
+            let remaining = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    Some(d - now)
+                }
+            };
+            let reading = self.outcome.is_none() && self.result.is_some();
+            let ready = match (&self.result, reading) {
+                (Some(sock), true) => {
+                    sys::fd::poll_many(&[child.pidfd.as_fd(), sock.as_fd()], remaining)?
+                }
+                _ => sys::fd::poll_many(&[child.pidfd.as_fd()], remaining)?,
+            };
+            if reading && ready[1] {
+                self.read_outcome();
+            }
+        }
+    }
+
+    /// Reads the outcome frame (the child is writing it, or closed its end).
+    fn read_outcome(&mut self) {
+        if let Some(sock) = self.result.take() {
+            let mut buf = Vec::new();
+            let mut fds = Vec::new();
+            self.outcome =
+                Some(framing::read_frame(sock.as_fd(), &mut buf, &mut fds).map(|()| (buf, fds)));
+        }
+    }
+
+    /// After exit: takes an outcome that is waiting, without blocking.
+    fn drain_outcome(&mut self) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let ready = match &self.result {
+            Some(sock) => {
+                sys::fd::poll_readable(sock.as_fd(), Some(Duration::ZERO)).unwrap_or(false)
+            }
+            None => false,
+        };
+        if ready {
+            self.read_outcome();
+        } else {
+            self.result = None;
+        }
+    }
+
+    /// Whether the child is running (false before `start` and after exit).
+    pub fn is_alive(&mut self) -> bool {
+        match &self.child {
+            Some(c) => matches!(c.poll(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The child's pid, once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid as u32)
+    }
+
+    /// `None` while running (or before start); then 0 for a normal return, 1 if the target
+    /// panicked, `N` if it called `exit(N)`, `-N` if signal `N` killed it.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| c.poll().ok().flatten())
+    }
+
+    /// Sends SIGTERM. Python's `terminate()`: the child's children are not signalled (they
+    /// end by their own parent-death watch), and no clean-up runs in it.
+    pub fn terminate(&self) -> Result<()> {
+        self.child
+            .as_ref()
+            .ok_or(Error::NotStarted)?
+            .signal(sys::process::SIGTERM)
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&self) -> Result<()> {
+        self.child
+            .as_ref()
+            .ok_or(Error::NotStarted)?
+            .signal(sys::process::SIGKILL)
+    }
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// Joins the child and returns what the target returned; `Err(Error::TaskPanicked)`
+    /// with the panic message if it panicked, `Err(Error::ChildFailed)` with the exit code
+    /// if it exited or was killed without returning.
+    pub fn result(mut self) -> Result<R> {
+        self.join()?;
+        let exitcode = self.exitcode().unwrap_or(-1);
+        match self.outcome.take() {
+            Some(Ok((bytes, fds))) => match codec::decode::<Outcome<R>>(&bytes, fds)? {
+                Outcome::Returned(v) => Ok(v),
+                Outcome::Panicked(message) => Err(Error::TaskPanicked { message }),
+                Outcome::Failed(message) => Err(Error::Codec(message)),
+            },
+            Some(Err(Error::Codec(m))) => Err(Error::Codec(m)),
+            Some(Err(_)) | None => Err(Error::ChildFailed { exitcode }),
+        }
+    }
+}
+
+/// Creates and starts a process in one call (`Process::new` + `start`).
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// let p = mproc::spawn(|a: i32, b: i32| a + b, (2, 3))?;
+/// assert_eq!(p.result()?, 5);
+/// # Ok(()) }
+/// ```
+pub fn spawn<F, Args, R>(target: F, args: Args) -> Result<Process<R>>
+where
+    F: Target<Args, R>,
+    Args: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let mut p = Process::new(target, args);
+    p.start()?;
+    Ok(p)
+}

@@ -1,0 +1,79 @@
+//! Life inside a child: run the entry, report, clean up, exit.
+//!
+//! Exit protocol (Python's): after the target returns, the child joins its non-daemon
+//! children, terminates its daemon children, flushes stdout and stderr, and `_exit`s with 0,
+//! or 1 if the target panicked. A target that calls `exit(N)` exits with N through the same
+//! clean-up (an atexit hook).
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::{Bootstrap, ENV_CHILD, parse_route, state};
+use crate::codec::{self, HandleFd};
+use crate::connection::framing;
+use crate::sys;
+
+/// Runs `boot`'s entry in this (already set-up) child and exits.
+pub(super) fn run(parent_pid: i32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: OwnedFd) -> ! {
+    let _ = sys::process::watch_parent(parent_pid);
+    crate::process::install_exit_hook();
+    // Registered, so a grandchild made by `fork` closes its copy and the parent sees EOF.
+    let result = HandleFd::new(result);
+    let code = crate::target::run_entry(
+        boot.entry,
+        boot.fingerprint,
+        &boot.args,
+        fds,
+        result.as_fd(),
+    )
+    .unwrap_or(1);
+    drop(result);
+    finish(code)
+}
+
+/// Ends a child: its children first, then the process.
+pub(crate) fn finish(code: i32) -> ! {
+    crate::process::finish_children();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::process::exit_now(code)
+}
+
+/// Entry of a spawned child, from the constructor; never returns.
+pub(super) fn run_spawned(route: &str) -> ! {
+    sys::process::ignore_sigpipe();
+    let Some((fd, parent)) = parse_route(route) else {
+        sys::process::exit_now(70)
+    };
+    let Ok(sock) = sys::fd::take_inherited(fd) else {
+        sys::process::exit_now(71)
+    };
+    let _ = sys::process::watch_parent(parent);
+    let mut buf = Vec::new();
+    let mut fds = Vec::new();
+    if framing::read_frame(sock.as_fd(), &mut buf, &mut fds).is_err() {
+        sys::process::exit_now(72);
+    }
+    let Ok(boot) = codec::decode_plain::<Bootstrap>(&buf) else {
+        sys::process::exit_now(73)
+    };
+    let same = boot.fingerprint == crate::target::fingerprint();
+    if framing::write_frame(sock.as_fd(), &[u8::from(same)], &[]).is_err() || !same {
+        sys::process::exit_now(1);
+    }
+    state().become_child(&boot);
+    run(parent, &boot, fds, sock)
+}
+
+/// Routes spawned children and fork servers before `main`, so users need no guard.
+#[ctor::ctor(unsafe)]
+fn route_before_main() {
+    super::route();
+}
+
+/// Keeps the constructor's object linked in: the linker drops unreferenced archive
+/// members, and with them the `.init_array` entry.
+pub(crate) fn keep_route_linked() {
+    std::hint::black_box(route_before_main as fn());
+    std::hint::black_box(ENV_CHILD);
+}

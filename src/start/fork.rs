@@ -1,0 +1,61 @@
+//! `Fork`: the child is a copy of the parent at the moment of `start`.
+//!
+//! The child inherits every descriptor. It closes those of mproc handles (the registry
+//! lists them) — its copy of a pipe end the parent holds must not keep the peer from seeing
+//! EOF — and leaves the user's other descriptors alone. The arguments' descriptors are the
+//! duplicates the encoder made, which the child owns in its copy of memory.
+
+// Forking is this file's purpose; the one `unsafe` call is the fork itself.
+#![allow(unsafe_code)]
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Bootstrap, Launched, child, launched, state};
+use crate::codec;
+use crate::error::Result;
+use crate::sys;
+use crate::sys::process::Forked;
+
+pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+    warn_if_threaded();
+    let (parent_end, child_end) = sys::fd::socketpair()?;
+    let parent_pid = sys::process::getpid();
+    let mut st = state();
+    let mut registry = codec::registry();
+    // SAFETY: both mproc locks are held across the call, so the child finds them consistent
+    // and held by its own thread; what else a multithreaded parent's child may touch is the
+    // documented hazard of `Fork` (warned about above).
+    match unsafe { sys::process::fork() }? {
+        Forked::Child => {
+            registry.close_inherited_except(&[]);
+            drop(registry);
+            drop(parent_end);
+            st.become_child(boot);
+            drop(st);
+            child::run(parent_pid, boot, fds, child_end)
+        }
+        Forked::Parent(pid) => {
+            drop(registry);
+            drop(st);
+            drop(child_end);
+            drop(fds);
+            launched(pid, parent_end)
+        }
+    }
+}
+
+/// Python 3.12+ warns when forking a multithreaded process; so do we, once.
+fn warn_if_threaded() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let threads = sys::process::thread_count();
+    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "mproc: warning: this process has {threads} threads; the Fork start method may \
+             deadlock the child if another thread holds a lock (use ForkServer or Spawn)"
+        );
+    }
+}

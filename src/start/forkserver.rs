@@ -1,0 +1,169 @@
+//! `ForkServer`: one server per process, spawned on first use, forks every child.
+//!
+//! The server is a fresh, single-threaded copy of the executable (spawned like a `Spawn`
+//! child and routed before `main`), so its children start from clean state at fork speed.
+//! It makes them with `clone(CLONE_PARENT)`: each is a real child of the process that asked
+//! for it, which waits for it, signals it through a pidfd and sees its exit status, exactly
+//! as under `Fork`.
+//!
+//! Protocol on the client's socket (frames): server → client `hello` = its fingerprint
+//! (u64 LE). Then per child: client → server the bootstrap, with descriptors
+//! `[result end, argument descriptors...]`; server → client the child's pid (i32 LE).
+//! The server exits when the client's end closes, or when the client dies (parent-death
+//! signal).
+
+// Forking is this file's purpose; the one `unsafe` call is the fork itself.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use super::{Bootstrap, ENV_FORKSERVER, Launched, child, launched, parse_route, state};
+use crate::codec::{self, HandleFd};
+use crate::connection::framing;
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::sys::process::Forked;
+
+/// A process's connection to its fork server.
+#[derive(Debug)]
+pub(crate) struct Client {
+    sock: HandleFd,
+    pidfd: HandleFd,
+}
+
+impl Client {
+    fn start() -> Result<Client> {
+        let (ours, theirs) = sys::fd::socketpair()?;
+        let route = format!("{}:{}", theirs.as_raw_fd(), sys::process::getpid());
+        let pid = sys::process::spawn_exe(
+            &crate::context::executable(),
+            &super::spawn::argv0(),
+            &[(ENV_FORKSERVER, route)],
+            theirs.as_fd(),
+        )?;
+        drop(theirs);
+        // The server is our child: reap it when it exits, like any other.
+        let pidfd = HandleFd::new(sys::process::pidfd_open(pid)?);
+        let client = Client {
+            sock: HandleFd::new(ours),
+            pidfd,
+        };
+        let mut hello = Vec::new();
+        framing::read_frame(client.sock.as_fd(), &mut hello, &mut Vec::new())?;
+        if hello != crate::target::fingerprint().to_le_bytes() {
+            return Err(Error::BinaryMismatch);
+        }
+        Ok(client)
+    }
+
+    fn request(&self, boot: &Bootstrap, fds: &[BorrowedFd<'_>]) -> Result<i32> {
+        let mut buf = Vec::new();
+        codec::encode_plain_into(boot, &mut buf)?;
+        framing::write_frame(self.sock.as_fd(), &buf, fds)?;
+        buf.clear();
+        framing::read_frame(self.sock.as_fd(), &mut buf, &mut Vec::new())?;
+        let pid: [u8; 4] = buf
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Codec("fork server sent a malformed reply".into()))?;
+        Ok(i32::from_le_bytes(pid))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Closing our end makes the server exit; reap it so it leaves no zombie.
+        let _ = sys::fd::shutdown(self.sock.as_fd(), true);
+        let _ = sys::fd::poll_readable(self.pidfd.as_fd(), Some(std::time::Duration::from_secs(2)));
+        if !matches!(sys::process::try_reap(self.pidfd.as_fd()), Ok(Some(_))) {
+            let _ = sys::process::pidfd_signal(self.pidfd.as_fd(), sys::process::SIGKILL);
+            let _ = sys::fd::poll_readable(self.pidfd.as_fd(), None);
+            let _ = sys::process::try_reap(self.pidfd.as_fd());
+        }
+    }
+}
+
+pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+    let (parent_end, child_end) = sys::fd::socketpair()?;
+    let mut all: Vec<BorrowedFd<'_>> = vec![child_end.as_fd()];
+    all.extend(sys::fd::borrowed(&fds));
+    let mut st = state();
+    // A server that died is replaced once; a second failure is the caller's error.
+    for attempt in 0..2 {
+        if st.forkserver.is_none() {
+            st.forkserver = Some(Client::start()?);
+        }
+        let client = st.forkserver.as_ref().expect("set just above");
+        match client.request(boot, &all) {
+            Ok(pid) => {
+                drop(st);
+                drop(all);
+                drop(child_end);
+                return launched(pid, parent_end);
+            }
+            Err(e) if attempt == 0 && matches!(e, Error::Closed | Error::Io(_)) => {
+                st.forkserver = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+/// The fork server's main loop; never returns.
+pub(super) fn serve(route: &str) -> ! {
+    sys::process::ignore_sigpipe();
+    let Some((fd, parent)) = parse_route(route) else {
+        sys::process::exit_now(70)
+    };
+    let Ok(sock) = sys::fd::take_inherited(fd) else {
+        sys::process::exit_now(71)
+    };
+    let _ = sys::process::watch_parent(parent);
+    if framing::write_frame(
+        sock.as_fd(),
+        &crate::target::fingerprint().to_le_bytes(),
+        &[],
+    )
+    .is_err()
+    {
+        sys::process::exit_now(0);
+    }
+    let mut buf = Vec::new();
+    loop {
+        let mut fds = Vec::new();
+        match framing::read_frame(sock.as_fd(), &mut buf, &mut fds) {
+            Ok(()) => {}
+            Err(Error::Closed) => sys::process::exit_now(0),
+            Err(_) => sys::process::exit_now(72),
+        }
+        let boot: Bootstrap = match codec::decode_plain(&buf) {
+            Ok(b) => b,
+            Err(_) => sys::process::exit_now(73),
+        };
+        if fds.is_empty() {
+            sys::process::exit_now(74);
+        }
+        let result_end = fds.remove(0);
+        // SAFETY: the server is single-threaded (routed before `main`, it starts no
+        // threads), so the child may run anything.
+        match unsafe { sys::process::clone_parent() } {
+            Ok(Forked::Child) => {
+                drop(sock);
+                state().become_child(&boot);
+                child::run(boot.parent_pid, &boot, fds, result_end)
+            }
+            Ok(Forked::Parent(pid)) => {
+                drop(fds);
+                drop(result_end);
+                if framing::write_frame(sock.as_fd(), &pid.to_le_bytes(), &[]).is_err() {
+                    sys::process::exit_now(0);
+                }
+            }
+            Err(_) => {
+                // Tell the client by a malformed (empty) reply; it reports the failure.
+                let _ = framing::write_frame(sock.as_fd(), &[], &[]);
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! How a child comes to life, under each start method.
+//!
+//! The parent prepares a [`Bootstrap`] (which entry to run, the encoded arguments, the
+//! child's name and identity) and the descriptors the arguments carry. Then:
+//! - `Fork` (`fork.rs`): fork; the child closes the mproc handles it inherited but was not
+//!   given, and runs the entry on its copy of the bootstrap.
+//! - `Spawn` (`spawn.rs`): re-exec the executable with one inherited socket; the child is
+//!   routed before `main` (`child.rs`), checks the fingerprint, acknowledges, reads the
+//!   bootstrap and its descriptors from the socket, and runs the entry.
+//! - `ForkServer` (`forkserver.rs`): a server spawned once (as above) forks each child with
+//!   `CLONE_PARENT`, so the child is a real child of the requesting process.
+//!
+//! In every case the child writes one outcome frame on its result socket and exits; the
+//! parent holds the other end and a pidfd.
+//!
+//! **Process-wide state** (who this process is, its live children, its fork-server client)
+//! lives in one mutex, [`state`]. `fork` holds it, and the descriptor registry, across the
+//! call, so the child finds both consistent and owned by its only thread.
+
+// The routing step edits the environment before `main`: the one `unsafe` here.
+#![allow(unsafe_code)]
+
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::HandleFd;
+use crate::context::StartMethod;
+use crate::error::Result;
+use crate::process::ChildHandle;
+
+pub(crate) mod child;
+mod fork;
+pub(crate) mod forkserver;
+mod spawn;
+
+/// Environment variable that marks a spawned child: `<fd>:<parent pid>`.
+pub(crate) const ENV_CHILD: &str = "MPROC_CHILD_BOOTSTRAP";
+/// Environment variable that marks a fork server: `<fd>:<parent pid>`.
+pub(crate) const ENV_FORKSERVER: &str = "MPROC_FORKSERVER";
+
+/// Everything a child needs to know, sent by the parent.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(crate) struct Bootstrap {
+    /// The executable fingerprint of the parent.
+    pub(crate) fingerprint: u64,
+    /// Offset of the entry function from the anchor.
+    pub(crate) entry: i64,
+    /// The child's name ("Process-1:2").
+    pub(crate) name: String,
+    /// The child's identity (the numbers in its name).
+    pub(crate) identity: Vec<u32>,
+    /// Whether the child is a daemon.
+    pub(crate) daemon: bool,
+    /// The logical parent: its name and pid.
+    pub(crate) parent_name: String,
+    /// The logical parent's pid.
+    pub(crate) parent_pid: i32,
+    /// The encoded arguments; the descriptors they refer to travel beside the frame.
+    pub(crate) args: Vec<u8>,
+}
+
+/// A started child, as the parent sees it.
+#[derive(Debug)]
+pub(crate) struct Launched {
+    pub(crate) pid: i32,
+    pub(crate) pidfd: HandleFd,
+    pub(crate) result: HandleFd,
+}
+
+/// Starts a child under `method`. `fds` are the descriptors the encoded arguments refer to.
+pub(crate) fn launch(method: StartMethod, boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+    match method {
+        StartMethod::Fork => fork::launch(boot, fds),
+        StartMethod::Spawn => spawn::launch(boot, fds),
+        StartMethod::ForkServer => forkserver::launch(boot, fds),
+    }
+}
+
+/// Who this process is, and what it owns.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// This process's name ("MainProcess" at the top).
+    pub(crate) name: String,
+    /// This process's identity: empty at the top, parent's identity + counter below.
+    pub(crate) identity: Vec<u32>,
+    /// Whether this process is a daemon.
+    pub(crate) daemon: bool,
+    /// The logical parent, if this process was started by mproc.
+    pub(crate) parent: Option<(String, i32)>,
+    /// How many `Process` objects this process has created (names their children).
+    pub(crate) counter: u32,
+    /// Children started and not yet known to be reaped.
+    pub(crate) children: Vec<Arc<ChildHandle>>,
+    /// The connection to this process's fork server, once started.
+    pub(crate) forkserver: Option<forkserver::Client>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    name: String::new(),
+    identity: Vec::new(),
+    daemon: false,
+    parent: None,
+    counter: 0,
+    children: Vec::new(),
+    forkserver: None,
+});
+
+/// Locks the process-wide state.
+pub(crate) fn state() -> MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    /// This process's name.
+    pub(crate) fn name(&self) -> String {
+        if self.name.is_empty() {
+            "MainProcess".to_string()
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// Becomes the child described by `boot`, forgetting the parent's children and fork
+    /// server (whose descriptors the caller has closed).
+    pub(crate) fn become_child(&mut self, boot: &Bootstrap) {
+        self.name = boot.name.clone();
+        self.identity = boot.identity.clone();
+        self.daemon = boot.daemon;
+        self.parent = Some((boot.parent_name.clone(), boot.parent_pid));
+        self.counter = 0;
+        // The handles are the parent's: forget them without running their destructors
+        // (their descriptors were closed with the registry, or never existed here).
+        std::mem::forget(std::mem::take(&mut self.children));
+        std::mem::forget(self.forkserver.take());
+    }
+}
+
+/// Routes this process if it was started as an mproc child or fork server: called from the
+/// constructor before `main`, and by [`crate::init`]. Returns only in an ordinary process.
+pub(crate) fn route() {
+    if let Ok(v) = std::env::var(ENV_CHILD) {
+        // SAFETY: this runs before `main`, in the constructor, while single-threaded.
+        unsafe { crate::sys::process::remove_env(ENV_CHILD) };
+        child::run_spawned(&v);
+    }
+    if let Ok(v) = std::env::var(ENV_FORKSERVER) {
+        // SAFETY: as above.
+        unsafe { crate::sys::process::remove_env(ENV_FORKSERVER) };
+        forkserver::serve(&v);
+    }
+}
+
+/// Parses `<fd>:<pid>` from a routing variable.
+fn parse_route(v: &str) -> Option<(RawFd, i32)> {
+    let (fd, pid) = v.split_once(':')?;
+    Some((fd.parse().ok()?, pid.parse().ok()?))
+}
+
+/// Wraps the parent's end of a result socket and the child's pidfd.
+fn launched(pid: i32, result: OwnedFd) -> Result<Launched> {
+    let pidfd = crate::sys::process::pidfd_open(pid)?;
+    Ok(Launched {
+        pid,
+        pidfd: HandleFd::new(pidfd),
+        result: HandleFd::new(result),
+    })
+}

@@ -1,0 +1,308 @@
+//! Process creation, waiting and signalling; the parent-death watch.
+//!
+//! **Parent death.** Every child arms `PR_SET_PDEATHSIG`. The kernel sends that signal when
+//! the *thread* that created the child exits, not the process, so a plain SIGKILL would kill
+//! children whenever the thread that started them ends. Instead the signal is
+//! [`PARENT_DEATH_SIGNAL`], whose handler compares `getppid()` with the pid of the logical
+//! parent recorded at start: a thread exit leaves the child adopted by another thread of the
+//! same process (same pid) and the handler returns; a process exit reparents the child
+//! elsewhere and the handler SIGKILLs it. The check after arming closes the race with a parent
+//! that died before the `prctl`.
+
+use std::ffi::c_int;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
+
+/// The signal armed with `PR_SET_PDEATHSIG` (a real-time signal nobody else uses by
+/// default; glibc reserves the first two).
+fn parent_death_signal() -> c_int {
+    libc::SIGRTMAX() - 2
+}
+
+/// The logical parent's pid, for the parent-death handler (0: none armed).
+static EXPECTED_PARENT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_parent_death(_sig: c_int) {
+    // Async-signal-safe: getppid, getpid and kill only.
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    if ppid != EXPECTED_PARENT.load(Ordering::Relaxed) {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        // SAFETY: signalling ourselves; SIGKILL cannot be caught, so this does not return.
+        unsafe { libc::kill(me, libc::SIGKILL) };
+    }
+}
+
+/// Arms the parent-death watch for logical parent `parent` (the current process's parent
+/// pid as the caller expects it). Dies at once if that parent is already gone.
+pub(crate) fn watch_parent(parent: i32) -> io::Result<()> {
+    EXPECTED_PARENT.store(parent, Ordering::Relaxed);
+    // SAFETY: an all-zero sigaction is a valid starting value; fields are set below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_parent_death as extern "C" fn(c_int) as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: `action` is fully initialised and its handler is async-signal-safe.
+    let rc = unsafe { libc::sigaction(parent_death_signal(), &action, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_pdeathsig(parent_death_signal())?;
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent {
+        hard_exit_killed();
+    }
+    Ok(())
+}
+
+fn set_pdeathsig(sig: c_int) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Kills the calling process with SIGKILL.
+pub(crate) fn hard_exit_killed() -> ! {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: signalling ourselves with SIGKILL.
+    unsafe { libc::kill(me, libc::SIGKILL) };
+    exit_now(137)
+}
+
+/// Ignores SIGPIPE, as Rust's runtime does before `main` (children routed before `main`
+/// must get the same, or a write to a closed socket kills them).
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a standard disposition for SIGPIPE has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Ends the process at once: no atexit handlers, no unwinding, no destructors.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Registers `f` to run at normal process exit (`exit`, or returning from `main`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with static lifetime.
+    unsafe { libc::atexit(f) };
+}
+
+/// What `fork` returned in this process.
+#[derive(Debug)]
+pub(crate) enum Forked {
+    /// In the parent: the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// `fork()`.
+///
+/// # Safety
+/// If other threads exist, the child may run only async-signal-safe code until it execs or
+/// exits: locks held by other threads at the fork stay held forever in the child. mproc's
+/// own locks are taken across the call by the caller for exactly this reason.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller upholds the post-fork restrictions.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// `clone(CLONE_PARENT | SIGCHLD)`: like `fork`, but the new process is a child of the
+/// caller's parent. The fork server uses it so that every child it makes is a real child of
+/// the process that asked for it: waitable, pidfd-able, signalled on exit.
+///
+/// # Safety
+/// As for [`fork`]; the caller must be single-threaded (the fork server is). glibc's fork
+/// bookkeeping is skipped, so the child re-registers its robust-futex list itself (done
+/// here) and must not rely on glibc's cached thread id.
+pub(crate) unsafe fn clone_parent() -> io::Result<Forked> {
+    let mut head: *mut libc::c_void = std::ptr::null_mut();
+    let mut len: libc::size_t = 0;
+    // SAFETY: get_robust_list(0, ..) writes the calling thread's list head and its size to
+    // the two out-pointers, which are valid locals.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0 as libc::c_long,
+            &mut head as *mut *mut libc::c_void,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    let robust = if rc == 0 { Some((head, len)) } else { None };
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: without CLONE_VM the child gets a copy-on-write copy of the address space
+    // and continues on its own copy of this stack, exactly as with fork(2).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    match rc {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            if let Some((head, len)) = robust {
+                // SAFETY: the head is this thread's glibc robust-list head, which the child
+                // inherited at the same address; the kernel cleared the registration.
+                unsafe { libc::syscall(libc::SYS_set_robust_list, head, len) };
+            }
+            Ok(Forked::Child)
+        }
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// Starts `exe` with `fd` inherited (CLOEXEC cleared in the child only), `env` added, and
+/// the parent-death signal armed before exec. Returns the pid.
+pub(crate) fn spawn_exe(
+    exe: &Path,
+    argv0: &str,
+    env: &[(&str, String)],
+    fd: BorrowedFd<'_>,
+) -> io::Result<i32> {
+    let raw: RawFd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut cmd = Command::new(exe);
+    cmd.arg0(argv0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let sig = parent_death_signal();
+    let before_exec = move || {
+        // SAFETY: F_SETFD on an integer descriptor; async-signal-safe.
+        if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // Until the child's constructor installs the handler, the default action of this
+        // real-time signal (terminate) applies, which is what parent death wants.
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs between fork and exec and calls only fcntl and prctl, which
+    // are async-signal-safe; it touches no memory but its captured integers.
+    unsafe { cmd.pre_exec(before_exec) };
+    let child = cmd.spawn()?;
+    // Dropping `std::process::Child` neither waits nor kills: mproc waits through a pidfd.
+    Ok(child.id() as i32)
+}
+
+/// A pidfd for `pid` (which must be our child, not yet reaped).
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("invalid pid"))?;
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// Reaps the process behind `pidfd` if it has exited. Returns its exit code in Python's
+/// convention (`N` for exit(N), `-N` for signal N), or `None` if it still runs.
+pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    loop {
+        match rustix::process::waitid(
+            WaitId::PidFd(pidfd.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        ) {
+            Ok(None) => return Ok(None),
+            Ok(Some(status)) => {
+                if let Some(code) = status.exit_status() {
+                    return Ok(Some(code));
+                }
+                if let Some(sig) = status.terminating_signal() {
+                    return Ok(Some(-sig));
+                }
+                // Not an exit (no WSTOPPED/WCONTINUED asked): treat as still running.
+                return Ok(None);
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends `sig` to the process behind `pidfd` (race-free against pid reuse).
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes a valid fd, a signal number, a null siginfo and no
+    // flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if rc == -1 {
+        let e = io::Error::last_os_error();
+        // The process already exited (zombie or reaped): nothing to signal.
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// SIGTERM.
+pub(crate) const SIGTERM: c_int = libc::SIGTERM;
+/// SIGKILL.
+pub(crate) const SIGKILL: c_int = libc::SIGKILL;
+
+/// This process's pid.
+pub(crate) fn getpid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
+/// The number of threads in this process.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Field 20 (num_threads); the command name (field 2) may contain spaces, so
+            // count from the closing parenthesis.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split(' ').nth(17)?.parse().ok()
+        })
+        .unwrap_or(1)
+}
+
+/// A fingerprint of the executable file at `path` (device, inode, size, mtime), so that a
+/// child can tell whether it runs the same binary as its parent.
+pub(crate) fn exe_identity(path: &Path) -> io::Result<[u64; 4]> {
+    let st = rustix::fs::stat(path)?;
+    Ok([
+        st.st_dev,
+        st.st_ino,
+        st.st_size as u64,
+        (st.st_mtime as u64).wrapping_mul(1_000_000_007) ^ st.st_mtime_nsec as u64,
+    ])
+}
+
+/// Removes `key` from this process's environment.
+///
+/// # Safety
+/// No other thread may read or write the environment concurrently: call it only while the
+/// process is single-threaded (in the start-up constructor).
+pub(crate) unsafe fn remove_env(key: &str) {
+    // SAFETY: the caller guarantees no concurrent environment access.
+    unsafe { std::env::remove_var(key) };
+}

@@ -1,0 +1,217 @@
+//! How a Rust function becomes something another process can call.
+//!
+//! A target is a fn item or a non-capturing closure: a zero-sized type, so the function *is*
+//! its type and no data needs to travel. For each `(F, Args, R)` the compiler instantiates
+//! one [`entry`] function; its address, taken relative to [`anchor`] (valid across ASLR,
+//! since both live in the same executable), is what the parent sends. The child adds the
+//! offset to its own `anchor`, after checking that it runs the same executable (the
+//! fingerprint in the handshake), and calls the entry, which decodes the arguments, conjures
+//! the zero-sized `F`, calls it, and sends back the outcome. Addresses never come from a
+//! network peer: only from a parent over a private socket or inherited state.
+//!
+//! ```compile_fail
+//! // A capturing closure is not a target: it carries data the child cannot have.
+//! let n = 5u32;
+//! let _ = mproc::Process::new(move |x: u32| x + n, (1u32,));
+//! ```
+//!
+//! ```compile_fail
+//! // Arguments must be serde types that can be sent: an `Rc` cannot.
+//! fn f(_: std::rc::Rc<u32>) {}
+//! let _ = mproc::Process::<()>::new(f, (std::rc::Rc::new(1u32),));
+//! ```
+//!
+//! ```compile_fail
+//! // A type without serde support cannot cross a process boundary.
+//! struct NotSerde;
+//! fn f(_: NotSerde) {}
+//! let _ = mproc::Process::<()>::new(f, (NotSerde,));
+//! ```
+
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::connection::framing;
+
+/// A function another process can run with `Args` and return `R`: any fn item or
+/// non-capturing closure taking 0 to 8 serde arguments. Implemented automatically.
+pub trait Target<Args, R>: Copy + Send + 'static {
+    /// Calls the function with the unpacked arguments.
+    #[doc(hidden)]
+    fn call(self, args: Args) -> R;
+}
+
+macro_rules! impl_target {
+    ($($a:ident),*) => {
+        impl<Func, Ret, $($a,)*> Target<($($a,)*), Ret> for Func
+        where
+            Func: Fn($($a),*) -> Ret + Copy + Send + 'static,
+        {
+            #[allow(non_snake_case, clippy::unused_unit)]
+            fn call(self, args: ($($a,)*)) -> Ret {
+                let ($($a,)*) = args;
+                (self)($($a),*)
+            }
+        }
+    };
+}
+impl_target!();
+impl_target!(A);
+impl_target!(A, B);
+impl_target!(A, B, C);
+impl_target!(A, B, C, D);
+impl_target!(A, B, C, D, E);
+impl_target!(A, B, C, D, E, G);
+impl_target!(A, B, C, D, E, G, H);
+impl_target!(A, B, C, D, E, G, H, I);
+
+/// What a child reports back over its result channel.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Outcome<R> {
+    /// The target returned this value.
+    Returned(R),
+    /// The target panicked with this message.
+    Panicked(String),
+    /// The child could not run the target (arguments did not decode, result did not encode).
+    Failed(String),
+}
+
+/// The signature of every entry function: encoded arguments and their descriptors in,
+/// the outcome written to `out`, the process's exit code returned.
+pub(crate) type Entry = fn(&[u8], Vec<OwnedFd>, BorrowedFd<'_>) -> i32;
+
+/// The fixed point every entry address is measured from.
+#[inline(never)]
+fn anchor() -> i32 {
+    std::hint::black_box(0x6d70)
+}
+
+/// The entry for `(F, Args, R)` as an offset from [`anchor`].
+pub(crate) fn entry_offset<F, Args, R>() -> i64
+where
+    F: Target<Args, R>,
+    Args: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a process target must be a fn item or a closure that captures nothing"
+        )
+    };
+    let entry: Entry = entry::<F, Args, R>;
+    entry as usize as i64 - anchor as fn() -> i32 as usize as i64
+}
+
+/// Runs the entry at `offset` (from [`entry_offset`] in the parent) if `fingerprint` is
+/// this executable's; returns its exit code, or `None` on a mismatch.
+pub(crate) fn run_entry(
+    offset: i64,
+    fingerprint: u64,
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    out: BorrowedFd<'_>,
+) -> Option<i32> {
+    if fingerprint != self::fingerprint() {
+        return None;
+    }
+    let addr = (anchor as fn() -> i32 as usize as i64).wrapping_add(offset) as usize;
+    // SAFETY: the fingerprint matched, so this process runs the executable in which the
+    // parent computed `offset = entry - anchor` for an `Entry` function; `anchor + offset`
+    // is therefore that function here too. Offsets come only from the parent, over a
+    // private socket or through fork, never from a network peer.
+    let entry = unsafe { std::mem::transmute::<usize, Entry>(addr) };
+    Some(entry(args, fds, out))
+}
+
+/// A fingerprint of the running executable and of this build's code layout.
+pub(crate) fn fingerprint() -> u64 {
+    use std::hash::{Hash, Hasher};
+    static CACHE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CACHE.get_or_init(|| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let id = crate::sys::process::exe_identity(std::path::Path::new("/proc/self/exe"))
+            .unwrap_or_default();
+        id.hash(&mut h);
+        fn probe() -> u8 {
+            0
+        }
+        fn offset_of<F: Target<(), u8>>(_: F) -> i64 {
+            entry_offset::<F, (), u8>()
+        }
+        offset_of(probe).hash(&mut h);
+        h.finish()
+    })
+}
+
+fn entry<F, Args, R>(args: &[u8], fds: Vec<OwnedFd>, out: BorrowedFd<'_>) -> i32
+where
+    F: Target<Args, R>,
+    Args: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let args: Args = match codec::decode(args, fds) {
+        Ok(a) => a,
+        Err(e) => {
+            send_outcome::<R>(
+                out,
+                &Outcome::Failed(format!("arguments did not decode: {e}")),
+            );
+            return 1;
+        }
+    };
+    // SAFETY: `F` is zero-sized (asserted in `entry_offset`, the only way to reach this
+    // function), so reading one from a dangling, well-aligned pointer reads no bytes; fn
+    // items and non-capturing closures have no invariants beyond existing.
+    let f: F = unsafe { NonNull::<F>::dangling().as_ptr().read() };
+    match catch_unwind(AssertUnwindSafe(|| f.call(args))) {
+        Ok(value) => {
+            if send_outcome(out, &Outcome::Returned(value)) {
+                0
+            } else {
+                1
+            }
+        }
+        Err(payload) => {
+            send_outcome::<R>(out, &Outcome::Panicked(panic_message(payload.as_ref())));
+            1
+        }
+    }
+}
+
+/// Sends an outcome frame; on an encoding failure sends `Failed` instead. Returns whether
+/// the value itself went out.
+fn send_outcome<R: Serialize>(out: BorrowedFd<'_>, outcome: &Outcome<R>) -> bool {
+    let mut buf = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    match codec::encode_into(outcome, &mut buf, &mut fds) {
+        Ok(()) => framing::write_frame(out.as_fd(), &buf, &crate::sys::fd::borrowed(&fds)).is_ok(),
+        Err(e) => {
+            let failed = Outcome::<R>::Failed(format!("result did not encode: {e}"));
+            buf.clear();
+            fds.clear();
+            if codec::encode_into(&failed, &mut buf, &mut fds).is_ok() {
+                let _ = framing::write_frame(out.as_fd(), &buf, &[]);
+            }
+            false
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

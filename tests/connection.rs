@@ -1,0 +1,255 @@
+//! Connections: typed and raw messages, poll, EOF, corrupt frames, handles in messages.
+//! Ports CPython's `_TestConnection` and `_TestPoll` behaviours (cpython.md §4, items
+//! 79–97) under every start method where a child is involved.
+
+mod util;
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use mproc::{Connection, Error, Receiver, Sender, get_context, pipe, pipe_simplex};
+use serde::{Deserialize, Serialize};
+use util::*;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+enum Msg {
+    Text(String),
+    Numbers(Vec<i64>),
+    Pair { a: u8, b: Option<f64> },
+}
+
+fn echo(conn: Connection<Msg>) {
+    while let Ok(m) = conn.recv() {
+        conn.send(&m).expect("echo send");
+    }
+}
+
+// Ports _TestConnection.test_connection: objects and bytes round-trip through a child.
+#[test]
+fn typed_round_trip_through_a_child_under_every_method() {
+    let _s = shared();
+    let _w = watchdog("typed_round_trip", 60);
+    for m in METHODS {
+        let (here, there) = pipe::<Msg>().unwrap();
+        let mut p = get_context(m).process(echo, (there,));
+        p.start().unwrap();
+        for msg in [
+            Msg::Text("hello".into()),
+            Msg::Numbers((0..1000).collect()),
+            Msg::Pair { a: 7, b: Some(2.5) },
+            Msg::Pair { a: 0, b: None },
+        ] {
+            here.send(&msg).unwrap();
+            assert_eq!(here.recv().unwrap(), msg, "{m:?}");
+        }
+        drop(here);
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    }
+}
+
+fn echo_bytes(conn: Connection<()>) {
+    while let Ok(b) = conn.recv_bytes() {
+        conn.send_bytes(&b).expect("echo send");
+    }
+}
+
+// Ports _TestConnection 16 MiB round trip and _TestPoll.test_strings: bytes messages,
+// empty ones included, arrive intact, in order, never merged.
+#[test]
+fn bytes_messages_keep_their_boundaries() {
+    let _s = shared();
+    let _w = watchdog("bytes_boundaries", 60);
+    let (here, there) = pipe::<()>().unwrap();
+    let p = mproc::spawn(echo_bytes, (there,)).unwrap();
+    let msgs: Vec<Vec<u8>> = vec![
+        b"hello".to_vec(),
+        vec![],
+        b"a".to_vec(),
+        vec![],
+        vec![],
+        vec![0xAB; 16 << 20],
+        b"end".to_vec(),
+    ];
+    for m in &msgs {
+        here.send_bytes(m).unwrap();
+    }
+    for m in &msgs {
+        assert_eq!(&here.recv_bytes().unwrap(), m);
+    }
+    drop(here);
+    p.result().unwrap();
+}
+
+// Ports _TestPoll: poll() is False on an empty pipe, True with a (possibly empty) message
+// waiting, and stays True until it is read.
+#[test]
+fn poll_semantics() {
+    let (a, b) = pipe::<u32>().unwrap();
+    assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+    let t = Instant::now();
+    assert!(!a.poll(Some(Duration::from_millis(100))).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(90));
+    b.send_bytes(&[]).unwrap();
+    assert!(a.poll(Some(Duration::ZERO)).unwrap());
+    assert!(a.poll(None).unwrap());
+    assert_eq!(a.recv_bytes().unwrap(), Vec::<u8>::new());
+    assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+    b.send(&5).unwrap();
+    b.send(&6).unwrap();
+    assert!(a.poll(Some(Duration::from_secs(1))).unwrap());
+    assert_eq!(a.recv().unwrap(), 5);
+    assert!(a.poll(Some(Duration::ZERO)).unwrap());
+    assert_eq!(a.recv().unwrap(), 6);
+    assert!(matches!(
+        a.recv_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+}
+
+// Ports _TestConnection: after the peer closes, recv and recv_bytes raise EOFError.
+#[test]
+fn eof_after_peer_closes() {
+    let (a, b) = pipe::<String>().unwrap();
+    b.send(&"last".to_string()).unwrap();
+    b.close();
+    assert_eq!(a.recv().unwrap(), "last");
+    assert!(matches!(a.recv(), Err(Error::Closed)));
+    assert!(matches!(a.recv_bytes(), Err(Error::Closed)));
+    assert!(
+        a.poll(Some(Duration::ZERO)).unwrap(),
+        "EOF counts as readable"
+    );
+    // Sending to a closed peer is Closed too, not a SIGPIPE death.
+    let (a, b) = pipe::<u8>().unwrap();
+    drop(b);
+    assert!(matches!(a.send(&1), Err(Error::Closed)));
+}
+
+// Ports _TestConnection.test_duplex_false: a simplex pipe has a receiving and a sending end.
+#[test]
+fn simplex_pipe_goes_one_way() {
+    let (rx, tx): (Receiver<u64>, Sender<u64>) = pipe_simplex().unwrap();
+    tx.send(&42).unwrap();
+    assert_eq!(rx.recv().unwrap(), 42);
+    tx.send_bytes(b"raw").unwrap();
+    assert_eq!(rx.recv_bytes().unwrap(), b"raw");
+    drop(tx);
+    assert!(matches!(rx.recv(), Err(Error::Closed)));
+}
+
+fn reply_on(inner: Connection<String>, outer: Connection<Connection<String>>) {
+    inner.send(&"via argument".into()).expect("send");
+    let sent = outer.recv().expect("a connection arrives");
+    sent.send(&"via message".into()).expect("send");
+}
+
+// Ports the pickling-connections tests (item 97): a connection passed as an argument and
+// one sent inside a message both work in the child, under every start method.
+#[test]
+fn connections_travel_in_arguments_and_messages() {
+    let _s = shared();
+    let _w = watchdog("connections_travel", 60);
+    for m in METHODS {
+        let (a, a_child) = pipe::<String>().unwrap();
+        let (b, b_child) = pipe::<String>().unwrap();
+        let (outer, outer_child) = pipe::<Connection<String>>().unwrap();
+        let p = get_context(m).process(reply_on, (a_child, outer_child));
+        let mut p = p;
+        p.start().unwrap();
+        outer.send(&b_child).unwrap();
+        drop(b_child);
+        assert_eq!(a.recv().unwrap(), "via argument", "{m:?}");
+        assert_eq!(b.recv().unwrap(), "via message", "{m:?}");
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        // The child is gone and every copy of the ends was closed: EOF on both.
+        assert!(matches!(a.recv(), Err(Error::Closed)), "{m:?}");
+        assert!(matches!(b.recv(), Err(Error::Closed)), "{m:?}");
+    }
+}
+
+fn raw_stream(conn: &Connection<u32>) -> UnixStream {
+    UnixStream::from(conn.as_fd().try_clone_to_owned().unwrap())
+}
+
+// A corrupt frame is a codec error, never a panic and never read as EOF.
+#[test]
+fn garbage_frames_are_codec_errors() {
+    let (a, b) = pipe::<u32>().unwrap();
+    let mut raw = raw_stream(&b);
+    raw.write_all(b"this is not a frame header").unwrap();
+    let err = a.recv().unwrap_err();
+    assert!(matches!(err, Error::Codec(_)), "{err}");
+    assert!(err.to_string().contains("bad magic"), "{err}");
+
+    // A well-framed message that does not decode as the type: Codec, with the reason.
+    let (a, b) = pipe::<u32>().unwrap();
+    b.send_bytes(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    let err = a.recv().unwrap_err();
+    assert!(matches!(err, Error::Codec(_)), "{err}");
+}
+
+fn die_mid_message(conn: Connection<u32>) {
+    let mut raw = UnixStream::from(conn.as_fd().try_clone_to_owned().expect("dup"));
+    let mut header = Vec::new();
+    header.extend_from_slice(b"MPRF");
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&(1u64 << 20).to_le_bytes());
+    raw.write_all(&header).expect("header");
+    raw.write_all(&[1, 2, 3]).expect("some payload");
+    std::process::abort();
+}
+
+// A peer that dies in the middle of a message: a clear error, not EOF, not a hang.
+#[test]
+fn peer_dying_mid_message_is_an_error() {
+    let _s = shared();
+    let _w = watchdog("peer_dying", 60);
+    for m in METHODS {
+        let (a, b) = pipe::<u32>().unwrap();
+        let mut p = get_context(m).process(die_mid_message, (b,));
+        p.start().unwrap();
+        let err = a.recv().unwrap_err();
+        assert!(
+            err.to_string().contains("in the middle of a message"),
+            "{m:?}: {err}"
+        );
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(-6));
+    }
+}
+
+// Frames carry a 64-bit length: a message over 4 GiB round-trips.
+#[test]
+fn messages_beyond_4_gib() {
+    let _x = exclusive(); // 9 GiB of memory at its peak: run alone
+    let _w = watchdog("beyond_4_gib", 300);
+    let (a, b) = pipe::<()>().unwrap();
+    let len = (4usize << 30) + 3;
+    let sender = std::thread::spawn(move || {
+        let mut big = vec![0u8; len];
+        big[len - 1] = 9;
+        b.send_bytes(&big).unwrap();
+    });
+    let got = a.recv_bytes().unwrap();
+    sender.join().unwrap();
+    assert_eq!(got.len(), len);
+    assert_eq!(got[len - 1], 9);
+}
+
+// recv_bytes_into reuses its buffer.
+#[test]
+fn recv_bytes_into_reuses_the_buffer() {
+    let (a, b) = pipe::<()>().unwrap();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let ptr = buf.as_ptr();
+    for i in 0..10u8 {
+        b.send_bytes(&[i; 1000]).unwrap();
+        assert_eq!(a.recv_bytes_into(&mut buf).unwrap(), 1000);
+        assert_eq!(buf, vec![i; 1000]);
+    }
+    assert_eq!(buf.as_ptr(), ptr);
+}

@@ -1,0 +1,100 @@
+//! Test helpers: a watchdog so nothing hangs CI, and process-table probes for leak checks.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub use mproc::StartMethod::{self, Fork, ForkServer, Spawn};
+
+/// Every start method, for tests that must hold under each.
+pub const METHODS: [StartMethod; 3] = [Fork, Spawn, ForkServer];
+
+/// Fails the whole test binary with a message if not dropped within `secs` seconds.
+pub struct Watchdog {
+    done: Arc<AtomicBool>,
+}
+
+pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&done);
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("watchdog: '{what}' did not finish within {secs} s: it hangs");
+        std::process::exit(101);
+    });
+    Watchdog { done }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Open descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The state letter of process `pid` ('R', 'S', 'Z', ...), or None if it is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].chars().next()
+}
+
+/// Whether `pid` is gone or a zombie (dead either way).
+pub fn is_dead(pid: u32) -> bool {
+    matches!(proc_state(pid), None | Some('Z') | Some('X'))
+}
+
+/// Waits up to `secs` for `pid` to die.
+pub fn wait_dead(pid: u32, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if is_dead(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Zombie children of this process (all threads).
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) {
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            if let Ok(s) = std::fs::read_to_string(path) {
+                for pid in s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+                    if proc_state(pid) == Some('Z') {
+                        out.push(pid);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Tests that count descriptors or children take this exclusively; every other test in
+/// the binary takes it shared, so the counts are not skewed by parallel tests.
+pub static COUNTING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    COUNTING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    COUNTING.write().unwrap_or_else(|e| e.into_inner())
+}
