@@ -2,10 +2,10 @@
 //! deadline, and collecting its samples.
 
 use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,9 @@ const MARK: &str = "BENCH-CELL ";
 
 /// The worker side: `cell WORKLOAD IMPL N REPS`; prints one `BENCH-CELL {json}` line.
 pub fn worker(args: &[String]) {
-    let (Some(w), Some(imp), Some(n), Some(r)) = (args.first(), args.get(1), args.get(2), args.get(3)) else {
+    let (Some(w), Some(imp), Some(n), Some(r)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
         eprintln!("usage: mproc-bench cell WORKLOAD IMPL N REPS");
         std::process::exit(2);
     };
@@ -49,7 +51,10 @@ pub fn worker(args: &[String]) {
         Some(Impl::Raw) => or_failed(crate::raw::run(w, n, r)),
         Some(Impl::CPython) | None => Outcome::Failed(format!("no Rust cell for {imp}")),
     };
-    println!("{MARK}{}", serde_json::to_string(&outcome).expect("plain data"));
+    println!(
+        "{MARK}{}",
+        serde_json::to_string(&outcome).expect("plain data")
+    );
 }
 
 fn or_failed(v: Option<Vec<f64>>) -> Outcome {
@@ -75,7 +80,10 @@ impl Python {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-        Python { exe, dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python") }
+        Python {
+            exe,
+            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python"),
+        }
     }
 
     /// `python3 --version`, for the report header.
@@ -90,7 +98,11 @@ impl Python {
 
 /// Runs every implementation of `w`, one fresh process each.
 pub fn run_row(w: &'static Workload, quick: bool, python: &Python) -> Row {
-    let (n, reps) = if quick { (w.n.1, w.reps.1) } else { (w.n.0, w.reps.0) };
+    let (n, reps) = if quick {
+        (w.n.1, w.reps.1)
+    } else {
+        (w.n.0, w.reps.0)
+    };
     let deadline = Duration::from_secs(if quick { 40 } else { 300 });
     let mut cells = Vec::new();
     for &imp in w.impls {
@@ -100,13 +112,17 @@ pub fn run_row(w: &'static Workload, quick: bool, python: &Python) -> Row {
             Impl::CPython => match &python.exe {
                 Some(exe) => {
                     let mut cmd = Command::new(exe);
-                    cmd.arg(python.dir.join("mp_bench.py")).arg(w.name).arg(n.to_string()).arg(reps.to_string());
+                    cmd.arg(python.dir.join("mp_bench.py"))
+                        .arg(w.name)
+                        .arg(n.to_string())
+                        .arg(reps.to_string());
                     run_bounded(cmd, deadline, python_outcome)
                 }
                 None => Outcome::Failed("python3 not found".into()),
             },
             _ => {
-                let mut cmd = Command::new(std::env::current_exe().expect("the harness knows its own path"));
+                let mut cmd =
+                    Command::new(std::env::current_exe().expect("the harness knows its own path"));
                 cmd.args(["cell", w.name, imp.key(), &n.to_string(), &reps.to_string()]);
                 run_bounded(cmd, deadline, rust_outcome)
             }
@@ -141,20 +157,36 @@ fn python_outcome(stdout: &str, stderr: &str) -> Outcome {
         samples: Option<Vec<f64>>,
         error: Option<String>,
     }
-    match stdout.lines().rev().find_map(|l| serde_json::from_str::<Py>(l).ok()) {
-        Some(Py { samples: Some(v), .. }) => Outcome::Samples(v),
+    match stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Py>(l).ok())
+    {
+        Some(Py {
+            samples: Some(v), ..
+        }) => Outcome::Samples(v),
         Some(Py { error: Some(e), .. }) => Outcome::Failed(e),
         _ => Outcome::Failed(last_line(stderr)),
     }
 }
 
 fn last_line(s: &str) -> String {
-    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().chars().take(160).collect()
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .chars()
+        .take(160)
+        .collect()
 }
 
 /// Runs `cmd` in its own process group; past `deadline` the whole group is killed.
 fn run_bounded(mut cmd: Command, deadline: Duration, parse: fn(&str, &str) -> Outcome) -> Outcome {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(format!("cannot start the cell: {e}")),

@@ -17,7 +17,9 @@ use serde_bytes::ByteBuf;
 use crate::measure::{median, min_max};
 
 /// The small struct: {u32, String of 16 chars, Vec<u64> of 8}.
-#[derive(Serialize, Deserialize, wincode::SchemaWrite, wincode::SchemaRead, PartialEq, Debug, Clone)]
+#[derive(
+    Serialize, Deserialize, wincode::SchemaWrite, wincode::SchemaRead, PartialEq, Debug, Clone,
+)]
 pub struct Small {
     id: u32,
     name: String,
@@ -47,9 +49,14 @@ pub struct CodecRow {
 }
 
 /// The codecs, in column order.
-pub const CODECS: [&str; 3] = ["postcard 1.1", "bitcode 0.6 (serde)", "wincode 0.6 (derive)"];
+pub const CODECS: [&str; 3] = [
+    "postcard 1.1",
+    "bitcode 0.6 (serde)",
+    "wincode 0.6 (derive)",
+];
 
-/// Whether a codec keeps the text of a custom serde error (`serde::ser::Error::custom`,
+/// Whether a codec keeps the text of a custom serde error (bitcode keeps it only when
+/// bitcode itself is built with debug assertions; this harness runs in release) (`serde::ser::Error::custom`,
 /// `serde::de::Error::custom`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorText {
@@ -103,7 +110,12 @@ fn time_round(reps: usize, budget: f64, mut round: impl FnMut()) -> (f64, f64, f
 }
 
 fn cell((ns_median, ns_min, ns_max): (f64, f64, f64), bytes: usize) -> CodecCell {
-    CodecCell { ns_median, ns_min, ns_max, bytes }
+    CodecCell {
+        ns_median,
+        ns_min,
+        ns_max,
+        bytes,
+    }
 }
 
 /// postcard, bitcode and wincode on one payload. `W` is wincode's representation of the
@@ -118,11 +130,20 @@ where
 {
     // Each codec must give the value back before it is timed.
     let pc = postcard::to_allocvec(value).expect("postcard encodes the payload");
-    assert_eq!(&postcard::from_bytes::<T>(&pc).expect("postcard decodes"), value);
+    assert_eq!(
+        &postcard::from_bytes::<T>(&pc).expect("postcard decodes"),
+        value
+    );
     let bc = bitcode::serialize(value).expect("bitcode encodes the payload");
-    assert_eq!(&bitcode::deserialize::<T>(&bc).expect("bitcode decodes"), value);
+    assert_eq!(
+        &bitcode::deserialize::<T>(&bc).expect("bitcode decodes"),
+        value
+    );
     let wc = wincode::serialize(wvalue).expect("wincode encodes the payload");
-    assert_eq!(&wincode::deserialize::<W>(&wc).expect("wincode decodes"), wvalue);
+    assert_eq!(
+        &wincode::deserialize::<W>(&wc).expect("wincode decodes"),
+        wvalue
+    );
 
     let mut buf = Vec::with_capacity(pc.len());
     let postcard_t = time_round(reps, budget, || {
@@ -142,7 +163,11 @@ where
     });
     CodecRow {
         payload,
-        cells: vec![cell(postcard_t, pc.len()), cell(bitcode_t, bc.len()), cell(wincode_t, wc.len())],
+        cells: vec![
+            cell(postcard_t, pc.len()),
+            cell(bitcode_t, bc.len()),
+            cell(wincode_t, wc.len()),
+        ],
     }
 }
 
@@ -170,16 +195,42 @@ fn error_texts() -> Vec<ErrorText> {
         Ok(_) => "(no error)".to_string(),
         Err(e) => e,
     };
-    let postcard_e = text(postcard::to_allocvec(&Refuses).map(|_| String::new()).map_err(|e| e.to_string()));
+    let postcard_e = text(
+        postcard::to_allocvec(&Refuses)
+            .map(|_| String::new())
+            .map_err(|e| e.to_string()),
+    );
     let pbytes = postcard::to_allocvec(&7u32).expect("postcard encodes a u32");
-    let postcard_d = text(postcard::from_bytes::<Refuses>(&pbytes).map(|_| String::new()).map_err(|e| e.to_string()));
-    let bitcode_e = text(bitcode::serialize(&Refuses).map(|_| String::new()).map_err(|e| e.to_string()));
+    let postcard_d = text(
+        postcard::from_bytes::<Refuses>(&pbytes)
+            .map(|_| String::new())
+            .map_err(|e| e.to_string()),
+    );
+    let bitcode_e = text(
+        bitcode::serialize(&Refuses)
+            .map(|_| String::new())
+            .map_err(|e| e.to_string()),
+    );
     let bbytes = bitcode::serialize(&7u32).expect("bitcode encodes a u32");
-    let bitcode_d = text(bitcode::deserialize::<Refuses>(&bbytes).map(|_| String::new()).map_err(|e| e.to_string()));
+    let bitcode_d = text(
+        bitcode::deserialize::<Refuses>(&bbytes)
+            .map(|_| String::new())
+            .map_err(|e| e.to_string()),
+    );
     let kept = |e: &str, d: &str| Some(e.contains(CUSTOM) && d.contains(CUSTOM));
     vec![
-        ErrorText { codec: CODECS[0], kept: kept(&postcard_e, &postcard_d), encode: postcard_e, decode: postcard_d },
-        ErrorText { codec: CODECS[1], kept: kept(&bitcode_e, &bitcode_d), encode: bitcode_e, decode: bitcode_d },
+        ErrorText {
+            codec: CODECS[0],
+            kept: kept(&postcard_e, &postcard_d),
+            encode: postcard_e,
+            decode: postcard_d,
+        },
+        ErrorText {
+            codec: CODECS[1],
+            kept: kept(&bitcode_e, &bitcode_d),
+            encode: bitcode_e,
+            decode: bitcode_d,
+        },
         ErrorText {
             codec: CODECS[2],
             kept: None,
@@ -192,18 +243,45 @@ fn error_texts() -> Vec<ErrorText> {
 /// Runs the workload; `quick` shortens every repetition.
 pub fn run(quick: bool) -> CodecReport {
     let (reps, budget) = if quick { (3, 0.03) } else { (7, 0.15) };
-    let small = Small { id: 7, name: "sixteen chars!!!".into(), values: (0..8).map(|i| i * 1_000_003).collect() };
+    let small = Small {
+        id: 7,
+        name: "sixteen chars!!!".into(),
+        values: (0..8).map(|i| i * 1_000_003).collect(),
+    };
     assert_eq!(small.name.len(), 16);
-    let v1000: Vec<u64> = (0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20).collect();
+    let v1000: Vec<u64> = (0..1000u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20)
+        .collect();
     let s1k: String = "abcdefghijklmnop".repeat(64);
     let mib: Vec<u8> = (0..1usize << 20).map(|i| (i * 31) as u8).collect();
     let mib_serde = ByteBuf::from(mib.clone());
     let rows = vec![
-        row("u64", &0x1234_5678_9abc_u64, &0x1234_5678_9abc_u64, reps, budget),
-        row("struct {u32, String(16), Vec<u64>(8)}", &small, &small, reps, budget),
+        row(
+            "u64",
+            &0x1234_5678_9abc_u64,
+            &0x1234_5678_9abc_u64,
+            reps,
+            budget,
+        ),
+        row(
+            "struct {u32, String(16), Vec<u64>(8)}",
+            &small,
+            &small,
+            reps,
+            budget,
+        ),
         row("Vec<u64> (1000)", &v1000, &v1000, reps, budget),
         row("String (1 KiB)", &s1k, &s1k, reps, budget),
-        row("Vec<u8> (1 MiB, serde_bytes)", &mib_serde, &mib, reps, budget),
+        row(
+            "Vec<u8> (1 MiB, serde_bytes)",
+            &mib_serde,
+            &mib,
+            reps,
+            budget,
+        ),
     ];
-    CodecReport { rows, errors: error_texts() }
+    CodecReport {
+        rows,
+        errors: error_texts(),
+    }
 }

@@ -30,9 +30,38 @@ fn usage() -> ! {
     eprintln!(
         "usage: mproc-bench [all | codec | WORKLOAD | PREFIX ...] [--quick] [--json]\n\
          workloads: codec {}",
-        workloads::WORKLOADS.iter().map(|w| w.name).collect::<Vec<_>>().join(" ")
+        workloads::WORKLOADS
+            .iter()
+            .map(|w| w.name)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     std::process::exit(2)
+}
+
+/// Checks that procspawn and mproc children start from the same binary and the same
+/// process: procspawn routes its children in `main` (`procspawn::init()`, by its
+/// environment variable), mproc before `main` (a constructor, by its own).
+fn coexist() {
+    fn twice(x: u64) -> u64 {
+        2 * x
+    }
+    let a = procspawn::spawn(21u64, twice)
+        .join()
+        .expect("a procspawn child");
+    let mut p = mproc::get_context(mproc::StartMethod::Spawn).process(twice, (21u64,));
+    p.start().expect("an mproc Spawn child starts");
+    let b = p.result().expect("an mproc Spawn child returns");
+    let mut q = mproc::get_context(mproc::StartMethod::ForkServer).process(twice, (4u64,));
+    q.start().expect("an mproc ForkServer child starts");
+    let c = q.result().expect("an mproc ForkServer child returns");
+    let d = procspawn::spawn(5u64, twice)
+        .join()
+        .expect("a procspawn child after mproc's");
+    assert_eq!((a, b, c, d), (42, 42, 8, 10));
+    println!(
+        "procspawn and mproc coexist: procspawn 42, mproc spawn 42, forkserver 8, procspawn again 10"
+    );
 }
 
 fn main() {
@@ -45,6 +74,10 @@ fn main() {
         Some("noop") => return,
         Some("ipc-child") => {
             peers::ipc_child(args.get(1).map(String::as_str).unwrap_or_else(|| usage()));
+            return;
+        }
+        Some("coexist") => {
+            coexist();
             return;
         }
         Some("cell") => {
@@ -84,7 +117,10 @@ fn main() {
     }
     run.finish(started.elapsed().as_secs_f64());
     if json {
-        println!("{}", serde_json::to_string_pretty(&run).expect("the report is plain data"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run).expect("the report is plain data")
+        );
     } else {
         print!("{}", run.markdown());
     }

@@ -5,7 +5,9 @@
 use std::collections::VecDeque;
 use std::process::Command;
 
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{
+    self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::measure::{per_op, reps, rounds};
@@ -17,7 +19,9 @@ pub fn procspawn(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "start_spawn" => {
             let round = |k: u64| {
                 for _ in 0..k {
-                    procspawn::spawn((), |()| ()).join().expect("procspawn child");
+                    procspawn::spawn((), |()| ())
+                        .join()
+                        .expect("procspawn child");
                 }
             };
             rounds(r, 1, n, round)
@@ -44,7 +48,11 @@ pub fn procspawn(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
                 for i in 0..k {
                     q.push_back(pool.spawn(i, ident));
                     if q.len() > WINDOW {
-                        s += q.pop_front().expect("window not empty").join().expect("task");
+                        s += q
+                            .pop_front()
+                            .expect("window not empty")
+                            .join()
+                            .expect("task");
                     }
                 }
                 for h in q {
@@ -59,9 +67,15 @@ pub fn procspawn(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "pi_pool" => {
             let run = |steps: u64| {
                 let hs: Vec<_> = (0..2u64)
-                    .map(|rank| procspawn::spawn((rank, steps), |(rank, steps): (u64, u64)| calc_pi(rank, 2, steps)))
+                    .map(|rank| {
+                        procspawn::spawn((rank, steps), |(rank, steps): (u64, u64)| {
+                            calc_pi(rank, 2, steps)
+                        })
+                    })
                     .collect();
-                hs.into_iter().map(|h| h.join().expect("pi child")).sum::<f64>()
+                hs.into_iter()
+                    .map(|h| h.join().expect("pi child"))
+                    .sum::<f64>()
             };
             reps(r, || pi_check(run(1000)), || per_op(1, || pi_check(run(n))))
         }
@@ -96,14 +110,25 @@ struct Boot {
 
 /// The child side of the ipc-channel rows: `mproc-bench ipc-child SERVER`.
 pub fn ipc_child(server: &str) {
-    let boot_tx: IpcSender<Boot> = IpcSender::connect(server.to_string()).expect("connect to the parent");
+    let boot_tx: IpcSender<Boot> =
+        IpcSender::connect(server.to_string()).expect("connect to the parent");
     let (ping, ping_rx) = ipc::channel::<u64>().expect("channel");
     let (pong_tx, pong) = ipc::channel::<u64>().expect("channel");
     let (ctl, ctl_rx) = ipc::channel::<Ctl>().expect("channel");
-    let (bytes, bytes_rx): (IpcBytesSender, IpcBytesReceiver) = ipc::bytes_channel().expect("channel");
+    let (bytes, bytes_rx): (IpcBytesSender, IpcBytesReceiver) =
+        ipc::bytes_channel().expect("channel");
     let (ints, ints_rx) = ipc::channel::<u64>().expect("channel");
     let (ack_tx, ack) = ipc::channel::<u64>().expect("channel");
-    boot_tx.send(Boot { ping, pong, ctl, bytes, ints, ack }).expect("boot");
+    boot_tx
+        .send(Boot {
+            ping,
+            pong,
+            ctl,
+            bytes,
+            ints,
+            ack,
+        })
+        .expect("boot");
     while let Ok(c) = ctl_rx.recv() {
         match c {
             Ctl::Echo(k) => {
@@ -136,7 +161,11 @@ pub fn ipc_channel(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
     }
     let (server, name) = IpcOneShotServer::<Boot>::new().expect("one-shot server");
     let exe = std::env::current_exe().expect("the harness knows its own path");
-    let mut kid = Command::new(exe).arg("ipc-child").arg(name).spawn().expect("start the ipc child");
+    let mut kid = Command::new(exe)
+        .arg("ipc-child")
+        .arg(name)
+        .spawn()
+        .expect("start the ipc child");
     let (_, b) = server.accept().expect("the child connects");
     let v = match w {
         "pipe_rtt" => {

@@ -22,8 +22,16 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "event_wake" => futex_pingpong(n, r).into_iter().map(|x| x / 2.0).collect(),
         "queue_rtt" => futex_pingpong(n, r),
         "queue_stream" => uds_stream(n, r),
-        "pi_serial" => reps(r, || pi_check(calc_pi(0, 1, 1000)), || per_op(1, || pi_check(calc_pi(0, 1, std::hint::black_box(n))))),
-        "pi_pool" => reps(r, || pi_check(fork_pi(1000)), || per_op(1, || pi_check(fork_pi(n)))),
+        "pi_serial" => reps(
+            r,
+            || pi_check(calc_pi(0, 1, 1000)),
+            || per_op(1, || pi_check(calc_pi(0, 1, std::hint::black_box(n)))),
+        ),
+        "pi_pool" => reps(
+            r,
+            || pi_check(fork_pi(1000)),
+            || per_op(1, || pi_check(fork_pi(n))),
+        ),
         _ => return None,
     })
 }
@@ -43,7 +51,10 @@ pub fn calc_pi(rank: u64, nprocs: u64, n: u64) -> f64 {
 
 /// Panics unless `pi` is close enough for the step counts used (≥ 1000 steps).
 pub fn pi_check(pi: f64) {
-    assert!((pi - std::f64::consts::PI).abs() < 1e-6, "pi came out as {pi}");
+    assert!(
+        (pi - std::f64::consts::PI).abs() < 1e-6,
+        "pi came out as {pi}"
+    );
 }
 
 /// Closes the child's copy of the parent's end, so that the parent's close is the child's EOF.
@@ -72,7 +83,10 @@ fn reap(pid: libc::pid_t) {
     // SAFETY: pid is our own child; status is a valid out-pointer.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(r, pid, "waitpid failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: status {status}"
+    );
 }
 
 fn fork_join(n: u64) -> f64 {
@@ -87,7 +101,10 @@ fn reexec(n: u64) -> f64 {
     let exe = std::env::current_exe().expect("the harness knows its own path");
     per_op(n, || {
         for _ in 0..n {
-            let st = std::process::Command::new(&exe).arg("noop").status().expect("re-exec");
+            let st = std::process::Command::new(&exe)
+                .arg("noop")
+                .status()
+                .expect("re-exec");
             assert!(st.success());
         }
     })
@@ -195,21 +212,28 @@ impl SharedPage {
     fn new() -> SharedPage {
         // SAFETY: a fresh anonymous mapping; no existing memory is affected.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         assert_ne!(p, libc::MAP_FAILED, "mmap failed");
         SharedPage(p)
     }
 
     fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= 4096);
+        assert!(offset.is_multiple_of(4) && offset + 4 <= 4096);
         // SAFETY: in bounds, aligned, zero-filled memory that lives as long as `self`;
         // every access goes through the atomic.
         unsafe { &*(self.0.cast::<u8>().add(offset).cast::<AtomicU32>()) }
     }
 
     fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= 4096);
+        assert!(offset.is_multiple_of(8) && offset + 8 <= 4096);
         // SAFETY: as for u32_at.
         unsafe { &*(self.0.cast::<u8>().add(offset).cast::<AtomicU64>()) }
     }
@@ -224,7 +248,15 @@ impl Drop for SharedPage {
 
 fn futex_wait(word: &AtomicU32, expected: u32) {
     // SAFETY: FUTEX_WAIT (shared) on a valid aligned word; returns at once if it changed.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, std::ptr::null::<libc::timespec>()) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
 }
 
 fn futex_wake(word: &AtomicU32) {
@@ -277,7 +309,10 @@ fn cas_lock(n: u64, r: usize) -> Vec<f64> {
     let word = page.u32_at(0);
     let round = |k: u64| {
         for _ in 0..k {
-            while word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            while word
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
                 std::hint::spin_loop();
             }
             std::hint::black_box(word);
@@ -300,7 +335,10 @@ fn counter(n: u64) -> f64 {
         }
         for _ in 0..n {
             let mut spins = 0;
-            while lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            while lock
+                .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
                 spins += 1;
                 if spins > 100 {
                     // SAFETY: plain syscall.

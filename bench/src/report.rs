@@ -36,7 +36,13 @@ impl Cell {
             }
             _ => (None, None, None),
         };
-        Cell { implementation, outcome, median_s, median: median_u, range }
+        Cell {
+            implementation,
+            outcome,
+            median_s,
+            median: median_u,
+            range,
+        }
     }
 }
 
@@ -68,7 +74,12 @@ pub struct Row {
 impl Row {
     /// Builds the row and its ratios.
     pub fn new(w: &'static Workload, n: u64, reps: usize, cells: Vec<Cell>) -> Row {
-        let t = |i: Impl| cells.iter().find(|c| c.implementation == i).and_then(|c| c.median_s);
+        let t = |i: Impl| {
+            cells
+                .iter()
+                .find(|c| c.implementation == i)
+                .and_then(|c| c.median_s)
+        };
         let m = t(Impl::Mproc);
         let ratio = |p: Option<f64>| m.zip(p).map(|(m, p)| m / p);
         let peer = match (t(Impl::Procspawn), t(Impl::IpcChannel)) {
@@ -128,13 +139,22 @@ impl Run {
     pub fn begin(args: &[String], quick: bool) -> Run {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_string())
+            })
             .unwrap_or_else(|| "?".into());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         Run {
             args: args.to_vec(),
             quick,
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             load_before: loadavg(),
             load_after: String::new(),
             cpu,
@@ -155,8 +175,19 @@ impl Run {
     /// The report as markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let cmd = format!("cargo run --release -p mproc-bench -- {}", self.args.join(" "));
-        let _ = writeln!(s, "## mproc benchmark{}\n", if self.quick { " (--quick: small sizes, indicative only)" } else { "" });
+        let cmd = format!(
+            "cargo run --release -p mproc-bench -- {}",
+            self.args.join(" ")
+        );
+        let _ = writeln!(
+            s,
+            "## mproc benchmark{}\n",
+            if self.quick {
+                " (--quick: small sizes, indicative only)"
+            } else {
+                ""
+            }
+        );
         let _ = writeln!(
             s,
             "`{}` — {} cores ({}), Linux {}, {}; load average {} before, {} after; {:.0} s.\n",
@@ -193,16 +224,70 @@ impl Run {
                 let cell = r.cells.iter().find(|c| c.implementation == i);
                 let _ = write!(s, " {} |", cell_text(cell));
             }
-            for x in [r.mproc_over_cpython, r.mproc_over_rust_peer, r.mproc_over_floor] {
-                let _ = write!(s, " {} |", x.map(|x| format!("**{}×**", sig(x))).unwrap_or_default());
+            for x in [
+                r.mproc_over_cpython,
+                r.mproc_over_rust_peer,
+                r.mproc_over_floor,
+            ] {
+                let _ = write!(
+                    s,
+                    " {} |",
+                    x.map(|x| format!("**{}×**", sig(x))).unwrap_or_default()
+                );
             }
             s.push('\n');
         }
-        let _ = writeln!(s, "\nWhat each row does (n operations per repetition, one warm-up first):\n");
+        self.pi_speedups(&mut s);
+        let _ = writeln!(
+            s,
+            "\nWhat each row does (n operations per repetition, one warm-up first):\n"
+        );
         for r in &self.rows {
-            let _ = writeln!(s, "- `{}` (n = {}, {} reps): {}. {}.", r.workload, r.n, r.reps, r.operation, r.notes);
+            let _ = writeln!(
+                s,
+                "- `{}` (n = {}, {} reps): {}. {}.",
+                r.workload, r.n, r.reps, r.operation, r.notes
+            );
         }
         s
+    }
+}
+
+impl Run {
+    /// The median time of `imp` on row `workload`.
+    fn median_of(&self, workload: &str, imp: Impl) -> Option<f64> {
+        let row = self.rows.iter().find(|r| r.workload == workload)?;
+        row.cells.iter().find(|c| c.implementation == imp)?.median_s
+    }
+
+    /// Parallel speedups of the pi rows: each 2-worker median against its own language's
+    /// serial loop (Rust's serial loop is the raw `pi_serial` cell).
+    fn pi_speedups(&self, s: &mut String) {
+        let (Some(rust_serial), py_serial) = (
+            self.median_of("pi_serial", Impl::Raw),
+            self.median_of("pi_serial", Impl::CPython),
+        ) else {
+            return;
+        };
+        let mut parts = Vec::new();
+        for imp in [Impl::Mproc, Impl::Procspawn, Impl::Threads, Impl::Raw] {
+            if let Some(t) = self.median_of("pi_pool", imp) {
+                parts.push(format!("{} {}×", imp.header(), sig(rust_serial / t)));
+            }
+        }
+        if let (Some(ps), Some(pp)) = (py_serial, self.median_of("pi_pool", Impl::CPython)) {
+            parts.push(format!(
+                "CPython Pool(2) over CPython serial {}×",
+                sig(ps / pp)
+            ));
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "\npi speedup over the serial Rust loop, 2 workers: {}.",
+                parts.join(", ")
+            );
+        }
     }
 }
 
@@ -228,7 +313,9 @@ fn sig(x: f64) -> String {
 fn cell_text(c: Option<&Cell>) -> String {
     let Some(c) = c else { return "—".into() };
     match (&c.outcome, c.median, c.range) {
-        (Outcome::Samples(_), Some(m), Some((lo, hi))) => format!("{}<br>({}–{})", sig(m), sig(lo), sig(hi)),
+        (Outcome::Samples(_), Some(m), Some((lo, hi))) => {
+            format!("{}<br>({}–{})", sig(m), sig(lo), sig(hi))
+        }
         (Outcome::NotBuilt, ..) => "n/a (not built yet)".into(),
         (Outcome::Timeout(t), ..) => format!("timeout ({t} s)"),
         (Outcome::Failed(m), ..) => format!("failed: {}", m.replace('|', "/")),
@@ -237,13 +324,23 @@ fn cell_text(c: Option<&Cell>) -> String {
 }
 
 fn codec_table(s: &mut String, c: &CodecReport) {
-    let _ = writeln!(s, "### codec: encode + decode of one message (ns, median (min–max); encoded bytes)\n");
+    let _ = writeln!(
+        s,
+        "### codec: encode + decode of one message (ns, median (min–max); encoded bytes)\n"
+    );
     let _ = writeln!(s, "| payload | {} | fastest |", CODECS.join(" | "));
     let _ = writeln!(s, "|---|{}---|", "---|".repeat(CODECS.len()));
     for r in &c.rows {
         let _ = write!(s, "| {} |", r.payload);
         for x in &r.cells {
-            let _ = write!(s, " {} ({}–{}); {} B |", sig(x.ns_median), sig(x.ns_min), sig(x.ns_max), x.bytes);
+            let _ = write!(
+                s,
+                " {} ({}–{}); {} B |",
+                sig(x.ns_median),
+                sig(x.ns_min),
+                sig(x.ns_max),
+                x.bytes
+            );
         }
         let best = r
             .cells
@@ -254,14 +351,27 @@ fn codec_table(s: &mut String, c: &CodecReport) {
             .unwrap_or("?");
         let _ = writeln!(s, " {best} |");
     }
-    let _ = writeln!(s, "\nCustom serde error text (`Error::custom(\"...\")` in a user's impl), as each codec reports it:\n");
+    let _ = writeln!(
+        s,
+        "\nCustom serde error text (`Error::custom(\"...\")` in a user's impl), as each codec \
+         reports it ({} build; bitcode keeps the text only when built with debug assertions):\n",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     for e in &c.errors {
         let kept = match e.kept {
             Some(true) => "kept",
             Some(false) => "lost",
             None => "n/a",
         };
-        let _ = writeln!(s, "- {}: **{}** — encode: \"{}\"; decode: \"{}\"", e.codec, kept, e.encode, e.decode);
+        let _ = writeln!(
+            s,
+            "- {}: **{}** — encode: \"{}\"; decode: \"{}\"",
+            e.codec, kept, e.encode, e.decode
+        );
     }
     s.push('\n');
 }

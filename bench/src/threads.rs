@@ -32,7 +32,11 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
             };
             rounds(r, 1000, n, round)
         }
-        "pi_pool" => reps(r, || pi_check(rayon_pi(1000)), || per_op(1, || pi_check(rayon_pi(std::hint::black_box(n))))),
+        "pi_pool" => reps(
+            r,
+            || pi_check(rayon_pi(1000)),
+            || per_op(1, || pi_check(rayon_pi(std::hint::black_box(n)))),
+        ),
         _ => return None,
     })
 }

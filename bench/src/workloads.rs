@@ -26,7 +26,14 @@ pub enum Impl {
 
 impl Impl {
     /// Every column, in table order.
-    pub const ALL: [Impl; 6] = [Impl::Mproc, Impl::CPython, Impl::Procspawn, Impl::IpcChannel, Impl::Threads, Impl::Raw];
+    pub const ALL: [Impl; 6] = [
+        Impl::Mproc,
+        Impl::CPython,
+        Impl::Procspawn,
+        Impl::IpcChannel,
+        Impl::Threads,
+        Impl::Raw,
+    ];
 
     /// The name used on the command line of a cell worker and in JSON.
     pub fn key(self) -> &'static str {
@@ -274,5 +281,12 @@ pub fn select(names: &[String]) -> Vec<&'static Workload> {
     if names.is_empty() || names.iter().any(|n| n == "all") {
         return WORKLOADS.iter().collect();
     }
-    WORKLOADS.iter().filter(|w| names.iter().any(|n| w.name == n || w.name.starts_with(n.as_str()))).collect()
+    WORKLOADS
+        .iter()
+        .filter(|w| {
+            names
+                .iter()
+                .any(|n| w.name == n || w.name.starts_with(n.as_str()))
+        })
+        .collect()
 }
