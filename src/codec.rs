@@ -116,6 +116,11 @@ impl HandleFd {
         HandleFd(fd)
     }
 
+    /// The descriptor as a plain `OwnedFd` (a duplicate; this handle is closed).
+    pub(crate) fn into_owned(self) -> Result<OwnedFd> {
+        Ok(crate::sys::fd::dup_cloexec(self.0.as_fd())?)
+    }
+
     /// A new handle on the same open file (a `dup`, CLOEXEC).
     pub(crate) fn try_clone(&self) -> Result<Self> {
         Ok(HandleFd::new(crate::sys::fd::dup_cloexec(self.0.as_fd())?))

@@ -99,6 +99,14 @@ impl Context {
         p.set_start_method(self.method);
         p
     }
+
+    /// A pool of `processes` workers (0: [`cpu_count`]) started with this context's method.
+    pub fn pool(&self, processes: usize) -> Result<crate::Pool> {
+        crate::Pool::builder()
+            .processes(processes)
+            .start_method(self.method)
+            .build()
+    }
 }
 
 /// The number of CPUs this process may run on.

@@ -85,6 +85,39 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// A copy of this error, for results that several items share (a failed chunk).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io(e) => match e.raw_os_error() {
+                Some(code) => Error::Io(io::Error::from_raw_os_error(code)),
+                None => Error::Io(io::Error::new(e.kind(), e.to_string())),
+            },
+            Error::Codec(m) => Error::Codec(m.clone()),
+            Error::Closed => Error::Closed,
+            Error::Empty => Error::Empty,
+            Error::Full => Error::Full,
+            Error::Timeout => Error::Timeout,
+            Error::ValueError(m) => Error::ValueError(m.clone()),
+            Error::BrokenBarrier => Error::BrokenBarrier,
+            Error::TaskPanicked { message } => Error::TaskPanicked {
+                message: message.clone(),
+            },
+            Error::WorkerDied { exitcode } => Error::WorkerDied {
+                exitcode: *exitcode,
+            },
+            Error::ChildFailed { exitcode } => Error::ChildFailed {
+                exitcode: *exitcode,
+            },
+            Error::NotStarted => Error::NotStarted,
+            Error::AlreadyStarted => Error::AlreadyStarted,
+            Error::PoolClosed => Error::PoolClosed,
+            Error::BinaryMismatch => Error::BinaryMismatch,
+            Error::AuthenticationError => Error::AuthenticationError,
+        }
+    }
+}
+
 /// "with signal 9" or "with exit code 3".
 fn describe_exit(code: i32) -> String {
     if code < 0 {

@@ -66,6 +66,7 @@ mod codec;
 mod connection;
 mod context;
 mod error;
+mod pool;
 mod process;
 mod shared;
 mod start;
@@ -78,6 +79,7 @@ pub use crate::context::{
     set_executable, set_start_method,
 };
 pub use crate::error::{Error, Result};
+pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,
 };

@@ -109,6 +109,16 @@ impl ChildHandle {
         self.poll()
     }
 
+    /// The pidfd (readable once the child has exited).
+    pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// The exit code if the child has exited (reaping it), without waiting.
+    pub(crate) fn exitcode_now(&self) -> Option<i32> {
+        self.poll().ok().flatten()
+    }
+
     fn signal(&self, sig: i32) -> Result<()> {
         if self.poll()?.is_some() {
             return Ok(());
@@ -444,6 +454,11 @@ impl<R> Process<R> {
             Some(c) => matches!(c.poll(), Ok(None)),
             None => false,
         }
+    }
+
+    /// The shared handle of the started child.
+    pub(crate) fn child_handle(&self) -> Option<Arc<ChildHandle>> {
+        self.child.clone()
     }
 
     /// The child's pid, once started.

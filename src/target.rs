@@ -215,3 +215,81 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_string()
     }
 }
+
+/// What a pool task reports for one item of its chunk.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum ItemOutcome<R> {
+    /// The function returned this value.
+    Returned(R),
+    /// The function panicked with this message.
+    Panicked(String),
+}
+
+/// The signature of a pool entry: a chunk of encoded argument tuples (and their
+/// descriptors) in; the encoded `Vec<ItemOutcome<R>>` (and its descriptors) out, or why
+/// the chunk could not be run.
+pub(crate) type PoolEntry =
+    fn(&[u8], Vec<OwnedFd>, &mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), String>;
+
+/// The pool entry for `(F, Args, R)` as an offset from [`anchor`].
+pub(crate) fn pool_entry_offset<F, Args, R>() -> i64
+where
+    F: Target<Args, R>,
+    Args: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a pool task must be a fn item or a closure that captures nothing"
+        )
+    };
+    let entry: PoolEntry = pool_entry::<F, Args, R>;
+    entry as usize as i64 - anchor as fn() -> i32 as usize as i64
+}
+
+/// Runs the pool entry at `offset` on one chunk.
+///
+/// Only pool workers call this, with offsets from their parent pool over the worker's
+/// private socket; a worker is an mproc child, whose executable fingerprint was checked
+/// when it started (`run_entry`), so it runs the parent's executable.
+pub(crate) fn run_pool_entry(
+    offset: i64,
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    out: &mut Vec<u8>,
+    out_fds: &mut Vec<OwnedFd>,
+) -> Result<(), String> {
+    let addr = (anchor as fn() -> i32 as usize as i64).wrapping_add(offset) as usize;
+    // SAFETY: this process runs its parent's executable (fingerprint checked at start), in
+    // which `offset = entry - anchor` for a `PoolEntry` function; see the doc above.
+    let entry = unsafe { std::mem::transmute::<usize, PoolEntry>(addr) };
+    entry(args, fds, out, out_fds)
+}
+
+fn pool_entry<F, Args, R>(
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    out: &mut Vec<u8>,
+    out_fds: &mut Vec<OwnedFd>,
+) -> Result<(), String>
+where
+    F: Target<Args, R>,
+    Args: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let items: Vec<Args> =
+        codec::decode(args, fds).map_err(|e| format!("task arguments did not decode: {e}"))?;
+    // SAFETY: `F` is zero-sized (asserted in `pool_entry_offset`, the only way to reach
+    // this function), so reading one from a dangling, well-aligned pointer reads no bytes.
+    let f: F = unsafe { NonNull::<F>::dangling().as_ptr().read() };
+    let outcomes: Vec<ItemOutcome<R>> = items
+        .into_iter()
+        .map(|a| match catch_unwind(AssertUnwindSafe(|| f.call(a))) {
+            Ok(v) => ItemOutcome::Returned(v),
+            Err(p) => ItemOutcome::Panicked(panic_message(p.as_ref())),
+        })
+        .collect();
+    codec::encode_into(&outcomes, out, out_fds)
+        .map_err(|e| format!("task result did not encode: {e}"))
+}

@@ -102,3 +102,139 @@ fn died_mid_message() -> Error {
         "peer closed the connection in the middle of a message",
     ))
 }
+
+/// Builds the header of a frame with `nfds` descriptors and `len` payload bytes.
+pub(crate) fn header(nfds: usize, len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&(nfds as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&(len as u64).to_le_bytes());
+    h
+}
+
+/// One frame on its way out of a non-blocking socket.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    header: [u8; HEADER_LEN],
+    payload: std::sync::Arc<Vec<u8>>,
+    fds: Vec<OwnedFd>,
+    sent: usize,
+}
+
+impl Outgoing {
+    /// A frame of `payload` with `fds` (which are sent, then closed here).
+    pub(crate) fn new(payload: std::sync::Arc<Vec<u8>>, fds: Vec<OwnedFd>) -> Self {
+        Outgoing {
+            header: header(fds.len(), payload.len()),
+            payload,
+            fds,
+            sent: 0,
+        }
+    }
+
+    /// Sends as much as the socket takes now. Returns true when the whole frame is out.
+    pub(crate) fn advance(&mut self, sock: BorrowedFd<'_>) -> Result<bool> {
+        let total = HEADER_LEN + self.payload.len();
+        while self.sent < total {
+            let bufs: [IoSlice<'_>; 2] = if self.sent < HEADER_LEN {
+                [
+                    IoSlice::new(&self.header[self.sent..]),
+                    IoSlice::new(&self.payload),
+                ]
+            } else {
+                [
+                    IoSlice::new(&self.payload[self.sent - HEADER_LEN..]),
+                    IoSlice::new(&[]),
+                ]
+            };
+            let fds = if self.sent == 0 {
+                fd::borrowed(&self.fds)
+            } else {
+                Vec::new()
+            };
+            let n = fd::try_send_with_fds(sock, &bufs, &fds).map_err(map_send_error)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if self.sent == 0 {
+                self.fds.clear();
+            }
+            self.sent += n;
+        }
+        Ok(true)
+    }
+}
+
+/// Frames arriving on a non-blocking socket, assembled as bytes come.
+#[derive(Debug, Default)]
+pub(crate) struct Incoming {
+    header: [u8; HEADER_LEN],
+    have_header: usize,
+    payload: Vec<u8>,
+    want: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// What [`Incoming::poll_frame`] found.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// A whole frame: payload and descriptors.
+    Frame(Vec<u8>, Vec<OwnedFd>),
+    /// Nothing more right now.
+    Pending,
+    /// The peer closed the stream cleanly between frames.
+    Closed,
+}
+
+impl Incoming {
+    /// Reads what is available and returns the next whole frame, if one is complete.
+    pub(crate) fn poll_frame(&mut self, sock: BorrowedFd<'_>) -> Result<Arrival> {
+        while self.have_header < HEADER_LEN {
+            match fd::try_recv_with_fds(sock, &mut self.header[self.have_header..], &mut self.fds)
+                .map_err(map_recv_error)?
+            {
+                None => return Ok(Arrival::Pending),
+                Some(0) if self.have_header == 0 => return Ok(Arrival::Closed),
+                Some(0) => return Err(died_mid_message()),
+                Some(n) => self.have_header += n,
+            }
+            if self.have_header == HEADER_LEN {
+                if self.header[0..4] != MAGIC.to_le_bytes() {
+                    return Err(Error::Codec("corrupt frame: bad magic in header".into()));
+                }
+                let len = u64::from_le_bytes(self.header[8..16].try_into().expect("8 bytes"));
+                self.want = usize::try_from(len)
+                    .map_err(|_| Error::Codec("corrupt frame: length does not fit".into()))?;
+                self.payload = Vec::with_capacity(self.want.min(64 << 20));
+            }
+        }
+        while self.payload.len() < self.want {
+            let missing = self.want - self.payload.len();
+            self.payload.reserve(missing.min(64 << 20));
+            let start = self.payload.len();
+            let room = (self.payload.capacity() - start).min(missing);
+            self.payload.resize(start + room, 0);
+            let got = fd::try_recv_with_fds(sock, &mut self.payload[start..], &mut self.fds);
+            match got.map_err(map_recv_error)? {
+                None => {
+                    self.payload.truncate(start);
+                    return Ok(Arrival::Pending);
+                }
+                Some(0) => return Err(died_mid_message()),
+                Some(n) => self.payload.truncate(start + n),
+            }
+        }
+        let nfds = u32::from_le_bytes(self.header[4..8].try_into().expect("4 bytes")) as usize;
+        let fds = std::mem::take(&mut self.fds);
+        let payload = std::mem::take(&mut self.payload);
+        self.have_header = 0;
+        self.want = 0;
+        if fds.len() != nfds {
+            return Err(Error::Codec(format!(
+                "corrupt frame: header announces {nfds} descriptors, {} arrived",
+                fds.len()
+            )));
+        }
+        Ok(Arrival::Frame(payload, fds))
+    }
+}

@@ -133,6 +133,11 @@ impl<T> Connection<T> {
 
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
+
+    /// The underlying handle, for mproc's own protocols.
+    pub(crate) fn into_handle(self) -> HandleFd {
+        self.fd
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> Connection<T> {

@@ -68,6 +68,106 @@ pub(crate) fn send_with_fds(
     retry_eintr(|| rustix::net::sendmsg(sock, bufs, &mut control, SendFlags::NOSIGNAL))
 }
 
+/// Like [`send_with_fds`], but never blocks: `Ok(0)` (nothing sent) when the socket
+/// buffer is full.
+pub(crate) fn try_send_with_fds(
+    sock: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let mut space =
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many handles in one message",
+        ));
+    }
+    match retry_eintr(|| {
+        rustix::net::sendmsg(
+            sock,
+            bufs,
+            &mut control,
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+        )
+    }) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
+/// Like [`recv_with_fds`], but never blocks: `Ok(None)` when nothing is waiting,
+/// `Ok(Some(0))` at end of stream.
+pub(crate) fn try_recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Option<usize>> {
+    let mut space =
+        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = match retry_eintr(|| {
+        rustix::net::recvmsg(
+            sock,
+            &mut iov,
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        )
+    }) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        other => other?,
+    };
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(io::Error::other(
+            "descriptors were lost in transit (control data truncated)",
+        ));
+    }
+    Ok(Some(msg.bytes))
+}
+
+/// Waits until any of `fds` is ready for what `want_write` asks (readable, or also
+/// writable where true) or `timeout` passes; returns (readable, writable) per descriptor.
+pub(crate) fn poll_rw(
+    fds: &[(BorrowedFd<'_>, bool)],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<(bool, bool)>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, w)| {
+            let mut flags = PollFlags::IN;
+            if *w {
+                flags |= PollFlags::OUT;
+            }
+            PollFd::new(fd, flags)
+        })
+        .collect();
+    let ts = timeout.map(|r| rustix::time::Timespec {
+        tv_sec: r.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(r.subsec_nanos()),
+    });
+    match rustix::event::poll(&mut pfds, ts.as_ref()) {
+        Ok(_) | Err(Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| {
+            let r = p.revents();
+            (
+                r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR),
+                r.intersects(PollFlags::OUT | PollFlags::HUP | PollFlags::ERR),
+            )
+        })
+        .collect())
+}
+
 /// Sends all of `buf` (no descriptors), blocking as needed.
 pub(crate) fn send_all(sock: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {

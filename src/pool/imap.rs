@@ -1,0 +1,198 @@
+//! `imap` and `imap_unordered`: lazy, with a bounded number of chunks in flight.
+//!
+//! The iterator pulls its input only as results are consumed: it keeps at most `window`
+//! chunks submitted and unconsumed, so an endless input works and memory stays bounded.
+//! Dropping it abandons the rest: unsent chunks are dropped, results of running ones are
+//! discarded on arrival.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::pool::engine::{Job, Shared, Task};
+use crate::pool::result::push_chunk;
+
+/// The next encoded chunk of the input: payload, descriptors, item count.
+pub(crate) type NextChunk<'a> =
+    Box<dyn FnMut() -> Option<Result<(Vec<u8>, Vec<OwnedFd>, usize)>> + 'a>;
+
+/// The iterator `imap` and `imap_unordered` return: one `Result<R>` per input item.
+pub struct IMap<'a, R> {
+    shared: Arc<Shared>,
+    job: Option<u64>,
+    next_chunk: NextChunk<'a>,
+    submitted: usize,
+    consumed: usize,
+    exhausted: bool,
+    ordered: bool,
+    window: usize,
+    buffered: VecDeque<Result<R>>,
+}
+
+impl<R> std::fmt::Debug for IMap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("submitted", &self.submitted)
+            .field("consumed", &self.consumed)
+            .field("ordered", &self.ordered)
+            .finish()
+    }
+}
+
+impl<'a, R: DeserializeOwned> IMap<'a, R> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        next_chunk: NextChunk<'a>,
+        ordered: bool,
+        window: usize,
+    ) -> Self {
+        let job = {
+            let mut st = shared.lock();
+            shared.new_job(&mut st, Job::default())
+        };
+        let (job, buffered) = match job {
+            Ok(id) => (Some(id), VecDeque::new()),
+            Err(e) => (None, VecDeque::from([Err(e)])),
+        };
+        IMap {
+            shared,
+            job,
+            next_chunk,
+            submitted: 0,
+            consumed: 0,
+            exhausted: job.is_none(),
+            ordered,
+            window: window.max(1),
+            buffered,
+        }
+    }
+
+    /// Submits input chunks until the window is full or the input ends.
+    fn fill(&mut self) -> Result<()> {
+        let Some(job) = self.job else { return Ok(()) };
+        while !self.exhausted && self.submitted - self.consumed < self.window {
+            match (self.next_chunk)() {
+                None => {
+                    self.exhausted = true;
+                    let mut st = self.shared.lock();
+                    if let Some(j) = st.jobs.get_mut(&job) {
+                        j.sealed = true;
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok((payload, fds, nitems))) => {
+                    let mut st = self.shared.lock();
+                    if st.closed || st.terminated {
+                        return Err(Error::PoolClosed);
+                    }
+                    let Some(j) = st.jobs.get_mut(&job) else {
+                        return Err(Error::PoolClosed);
+                    };
+                    j.chunks.push(None);
+                    j.nitems.push(nitems);
+                    j.remaining += 1;
+                    let index = self.submitted;
+                    self.shared.submit(
+                        &mut st,
+                        Task {
+                            job,
+                            index,
+                            nitems,
+                            payload: Arc::new(payload),
+                            fds,
+                        },
+                    );
+                    self.shared.dispatch(&mut st);
+                    self.submitted += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next result, waiting at most `d` for it (Python's `next(timeout)`);
+    /// `Some(Err(Error::Timeout))` if it did not come in time (ask again later).
+    pub fn next_timeout(&mut self, d: Duration) -> Option<Result<R>> {
+        self.next_until(Some(Instant::now() + d))
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.buffered.pop_front() {
+                return Some(r);
+            }
+            if let Err(e) = self.fill() {
+                self.exhausted = true;
+                return Some(Err(e));
+            }
+            if self.consumed == self.submitted {
+                return None;
+            }
+            let job = self.job?;
+            let mut st = self.shared.lock();
+            let chunk = loop {
+                let Some(j) = st.jobs.get_mut(&job) else {
+                    self.consumed = self.submitted;
+                    return Some(Err(Error::PoolClosed));
+                };
+                let ready = if self.ordered {
+                    j.chunks[self.consumed].is_some().then_some(self.consumed)
+                } else {
+                    j.completed.pop_front()
+                };
+                if let Some(i) = ready {
+                    let n = j.nitems[i];
+                    break (j.chunks[i].take(), n);
+                }
+                match deadline {
+                    None => st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            return Some(Err(Error::Timeout));
+                        }
+                        st = self
+                            .shared
+                            .cond
+                            .wait_timeout(st, d - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            };
+            drop(st);
+            self.consumed += 1;
+            let mut items = Vec::new();
+            match chunk {
+                (Some(c), n) => push_chunk(&c, n, &mut items),
+                (None, n) => items.extend((0..n).map(|_| Err(Error::PoolClosed))),
+            }
+            self.buffered.extend(items);
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(None)
+    }
+}
+
+impl<R> Drop for IMap<'_, R> {
+    fn drop(&mut self) {
+        if let Some(job) = self.job {
+            let mut st = self.shared.lock();
+            if st.jobs.get(&job).is_some_and(|j| j.remaining == 0) {
+                st.jobs.remove(&job);
+            } else {
+                st.abandon(job);
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! `Pool`: long-lived workers that survive crashing, hanging and leaking tasks.
+//!
+//! Work is cut into chunks (Python's `chunksize`); each chunk is one frame to one worker
+//! over that worker's socket, and one frame back. The engine (`engine.rs`) keeps every
+//! worker busy, reads results, and supervises: a worker that dies costs only the chunk it
+//! was running (`Error::WorkerDied` for each of its items) and is replaced; a chunk that
+//! runs past `task_timeout` gets its worker killed and reports `Error::Timeout`; a panic in
+//! a task is caught in the worker and reported as `Error::TaskPanicked` for that item only.
+//!
+//! Dropping a `Pool` terminates it, as leaving Python's `with Pool() as p:` block does:
+//! workers are killed and reaped, and results not yet collected fail with
+//! `Error::PoolClosed`. Call `close` and `join` first to let queued work finish.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::context::{StartMethod, get_start_method};
+use crate::error::{Error, Result};
+use crate::target::{self, Target};
+
+mod engine;
+mod imap;
+mod result;
+mod worker;
+
+pub use imap::IMap;
+pub use result::AsyncResult;
+
+use engine::{Config, Job, Shared, Task};
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = mproc::Pool::new(2)?;
+/// assert_eq!(pool.map(square, 1..=5)?, vec![1, 4, 9, 16, 25]);
+/// assert_eq!(pool.apply(square, (12,))?, 144);
+/// let firsts: Vec<u64> = pool.imap(square, 0..).take(3).collect::<mproc::Result<_>>()?;
+/// assert_eq!(firsts, vec![0, 1, 4]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+/// Configures a [`Pool`] (Python's `Pool(processes, initializer, initargs,
+/// maxtasksperchild, context)`, plus a per-task timeout).
+#[derive(Debug, Default)]
+pub struct PoolBuilder {
+    processes: usize,
+    init: Option<worker::InitSpec>,
+    init_error: Option<Error>,
+    maxtasks: Option<usize>,
+    method: Option<StartMethod>,
+    timeout: Option<Duration>,
+}
+
+impl PoolBuilder {
+    /// The number of workers; 0 (the default) means [`crate::cpu_count`].
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = n;
+        self
+    }
+
+    /// A function each worker runs once when it starts (Python's `initializer`,
+    /// `initargs`). If it panics in every worker, tasks fail with `TaskPanicked` instead
+    /// of the pool retrying for ever.
+    pub fn initializer<F, Args>(mut self, f: F, args: Args) -> Self
+    where
+        F: Target<Args, ()>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let mut buf = Vec::new();
+        let mut fds = Vec::new();
+        match codec::encode_into(&[args], &mut buf, &mut fds) {
+            Ok(()) => {
+                self.init = Some(worker::InitSpec {
+                    entry: target::pool_entry_offset::<F, Args, ()>(),
+                    args: buf,
+                    fds: fds.into_iter().map(codec::HandleFd::new).collect(),
+                })
+            }
+            Err(e) => self.init_error = Some(e),
+        }
+        self
+    }
+
+    /// Replaces each worker after it has run `n` tasks (chunks); must be positive.
+    pub fn maxtasksperchild(mut self, n: usize) -> Self {
+        self.maxtasks = Some(n);
+        self
+    }
+
+    /// The start method of the workers (default: the global one).
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.method = Some(m);
+        self
+    }
+
+    /// Kills the worker of a task (chunk) that runs longer than `d`; the task fails with
+    /// `Error::Timeout` and a fresh worker takes the dead one's place.
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool> {
+        if let Some(e) = self.init_error {
+            return Err(e);
+        }
+        if self.maxtasks == Some(0) {
+            return Err(Error::ValueError(
+                "maxtasksperchild must be a positive number".into(),
+            ));
+        }
+        let processes = if self.processes == 0 {
+            crate::cpu_count()
+        } else {
+            self.processes
+        };
+        let shared = Shared::start(Config {
+            processes,
+            method: self.method.unwrap_or_else(get_start_method),
+            maxtasks: self.maxtasks.unwrap_or(0) as u64,
+            timeout: self.timeout,
+            init: self.init,
+        })?;
+        Ok(Pool { shared })
+    }
+}
+
+/// Python's default chunk size: `ceil(len / (4 × workers))`.
+fn default_chunksize(len: usize, processes: usize) -> usize {
+    len.div_ceil(processes * 4).max(1)
+}
+
+/// Encodes one chunk: `[entry][Vec<Args>]` and the descriptors of handles inside.
+fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buf = entry.to_le_bytes().to_vec();
+    let mut fds = Vec::new();
+    codec::encode_into(items, &mut buf, &mut fds)?;
+    Ok((buf, fds))
+}
+
+impl Pool {
+    /// A pool of `processes` workers (0 means [`crate::cpu_count`]).
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder for a configured pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.shared.config.processes
+    }
+
+    /// Submits `items` (argument tuples) in chunks of `chunksize` as one job.
+    fn submit_chunks<F, Args, R>(&self, items: Vec<Args>, chunksize: usize) -> Result<u64>
+    where
+        F: Target<Args, R>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let entry = target::pool_entry_offset::<F, Args, R>();
+        let chunksize = chunksize.max(1);
+        let mut chunks = Vec::new();
+        for c in items.chunks(chunksize) {
+            chunks.push((encode_chunk(entry, c)?, c.len()));
+        }
+        let mut st = self.shared.lock();
+        let job = Job {
+            chunks: (0..chunks.len()).map(|_| None).collect(),
+            nitems: chunks.iter().map(|(_, n)| *n).collect(),
+            remaining: chunks.len(),
+            sealed: true,
+            ..Job::default()
+        };
+        let id = self.shared.new_job(&mut st, job)?;
+        for (index, ((payload, fds), nitems)) in chunks.into_iter().enumerate() {
+            self.shared.submit(
+                &mut st,
+                Task {
+                    job: id,
+                    index,
+                    nitems,
+                    payload: Arc::new(payload),
+                    fds,
+                },
+            );
+        }
+        self.shared.dispatch(&mut st);
+        Ok(id)
+    }
+
+    fn async_result<T>(&self, job: Result<u64>, decode: fn(&Job) -> Result<T>) -> AsyncResult<T> {
+        match job {
+            Ok(id) => AsyncResult::new(Arc::clone(&self.shared), id, decode),
+            Err(e) => AsyncResult::failed(Arc::clone(&self.shared), e),
+        }
+    }
+
+    /// Runs `f(args...)` in a worker and waits for the result.
+    pub fn apply<F, Args, R>(&self, f: F, args: Args) -> Result<R>
+    where
+        F: Target<Args, R>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async(f, args).get()
+    }
+
+    /// Runs `f(args...)` in a worker; the result comes through the returned handle.
+    pub fn apply_async<F, Args, R>(&self, f: F, args: Args) -> AsyncResult<R>
+    where
+        F: Target<Args, R>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let job = self.submit_chunks::<F, Args, R>(vec![args], 1);
+        self.async_result(job, result::decode_one::<R>)
+    }
+
+    /// `f` over every item, in order, with Python's default chunking. The first failed
+    /// item (in input order) is the call's error; every task runs either way.
+    pub fn map<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
+    where
+        F: Target<(T,), R>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async(f, items).get()
+    }
+
+    /// `map` with an explicit chunk size (items per task).
+    pub fn map_chunked<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        F: Target<(T,), R>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize);
+        self.async_result(job, result::decode_all::<R>).get()
+    }
+
+    /// `map` without waiting.
+    pub fn map_async<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> AsyncResult<Vec<R>>
+    where
+        F: Target<(T,), R>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
+        let chunksize = default_chunksize(items.len(), self.processes());
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize);
+        self.async_result(job, result::decode_all::<R>)
+    }
+
+    /// `f(a, b, ...)` for every argument tuple, in order.
+    pub fn starmap<F, Args, R>(&self, f: F, items: impl IntoIterator<Item = Args>) -> Result<Vec<R>>
+    where
+        F: Target<Args, R>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.starmap_async(f, items).get()
+    }
+
+    /// `starmap` without waiting.
+    pub fn starmap_async<F, Args, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = Args>,
+    ) -> AsyncResult<Vec<R>>
+    where
+        F: Target<Args, R>,
+        Args: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let items: Vec<Args> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes());
+        let job = self.submit_chunks::<F, Args, R>(items, chunksize);
+        self.async_result(job, result::decode_all::<R>)
+    }
+
+    /// A lazy, ordered `map`: one item per task (as in Python), input read only as results
+    /// are consumed, so `pool.imap(f, 0..)` works.
+    pub fn imap<'a, F, T, R>(&self, f: F, items: impl IntoIterator<Item = T> + 'a) -> IMap<'a, R>
+    where
+        F: Target<(T,), R>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_chunked(f, items, 1, true)
+    }
+
+    /// `imap`, with results in the order they complete.
+    pub fn imap_unordered<'a, F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T> + 'a,
+    ) -> IMap<'a, R>
+    where
+        F: Target<(T,), R>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_chunked(f, items, 1, false)
+    }
+
+    /// `imap` (ordered or not) with `chunksize` items per task.
+    pub fn imap_chunked<'a, F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T> + 'a,
+        chunksize: usize,
+        ordered: bool,
+    ) -> IMap<'a, R>
+    where
+        F: Target<(T,), R>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let entry = target::pool_entry_offset::<F, (T,), R>();
+        let chunksize = chunksize.max(1);
+        let mut input = items.into_iter();
+        let next_chunk: imap::NextChunk<'a> = Box::new(move || {
+            let chunk: Vec<(T,)> = input.by_ref().take(chunksize).map(|t| (t,)).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            let n = chunk.len();
+            Some(encode_chunk(entry, &chunk).map(|(p, fds)| (p, fds, n)))
+        });
+        let window = self.processes() * engine::IN_FLIGHT;
+        IMap::new(Arc::clone(&self.shared), next_chunk, ordered, window)
+    }
+
+    /// Takes no more work; the workers exit once what is queued is done.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.wake();
+    }
+
+    /// Stops at once: kills the workers (even mid-task) and fails every result not yet
+    /// ready with `Error::PoolClosed`. Returns when the workers are reaped.
+    pub fn terminate(&self) {
+        self.shared.lock().terminated = true;
+        self.shared.wake();
+        self.join();
+    }
+
+    /// Waits until the workers have exited. The pool must be closed or terminated first;
+    /// `join` on a running pool closes it (Python raises instead; a join that could never
+    /// return would be worse).
+    pub fn join(&self) {
+        let mut st = self.shared.lock();
+        if !st.closed && !st.terminated {
+            st.closed = true;
+            self.shared.wake();
+        }
+        while !st.finished {
+            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

@@ -1,0 +1,113 @@
+//! A pool worker: a long-lived child that runs chunks until its socket closes.
+//!
+//! Protocol on the worker's socket (frames):
+//! - worker → pool, once: `[READY]`, or `[INIT_FAILED] message` if the initializer panicked
+//!   (then the worker exits with code 1);
+//! - pool → worker, per task: `entry (i64 LE) ++ encoded Vec<Args>`, with the arguments'
+//!   descriptors;
+//! - worker → pool, per task, in order: `[CHUNK_OK] encoded Vec<ItemOutcome<R>>` with its
+//!   descriptors, or `[CHUNK_FAILED] message`.
+//!
+//! A worker runs its tasks in the order they arrive, so the pool knows which task a dead
+//! worker was running: the oldest one without a result.
+
+use std::os::fd::AsFd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::HandleFd;
+use crate::connection::{Connection, framing};
+use crate::target::{self, ItemOutcome};
+
+pub(crate) const READY: u8 = 0x10;
+pub(crate) const INIT_FAILED: u8 = 0x11;
+pub(crate) const CHUNK_OK: u8 = 0x00;
+pub(crate) const CHUNK_FAILED: u8 = 0x01;
+
+/// The initializer a worker runs first: a pool entry over one argument tuple.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct InitSpec {
+    pub(crate) entry: i64,
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<HandleFd>,
+}
+
+impl InitSpec {
+    fn duplicate(&self) -> crate::Result<InitSpec> {
+        Ok(InitSpec {
+            entry: self.entry,
+            args: self.args.clone(),
+            fds: self
+                .fds
+                .iter()
+                .map(HandleFd::try_clone)
+                .collect::<crate::Result<_>>()?,
+        })
+    }
+}
+
+/// A clone for each new worker (the descriptors are duplicated).
+pub(crate) fn init_for_worker(init: &Option<InitSpec>) -> crate::Result<Option<InitSpec>> {
+    init.as_ref().map(InitSpec::duplicate).transpose()
+}
+
+/// The worker's main function (a process target).
+pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks: u64) {
+    let sock = conn.as_fd();
+    if let Some(init) = init {
+        let fds: crate::Result<Vec<_>> = init.fds.into_iter().map(HandleFd::into_owned).collect();
+        let mut out = Vec::new();
+        let mut out_fds = Vec::new();
+        let ran = fds.map_err(|e| e.to_string()).and_then(|fds| {
+            target::run_pool_entry(init.entry, &init.args, fds, &mut out, &mut out_fds)
+        });
+        let failure = match ran {
+            Err(m) => Some(m),
+            Ok(()) => match crate::codec::decode::<Vec<ItemOutcome<()>>>(&out, out_fds) {
+                Ok(v) => v.into_iter().find_map(|o| match o {
+                    ItemOutcome::Panicked(m) => Some(m),
+                    ItemOutcome::Returned(()) => None,
+                }),
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(m) = failure {
+            let mut msg = vec![INIT_FAILED];
+            msg.extend_from_slice(m.as_bytes());
+            let _ = framing::write_frame(sock, &msg, &[]);
+            crate::start::child::finish(1);
+        }
+    }
+    if framing::write_frame(sock, &[READY], &[]).is_err() {
+        return;
+    }
+    let mut task = Vec::new();
+    let mut out = Vec::new();
+    let mut done = 0u64;
+    while maxtasks == 0 || done < maxtasks {
+        let mut fds = Vec::new();
+        if framing::read_frame(sock, &mut task, &mut fds).is_err() {
+            return; // the pool closed our socket (or died): we are done
+        }
+        out.clear();
+        out.push(CHUNK_OK);
+        let mut out_fds = Vec::new();
+        let result = match task.get(..8) {
+            Some(entry) => {
+                let entry = i64::from_le_bytes(entry.try_into().expect("8 bytes"));
+                target::run_pool_entry(entry, &task[8..], fds, &mut out, &mut out_fds)
+            }
+            None => Err("malformed task frame".to_string()),
+        };
+        if let Err(m) = result {
+            out.clear();
+            out.push(CHUNK_FAILED);
+            out.extend_from_slice(m.as_bytes());
+            out_fds.clear();
+        }
+        if framing::write_frame(sock, &out, &crate::sys::fd::borrowed(&out_fds)).is_err() {
+            return;
+        }
+        done += 1;
+    }
+}
