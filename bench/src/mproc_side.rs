@@ -1,9 +1,10 @@
 //! mproc's side of every row. A row whose capability has not landed in mproc yet answers
 //! `NotBuilt`, and the table says so instead of failing.
 
-use mproc::{Connection, StartMethod, get_context};
+use mproc::{Connection, Pool, StartMethod, get_context};
 
-use crate::measure::{reps, rounds};
+use crate::measure::{per_op, reps, rounds};
+use crate::raw::{calc_pi, pi_check};
 
 /// What mproc's side of a row produced.
 pub enum MprocCell {
@@ -22,6 +23,10 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "start_forkserver" => start(StartMethod::ForkServer, n, r),
         "pipe_rtt" => pipe_rtt(n, r),
         "pipe_bw" => pipe_bw(n, r),
+        "pool_apply" => pool_apply(n, r),
+        "pool_map" => pool_map(n, r, None),
+        "pool_map_chunk1" => pool_map(n, r, Some(1)),
+        "pi_pool" => pi_pool(n, r),
         _ => return MprocCell::NotBuilt,
     })
 }
@@ -97,7 +102,45 @@ fn pipe_bw(n: u64, r: usize) -> Vec<f64> {
     v
 }
 
-#[allow(dead_code)]
-fn unused() -> Vec<f64> {
-    reps(1, || (), || 0.0)
+fn ident(x: u64) -> u64 {
+    x
+}
+
+fn pool2() -> Pool {
+    ok("Pool::new(2)", Pool::new(2))
+}
+
+fn pool_apply(n: u64, r: usize) -> Vec<f64> {
+    let pool = pool2();
+    rounds(r, 100, n, |k| {
+        for i in 0..k {
+            assert_eq!(ok("apply", pool.apply(ident, (i,))), i);
+        }
+    })
+}
+
+/// `map` (default chunking) or `map_chunked` over 0..k.
+fn pool_map(n: u64, r: usize, chunksize: Option<usize>) -> Vec<f64> {
+    let pool = pool2();
+    rounds(r, 1000, n, |k| {
+        let out = match chunksize {
+            None => ok("map", pool.map(ident, 0..k)),
+            Some(c) => ok("map_chunked", pool.map_chunked(ident, 0..k, c)),
+        };
+        assert_eq!(out.len() as u64, k);
+        assert_eq!(out.last().copied(), k.checked_sub(1));
+    })
+}
+
+/// Pi over 2 strided ranks on a warm Pool(2), like CPython's `starmap`.
+fn pi_pool(n: u64, r: usize) -> Vec<f64> {
+    let pool = pool2();
+    let once = |steps: u64| {
+        let parts: Vec<f64> = ok(
+            "starmap",
+            pool.starmap(calc_pi, (0..2u64).map(|rank| (rank, 2u64, steps))),
+        );
+        pi_check(parts.iter().sum());
+    };
+    reps(r, || once(1000), || per_op(1, || once(n)))
 }

@@ -275,18 +275,20 @@ pub const WORKLOADS: &[Workload] = &[
     },
 ];
 
-/// Selects workloads by exact name or name prefix (`start` → every `start_*`); `all` is
-/// every workload.
+/// Selects workloads by exact name or by prefix up to an underscore (`start` → every
+/// `start_*`, `pi` → `pi_serial`, `pi_pool` but not `pipe_*`); `all` is every workload.
 pub fn select(names: &[String]) -> Vec<&'static Workload> {
     if names.is_empty() || names.iter().any(|n| n == "all") {
         return WORKLOADS.iter().collect();
     }
+    let hit = |w: &Workload, n: &str| {
+        w.name == n
+            || w.name
+                .strip_prefix(n)
+                .is_some_and(|rest| rest.starts_with('_'))
+    };
     WORKLOADS
         .iter()
-        .filter(|w| {
-            names
-                .iter()
-                .any(|n| w.name == n || w.name.starts_with(n.as_str()))
-        })
+        .filter(|w| names.iter().any(|n| hit(w, n)))
         .collect()
 }
