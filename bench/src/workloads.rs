@@ -9,10 +9,12 @@ use serde::Serialize;
 
 /// Who does the work: one column of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Impl {
     /// This crate.
     Mproc,
     /// CPython's `multiprocessing` (bench/python/mp_bench.py).
+    #[serde(rename = "cpython")]
     CPython,
     /// procspawn 1.0.2.
     Procspawn,
