@@ -95,6 +95,51 @@ fn main() -> mproc::Result<()> {
     p.join()?;
     println!("after terminate: {p}");
 
+    println!("\n== pools: map, starmap, imap, apply_async with a callback");
+    let pool = mproc::Pool::new(2)?;
+    println!("map      {:?}", pool.map(square, 1..=8)?);
+    println!(
+        "starmap  {:?}",
+        pool.starmap(|a: u64, b: u64| a * b, [(2, 3), (4, 5)])?
+    );
+    let firsts: Vec<u64> = pool
+        .imap(square, 0..)
+        .take(5)
+        .collect::<mproc::Result<_>>()?;
+    println!("imap     {firsts:?} (from an endless input)");
+    let r = pool
+        .apply_async(square, (11,))
+        .on_complete(|v| println!("callback got {v}"), |e| println!("error {e}"));
+    r.wait();
+
+    println!("\n== pools survive crashing workers: only the crashed task fails");
+    let results: Vec<String> = pool
+        .imap(
+            |n: u64| {
+                if n == 2 {
+                    std::process::abort()
+                } else {
+                    n * 10
+                }
+            },
+            0..5,
+        )
+        .map(|r| match r {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("<{e}>"),
+        })
+        .collect();
+    println!("{}", results.join(", "));
+    let pool = mproc::Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(200))
+        .build()?;
+    println!(
+        "a task that hangs: {:?}",
+        pool.apply(nap, (60_000,)).map_err(|e| e.to_string())
+    );
+    println!("the pool goes on:  {:?}", pool.apply(square, (3,))?);
+
     println!("\n== daemons: ended with their parent, never left behind");
     let mut d = Process::new(nap, (60_000,));
     d.set_daemon(true);

@@ -395,3 +395,23 @@ fn multi_argument_targets() {
     let p = mproc::spawn(eight, (1, 2, 3, 4, 5, 6, 7, "x".to_string())).unwrap();
     assert_eq!(p.result().unwrap(), "1234567x");
 }
+
+#[allow(unconditional_recursion)]
+fn overflow(depth: u64) -> u64 {
+    let pad = std::hint::black_box([depth; 64]);
+    overflow(depth + 1) + pad[3]
+}
+
+// A child routed before `main` gets what Rust's runtime gives `main`: a stack overflow is
+// reported and aborts (SIGABRT), as in the parent, under every start method.
+#[test]
+fn stack_overflow_aborts_like_in_main() {
+    let _s = shared();
+    let _w = watchdog("stack_overflow", 60);
+    for m in METHODS {
+        let mut p = get_context(m).process(overflow, (0,));
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(-6), "{m:?}");
+    }
+}

@@ -399,11 +399,21 @@ impl Shared {
                 }
             }
         }
-        // Exits.
+        // Exits. A dead worker's last frames are all in its socket by now: read them
+        // first, or a result written just before the exit would be lost.
         let mut i = 0;
         while i < st.workers.len() {
             match st.workers[i].child.exitcode_now() {
                 Some(code) => {
+                    while !st.workers[i].broken {
+                        let sock = Arc::clone(&st.workers[i].sock);
+                        match st.workers[i].incoming.poll_frame(sock.as_fd()) {
+                            Ok(Arrival::Frame(bytes, fds)) => {
+                                self.on_frame(st, i, bytes, fds, &mut callbacks)
+                            }
+                            _ => st.workers[i].broken = true,
+                        }
+                    }
                     let w = st.workers.swap_remove(i);
                     self.on_exit(st, w, code, &mut callbacks);
                 }

@@ -80,7 +80,7 @@ impl PoolBuilder {
         let _ = f;
         let mut buf = Vec::new();
         let mut fds = Vec::new();
-        match codec::encode_into(&[args], &mut buf, &mut fds) {
+        match codec::encode_into(&[args][..], &mut buf, &mut fds) {
             Ok(()) => {
                 self.init = Some(worker::InitSpec {
                     entry: target::pool_entry_offset::<F, Args, ()>(),
@@ -176,32 +176,46 @@ impl Pool {
     {
         let entry = target::pool_entry_offset::<F, Args, R>();
         let chunksize = chunksize.max(1);
-        let mut chunks = Vec::new();
-        for c in items.chunks(chunksize) {
-            chunks.push((encode_chunk(entry, c)?, c.len()));
-        }
-        let mut st = self.shared.lock();
+        let nchunks = items.len().div_ceil(chunksize);
         let job = Job {
-            chunks: (0..chunks.len()).map(|_| None).collect(),
-            nitems: chunks.iter().map(|(_, n)| *n).collect(),
-            remaining: chunks.len(),
+            chunks: (0..nchunks).map(|_| None).collect(),
+            nitems: items.chunks(chunksize).map(<[Args]>::len).collect(),
+            remaining: nchunks,
             sealed: true,
             ..Job::default()
         };
-        let id = self.shared.new_job(&mut st, job)?;
-        for (index, ((payload, fds), nitems)) in chunks.into_iter().enumerate() {
-            self.shared.submit(
-                &mut st,
-                Task {
-                    job: id,
-                    index,
-                    nitems,
-                    payload: Arc::new(payload),
-                    fds,
-                },
-            );
+        let id = {
+            let mut st = self.shared.lock();
+            self.shared.new_job(&mut st, job)?
+        };
+        // Each chunk goes out as soon as it is encoded, so workers start while the rest
+        // is still being encoded.
+        for (index, c) in items.chunks(chunksize).enumerate() {
+            let encoded = encode_chunk(entry, c);
+            let mut st = self.shared.lock();
+            match encoded {
+                Ok((payload, fds)) => {
+                    let payload = Arc::new(payload);
+                    let task = Task {
+                        job: id,
+                        index,
+                        nitems: c.len(),
+                        payload,
+                        fds,
+                    };
+                    self.shared.submit(&mut st, task);
+                    self.shared.dispatch(&mut st);
+                }
+                Err(e) => {
+                    // The chunks never submitted will never complete either.
+                    if let Some(j) = st.jobs.get_mut(&id) {
+                        j.remaining -= nchunks - index;
+                    }
+                    st.abandon(id);
+                    return Err(e);
+                }
+            }
         }
-        self.shared.dispatch(&mut st);
         Ok(id)
     }
 

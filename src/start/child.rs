@@ -42,6 +42,7 @@ pub(crate) fn finish(code: i32) -> ! {
 /// Entry of a spawned child, from the constructor; never returns.
 pub(super) fn run_spawned(route: &str) -> ! {
     sys::process::ignore_sigpipe();
+    sys::signal::report_stack_overflow();
     let Some((fd, parent)) = parse_route(route) else {
         sys::process::exit_now(70)
     };

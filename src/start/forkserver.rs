@@ -113,6 +113,7 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
 /// The fork server's main loop; never returns.
 pub(super) fn serve(route: &str) -> ! {
     sys::process::ignore_sigpipe();
+    sys::signal::report_stack_overflow();
     let Some((fd, parent)) = parse_route(route) else {
         sys::process::exit_now(70)
     };

@@ -18,3 +18,4 @@ pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
 pub(crate) mod process;
+pub(crate) mod signal;
