@@ -12,7 +12,8 @@ use crate::measure::{per_op, reps, rounds};
 /// Runs workload `w` with `n` operations per repetition; `None` if there is no floor for it.
 pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
     Some(match w {
-        "start_fork" | "start_forkserver" => reps(r, || fork_join(n / 10 + 1), || fork_join(n)),
+        "start_fork" => reps(r, || fork_join(n / 10 + 1), || fork_join(n)),
+        "start_forkserver" => fork_server(n, r),
         "start_spawn" => reps(r, || reexec(1), || reexec(n)),
         "pipe_rtt" => uds_pingpong(n, r),
         "pipe_bw" => socket_bulk(1 << 20, n, r),
@@ -95,6 +96,34 @@ fn fork_join(n: u64) -> f64 {
             reap(fork_with(|| {}));
         }
     })
+}
+
+/// A minimal fork server: a forked server process that, per request byte, forks a no-op
+/// child, reaps it and answers one byte. The floor of a ForkServer start + join: a fork plus
+/// one round trip to the server.
+fn fork_server(n: u64, r: usize) -> Vec<f64> {
+    let (mut a, mut b) = UnixStream::pair().expect("socketpair");
+    let server = fork_with(|| {
+        close_in_child(&a);
+        let mut req = [0u8; 1];
+        while b.read_exact(&mut req).is_ok() {
+            reap(fork_with(|| {}));
+            if b.write_all(&req).is_err() {
+                break;
+            }
+        }
+    });
+    let round = |k: u64| {
+        let mut buf = [0u8; 1];
+        for _ in 0..k {
+            a.write_all(&[1]).expect("request");
+            a.read_exact(&mut buf).expect("answer");
+        }
+    };
+    let v = rounds(r, 2, n, round);
+    drop(a);
+    reap(server);
+    v
 }
 
 fn reexec(n: u64) -> f64 {

@@ -156,7 +156,7 @@ pub const WORKLOADS: &[Workload] = &[
         n: (100, 20),
         reps: (5, 3),
         impls: &[Mproc, CPython, Raw],
-        notes: "server started by a warm-up child; raw: fork() + waitpid (what the server does, without the request)",
+        notes: "server started by a warm-up child; raw: a minimal fork server (one socket round trip, fork + waitpid in the server)",
     },
     Workload {
         name: "pipe_rtt",
