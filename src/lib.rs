@@ -70,6 +70,7 @@ mod pool;
 mod process;
 mod shared;
 mod start;
+mod sync;
 mod sys;
 mod target;
 
@@ -82,5 +83,12 @@ pub use crate::error::{Error, Result};
 pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,
+};
+pub use crate::shared::{
+    Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, Value, ValueGuard,
+};
+pub use crate::sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard,
 };
 pub use crate::target::Target;

@@ -8,25 +8,6 @@
 //! fingerprint in the handshake), and calls the entry, which decodes the arguments, conjures
 //! the zero-sized `F`, calls it, and sends back the outcome. Addresses never come from a
 //! network peer: only from a parent over a private socket or inherited state.
-//!
-//! ```compile_fail
-//! // A capturing closure is not a target: it carries data the child cannot have.
-//! let n = 5u32;
-//! let _ = mproc::Process::new(move |x: u32| x + n, (1u32,));
-//! ```
-//!
-//! ```compile_fail
-//! // Arguments must be serde types that can be sent: an `Rc` cannot.
-//! fn f(_: std::rc::Rc<u32>) {}
-//! let _ = mproc::Process::<()>::new(f, (std::rc::Rc::new(1u32),));
-//! ```
-//!
-//! ```compile_fail
-//! // A type without serde support cannot cross a process boundary.
-//! struct NotSerde;
-//! fn f(_: NotSerde) {}
-//! let _ = mproc::Process::<()>::new(f, (NotSerde,));
-//! ```
 
 #![allow(unsafe_code)]
 
@@ -42,6 +23,37 @@ use crate::connection::framing;
 
 /// A function another process can run with `Args` and return `R`: any fn item or
 /// non-capturing closure taking 0 to 8 serde arguments. Implemented automatically.
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// fn heavy_op(i: u32, n: usize) -> usize { i as usize + n }
+/// let p = mproc::spawn(heavy_op, (1, 10_000_000))?;
+/// assert_eq!(p.result()?, 10_000_001);
+/// let p = mproc::spawn(|x: u32| x + 5, (1u32,))?; // a closure that captures nothing
+/// assert_eq!(p.result()?, 6);
+/// # Ok(()) }
+/// ```
+///
+/// What is not a target fails to compile:
+///
+/// ```compile_fail
+/// // A capturing closure is not a target: it carries data the child cannot have.
+/// let n = 5u32;
+/// let _ = mproc::Process::new(move |x: u32| x + n, (1u32,));
+/// ```
+///
+/// ```compile_fail
+/// // Arguments must be serde types that can be sent: an `Rc` cannot.
+/// fn f(_: std::rc::Rc<u32>) {}
+/// let _ = mproc::Process::<()>::new(f, (std::rc::Rc::new(1u32),));
+/// ```
+///
+/// ```compile_fail
+/// // A type without serde support cannot cross a process boundary.
+/// struct NotSerde;
+/// fn f(_: NotSerde) {}
+/// let _ = mproc::Process::<()>::new(f, (NotSerde,));
+/// ```
 pub trait Target<Args, R>: Copy + Send + 'static {
     /// Calls the function with the unpacked arguments.
     #[doc(hidden)]

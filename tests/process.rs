@@ -415,3 +415,33 @@ fn stack_overflow_aborts_like_in_main() {
         assert_eq!(p.exitcode(), Some(-6), "{m:?}");
     }
 }
+
+// At normal exit a program terminates its daemon children instead of waiting for them
+// (Python's atexit rule): the example starts a daemon that would sleep 1000 s.
+#[test]
+fn program_exit_terminates_daemons() {
+    let _s = shared();
+    let _w = watchdog("program_exit", 60);
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("daemon_terminate");
+    assert!(
+        example.exists(),
+        "{} is missing: run the whole `cargo test`",
+        example.display()
+    );
+    let t = Instant::now();
+    let out = std::process::Command::new(&example).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the program waited for its daemon"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stopped exitcode=-SIGTERM"), "{text}");
+}

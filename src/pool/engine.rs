@@ -46,7 +46,6 @@ pub(crate) struct Config {
 pub(crate) struct Task {
     pub(crate) job: u64,
     pub(crate) index: usize,
-    pub(crate) nitems: usize,
     pub(crate) payload: Arc<Vec<u8>>,
     pub(crate) fds: Vec<OwnedFd>,
 }

@@ -101,7 +101,6 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                         Task {
                             job,
                             index,
-                            nitems,
                             payload: Arc::new(payload),
                             fds,
                         },

@@ -199,7 +199,6 @@ impl Pool {
                     let task = Task {
                         job: id,
                         index,
-                        nitems: c.len(),
                         payload,
                         fds,
                     };

@@ -60,6 +60,24 @@ impl Region {
         Ok(Region { fd, ptr, len })
     }
 
+    /// Maps `len` bytes of an existing object (a named segment), as a region.
+    pub(crate) fn map(fd: HandleFd, len: usize) -> Result<Self> {
+        Region::from_fd(fd, len)
+    }
+
+    /// Whether both map the same memory object, possibly at different addresses (two
+    /// copies of one handle received by the same process).
+    pub(crate) fn same_object(&self, other: &Region) -> bool {
+        self.ptr == other.ptr
+            || matches!(
+                (
+                    crate::sys::shm::object_id(self.fd.as_fd()),
+                    crate::sys::shm::object_id(other.fd.as_fd())
+                ),
+                (Ok(a), Ok(b)) if a == b
+            )
+    }
+
     /// The mapped length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len

@@ -18,4 +18,6 @@ pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
 pub(crate) mod process;
+pub(crate) mod robust;
+pub(crate) mod shm;
 pub(crate) mod signal;

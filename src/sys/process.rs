@@ -165,6 +165,8 @@ pub(crate) unsafe fn clone_parent() -> io::Result<Forked> {
                 // inherited at the same address; the kernel cleared the registration.
                 unsafe { libc::syscall(libc::SYS_set_robust_list, head, len) };
             }
+            // glibc's atfork child handlers did not run: refresh what they would have.
+            crate::sys::robust::after_raw_fork_in_child();
             Ok(Forked::Child)
         }
         pid => Ok(Forked::Parent(pid as i32)),

@@ -23,7 +23,9 @@ const ALT_STACK: usize = 64 * 1024;
 
 extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler of a fault.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let info = unsafe { &*info };
+    // SAFETY: for SIGSEGV and SIGBUS the kernel fills in `si_addr`.
+    let addr = unsafe { info.si_addr() } as usize;
     let (low, high) = (
         GUARD_LOW.load(Ordering::Relaxed),
         GUARD_HIGH.load(Ordering::Relaxed),
@@ -85,8 +87,10 @@ pub(crate) fn report_stack_overflow() {
 fn main_stack_low() -> Option<usize> {
     // SAFETY: an all-zero pthread_attr_t is filled in by pthread_getattr_np below.
     let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pthread_self is always valid; `attr` is a valid out-pointer.
-    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) } != 0 {
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    // SAFETY: `me` is the calling thread; `attr` is a valid out-pointer.
+    if unsafe { libc::pthread_getattr_np(me, &mut attr) } != 0 {
         return None;
     }
     let mut addr: *mut libc::c_void = std::ptr::null_mut();

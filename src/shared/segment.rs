@@ -1,0 +1,296 @@
+//! `SharedMemory`: named POSIX shared-memory segments (`/dev/shm`), Python's
+//! `multiprocessing.shared_memory.SharedMemory`.
+//!
+//! **Cleanup.** A segment a program creates and never unlinks is unlinked when that
+//! program's process tree is done, and no process warns about a segment someone else
+//! already unlinked. How:
+//! * The *root* of a tree is the topmost ancestor running the same executable as this
+//!   process (mproc children — fork, spawn, fork server — all run it; `cargo test`'s or a
+//!   shell's process above it does not).
+//! * Creating a segment also creates an empty *marker* object
+//!   `mproc-<pid namespace>-<root pid>-n-<hex of the name>`. [`SharedMemory::unlink`] removes both;
+//!   [`SharedMemory::persist`] removes only the marker (Python's `track=False`).
+//! * When the root exits normally (an `atexit` hook), it unlinks every segment named by
+//!   its markers, then the markers; a segment already gone is skipped silently.
+//! * If the root itself was killed, the markers outlive it: the next creation of a segment
+//!   by any mproc program sweeps markers whose root pid no longer exists.
+//!
+//! Children never unlink on exit (unlike CPython's per-process tracker, which destroys
+//! segments still in use elsewhere); opening a segment by name tracks nothing.
+//! Names longer than about 110 bytes have no room for a marker and are not tracked.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::cell;
+use super::region::Region;
+use crate::codec::HandleFd;
+use crate::error::{Error, Result};
+use crate::sys::{mman, robust, shm};
+
+/// A named shared-memory segment: bytes that any process can open by name.
+///
+/// A handle sent to a child (in its arguments or a message) carries the segment's
+/// descriptor, not just its name: the child maps the same memory even if the name was
+/// unlinked in between (where unpickling in Python fails with `FileNotFoundError`).
+/// Bytes are read and written by volatile copies ([`read_at`](SharedMemory::read_at),
+/// [`write_at`](SharedMemory::write_at)), never through a `&[u8]` that another process
+/// could change underneath; coordinate writers with a [`Lock`](crate::Lock).
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// let a = mproc::SharedMemory::create(16)?;
+/// a.write_at(0, b"hello")?;
+/// let b = mproc::SharedMemory::open(a.name())?;
+/// let mut buf = [0u8; 5];
+/// b.read_at(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// a.unlink()?;
+/// assert!(mproc::SharedMemory::open(a.name()).is_err());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SharedMemory {
+    region: Arc<Region>,
+    name: String,
+    size: usize,
+}
+
+impl SharedMemory {
+    /// Creates a segment of `size` bytes with a fresh unique name (Python's
+    /// `SharedMemory(create=True, size=size)`).
+    pub fn create(size: usize) -> Result<Self> {
+        loop {
+            let name = format!("mproc_{:016x}", shm::random_u64());
+            match SharedMemory::create_named(&name, size) {
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Creates the segment `name` of `size` bytes; `Err(Error::Io)` of kind
+    /// `AlreadyExists` if it exists, `Err(Error::ValueError)` for size 0 or a bad name.
+    pub fn create_named(name: &str, size: usize) -> Result<Self> {
+        let name = check_name(name)?;
+        if size == 0 {
+            return Err(Error::ValueError(
+                "shared memory size must be a positive number".into(),
+            ));
+        }
+        sweep_dead_roots();
+        let fd = shm::create(&format!("/{name}"), size)?;
+        let region = match Region::map(HandleFd::new(fd), size) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = shm::unlink(&format!("/{name}"));
+                return Err(e);
+            }
+        };
+        if let Some(marker) = marker_name(name) {
+            // Tracking is best effort: a failure only means no cleanup at exit.
+            let _ = shm::create_empty_if_missing(&format!("/{marker}"));
+        }
+        Ok(SharedMemory {
+            region: Arc::new(region),
+            name: name.to_string(),
+            size,
+        })
+    }
+
+    /// Opens the existing segment `name`; `Err(Error::Io)` of kind `NotFound` if there is
+    /// none.
+    pub fn open(name: &str) -> Result<Self> {
+        let name = check_name(name)?;
+        let fd = shm::open(&format!("/{name}"))?;
+        let size = mman::fd_size(std::os::fd::AsFd::as_fd(&fd))?;
+        if size == 0 {
+            return Err(Error::ValueError(format!(
+                "shared memory segment {name:?} is empty"
+            )));
+        }
+        Ok(SharedMemory {
+            region: Arc::new(Region::map(HandleFd::new(fd), size)?),
+            name: name.to_string(),
+            size,
+        })
+    }
+
+    /// The segment's name (without a leading `/`), as `open` takes it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The segment's size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Removes the name: no new process can open it; the memory lives while mapped.
+    /// Unlinking twice is `Err(Error::Io)` of kind `NotFound`, as in Python.
+    pub fn unlink(&self) -> Result<()> {
+        shm::unlink(&format!("/{}", self.name))?;
+        self.persist();
+        Ok(())
+    }
+
+    /// Stops tracking the segment: it is no longer unlinked when the program's process
+    /// tree is done (Python's `track=False`).
+    pub fn persist(&self) {
+        if let Some(marker) = marker_name(&self.name) {
+            let _ = shm::unlink(&format!("/{marker}"));
+        }
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` into `buf`.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        cell::read_bytes(&self.region, offset, buf);
+        Ok(())
+    }
+
+    /// Copies `data` into the segment at `offset`.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len())?;
+        cell::write_bytes(&self.region, offset, data);
+        Ok(())
+    }
+
+    /// A copy of the whole segment.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.size];
+        cell::read_bytes(&self.region, 0, &mut v);
+        v
+    }
+
+    /// The start of this process's mapping, for code that manages its own
+    /// synchronization (valid while any clone of this handle lives).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.region.as_ptr()
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Error::ValueError(format!(
+                "range {offset}..{} is outside the {}-byte segment",
+                offset.saturating_add(len),
+                self.size
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedMemory({:?}, size={})", self.name, self.size)
+    }
+}
+
+/// Python's rules, plus the kernel's: no NUL, no `/` after an optional leading one.
+fn check_name(name: &str) -> Result<&str> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() || bare.contains('\0') || bare.contains('/') || bare.len() > 255 {
+        return Err(Error::ValueError(format!(
+            "invalid shared memory name {name:?}"
+        )));
+    }
+    Ok(bare)
+}
+
+/// This process tree's root pid (see the module docs).
+fn root() -> u32 {
+    static ROOT: OnceLock<u32> = OnceLock::new();
+    *ROOT.get_or_init(|| {
+        let me = robust::getpid();
+        let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+            return me;
+        };
+        let mut root = me;
+        for _ in 0..64 {
+            match robust::parent_of(root) {
+                Some(p)
+                    if p > 1
+                        && std::fs::read_link(format!("/proc/{p}/exe")).ok()
+                            == Some(exe.clone()) =>
+                {
+                    root = p
+                }
+                _ => break,
+            }
+        }
+        root
+    })
+}
+
+/// Markers name the pid namespace too: a `/dev/shm` shared with another namespace (a
+/// container with `--ipc=host`) must not make us judge its roots dead by our pid table.
+fn marker_prefix(root: u32) -> String {
+    format!("mproc-{}-{root}-n-", namespace())
+}
+
+fn namespace() -> u64 {
+    static NS: OnceLock<u64> = OnceLock::new();
+    *NS.get_or_init(|| robust::pid_namespace().unwrap_or(0))
+}
+
+fn marker_name(name: &str) -> Option<String> {
+    let mut m = marker_prefix(root());
+    if m.len() + 2 * name.len() > 255 {
+        return None;
+    }
+    for b in name.bytes() {
+        m.push_str(&format!("{b:02x}"));
+    }
+    Some(m)
+}
+
+fn decode_marker(hex: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// Unlinks the segments tracked by markers under `root`, then the markers.
+fn sweep(root: u32) {
+    let prefix = marker_prefix(root);
+    for marker in shm::list(&prefix) {
+        if let Some(name) = decode_marker(&marker[prefix.len()..]) {
+            let _ = shm::unlink(&format!("/{name}"));
+        }
+        let _ = shm::unlink(&format!("/{marker}"));
+    }
+}
+
+/// Sweeps the markers of trees whose root is gone (killed before its exit hook ran).
+/// One directory read per segment creation, which is itself a few syscalls.
+fn sweep_dead_roots() {
+    let ours = format!("mproc-{}-", namespace());
+    for marker in shm::list(&ours) {
+        let pid = marker[ours.len()..]
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !robust::process_exists(pid) {
+                sweep(pid);
+            }
+        }
+    }
+}
+
+/// Run at normal exit of every process: the root of a tree sweeps its markers.
+pub(crate) extern "C" fn sweep_at_exit() {
+    // Only the root: a child's exit must not unlink what the rest of the tree still uses.
+    if shm::list("mproc-").is_empty() {
+        return;
+    }
+    if root() == robust::getpid() {
+        sweep(robust::getpid());
+    }
+}
