@@ -1,7 +1,7 @@
 //! mproc's side of every row. A row whose capability has not landed in mproc yet answers
 //! `NotBuilt`, and the table says so instead of failing.
 
-use mproc::{Connection, Pool, StartMethod, get_context};
+use mproc::{Connection, Event, Lock, Pool, StartMethod, Value, get_context};
 
 use crate::measure::{per_op, reps, rounds};
 use crate::raw::{calc_pi, pi_check};
@@ -23,6 +23,9 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "start_forkserver" => start(StartMethod::ForkServer, n, r),
         "pipe_rtt" => pipe_rtt(n, r),
         "pipe_bw" => pipe_bw(n, r),
+        "lock_uncontended" => lock_uncontended(n, r),
+        "value_incr" => value_incr(n, r),
+        "event_wake" => event_wake(n, r),
         "pool_apply" => pool_apply(n, r),
         "pool_map" => pool_map(n, r, None),
         "pool_map_chunk1" => pool_map(n, r, Some(1)),
@@ -98,6 +101,80 @@ fn pipe_bw(n: u64, r: usize) -> Vec<f64> {
         assert_eq!(ok("ack", a.recv()), k * MIB);
     });
     drop(a);
+    ok("join", p.join());
+    v
+}
+
+fn lock_uncontended(n: u64, r: usize) -> Vec<f64> {
+    let lock = ok("Lock::new", Lock::new());
+    rounds(r, 1000, n, |k| {
+        for _ in 0..k {
+            let g = lock.acquire();
+            std::hint::black_box(&g);
+        }
+    })
+}
+
+fn incr_worker(v: Value<i64>, go: Event, n: u64) {
+    go.wait();
+    for _ in 0..n {
+        *v.lock() += 1;
+    }
+}
+
+/// 2 processes × n locked increments, timed from `go.set()` to both joins (as CPython's).
+fn value_incr_once(n: u64) -> f64 {
+    let v = ok("Value::new", Value::<i64>::new(0));
+    let go = ok("Event::new", Event::new());
+    let fork = get_context(StartMethod::Fork);
+    let mut ps: Vec<_> = (0..2)
+        .map(|_| fork.process(incr_worker, (v.clone(), go.clone(), n)))
+        .collect();
+    for p in &mut ps {
+        ok("start", p.start());
+    }
+    let t = std::time::Instant::now();
+    go.set();
+    for p in &mut ps {
+        ok("join", p.join());
+        assert_eq!(p.exitcode(), Some(0), "an incrementing child failed");
+    }
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(v.get(), 2 * n as i64);
+    dt / (2 * n) as f64
+}
+
+fn value_incr(n: u64, r: usize) -> Vec<f64> {
+    reps(r, || value_incr_once(n / 10 + 1), || value_incr_once(n))
+}
+
+fn event_echo(ping: Event, pong: Event, total: u64) {
+    for _ in 0..total {
+        ping.wait();
+        ping.clear();
+        pong.set();
+    }
+}
+
+fn event_wake(n: u64, r: usize) -> Vec<f64> {
+    let (ping, pong) = (
+        ok("Event::new", Event::new()),
+        ok("Event::new", Event::new()),
+    );
+    let total = 1000 + n * r as u64;
+    let mut p =
+        get_context(StartMethod::Fork).process(event_echo, (ping.clone(), pong.clone(), total));
+    ok("start", p.start());
+    let round = |k: u64| {
+        for _ in 0..k {
+            ping.set();
+            pong.wait();
+            pong.clear();
+        }
+    };
+    round(1000);
+    // Two wake-ups per round trip.
+    let v = (0..r).map(|_| per_op(2 * n, || round(n))).collect();
     ok("join", p.join());
     v
 }
