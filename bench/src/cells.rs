@@ -241,3 +241,50 @@ fn drain(rx: &mpsc::Receiver<String>) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_python_samples_and_errors() {
+        match python_outcome("noise\n{\"samples\": [1e-6, 2e-6]}\n", "") {
+            Outcome::Samples(v) => assert_eq!(v, vec![1e-6, 2e-6]),
+            o => panic!("{o:?}"),
+        }
+        match python_outcome("{\"error\": \"no CPython program for x\"}", "") {
+            Outcome::Failed(m) => assert!(m.contains("no CPython program")),
+            o => panic!("{o:?}"),
+        }
+        match python_outcome("", "Traceback\nAssertionError: 3\n") {
+            Outcome::Failed(m) => assert_eq!(m, "AssertionError: 3"),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_rust_cell_line_or_reports_the_panic() {
+        let line = format!(
+            "{MARK}{}",
+            serde_json::to_string(&Outcome::NotBuilt).expect("plain data")
+        );
+        assert!(matches!(rust_outcome(&line, ""), Outcome::NotBuilt));
+        match rust_outcome(
+            "",
+            "thread 'main' panicked at x.rs:1:1:\nmproc: start: boom\n",
+        ) {
+            Outcome::Failed(m) => assert_eq!(m, "mproc: start: boom"),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hanging_cell_is_killed_at_its_deadline() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let t = Instant::now();
+        let o = run_bounded(cmd, Duration::from_millis(200), rust_outcome);
+        assert!(matches!(o, Outcome::Timeout(_)), "{o:?}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+}

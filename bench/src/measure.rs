@@ -45,3 +45,25 @@ pub fn min_max(v: &[f64]) -> (f64, f64) {
     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (min, max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn min_max_and_rounds() {
+        assert_eq!(min_max(&[2.0, -1.0, 5.0]), (-1.0, 5.0));
+        let mut ops = Vec::new();
+        let v = rounds(3, 7, 11, |k| ops.push(k));
+        assert_eq!(v.len(), 3);
+        assert_eq!(ops, vec![7, 11, 11, 11]);
+        assert!(v.iter().all(|&s| s >= 0.0));
+    }
+}

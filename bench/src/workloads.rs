@@ -294,3 +294,49 @@ pub fn select(names: &[String]) -> Vec<&'static Workload> {
         .filter(|w| names.iter().any(|n| hit(w, n)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(args: &[&str]) -> Vec<&'static str> {
+        select(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .iter()
+            .map(|w| w.name)
+            .collect()
+    }
+
+    #[test]
+    fn prefixes_stop_at_underscores() {
+        assert_eq!(names(&["pi"]), vec!["pi_serial", "pi_pool"]);
+        assert_eq!(names(&["pipe"]), vec!["pipe_rtt", "pipe_bw"]);
+        assert_eq!(names(&["pool_map"]), vec!["pool_map", "pool_map_chunk1"]);
+        assert_eq!(names(&["start_spawn"]), vec!["start_spawn"]);
+        assert!(names(&["nothing"]).is_empty());
+        assert_eq!(names(&["all"]).len(), WORKLOADS.len());
+    }
+
+    #[test]
+    fn units_convert_seconds_per_operation() {
+        assert_eq!(Unit::Ms.show(0.002), 2.0);
+        assert!((Unit::Us.show(3e-6) - 3.0).abs() < 1e-9);
+        assert!((Unit::GBps(1 << 20).show((1u64 << 20) as f64 / 1e9) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_row_is_unique_and_runs_somewhere() {
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            assert!(!w.impls.is_empty(), "{} has no implementation", w.name);
+            assert!(
+                WORKLOADS[i + 1..].iter().all(|o| o.name != w.name),
+                "{} twice",
+                w.name
+            );
+            assert!(
+                w.n.1 <= w.n.0 && w.reps.1 <= w.reps.0,
+                "{}: --quick is not smaller",
+                w.name
+            );
+        }
+    }
+}
