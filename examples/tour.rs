@@ -36,6 +36,30 @@ fn relay(inner: mproc::Sender<u32>) -> mproc::Result<()> {
     p.result()?
 }
 
+fn fill(q: mproc::Queue<Option<String>>, n: u32) -> mproc::Result<()> {
+    for i in 0..n {
+        q.put(Some(format!("item {i}")))?;
+    }
+    q.put(Some("last words".to_string()))?;
+    std::process::abort() // no feeder thread: what was put is already in the queue
+}
+
+fn deposit(balance: mproc::Value<i64>, times: u32) {
+    for _ in 0..times {
+        *balance.lock() += 1;
+    }
+}
+
+fn die_holding(lock: mproc::Lock) {
+    let _guard = lock.acquire();
+    std::process::abort();
+}
+
+fn wait_for_go(go: mproc::Event, arrived: mproc::Barrier) -> mproc::Result<usize> {
+    go.wait();
+    arrived.wait()
+}
+
 fn main() -> mproc::Result<()> {
     println!("== processes: a Rust function in another process, its result back");
     let mut p = Process::new(square, (12,));
@@ -94,6 +118,55 @@ fn main() -> mproc::Result<()> {
     p.terminate()?;
     p.join()?;
     println!("after terminate: {p}");
+
+    println!("\n== shared memory and locks: 4 processes x 10 000 increments under a Value's lock");
+    let balance = mproc::Value::new(0i64)?;
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        workers.push(mproc::spawn(deposit, (balance.clone(), 10_000))?);
+    }
+    for w in workers {
+        w.result()?;
+    }
+    println!("balance = {}", balance.get());
+
+    println!("\n== a lock whose holder dies is recovered, and the next holder is told");
+    let lock = mproc::Lock::new()?;
+    let mut p = Process::new(die_holding, (lock.clone(),));
+    p.start()?;
+    p.join()?;
+    match lock.acquire_timeout(Duration::from_secs(5)) {
+        Some(g) => println!(
+            "acquired after the holder died: owner_died() = {}",
+            g.owner_died()
+        ),
+        None => println!("still locked (unexpected)"),
+    }
+
+    println!("\n== Event and Barrier across processes");
+    let go = mproc::Event::new()?;
+    let arrived = mproc::Barrier::new(3)?;
+    let a = mproc::spawn(wait_for_go, (go.clone(), arrived.clone()))?;
+    let b = mproc::spawn(wait_for_go, (go.clone(), arrived.clone()))?;
+    go.set();
+    let mine = arrived.wait()?;
+    let mut indices = vec![mine, a.result()??, b.result()??];
+    indices.sort();
+    println!("three parties passed the barrier with indices {indices:?}");
+
+    println!("\n== queues: shared-memory rings, no feeder thread, nothing lost");
+    let q = mproc::Queue::new()?;
+    let mut p = Process::new(fill, (q.clone(), 3));
+    p.start()?;
+    p.join()?; // joined before anyone reads: fine below the ring's 1 MiB
+    println!(
+        "the producer died with {:?}; the queue holds {} items:",
+        p.exitcode(),
+        q.qsize()
+    );
+    while let Ok(Some(item)) = q.try_get() {
+        println!("  {item}");
+    }
 
     println!("\n== pools: map, starmap, imap, apply_async with a callback");
     let pool = mproc::Pool::new(2)?;

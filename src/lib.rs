@@ -52,6 +52,28 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Queues ([`Queue`], [`JoinableQueue`], [`SimpleQueue`]) are rings in shared memory: no
+//! feeder thread, so an item whose `put` returned is delivered even if its producer dies the
+//! next instant, and a producer can be joined before anyone reads its items:
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn produce(q: mproc::Queue<Option<u32>>) -> mproc::Result<()> {
+//!     for i in 0..3 {
+//!         q.put(Some(i))?;
+//!     }
+//!     q.put(None)
+//! }
+//! let q = mproc::Queue::new()?;
+//! mproc::spawn(produce, (q.clone(),))?.result()??;
+//! let mut got = Vec::new();
+//! while let Some(i) = q.get()? {
+//!     got.push(i);
+//! }
+//! assert_eq!(got, [0, 1, 2]);
+//! # Ok(()) }
+//! ```
+//!
 //! Pick a start method per process or per context ([`get_context`]): `ForkServer` (the
 //! default) forks children from a clean single-threaded server; `Fork` forks the caller;
 //! `Spawn` re-executes the program. Children are routed before `main` runs, so `main`
@@ -68,6 +90,7 @@ mod context;
 mod error;
 mod pool;
 mod process;
+mod queue;
 mod shared;
 mod start;
 mod sync;
@@ -84,6 +107,7 @@ pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,
 };
+pub use crate::queue::{JoinableQueue, Queue, SimpleQueue};
 pub use crate::shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, Value, ValueGuard,
 };

@@ -105,6 +105,26 @@ fn anchor() -> i32 {
     std::hint::black_box(0x6d70)
 }
 
+/// `addr` as an offset from [`anchor`].
+fn offset_of(addr: usize) -> i64 {
+    addr as i64 - anchor as fn() -> i32 as usize as i64
+}
+
+/// The address at `offset` from [`anchor`].
+fn address_at(offset: i64) -> usize {
+    (anchor as fn() -> i32 as usize as i64).wrapping_add(offset) as usize
+}
+
+/// Refuses, at compile time, a target that carries data (a capturing closure).
+fn assert_zero_sized<F>() {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a target must be a fn item or a closure that captures nothing"
+        )
+    };
+}
+
 /// The entry for `(F, Args, R)` as an offset from [`anchor`].
 pub(crate) fn entry_offset<F, Args, R>() -> i64
 where
@@ -112,14 +132,9 @@ where
     Args: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
 {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "a process target must be a fn item or a closure that captures nothing"
-        )
-    };
+    assert_zero_sized::<F>();
     let entry: Entry = entry::<F, Args, R>;
-    entry as usize as i64 - anchor as fn() -> i32 as usize as i64
+    offset_of(entry as usize)
 }
 
 /// Runs the entry at `offset` (from [`entry_offset`] in the parent) if `fingerprint` is
@@ -134,7 +149,7 @@ pub(crate) fn run_entry(
     if fingerprint != self::fingerprint() {
         return None;
     }
-    let addr = (anchor as fn() -> i32 as usize as i64).wrapping_add(offset) as usize;
+    let addr = address_at(offset);
     // SAFETY: the fingerprint matched, so this process runs the executable in which the
     // parent computed `offset = entry - anchor` for an `Entry` function; `anchor + offset`
     // is therefore that function here too. Offsets come only from the parent, over a
@@ -250,14 +265,9 @@ where
     Args: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
 {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "a pool task must be a fn item or a closure that captures nothing"
-        )
-    };
+    assert_zero_sized::<F>();
     let entry: PoolEntry = pool_entry::<F, Args, R>;
-    entry as usize as i64 - anchor as fn() -> i32 as usize as i64
+    offset_of(entry as usize)
 }
 
 /// Runs the pool entry at `offset` on one chunk.
@@ -272,7 +282,7 @@ pub(crate) fn run_pool_entry(
     out: &mut Vec<u8>,
     out_fds: &mut Vec<OwnedFd>,
 ) -> Result<(), String> {
-    let addr = (anchor as fn() -> i32 as usize as i64).wrapping_add(offset) as usize;
+    let addr = address_at(offset);
     // SAFETY: this process runs its parent's executable (fingerprint checked at start), in
     // which `offset = entry - anchor` for a `PoolEntry` function; see the doc above.
     let entry = unsafe { std::mem::transmute::<usize, PoolEntry>(addr) };

@@ -237,7 +237,7 @@ fn worker_deaths_cost_only_their_task() {
             matches!(r[3], Err(Error::WorkerDied { exitcode: -6 })),
             "{m:?}: {r:?}"
         );
-        assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 5);
+        assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 5, "{m:?}: {r:?}");
         assert!(matches!(
             pool.apply(exit_with, (7,)),
             Err(Error::WorkerDied { exitcode: 7 })

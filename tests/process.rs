@@ -389,6 +389,7 @@ fn multi_argument_targets() {
     let mut p = Process::new(sum_pair, (1, 10_000_000));
     p.start().unwrap();
     assert_eq!(p.result().unwrap(), 10_000_001);
+    #[allow(clippy::too_many_arguments)] // eight is the most a target may take
     fn eight(a: u8, b: u16, c: u32, d: u64, e: i8, f: i16, g: i32, h: String) -> String {
         format!("{a}{b}{c}{d}{e}{f}{g}{h}")
     }

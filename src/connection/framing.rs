@@ -238,3 +238,101 @@ impl Incoming {
         Ok(Arrival::Frame(payload, fds))
     }
 }
+
+/// Bytes a [`Reader`] asks the kernel for at once: one `recvmsg` usually brings a whole
+/// small frame, header and payload together.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A frame reader that reads ahead: small frames cost one `recvmsg` instead of two.
+///
+/// Bytes read past the current frame stay here for the next call, and descriptors wait in
+/// arrival order (each frame's ride on its header, so by the time a header has been read
+/// its descriptors have arrived). Payloads larger than what is buffered are read straight
+/// into the caller's buffer, without a copy. The buffer is allocated (and zeroed) once.
+#[derive(Debug, Default)]
+pub(crate) struct Reader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: std::collections::VecDeque<OwnedFd>,
+}
+
+impl Reader {
+    /// Whether bytes of a frame are waiting here (so a poll must say readable).
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// Reads more from `sock` into the buffer; returns how many bytes came (0 at EOF).
+    fn fill(&mut self, sock: BorrowedFd<'_>) -> Result<usize> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_AHEAD];
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let mut fds = Vec::new();
+        let got = fd::recv_with_fds(sock, &mut self.buf[self.end..], &mut fds);
+        self.fds.extend(fds);
+        let n = got.map_err(map_recv_error)?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads one frame: its payload replaces `out`'s contents, its descriptors are
+    /// appended to `out_fds`.
+    pub(crate) fn read_frame(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        out: &mut Vec<u8>,
+        out_fds: &mut Vec<OwnedFd>,
+    ) -> Result<()> {
+        while self.end - self.start < HEADER_LEN {
+            if self.fill(sock)? == 0 {
+                return Err(if self.has_buffered() {
+                    died_mid_message()
+                } else {
+                    Error::Closed
+                });
+            }
+        }
+        let header = &self.buf[self.start..self.start + HEADER_LEN];
+        if header[0..4] != MAGIC.to_le_bytes() {
+            self.fds.clear();
+            self.start = 0;
+            self.end = 0;
+            return Err(Error::Codec("corrupt frame: bad magic in header".into()));
+        }
+        let nfds = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        let len = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let len = usize::try_from(len).map_err(|_| {
+            Error::Codec(format!(
+                "corrupt frame: length {len} does not fit in memory"
+            ))
+        })?;
+        self.start += HEADER_LEN;
+        if nfds > self.fds.len() {
+            let arrived = self.fds.len();
+            self.fds.clear();
+            return Err(Error::Codec(format!(
+                "corrupt frame: header announces {nfds} descriptors, {arrived} arrived"
+            )));
+        }
+        out_fds.extend(self.fds.drain(..nfds));
+        out.clear();
+        let buffered = (self.end - self.start).min(len);
+        out.extend_from_slice(&self.buf[self.start..self.start + buffered]);
+        self.start += buffered;
+        if buffered < len
+            && !fd::recv_exact_into(sock, out, len - buffered).map_err(map_recv_error)?
+        {
+            return Err(died_mid_message());
+        }
+        Ok(())
+    }
+}

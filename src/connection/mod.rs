@@ -46,6 +46,7 @@ pub struct Connection<T> {
     writable: bool,
     send_buf: RefCell<Vec<u8>>,
     recv_buf: RefCell<Vec<u8>>,
+    reader: RefCell<framing::Reader>,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -81,6 +82,7 @@ impl<T> Connection<T> {
             writable,
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
+            reader: RefCell::new(framing::Reader::default()),
             _type: PhantomData,
         }
     }
@@ -120,7 +122,9 @@ impl<T> Connection<T> {
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.check_readable()?;
         let mut fds = Vec::new();
-        framing::read_frame(self.fd.as_fd(), buf, &mut fds)?;
+        self.reader
+            .borrow_mut()
+            .read_frame(self.fd.as_fd(), buf, &mut fds)?;
         Ok(buf.len())
     }
 
@@ -128,6 +132,9 @@ impl<T> Connection<T> {
     /// for one (`None`: forever, `Some(ZERO)`: just look).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_readable()?;
+        if self.reader.borrow().has_buffered() {
+            return Ok(true);
+        }
         Ok(sys::fd::poll_readable(self.fd.as_fd(), timeout)?)
     }
 
@@ -157,7 +164,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.check_readable()?;
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        framing::read_frame(self.fd.as_fd(), &mut buf, &mut fds)?;
+        self.reader
+            .borrow_mut()
+            .read_frame(self.fd.as_fd(), &mut buf, &mut fds)?;
         codec::decode(&buf, fds)
     }
 
@@ -197,6 +206,13 @@ struct Wire<F> {
 
 impl<T> Serialize for Connection<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.reader.borrow().has_buffered() {
+            // Those bytes are in this process's memory, not in the socket: they cannot go
+            // with the descriptor.
+            return Err(serde::ser::Error::custom(
+                "a connection with received but unread messages cannot be sent; read them first",
+            ));
+        }
         Wire {
             fd: &self.fd,
             readable: self.readable,
@@ -215,6 +231,7 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
             writable: w.writable,
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
+            reader: RefCell::new(framing::Reader::default()),
             _type: PhantomData,
         })
     }

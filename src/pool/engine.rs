@@ -123,8 +123,10 @@ struct Worker {
     head_since: Option<Instant>,
     timed_out: bool,
     init_failed: Option<String>,
-    /// The socket broke: no more dispatch; waiting for the exit.
+    /// Sending failed: no more dispatch; waiting for the exit.
     broken: bool,
+    /// Its stream ended (or is corrupt): nothing more to read.
+    eof: bool,
 }
 
 /// Everything the callers and the driver share.
@@ -152,6 +154,8 @@ pub(crate) struct Shared {
     wake_tx: OwnedFd,
     wake_rx: OwnedFd,
     pub(crate) config: Config,
+    /// The driver thread, joined by the first `Pool::join` after it finished.
+    driver: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -175,6 +179,7 @@ impl Shared {
             wake_tx,
             wake_rx,
             config,
+            driver: Mutex::new(None),
         });
         {
             let mut st = shared.lock();
@@ -192,15 +197,53 @@ impl Shared {
             }
         }
         let driver = Arc::clone(&shared);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("mproc-pool".into())
             .spawn(move || driver.drive())
             .map_err(Error::Io)?;
+        *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         Ok(shared)
+    }
+
+    /// Waits for the driver thread to end (after `finished`), so that everything it held
+    /// is released when `join` returns. A no-op on the driver thread itself (a callback
+    /// that joins its own pool).
+    pub(crate) fn join_driver(&self) {
+        let handle = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            if h.thread().id() == std::thread::current().id() {
+                return;
+            }
+            let _ = h.join();
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the next change of state, until `deadline` (forever if `None`); `None`
+    /// once the deadline has passed.
+    pub(crate) fn wait_change<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, State>> {
+        match deadline {
+            None => Some(self.cond.wait(st).unwrap_or_else(PoisonError::into_inner)),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return None;
+                }
+                let waited = self.cond.wait_timeout(st, d - now);
+                Some(waited.unwrap_or_else(PoisonError::into_inner).0)
+            }
+        }
     }
 
     /// Wakes the driver (a byte on its wake-up socket; a full socket is as good).
@@ -236,6 +279,7 @@ impl Shared {
             timed_out: false,
             init_failed: None,
             broken: false,
+            eof: false,
         });
         Ok(())
     }
@@ -368,7 +412,7 @@ impl Shared {
             loop {
                 let arrival = {
                     let w = &mut st.workers[i];
-                    if w.broken {
+                    if w.eof {
                         break;
                     }
                     let sock = Arc::clone(&w.sock);
@@ -381,6 +425,7 @@ impl Shared {
                     Ok(Arrival::Pending) => break,
                     Ok(Arrival::Closed) | Err(_) => {
                         st.workers[i].broken = true;
+                        st.workers[i].eof = true;
                         break;
                     }
                 }
@@ -404,13 +449,14 @@ impl Shared {
         while i < st.workers.len() {
             match st.workers[i].child.exitcode_now() {
                 Some(code) => {
-                    while !st.workers[i].broken {
+                    // Even a worker we could no longer send to may have answered.
+                    while !st.workers[i].eof {
                         let sock = Arc::clone(&st.workers[i].sock);
                         match st.workers[i].incoming.poll_frame(sock.as_fd()) {
                             Ok(Arrival::Frame(bytes, fds)) => {
                                 self.on_frame(st, i, bytes, fds, &mut callbacks)
                             }
-                            _ => st.workers[i].broken = true,
+                            _ => st.workers[i].eof = true,
                         }
                     }
                     let w = st.workers.swap_remove(i);

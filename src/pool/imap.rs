@@ -147,20 +147,9 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                     let n = j.nitems[i];
                     break (j.chunks[i].take(), n);
                 }
-                match deadline {
-                    None => st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
-                    Some(d) => {
-                        let now = Instant::now();
-                        if now >= d {
-                            return Some(Err(Error::Timeout));
-                        }
-                        st = self
-                            .shared
-                            .cond
-                            .wait_timeout(st, d - now)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
+                match self.shared.wait_change(st, deadline) {
+                    Some(next) => st = next,
+                    None => return Some(Err(Error::Timeout)),
                 }
             };
             drop(st);

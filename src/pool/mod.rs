@@ -402,6 +402,8 @@ impl Pool {
         while !st.finished {
             st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+        drop(st);
+        self.shared.join_driver();
     }
 }
 

@@ -68,20 +68,9 @@ impl<T> AsyncResult<T> {
                 None => return true,
                 Some(_) => {}
             }
-            match deadline {
-                None => st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    st = self
-                        .shared
-                        .cond
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
+            match self.shared.wait_change(st, deadline) {
+                Some(next) => st = next,
+                None => return false,
             }
         }
     }

@@ -7,8 +7,9 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Bootstrap, ENV_CHILD, parse_route, state};
+use super::{Bootstrap, ENV_CHILD, state};
 use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 use crate::sys;
@@ -31,25 +32,25 @@ pub(super) fn run(parent_pid: i32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: 
     finish(code)
 }
 
+static FLUSH_AT_EXIT: AtomicBool = AtomicBool::new(true);
+
+/// In a child forked from a multithreaded parent: do not touch stdout's lock at exit.
+pub(super) fn skip_flush_at_exit() {
+    FLUSH_AT_EXIT.store(false, Ordering::Relaxed);
+}
+
 /// Ends a child: its children first, then the process.
 pub(crate) fn finish(code: i32) -> ! {
     crate::process::finish_children();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    if FLUSH_AT_EXIT.load(Ordering::Relaxed) {
+        let _ = std::io::stdout().flush();
+    }
     sys::process::exit_now(code)
 }
 
 /// Entry of a spawned child, from the constructor; never returns.
 pub(super) fn run_spawned(route: &str) -> ! {
-    sys::process::ignore_sigpipe();
-    sys::signal::report_stack_overflow();
-    let Some((fd, parent)) = parse_route(route) else {
-        sys::process::exit_now(70)
-    };
-    let Ok(sock) = sys::fd::take_inherited(fd) else {
-        sys::process::exit_now(71)
-    };
-    let _ = sys::process::watch_parent(parent);
+    let (sock, parent) = super::enter_routed(route);
     let mut buf = Vec::new();
     let mut fds = Vec::new();
     if framing::read_frame(sock.as_fd(), &mut buf, &mut fds).is_err() {

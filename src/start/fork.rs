@@ -18,7 +18,10 @@ use crate::sys;
 use crate::sys::process::Forked;
 
 pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
-    warn_if_threaded();
+    let threaded = sys::process::thread_count() > 1;
+    if threaded {
+        warn_once();
+    }
     let (parent_end, child_end) = sys::fd::socketpair()?;
     let parent_pid = sys::process::getpid();
     let mut st = state();
@@ -33,6 +36,11 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
             drop(parent_end);
             st.become_child(boot);
             drop(st);
+            if threaded {
+                // Another thread may have held stdout's lock at the fork: flushing it at
+                // exit could hang the child. Lines are flushed as printed anyway.
+                child::skip_flush_at_exit();
+            }
             child::run(parent_pid, boot, fds, child_end)
         }
         Forked::Parent(pid) => {
@@ -46,15 +54,11 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
 }
 
 /// Python 3.12+ warns when forking a multithreaded process; so do we, once.
-fn warn_if_threaded() {
+fn warn_once() {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if WARNED.load(Ordering::Relaxed) {
-        return;
-    }
-    let threads = sys::process::thread_count();
-    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+    if !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
-            "mproc: warning: this process has {threads} threads; the Fork start method may \
+            "mproc: warning: this process is multithreaded; the Fork start method may \
              deadlock the child if another thread holds a lock (use ForkServer or Spawn)"
         );
     }

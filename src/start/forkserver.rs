@@ -17,7 +17,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use super::{Bootstrap, ENV_FORKSERVER, Launched, child, launched, parse_route, state};
+use super::{Bootstrap, ENV_FORKSERVER, Launched, child, launched, state};
 use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 use crate::error::{Error, Result};
@@ -112,15 +112,7 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
 
 /// The fork server's main loop; never returns.
 pub(super) fn serve(route: &str) -> ! {
-    sys::process::ignore_sigpipe();
-    sys::signal::report_stack_overflow();
-    let Some((fd, parent)) = parse_route(route) else {
-        sys::process::exit_now(70)
-    };
-    let Ok(sock) = sys::fd::take_inherited(fd) else {
-        sys::process::exit_now(71)
-    };
-    let _ = sys::process::watch_parent(parent);
+    let (sock, _parent) = super::enter_routed(route);
     if framing::write_frame(
         sock.as_fd(),
         &crate::target::fingerprint().to_le_bytes(),

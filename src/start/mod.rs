@@ -152,6 +152,22 @@ pub(crate) fn route() {
     }
 }
 
+/// The common start of a process routed before `main`: what Rust's runtime would have set
+/// up, the inherited socket named by `route`, and the parent-death watch. Exits with a
+/// distinct code if the route is unusable (the process was not started by mproc).
+fn enter_routed(route: &str) -> (OwnedFd, i32) {
+    crate::sys::process::ignore_sigpipe();
+    crate::sys::signal::report_stack_overflow();
+    let Some((fd, parent)) = parse_route(route) else {
+        crate::sys::process::exit_now(70)
+    };
+    let Ok(sock) = crate::sys::fd::take_inherited(fd) else {
+        crate::sys::process::exit_now(71)
+    };
+    let _ = crate::sys::process::watch_parent(parent);
+    (sock, parent)
+}
+
 /// Parses `<fd>:<pid>` from a routing variable.
 fn parse_route(v: &str) -> Option<(RawFd, i32)> {
     let (fd, pid) = v.split_once(':')?;

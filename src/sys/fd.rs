@@ -104,32 +104,10 @@ pub(crate) fn try_recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<Option<usize>> {
-    let mut space =
-        [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = match retry_eintr(|| {
-        rustix::net::recvmsg(
-            sock,
-            &mut iov,
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
-        )
-    }) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-        other => other?,
-    };
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = message {
-            fds.extend(received);
-        }
+    match recvmsg_fds(sock, buf, fds, RecvFlags::DONTWAIT) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        other => other.map(Some),
     }
-    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-        return Err(io::Error::other(
-            "descriptors were lost in transit (control data truncated)",
-        ));
-    }
-    Ok(Some(msg.bytes))
 }
 
 /// Waits until any of `fds` is ready for what `want_write` asks (readable, or also
@@ -184,12 +162,27 @@ pub(crate) fn recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
+    recvmsg_fds(sock, buf, fds, RecvFlags::empty())
+}
+
+/// One `recvmsg` that appends received descriptors (CLOEXEC) to `fds`.
+fn recvmsg_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    flags: RecvFlags,
+) -> io::Result<usize> {
     let mut space =
         [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = retry_eintr(|| {
-        rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
+        rustix::net::recvmsg(
+            sock,
+            &mut iov,
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC | flags,
+        )
     })?;
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = message {

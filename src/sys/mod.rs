@@ -17,6 +17,7 @@
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
+pub(crate) mod pid;
 pub(crate) mod process;
 pub(crate) mod robust;
 pub(crate) mod shm;

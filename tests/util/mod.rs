@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use mproc::StartMethod::{self, Fork, ForkServer, Spawn};
+pub(crate) use mproc::StartMethod::{self, Fork, ForkServer, Spawn};
 
 /// Every start method, for tests that must hold under each.
-pub const METHODS: [StartMethod; 3] = [Fork, Spawn, ForkServer];
+pub(crate) const METHODS: [StartMethod; 3] = [Fork, Spawn, ForkServer];
 
 /// Fails the whole test binary with a message if not dropped within `secs` seconds.
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     done: Arc<AtomicBool>,
 }
 
-pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
+pub(crate) fn watchdog(what: &'static str, secs: u64) -> Watchdog {
     let done = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&done);
     std::thread::spawn(move || {
@@ -39,25 +39,25 @@ impl Drop for Watchdog {
 }
 
 /// Open descriptors of this process.
-pub fn fd_count() -> usize {
+pub(crate) fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
 }
 
 /// The state letter of process `pid` ('R', 'S', 'Z', ...), or None if it is gone.
-pub fn proc_state(pid: u32) -> Option<char> {
+pub(crate) fn proc_state(pid: u32) -> Option<char> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s[s.rfind(')')? + 2..].chars().next()
 }
 
 /// Whether `pid` is gone or a zombie (dead either way).
-pub fn is_dead(pid: u32) -> bool {
+pub(crate) fn is_dead(pid: u32) -> bool {
     matches!(proc_state(pid), None | Some('Z') | Some('X'))
 }
 
 /// Waits up to `secs` for `pid` to die.
-pub fn wait_dead(pid: u32, secs: u64) -> bool {
+pub(crate) fn wait_dead(pid: u32, secs: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if is_dead(pid) {
@@ -69,7 +69,7 @@ pub fn wait_dead(pid: u32, secs: u64) -> bool {
 }
 
 /// Zombie children of this process (all threads).
-pub fn zombie_children() -> Vec<u32> {
+pub(crate) fn zombie_children() -> Vec<u32> {
     let me = std::process::id();
     let mut out = Vec::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) {
@@ -89,12 +89,12 @@ pub fn zombie_children() -> Vec<u32> {
 
 /// Tests that count descriptors or children take this exclusively; every other test in
 /// the binary takes it shared, so the counts are not skewed by parallel tests.
-pub static COUNTING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+pub(crate) static COUNTING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+pub(crate) fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
     COUNTING.read().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+pub(crate) fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
     COUNTING.write().unwrap_or_else(|e| e.into_inner())
 }
