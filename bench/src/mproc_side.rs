@@ -1,7 +1,8 @@
 //! mproc's side of every row. A row whose capability has not landed in mproc yet answers
 //! `NotBuilt`, and the table says so instead of failing.
 
-use mproc::{Connection, Event, Lock, Pool, StartMethod, Value, get_context};
+use mproc::{Connection, Event, Lock, Pool, Queue, StartMethod, Value, get_context};
+use serde_bytes::ByteBuf;
 
 use crate::measure::{per_op, reps, rounds};
 use crate::raw::{calc_pi, pi_check};
@@ -26,6 +27,9 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "lock_uncontended" => lock_uncontended(n, r),
         "value_incr" => value_incr(n, r),
         "event_wake" => event_wake(n, r),
+        "queue_stream" => queue_stream(n, r),
+        "queue_rtt" => queue_rtt(n, r),
+        "queue_64mib" => queue_64mib(n, r),
         "pool_apply" => pool_apply(n, r),
         "pool_map" => pool_map(n, r, None),
         "pool_map_chunk1" => pool_map(n, r, Some(1)),
@@ -175,6 +179,94 @@ fn event_wake(n: u64, r: usize) -> Vec<f64> {
     round(1000);
     // Two wake-ups per round trip.
     let v = (0..r).map(|_| per_op(2 * n, || round(n))).collect();
+    ok("join", p.join());
+    v
+}
+
+fn producer(q: Queue<u64>, go: Event, n: u64) {
+    go.wait();
+    for i in 0..n {
+        ok("put", q.put(i));
+    }
+}
+
+fn queue_stream_once(n: u64) -> f64 {
+    let q = ok("Queue::new", Queue::<u64>::new());
+    let go = ok("Event::new", Event::new());
+    let mut p = get_context(StartMethod::Fork).process(producer, (q.clone(), go.clone(), n));
+    ok("start", p.start());
+    let t = std::time::Instant::now();
+    go.set();
+    let mut s = 0u64;
+    for _ in 0..n {
+        s = s.wrapping_add(ok("get", q.get()));
+    }
+    let dt = t.elapsed().as_secs_f64();
+    ok("join", p.join());
+    assert_eq!(s, n * n.saturating_sub(1) / 2);
+    dt / n as f64
+}
+
+fn queue_stream(n: u64, r: usize) -> Vec<f64> {
+    reps(r, || queue_stream_once(1000), || queue_stream_once(n))
+}
+
+fn queue_echo(inq: Queue<u64>, outq: Queue<u64>) {
+    while let Ok(x) = inq.get() {
+        if x == u64::MAX || outq.put(x).is_err() {
+            break;
+        }
+    }
+}
+
+fn queue_rtt(n: u64, r: usize) -> Vec<f64> {
+    let (inq, outq) = (
+        ok("Queue::new", Queue::<u64>::new()),
+        ok("Queue::new", Queue::<u64>::new()),
+    );
+    let mut p = get_context(StartMethod::Fork).process(queue_echo, (inq.clone(), outq.clone()));
+    ok("start", p.start());
+    let v = rounds(r, 1000, n, |k| {
+        for i in 0..k {
+            ok("put", inq.put(i));
+            assert_eq!(ok("get", outq.get()), i);
+        }
+    });
+    ok("put", inq.put(u64::MAX));
+    ok("join", p.join());
+    v
+}
+
+fn big_sink(q: Queue<ByteBuf>, acks: Queue<u64>, rounds: u64, k: u64) {
+    for _ in 0..rounds {
+        let mut got = 0u64;
+        for _ in 0..k {
+            got += ok("get", q.get()).len() as u64;
+        }
+        ok("ack", acks.put(got));
+    }
+}
+
+/// 64 MiB items, parent put → child get. The items are made before the clock starts:
+/// `put` takes the item by value, and a copy per put would time malloc, not the queue.
+fn queue_64mib(n: u64, r: usize) -> Vec<f64> {
+    const SIZE: usize = 64 << 20;
+    let q = ok("Queue::new", Queue::<ByteBuf>::new());
+    let acks = ok("Queue::new", Queue::<u64>::new());
+    let mut p = get_context(StartMethod::Fork)
+        .process(big_sink, (q.clone(), acks.clone(), 1 + r as u64, n));
+    ok("start", p.start());
+    let round = |k: u64| {
+        let items: Vec<ByteBuf> = (0..k).map(|_| ByteBuf::from(vec![7u8; SIZE])).collect();
+        let t = std::time::Instant::now();
+        for item in items {
+            ok("put", q.put(item));
+        }
+        assert_eq!(ok("ack", acks.get()), k * SIZE as u64);
+        t.elapsed().as_secs_f64() / k as f64
+    };
+    round(n);
+    let v = (0..r).map(|_| round(n)).collect();
     ok("join", p.join());
     v
 }

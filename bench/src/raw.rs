@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::measure::{per_op, reps, rounds};
 
@@ -20,8 +20,11 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "queue_64mib" => socket_bulk(64 << 20, n, r),
         "lock_uncontended" => cas_lock(n, r),
         "value_incr" => reps(r, || counter(n / 10 + 1), || counter(n)),
-        "event_wake" => futex_pingpong(n, r).into_iter().map(|x| x / 2.0).collect(),
-        "queue_rtt" => futex_pingpong(n, r),
+        "event_wake" => futex_pingpong(n, r, Duration::ZERO)
+            .into_iter()
+            .map(|x| x / 2.0)
+            .collect(),
+        "queue_rtt" => futex_pingpong(n, r, Duration::from_micros(20)),
         "queue_stream" => uds_stream(n, r),
         "pi_serial" => reps(
             r,
@@ -295,17 +298,24 @@ fn futex_wake(word: &AtomicU32) {
 
 const STOP: u32 = u32::MAX;
 
-/// Ping-pong on one shared word, sleeping in futex_wait: the parent stores odd v, the child
-/// answers v + 1. Seconds per round trip.
-fn futex_pingpong(n: u64, r: usize) -> Vec<f64> {
+/// Ping-pong on one shared word: the parent stores odd v, the child answers v + 1. A waiter
+/// spins for up to `spin`, then sleeps in futex_wait. Seconds per round trip.
+fn futex_pingpong(n: u64, r: usize, spin: Duration) -> Vec<f64> {
     let page = SharedPage::new();
     let word = page.u32_at(0);
-    let wait_for = |want: u32| loop {
-        let x = word.load(Ordering::Acquire);
-        if x == want || x == STOP {
-            return x;
+    let wait_for = |want: u32| {
+        let start = Instant::now();
+        loop {
+            let x = word.load(Ordering::Acquire);
+            if x == want || x == STOP {
+                return x;
+            }
+            if start.elapsed() < spin {
+                std::hint::spin_loop();
+            } else {
+                futex_wait(word, x);
+            }
         }
-        futex_wait(word, x);
     };
     let pid = fork_with(|| {
         let mut expect = 1u32;

@@ -201,7 +201,7 @@ pub const WORKLOADS: &[Workload] = &[
         n: (5_000, 500),
         reps: (5, 3),
         impls: &[Mproc, CPython, Raw],
-        notes: "CPython two `Event`s; raw: futex ping-pong on a shared word (half a round trip)",
+        notes: "CPython two `Event`s; raw: futex ping-pong on a shared word, sleeping at once (half a round trip)",
     },
     Workload {
         name: "queue_stream",
@@ -210,7 +210,7 @@ pub const WORKLOADS: &[Workload] = &[
         n: (200_000, 20_000),
         reps: (5, 3),
         impls: &[Mproc, CPython, IpcChannel, Threads, Raw],
-        notes: "CPython `Queue`; ipc-channel one-way `IpcSender<u64>`; threads: std mpsc; raw: one 8-byte write() per message on a UnixStream",
+        notes: "CPython `Queue`; ipc-channel one-way `IpcSender<u64>`; threads: std mpsc; raw: one 8-byte write() per message on a UnixStream (the floor of a syscall per message; a shared-memory ring can go under it)",
     },
     Workload {
         name: "queue_rtt",
@@ -219,7 +219,7 @@ pub const WORKLOADS: &[Workload] = &[
         n: (10_000, 1_000),
         reps: (5, 3),
         impls: &[Mproc, CPython, Raw],
-        notes: "CPython two `Queue`s; raw: futex ping-pong on a shared word",
+        notes: "CPython two `Queue`s; raw: ping-pong on a shared word, spinning up to 20 µs before futex_wait (the strategy of mproc's ring)",
     },
     Workload {
         name: "queue_64mib",
