@@ -271,7 +271,7 @@ pub const WORKLOADS: &[Workload] = &[
         op: "pi, the same steps split over 2 workers (warm pool)",
         unit: Unit::S,
         n: (100_000_000, 1_000_000),
-        reps: (3, 3),
+        reps: (5, 3),
         impls: &[Mproc, CPython, Procspawn, Threads, Raw],
         notes: "2 strided ranks: CPython `Pool(2).starmap`; procspawn 2 spawns; threads: rayon par_iter over all steps; raw: 2 forked children",
     },
