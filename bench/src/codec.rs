@@ -16,7 +16,7 @@ use serde_bytes::ByteBuf;
 
 use crate::measure::{median, min_max};
 
-/// The small struct: {u32, String of 16 chars, Vec<u64> of 8}.
+/// The small struct: `{u32, String of 16 chars, Vec<u64> of 8}`.
 #[derive(
     Serialize, Deserialize, wincode::SchemaWrite, wincode::SchemaRead, PartialEq, Debug, Clone,
 )]
