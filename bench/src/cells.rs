@@ -30,6 +30,10 @@ pub enum Outcome {
 
 const MARK: &str = "BENCH-CELL ";
 
+/// A cell that ran longer than this is followed by a pause of `SETTLE`.
+const SETTLE_AFTER: Duration = Duration::from_secs(5);
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// The worker side: `cell WORKLOAD IMPL N REPS`; prints one `BENCH-CELL {json}` line.
 pub fn worker(args: &[String]) {
     let (Some(w), Some(imp), Some(n), Some(r)) =
@@ -127,7 +131,13 @@ pub fn run_row(w: &'static Workload, quick: bool, python: &Python) -> Row {
                 run_bounded(cmd, deadline, rust_outcome)
             }
         };
-        eprintln!("{:6.1}s {}", t.elapsed().as_secs_f64(), short(&outcome));
+        let took = t.elapsed();
+        eprintln!("{:6.1}s {}", took.as_secs_f64(), short(&outcome));
+        if !quick && took > SETTLE_AFTER {
+            // A long CPU-bound cell leaves the (virtual) machine slower for a second or
+            // two; measured: the next cell's pi ran ~25% slower. Let it settle.
+            std::thread::sleep(SETTLE);
+        }
         cells.push(Cell::new(imp, w.unit, outcome));
     }
     Row::new(w, n, reps, cells)
