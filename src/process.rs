@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, HandleFd};
-use crate::connection::framing;
+use crate::connection::framing::{self, Arrival};
 use crate::context::{StartMethod, get_start_method};
 use crate::error::{Error, Result};
 use crate::start::{self, Bootstrap, state};
@@ -209,6 +209,7 @@ pub struct Process<R> {
     child: Option<Arc<ChildHandle>>,
     result: Option<HandleFd>,
     outcome: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
+    incoming: framing::Incoming,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -302,6 +303,7 @@ where
             child: None,
             result: None,
             outcome: None,
+            incoming: framing::Incoming::default(),
             _result: PhantomData,
         }
     }
@@ -386,7 +388,7 @@ impl<R> Process<R> {
 
     /// Waits up to `d` for the child to exit; `Ok(true)` if it has.
     pub fn join_timeout(&mut self, d: Duration) -> Result<bool> {
-        self.wait_until(Some(Instant::now() + d))
+        self.wait_until(Instant::now().checked_add(d))
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
@@ -420,14 +422,18 @@ impl<R> Process<R> {
         }
     }
 
-    /// Reads the outcome frame (the child is writing it, or closed its end).
+    /// Reads what has arrived of the outcome frame, without blocking: a child that stops
+    /// half-way through a large result cannot hold a timed join past its deadline.
     fn read_outcome(&mut self) {
-        if let Some(sock) = self.result.take() {
-            let mut buf = Vec::new();
-            let mut fds = Vec::new();
-            self.outcome =
-                Some(framing::read_frame(sock.as_fd(), &mut buf, &mut fds).map(|()| (buf, fds)));
-        }
+        let Some(sock) = &self.result else { return };
+        let outcome = match self.incoming.poll_frame(sock.as_fd()) {
+            Ok(Arrival::Pending) => return,
+            Ok(Arrival::Frame(buf, fds)) => Ok((buf, fds)),
+            Ok(Arrival::Closed) => Err(Error::Closed),
+            Err(e) => Err(e),
+        };
+        self.outcome = Some(outcome);
+        self.result = None;
     }
 
     /// After exit: takes an outcome that is waiting, without blocking.
@@ -443,9 +449,10 @@ impl<R> Process<R> {
         };
         if ready {
             self.read_outcome();
-        } else {
-            self.result = None;
         }
+        // The child is gone: whatever it wrote has arrived; a frame still incomplete never
+        // will be.
+        self.result = None;
     }
 
     /// Whether the child is running (false before `start` and after exit).

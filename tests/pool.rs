@@ -588,3 +588,65 @@ fn no_leaks_after_terminate_close_or_drop() {
     assert_eq!(fd_count(), before, "descriptors leaked");
     assert!(mproc::active_children().is_empty());
 }
+
+// A callback that panics must not take the pool down (the panic is reported, results go on).
+#[test]
+fn a_panicking_callback_does_not_hang_the_pool() {
+    let _s = shared();
+    let _w = watchdog("panicking_callback", 60);
+    let pool = Pool::new(1).unwrap();
+    let r = pool
+        .apply_async(sqr, (2,))
+        .on_complete(|_| panic!("callback bug"), |_| {});
+    assert_eq!(r.get().unwrap(), 4);
+    assert_eq!(pool.apply(sqr, (3,)).unwrap(), 9);
+    assert_eq!(pool.map(sqr, 0..10).unwrap().len(), 10);
+}
+
+// Python's `apply_async(f, args, callback=cb)` without keeping the result: the callback
+// still runs.
+#[test]
+fn callbacks_fire_after_the_result_is_dropped() {
+    let _s = shared();
+    let _w = watchdog("dropped_result_callback", 60);
+    let pool = Pool::new(1).unwrap();
+    let (tx, rx) = mpsc::channel();
+    drop(
+        pool.apply_async(sleep_then, (100, 5))
+            .on_complete(move |v| tx.send(*v).unwrap(), |_| {}),
+    );
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), 5);
+}
+
+// Python's imap iterators keep working after close(); so do ours.
+#[test]
+fn imap_finishes_after_close() {
+    let _s = shared();
+    let _w = watchdog("imap_after_close", 60);
+    let pool = Pool::new(2).unwrap();
+    let it = pool.imap(sqr, 0..40);
+    pool.close();
+    let v: Vec<i64> = it.collect::<mproc::Result<_>>().unwrap();
+    assert_eq!(v, (0..40).map(|x| x * x).collect::<Vec<_>>());
+    pool.join();
+}
+
+fn count_handles(locks: Vec<mproc::Lock>) -> usize {
+    locks.len()
+}
+
+// More handles in one task than a message can carry: a clear error, not a wedged worker.
+#[test]
+fn too_many_handles_in_one_task_is_an_error() {
+    let _s = shared();
+    let _w = watchdog("too_many_handles", 60);
+    let pool = Pool::new(1).unwrap();
+    let locks: Vec<mproc::Lock> = (0..300).map(|_| mproc::Lock::new().unwrap()).collect();
+    let r = pool.apply(count_handles, (locks,));
+    assert!(
+        matches!(&r, Err(Error::ValueError(m)) if m.contains("handles")),
+        "{r:?}"
+    );
+    let few: Vec<mproc::Lock> = (0..10).map(|_| mproc::Lock::new().unwrap()).collect();
+    assert_eq!(pool.apply(count_handles, (few,)).unwrap(), 10);
+}

@@ -69,8 +69,14 @@ pub(crate) struct Job {
     pub(crate) sealed: bool,
     /// Nobody will read the results: drop them as they come.
     pub(crate) abandoned: bool,
-    /// Chunks in the order they completed (for `imap_unordered`).
+    /// Chunks in the order they completed (kept for `imap_unordered` only).
     pub(crate) completed: VecDeque<usize>,
+    /// Results are taken in completion order (`imap_unordered`).
+    pub(crate) unordered: bool,
+    /// The chunk index of `chunks[0]`: an ordered `imap` drops what it consumed.
+    pub(crate) base: usize,
+    /// Its `AsyncResult` was dropped with a callback set: run the callback, then forget.
+    pub(crate) detached: bool,
     /// Runs once when the job completes: decodes under the lock, returns the user's
     /// callback to run outside it.
     #[allow(clippy::type_complexity)]
@@ -89,6 +95,12 @@ impl std::fmt::Debug for Job {
 }
 
 impl Job {
+    /// The slot of chunk `index`, if it is still kept.
+    pub(crate) fn slot(&mut self, index: usize) -> Option<&mut Option<ChunkResult>> {
+        let i = index.checked_sub(self.base)?;
+        self.chunks.get_mut(i)
+    }
+
     /// Whether every chunk has a result and none will be added.
     pub(crate) fn is_done(&self) -> bool {
         self.sealed && self.remaining == 0
@@ -122,7 +134,11 @@ struct Worker {
     /// When the oldest unanswered chunk started (for `task_timeout`).
     head_since: Option<Instant>,
     timed_out: bool,
+    /// The chunk that ran past `task_timeout` (the one to blame when the worker dies).
+    overdue: Option<(u64, usize)>,
     init_failed: Option<String>,
+    /// It said READY: its initializer finished.
+    ready: bool,
     /// Sending failed: no more dispatch; waiting for the exit.
     broken: bool,
     /// Its stream ended (or is corrupt): nothing more to read.
@@ -156,6 +172,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The driver thread, joined by the first `Pool::join` after it finished.
     driver: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Its id: code running on it (a callback) must never wait for it.
+    driver_id: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
 impl Shared {
@@ -180,6 +198,7 @@ impl Shared {
             wake_rx,
             config,
             driver: Mutex::new(None),
+            driver_id: std::sync::OnceLock::new(),
         });
         {
             let mut st = shared.lock();
@@ -208,6 +227,10 @@ impl Shared {
     /// Waits for the driver thread to end (after `finished`), so that everything it held
     /// is released when `join` returns. A no-op on the driver thread itself (a callback
     /// that joins its own pool).
+    pub(crate) fn on_driver_thread(&self) -> bool {
+        self.driver_id.get() == Some(&std::thread::current().id())
+    }
+
     pub(crate) fn join_driver(&self) {
         let handle = self
             .driver
@@ -277,7 +300,9 @@ impl Shared {
             assigned: 0,
             head_since: None,
             timed_out: false,
+            overdue: None,
             init_failed: None,
+            ready: false,
             broken: false,
             eof: false,
         });
@@ -294,9 +319,18 @@ impl Shared {
 
     /// Queues `task` (of a job already added) and dispatches what it can.
     pub(crate) fn submit(&self, st: &mut State, task: Task) {
+        if st.terminated || st.finished {
+            complete(
+                st,
+                task.job,
+                task.index,
+                ChunkResult::Failed(Error::PoolClosed),
+            );
+            return;
+        }
         if let Some(reason) = &st.broken {
             let err = Error::TaskPanicked {
-                message: format!("pool initializer panicked: {reason}"),
+                message: format!("pool initializer failed: {reason}"),
             };
             complete(st, task.job, task.index, ChunkResult::Failed(err));
             return;
@@ -346,18 +380,32 @@ impl Shared {
         }
     }
 
-    /// The driver thread.
+    /// The driver thread. If it ever panics, the pool is terminated (workers killed and
+    /// reaped, every waiting result failed) rather than left with nobody to finish it.
     fn drive(self: Arc<Self>) {
+        let _ = self.driver_id.set(std::thread::current().id());
+        let me = Arc::clone(&self);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.drive_loop())).is_err() {
+            let mut st = self.lock();
+            st.terminated = true;
+            self.shutdown_if_done(&mut st);
+        }
+    }
+
+    fn drive_loop(&self) {
         loop {
             let (socks, children, timeout) = {
                 let mut st = self.lock();
                 if self.shutdown_if_done(&mut st) {
                     return;
                 }
+                // A socket at its end would poll readable for ever, one we cannot send on
+                // writable: leave them out, and wait for those workers' exits.
                 let socks: Vec<(Arc<HandleFd>, bool)> = st
                     .workers
                     .iter()
-                    .map(|w| (Arc::clone(&w.sock), !w.outgoing.is_empty()))
+                    .filter(|w| !w.eof)
+                    .map(|w| (Arc::clone(&w.sock), !w.broken && !w.outgoing.is_empty()))
                     .collect();
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
@@ -376,7 +424,9 @@ impl Shared {
             };
             self.cond.notify_all();
             for cb in callbacks {
-                cb();
+                // A panicking callback must not take the pool down with it (the panic hook
+                // has already reported it).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb));
             }
         }
     }
@@ -424,8 +474,12 @@ impl Shared {
                     }
                     Ok(Arrival::Pending) => break,
                     Ok(Arrival::Closed) | Err(_) => {
-                        st.workers[i].broken = true;
-                        st.workers[i].eof = true;
+                        // Nothing more can come from it: make sure it exits, so its
+                        // chunks are accounted for.
+                        let w = &mut st.workers[i];
+                        w.broken = true;
+                        w.eof = true;
+                        let _ = w.process.kill();
                         break;
                     }
                 }
@@ -438,6 +492,7 @@ impl Shared {
                 if let Some(since) = w.head_since {
                     if !w.timed_out && since.elapsed() >= limit {
                         w.timed_out = true;
+                        w.overdue = w.inflight.front().map(|t| (t.job, t.index));
                         let _ = w.process.kill();
                     }
                 }
@@ -502,7 +557,10 @@ impl Shared {
         callbacks: &mut Vec<Box<dyn FnOnce() + Send>>,
     ) {
         match bytes.first().copied() {
-            Some(worker::READY) => st.init_failures = 0,
+            Some(worker::READY) => {
+                st.init_failures = 0;
+                st.workers[i].ready = true;
+            }
             Some(worker::INIT_FAILED) => {
                 st.workers[i].init_failed = Some(String::from_utf8_lossy(&bytes[1..]).into_owned());
             }
@@ -510,6 +568,7 @@ impl Shared {
                 let w = &mut st.workers[i];
                 let Some(task) = w.inflight.pop_front() else {
                     w.broken = true;
+                    let _ = w.process.kill();
                     return;
                 };
                 w.head_since = if w.inflight.is_empty() {
@@ -527,7 +586,12 @@ impl Shared {
                 };
                 complete_into(st, task.job, task.index, result, callbacks);
             }
-            _ => st.workers[i].broken = true,
+            _ => {
+                // Not our protocol: stop trusting this worker.
+                let w = &mut st.workers[i];
+                w.broken = true;
+                let _ = w.process.kill();
+            }
         }
     }
 
@@ -539,7 +603,15 @@ impl Shared {
         callbacks: &mut Vec<Box<dyn FnOnce() + Send>>,
     ) {
         let _ = w.process.join();
-        if let Some(reason) = w.init_failed.take() {
+        // A worker that never said READY did not finish its initializer, however it
+        // ended (a panic reported, or an exit, abort or signal); none of its tasks ran.
+        let init_failure = w.init_failed.take().or_else(|| {
+            (!w.ready).then(|| {
+                let how = Error::WorkerDied { exitcode: code };
+                format!("{how} before its initializer finished")
+            })
+        });
+        if let Some(reason) = init_failure {
             st.init_failures += 1;
             for t in w.inflight.drain(..).rev() {
                 st.pending.push_front(t);
@@ -551,26 +623,26 @@ impl Shared {
                 let tasks: Vec<Task> = st.pending.drain(..).collect();
                 for t in tasks {
                     let err = Error::TaskPanicked {
-                        message: format!("pool initializer panicked: {reason}"),
+                        message: format!("pool initializer failed: {reason}"),
                     };
                     complete_into(st, t.job, t.index, ChunkResult::Failed(err), callbacks);
                 }
             }
             return;
         }
-        if let Some(head) = w.inflight.pop_front() {
+        // The chunk to blame: the overdue one if the driver killed the worker for it (its
+        // answer may have come in the meantime), else the one it was running.
+        let blamed = match (w.timed_out, w.overdue) {
+            (true, Some(key)) => w.inflight.iter().position(|t| (t.job, t.index) == key),
+            _ => (!w.inflight.is_empty()).then_some(0),
+        };
+        if let Some(t) = blamed.and_then(|i| w.inflight.remove(i)) {
             let err = if w.timed_out {
                 Error::Timeout
             } else {
                 Error::WorkerDied { exitcode: code }
             };
-            complete_into(
-                st,
-                head.job,
-                head.index,
-                ChunkResult::Failed(err),
-                callbacks,
-            );
+            complete_into(st, t.job, t.index, ChunkResult::Failed(err), callbacks);
         }
         for t in w.inflight.drain(..).rev() {
             st.pending.push_front(t);
@@ -579,13 +651,19 @@ impl Shared {
 
     /// Ends the driver when the pool is terminated, or closed with nothing left to do.
     fn shutdown_if_done(&self, st: &mut State) -> bool {
-        let idle = st.pending.is_empty() && st.workers.iter().all(|w| w.inflight.is_empty());
+        // A job still being fed (a `map` encoding its chunks, a live `imap`) is work to
+        // come, even if nothing is queued right now.
+        let feeding = st.jobs.values().any(|j| !j.sealed && !j.abandoned);
+        let idle =
+            !feeding && st.pending.is_empty() && st.workers.iter().all(|w| w.inflight.is_empty());
         if !(st.terminated || (st.closed && (idle || st.broken.is_some()))) {
             return false;
         }
-        if st.terminated {
-            for w in &st.workers {
-                let _ = w.process.kill();
+        {
+            if st.terminated {
+                for w in &st.workers {
+                    let _ = w.process.kill();
+                }
             }
             let pending: Vec<Task> = st.pending.drain(..).collect();
             let inflight: Vec<Task> = st
@@ -603,7 +681,7 @@ impl Shared {
                     &mut callbacks,
                 );
             }
-            drop(callbacks); // a terminated pool runs no more callbacks
+            drop(callbacks); // a stopped pool runs no more callbacks
         }
         // Closing our ends tells the workers to exit; then reap them all.
         let workers = std::mem::take(&mut st.workers);
@@ -639,7 +717,10 @@ fn flush(w: &mut Worker) -> bool {
             }
             Ok(false) => return true,
             Err(_) => {
+                // It cannot take more work: make sure it exits, so its chunks are
+                // accounted for.
                 w.broken = true;
+                let _ = w.process.kill();
                 return false;
             }
         }
@@ -671,15 +752,23 @@ fn complete_into(
         }
         return;
     }
-    if j.chunks[index].is_some() {
+    let Some(slot) = j.slot(index) else {
+        return;
+    };
+    if slot.is_some() {
         return;
     }
+    *slot = Some(result);
     j.remaining -= 1;
-    j.chunks[index] = Some(result);
-    j.completed.push_back(index);
+    if j.unordered {
+        j.completed.push_back(index);
+    }
     if j.is_done() {
         if let Some(on_done) = j.on_done.take() {
             callbacks.push(on_done(j));
+        }
+        if j.detached {
+            st.jobs.remove(&job);
         }
     }
 }

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::pool::engine::{Job, Shared, Task};
+use crate::pool::engine::{ChunkResult, Job, Shared, Task};
 use crate::pool::result::push_chunk;
 
-/// The next encoded chunk of the input: payload, descriptors, item count.
+/// The next encoded chunk of the input (payload and descriptors, or why it did not
+/// encode) and its item count; `None` at the end of the input.
 pub(crate) type NextChunk<'a> =
-    Box<dyn FnMut() -> Option<Result<(Vec<u8>, Vec<OwnedFd>, usize)>> + 'a>;
+    Box<dyn FnMut() -> Option<(Result<(Vec<u8>, Vec<OwnedFd>)>, usize)> + 'a>;
 
 /// The iterator `imap` and `imap_unordered` return: one `Result<R>` per input item.
 pub struct IMap<'a, R> {
@@ -52,7 +53,11 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     ) -> Self {
         let job = {
             let mut st = shared.lock();
-            shared.new_job(&mut st, Job::default())
+            let job = Job {
+                unordered: !ordered,
+                ..Job::default()
+            };
+            shared.new_job(&mut st, job)
         };
         let (job, buffered) = match job {
             Ok(id) => (Some(id), VecDeque::new()),
@@ -83,10 +88,23 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                         j.sealed = true;
                     }
                 }
-                Some(Err(e)) => return Err(e),
-                Some(Ok((payload, fds, nitems))) => {
+                Some((Err(e), nitems)) => {
+                    // This chunk's items get the error; the input goes on.
                     let mut st = self.shared.lock();
-                    if st.closed || st.terminated {
+                    let Some(j) = st.jobs.get_mut(&job) else {
+                        return Err(Error::PoolClosed);
+                    };
+                    j.chunks.push(Some(ChunkResult::Failed(e)));
+                    j.nitems.push(nitems);
+                    if j.unordered {
+                        j.completed.push_back(self.submitted);
+                    }
+                    self.submitted += 1;
+                }
+                Some((Ok((payload, fds)), nitems)) => {
+                    let mut st = self.shared.lock();
+                    // A closed pool still finishes the iterators it already handed out.
+                    if st.terminated || st.finished {
                         return Err(Error::PoolClosed);
                     }
                     let Some(j) = st.jobs.get_mut(&job) else {
@@ -116,7 +134,7 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     /// The next result, waiting at most `d` for it (Python's `next(timeout)`);
     /// `Some(Err(Error::Timeout))` if it did not come in time (ask again later).
     pub fn next_timeout(&mut self, d: Duration) -> Option<Result<R>> {
-        self.next_until(Some(Instant::now() + d))
+        self.next_until(Instant::now().checked_add(d))
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
@@ -138,14 +156,19 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                     self.consumed = self.submitted;
                     return Some(Err(Error::PoolClosed));
                 };
-                let ready = if self.ordered {
-                    j.chunks[self.consumed].is_some().then_some(self.consumed)
-                } else {
-                    j.completed.pop_front()
-                };
-                if let Some(i) = ready {
-                    let n = j.nitems[i];
-                    break (j.chunks[i].take(), n);
+                if self.ordered {
+                    // Ordered: the next chunk is always the first one kept; once taken it
+                    // is dropped, so an endless input keeps memory bounded.
+                    if j.chunks.first().is_some_and(Option::is_some) {
+                        let chunk = j.chunks.remove(0);
+                        let n = j.nitems.remove(0);
+                        j.base += 1;
+                        break (chunk, n);
+                    }
+                } else if let Some(i) = j.completed.pop_front() {
+                    let n = j.nitems[i - j.base];
+                    let chunk = j.slot(i).and_then(Option::take);
+                    break (chunk, n);
                 }
                 match self.shared.wait_change(st, deadline) {
                     Some(next) => st = next,

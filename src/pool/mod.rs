@@ -148,8 +148,18 @@ fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<O
     let mut buf = entry.to_le_bytes().to_vec();
     let mut fds = Vec::new();
     codec::encode_into(items, &mut buf, &mut fds)?;
+    if fds.len() > MAX_HANDLES_PER_TASK {
+        return Err(Error::ValueError(format!(
+            "one task carries {} handles, more than the {MAX_HANDLES_PER_TASK} a message can \
+             carry: use a smaller chunk size",
+            fds.len()
+        )));
+    }
     Ok((buf, fds))
 }
+
+/// Descriptors one message can carry (the kernel's `SCM_MAX_FD`).
+const MAX_HANDLES_PER_TASK: usize = 253;
 
 impl Pool {
     /// A pool of `processes` workers (0 means [`crate::cpu_count`]).
@@ -181,7 +191,8 @@ impl Pool {
             chunks: (0..nchunks).map(|_| None).collect(),
             nitems: items.chunks(chunksize).map(<[Args]>::len).collect(),
             remaining: nchunks,
-            sealed: true,
+            // Sealed once every chunk is in: until then the pool counts it as work to come.
+            sealed: false,
             ..Job::default()
         };
         let id = {
@@ -215,6 +226,12 @@ impl Pool {
                 }
             }
         }
+        let mut st = self.shared.lock();
+        if let Some(j) = st.jobs.get_mut(&id) {
+            j.sealed = true;
+        }
+        drop(st);
+        self.shared.wake(); // the driver may be waiting for this job to be whole
         Ok(id)
     }
 
@@ -370,7 +387,7 @@ impl Pool {
                 return None;
             }
             let n = chunk.len();
-            Some(encode_chunk(entry, &chunk).map(|(p, fds)| (p, fds, n)))
+            Some((encode_chunk(entry, &chunk), n))
         });
         let window = self.processes() * engine::IN_FLIGHT;
         IMap::new(Arc::clone(&self.shared), next_chunk, ordered, window)
@@ -398,6 +415,11 @@ impl Pool {
         if !st.closed && !st.terminated {
             st.closed = true;
             self.shared.wake();
+        }
+        if self.shared.on_driver_thread() {
+            // Called from a callback: waiting here would wait for ourselves. The pool
+            // winds down once the callback returns.
+            return;
         }
         while !st.finished {
             st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());

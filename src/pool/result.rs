@@ -96,7 +96,7 @@ impl<T> AsyncResult<T> {
     /// Waits at most `d`; `Err(Error::Timeout)` if the result is not ready by then (the
     /// task goes on; ask again later).
     pub fn get_timeout(&self, d: Duration) -> Result<T> {
-        if self.wait_until(Some(Instant::now() + d)) {
+        if self.wait_until(Instant::now().checked_add(d)) {
             self.decode_now()
         } else {
             Err(Error::Timeout)
@@ -110,7 +110,7 @@ impl<T> AsyncResult<T> {
 
     /// Waits at most `d`; true if the result is ready.
     pub fn wait_timeout(&self, d: Duration) -> bool {
-        self.wait_until(Some(Instant::now() + d))
+        self.wait_until(Instant::now().checked_add(d))
     }
 
     /// Whether the result is ready.
@@ -192,10 +192,14 @@ impl<T> Drop for AsyncResult<T> {
     fn drop(&mut self) {
         if !self.taken {
             let mut st = self.shared.lock();
-            match st.jobs.get(&self.job) {
+            match st.jobs.get_mut(&self.job) {
                 Some(j) if j.is_done() => {
                     st.jobs.remove(&self.job);
                 }
+                // A callback is waiting for this result: let the task run and the callback
+                // fire (Python's `apply_async(f, args, callback=cb)` without keeping the
+                // result), then forget the job.
+                Some(j) if j.on_done.is_some() => j.detached = true,
                 Some(_) => st.abandon(self.job),
                 None => {}
             }

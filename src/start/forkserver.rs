@@ -56,16 +56,25 @@ impl Client {
         Ok(client)
     }
 
-    fn request(&self, boot: &Bootstrap, fds: &[BorrowedFd<'_>]) -> Result<i32> {
+    /// Asks for a child. On failure, says whether the request was delivered: if it was,
+    /// the server may have made the child before it failed, so the request must not be
+    /// repeated (the child would run twice).
+    fn request(
+        &self,
+        boot: &Bootstrap,
+        fds: &[BorrowedFd<'_>],
+    ) -> std::result::Result<i32, (bool, Error)> {
         let mut buf = Vec::new();
-        codec::encode_plain_into(boot, &mut buf)?;
-        framing::write_frame(self.sock.as_fd(), &buf, fds)?;
+        codec::encode_plain_into(boot, &mut buf).map_err(|e| (false, e))?;
+        framing::write_frame(self.sock.as_fd(), &buf, fds).map_err(|e| (false, e))?;
         buf.clear();
-        framing::read_frame(self.sock.as_fd(), &mut buf, &mut Vec::new())?;
-        let pid: [u8; 4] = buf
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Codec("fork server sent a malformed reply".into()))?;
+        framing::read_frame(self.sock.as_fd(), &mut buf, &mut Vec::new()).map_err(|e| (true, e))?;
+        let pid: [u8; 4] = buf.as_slice().try_into().map_err(|_| {
+            (
+                true,
+                Error::Codec("fork server could not start the child".into()),
+            )
+        })?;
         Ok(i32::from_le_bytes(pid))
     }
 }
@@ -101,10 +110,17 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
                 drop(child_end);
                 return launched(pid, parent_end);
             }
-            Err(e) if attempt == 0 && matches!(e, Error::Closed | Error::Io(_)) => {
+            // The server was gone before it got the request: start a new one and ask again.
+            Err((false, e)) if attempt == 0 && matches!(e, Error::Closed | Error::Io(_)) => {
                 st.forkserver = None;
             }
-            Err(e) => return Err(e),
+            Err((delivered, e)) => {
+                if delivered {
+                    // A server that failed mid-request is not to be trusted again.
+                    st.forkserver = None;
+                }
+                return Err(e);
+            }
         }
     }
     unreachable!("the loop returns on its second pass")

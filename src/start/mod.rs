@@ -176,7 +176,15 @@ fn parse_route(v: &str) -> Option<(RawFd, i32)> {
 
 /// Wraps the parent's end of a result socket and the child's pidfd.
 fn launched(pid: i32, result: OwnedFd) -> Result<Launched> {
-    let pidfd = crate::sys::process::pidfd_open(pid)?;
+    let pidfd = match crate::sys::process::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Without a pidfd nobody would ever reap it: end it now (out of descriptors,
+            // most likely).
+            crate::sys::process::kill_and_reap(pid);
+            return Err(e.into());
+        }
+    };
     Ok(Launched {
         pid,
         pidfd: HandleFd::new(pidfd),

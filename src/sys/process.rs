@@ -235,8 +235,22 @@ pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
                 return Ok(None);
             }
             Err(rustix::io::Errno::INTR) => continue,
+            // Reaped behind our back (SIGCHLD ignored, or someone's `wait(-1)`): it has
+            // exited, with a status nobody can know any more.
+            Err(rustix::io::Errno::CHILD) => return Ok(Some(UNKNOWN_EXIT)),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The exit code reported for a child whose status was collected by someone else.
+pub(crate) const UNKNOWN_EXIT: i32 = 255;
+
+/// SIGKILLs our child `pid` and reaps it (for a child we could not get a pidfd for).
+pub(crate) fn kill_and_reap(pid: i32) {
+    if let Some(p) = Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
     }
 }
 
