@@ -55,6 +55,9 @@ pub const CODECS: [&str; 3] = [
     "wincode 0.6 (derive)",
 ];
 
+/// Which of `CODECS` take any serde type (what mproc's messages are).
+pub const SERDE: [bool; 3] = [true, true, false];
+
 /// Whether a codec keeps the text of a custom serde error (bitcode keeps it only when
 /// bitcode itself is built with debug assertions; this harness runs in release) (`serde::ser::Error::custom`,
 /// `serde::de::Error::custom`).
