@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 thread_local! {
     /// Descriptors collected while encoding, in index order: duplicates, so they stay valid
     /// until sent whatever the value's handles do meanwhile.
-    static ENCODE_TABLE: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static ENCODE_TABLE: RefCell<Option<Vec<HandleFd>>> = const { RefCell::new(None) };
     /// Descriptors received with the message being decoded; each taken at most once.
     static DECODE_TABLE: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
     /// postcard drops the text of custom serde errors; mproc's own are kept here so the
@@ -46,11 +46,12 @@ fn handle_error(message: &'static str) -> &'static str {
 }
 
 /// Encodes `value` onto the end of `buf`; duplicates of the descriptors of handles inside
-/// it are appended to `fds`, for the channel to send (and then drop).
+/// it are appended to `fds`, for the channel to send (and then drop). The duplicates are
+/// registered handles themselves, so a child forked meanwhile does not keep them.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     buf: &mut Vec<u8>,
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut Vec<HandleFd>,
 ) -> Result<()> {
     let previous = ENCODE_TABLE.with(|t| t.borrow_mut().replace(Vec::new()));
     let result = postcard::to_extend(value, std::mem::take(buf));
@@ -123,6 +124,10 @@ impl HandleFd {
 
     /// A new handle on the same open file (a `dup`, CLOEXEC).
     pub(crate) fn try_clone(&self) -> Result<Self> {
+        Ok(self.try_clone_io()?)
+    }
+
+    fn try_clone_io(&self) -> std::io::Result<Self> {
         Ok(HandleFd::new(crate::sys::fd::dup_cloexec(self.0.as_fd())?))
     }
 }
@@ -143,8 +148,7 @@ impl Serialize for HandleFd {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let index = ENCODE_TABLE.with(|t| {
             t.borrow_mut().as_mut().map(|table| {
-                let dup = crate::sys::fd::dup_cloexec(self.0.as_fd())?;
-                table.push(dup);
+                table.push(self.try_clone_io()?);
                 Ok::<usize, std::io::Error>(table.len() - 1)
             })
         });
@@ -260,6 +264,7 @@ mod tests {
         let mut fds = Vec::new();
         encode_into(&(1u8, &h), &mut buf, &mut fds).unwrap();
         assert_eq!(fds.len(), 1);
+        let fds = fds.into_iter().map(|h| h.into_owned().unwrap()).collect();
         let back: (u8, HandleFd) = decode(&buf, fds).unwrap();
         assert_eq!(back.0, 1);
         assert_ne!(back.1.as_fd().as_raw_fd(), h.as_fd().as_raw_fd());

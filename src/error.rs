@@ -88,33 +88,7 @@ impl fmt::Display for Error {
 impl Error {
     /// A copy of this error, for results that several items share (a failed chunk).
     pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::Io(e) => match e.raw_os_error() {
-                Some(code) => Error::Io(io::Error::from_raw_os_error(code)),
-                None => Error::Io(io::Error::new(e.kind(), e.to_string())),
-            },
-            Error::Codec(m) => Error::Codec(m.clone()),
-            Error::Closed => Error::Closed,
-            Error::Empty => Error::Empty,
-            Error::Full => Error::Full,
-            Error::Timeout => Error::Timeout,
-            Error::ValueError(m) => Error::ValueError(m.clone()),
-            Error::BrokenBarrier => Error::BrokenBarrier,
-            Error::TaskPanicked { message } => Error::TaskPanicked {
-                message: message.clone(),
-            },
-            Error::WorkerDied { exitcode } => Error::WorkerDied {
-                exitcode: *exitcode,
-            },
-            Error::ChildFailed { exitcode } => Error::ChildFailed {
-                exitcode: *exitcode,
-            },
-            Error::NotStarted => Error::NotStarted,
-            Error::AlreadyStarted => Error::AlreadyStarted,
-            Error::PoolClosed => Error::PoolClosed,
-            Error::BinaryMismatch => Error::BinaryMismatch,
-            Error::AuthenticationError => Error::AuthenticationError,
-        }
+        Error::from_wire(self.to_wire())
     }
 }
 
@@ -198,9 +172,9 @@ enum WireError {
     AuthenticationError,
 }
 
-impl serde::Serialize for Error {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let wire = match self {
+impl Error {
+    fn to_wire(&self) -> WireError {
+        match self {
             Error::Io(e) => match e.raw_os_error() {
                 Some(code) => WireError::Os(code),
                 None => WireError::Io(format!("{:?}", e.kind()), e.to_string()),
@@ -220,14 +194,11 @@ impl serde::Serialize for Error {
             Error::PoolClosed => WireError::PoolClosed,
             Error::BinaryMismatch => WireError::BinaryMismatch,
             Error::AuthenticationError => WireError::AuthenticationError,
-        };
-        wire.serialize(s)
+        }
     }
-}
 
-impl<'de> serde::Deserialize<'de> for Error {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(match WireError::deserialize(d)? {
+    fn from_wire(wire: WireError) -> Error {
+        match wire {
             WireError::Os(code) => Error::Io(io::Error::from_raw_os_error(code)),
             WireError::Io(kind, message) => {
                 Error::Io(io::Error::new(kind_from_name(&kind), message))
@@ -247,7 +218,19 @@ impl<'de> serde::Deserialize<'de> for Error {
             WireError::PoolClosed => Error::PoolClosed,
             WireError::BinaryMismatch => Error::BinaryMismatch,
             WireError::AuthenticationError => Error::AuthenticationError,
-        })
+        }
+    }
+}
+
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_wire().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        WireError::deserialize(d).map(Error::from_wire)
     }
 }
 

@@ -174,11 +174,11 @@ pub(crate) fn install_exit_hook() {
 
 /// The arguments of a process not yet started, with their type erased.
 trait Args: Send {
-    fn encode(&self, buf: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> Result<()>;
+    fn encode(&self, buf: &mut Vec<u8>, fds: &mut Vec<HandleFd>) -> Result<()>;
 }
 
 impl<A: Serialize + Send> Args for A {
-    fn encode(&self, buf: &mut Vec<u8>, fds: &mut Vec<OwnedFd>) -> Result<()> {
+    fn encode(&self, buf: &mut Vec<u8>, fds: &mut Vec<HandleFd>) -> Result<()> {
         codec::encode_into(self, buf, fds)
     }
 }

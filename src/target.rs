@@ -18,7 +18,7 @@ use std::ptr::NonNull;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
+use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 
 /// A function another process can run with `Args` and return `R`: any fn item or
@@ -217,7 +217,7 @@ where
 /// the value itself went out.
 fn send_outcome<R: Serialize>(out: BorrowedFd<'_>, outcome: &Outcome<R>) -> bool {
     let mut buf = Vec::new();
-    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut fds = Vec::new();
     match codec::encode_into(outcome, &mut buf, &mut fds) {
         Ok(()) => framing::write_frame(out.as_fd(), &buf, &crate::sys::fd::borrowed(&fds)).is_ok(),
         Err(e) => {
@@ -256,7 +256,7 @@ pub(crate) enum ItemOutcome<R> {
 /// descriptors) in; the encoded `Vec<ItemOutcome<R>>` (and its descriptors) out, or why
 /// the chunk could not be run.
 pub(crate) type PoolEntry =
-    fn(&[u8], Vec<OwnedFd>, &mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), String>;
+    fn(&[u8], Vec<OwnedFd>, &mut Vec<u8>, &mut Vec<HandleFd>) -> Result<(), String>;
 
 /// The pool entry for `(F, Args, R)` as an offset from [`anchor`].
 pub(crate) fn pool_entry_offset<F, Args, R>() -> i64
@@ -280,7 +280,7 @@ pub(crate) fn run_pool_entry(
     args: &[u8],
     fds: Vec<OwnedFd>,
     out: &mut Vec<u8>,
-    out_fds: &mut Vec<OwnedFd>,
+    out_fds: &mut Vec<HandleFd>,
 ) -> Result<(), String> {
     let addr = address_at(offset);
     // SAFETY: this process runs its parent's executable (fingerprint checked at start), in
@@ -293,7 +293,7 @@ fn pool_entry<F, Args, R>(
     args: &[u8],
     fds: Vec<OwnedFd>,
     out: &mut Vec<u8>,
-    out_fds: &mut Vec<OwnedFd>,
+    out_fds: &mut Vec<HandleFd>,
 ) -> Result<(), String>
 where
     F: Target<Args, R>,

@@ -253,3 +253,35 @@ fn recv_bytes_into_reuses_the_buffer() {
     }
     assert_eq!(buf.as_ptr(), ptr);
 }
+
+// Every blocking call has a timeout form: a send to a peer that does not read.
+#[test]
+fn sends_time_out_when_the_peer_does_not_read() {
+    let _w = watchdog("send_timeout", 30);
+    let (a, _b) = pipe::<Vec<u8>>().unwrap();
+    // Fill the socket with whole small messages until one cannot go out at all.
+    let small = vec![1u8; 1000];
+    let t = Instant::now();
+    loop {
+        match a.send_timeout(&small, Duration::from_millis(50)) {
+            Ok(()) => assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the buffer never filled"
+            ),
+            Err(Error::Timeout) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // A message larger than the room left: part of it goes, then the time runs out; the
+    // connection refuses further sends rather than let the peer read half a message.
+    let (c, _d) = pipe::<()>().unwrap();
+    let big = vec![2u8; 8 << 20];
+    let t = Instant::now();
+    assert!(matches!(
+        c.send_bytes_timeout(&big, Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(90));
+    let err = c.send_bytes(b"x").unwrap_err();
+    assert!(err.to_string().contains("timed-out send"), "{err}");
+}

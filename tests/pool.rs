@@ -650,3 +650,18 @@ fn too_many_handles_in_one_task_is_an_error() {
     let few: Vec<mproc::Lock> = (0..10).map(|_| mproc::Lock::new().unwrap()).collect();
     assert_eq!(pool.apply(count_handles, (few,)).unwrap(), 10);
 }
+
+// Pool::join has a timeout form: a closed pool with a long task still running.
+#[test]
+fn join_timeout_returns_while_work_runs() {
+    let _s = shared();
+    let _w = watchdog("pool_join_timeout", 60);
+    let pool = Pool::new(1).unwrap();
+    let r = pool.apply_async(sleep_then, (400, 1));
+    pool.close();
+    let t = Instant::now();
+    assert!(!pool.join_timeout(Duration::from_millis(50)));
+    assert!(t.elapsed() >= Duration::from_millis(45));
+    assert!(pool.join_timeout(Duration::from_secs(20)));
+    assert_eq!(r.get().unwrap(), 1);
+}

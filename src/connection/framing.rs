@@ -117,13 +117,13 @@ pub(crate) fn header(nfds: usize, len: usize) -> [u8; HEADER_LEN] {
 pub(crate) struct Outgoing {
     header: [u8; HEADER_LEN],
     payload: std::sync::Arc<Vec<u8>>,
-    fds: Vec<OwnedFd>,
+    fds: Vec<crate::codec::HandleFd>,
     sent: usize,
 }
 
 impl Outgoing {
     /// A frame of `payload` with `fds` (which are sent, then closed here).
-    pub(crate) fn new(payload: std::sync::Arc<Vec<u8>>, fds: Vec<OwnedFd>) -> Self {
+    pub(crate) fn new(payload: std::sync::Arc<Vec<u8>>, fds: Vec<crate::codec::HandleFd>) -> Self {
         Outgoing {
             header: header(fds.len(), payload.len()),
             payload,
@@ -335,4 +335,41 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// Writes one frame, giving up at `deadline`. Returns `Ok(true)` when sent, `Ok(false)`
+/// when the deadline came first: with nothing sent if `partial` stays false, else with a
+/// part of the frame already in the stream (which the caller must treat as broken).
+pub(crate) fn write_frame_until(
+    sock: BorrowedFd<'_>,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+    deadline: std::time::Instant,
+    partial: &mut bool,
+) -> Result<bool> {
+    let header = header(fds.len(), payload.len());
+    let total = HEADER_LEN + payload.len();
+    let mut sent = 0;
+    while sent < total {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            *partial = sent > 0;
+            return Ok(false);
+        }
+        let ready = fd::poll_rw(&[(sock, true)], Some(deadline - now))?;
+        if !ready[0].1 {
+            continue;
+        }
+        let bufs: [IoSlice<'_>; 2] = if sent < HEADER_LEN {
+            [IoSlice::new(&header[sent..]), IoSlice::new(payload)]
+        } else {
+            [
+                IoSlice::new(&payload[sent - HEADER_LEN..]),
+                IoSlice::new(&[]),
+            ]
+        };
+        let with = if sent == 0 { fds } else { &[] };
+        sent += fd::try_send_with_fds(sock, &bufs, with).map_err(map_send_error)?;
+    }
+    Ok(true)
 }

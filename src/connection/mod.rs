@@ -47,6 +47,7 @@ pub struct Connection<T> {
     send_buf: RefCell<Vec<u8>>,
     recv_buf: RefCell<Vec<u8>>,
     reader: RefCell<framing::Reader>,
+    torn: std::cell::Cell<bool>,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -83,15 +84,8 @@ impl<T> Connection<T> {
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
             reader: RefCell::new(framing::Reader::default()),
+            torn: std::cell::Cell::new(false),
             _type: PhantomData,
-        }
-    }
-
-    fn check_writable(&self) -> Result<()> {
-        if self.writable {
-            Ok(())
-        } else {
-            Err(Error::ValueError("connection is read-only".into()))
         }
     }
 
@@ -103,10 +97,42 @@ impl<T> Connection<T> {
         }
     }
 
+    fn check_writable(&self) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ValueError("connection is read-only".into()));
+        }
+        if self.torn.get() {
+            return Err(Error::ValueError(
+                "a timed-out send left part of a message on this connection".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Sends raw bytes as one message, without encoding them.
     pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
         self.check_writable()?;
         framing::write_frame(self.fd.as_fd(), b, &[])
+    }
+
+    /// `send_bytes`, waiting at most `d` for the peer to make room; `Err(Error::Timeout)`
+    /// if it did not. If part of the message had gone out by then, the connection can no
+    /// longer send (the peer would read half a message): later sends are errors.
+    pub fn send_bytes_timeout(&self, b: &[u8], d: Duration) -> Result<()> {
+        self.check_writable()?;
+        self.write_until(b, &[], d)
+    }
+
+    fn write_until(&self, payload: &[u8], fds: &[BorrowedFd<'_>], d: Duration) -> Result<()> {
+        let Some(deadline) = std::time::Instant::now().checked_add(d) else {
+            return framing::write_frame(self.fd.as_fd(), payload, fds);
+        };
+        let mut partial = false;
+        if framing::write_frame_until(self.fd.as_fd(), payload, fds, deadline, &mut partial)? {
+            return Ok(());
+        }
+        self.torn.set(partial);
+        Err(Error::Timeout)
     }
 
     /// Receives one message sent with `send_bytes`. `Err(Error::Closed)` when the peer has
@@ -156,6 +182,17 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let mut fds = Vec::new();
         codec::encode_into(item, &mut buf, &mut fds)?;
         framing::write_frame(self.fd.as_fd(), &buf, &sys::fd::borrowed(&fds))
+    }
+
+    /// Sends one value, waiting at most `d` for the peer to make room (see
+    /// [`send_bytes_timeout`](Connection::send_bytes_timeout)).
+    pub fn send_timeout(&self, item: &T, d: Duration) -> Result<()> {
+        self.check_writable()?;
+        let mut buf = self.send_buf.borrow_mut();
+        buf.clear();
+        let mut fds = Vec::new();
+        codec::encode_into(item, &mut buf, &mut fds)?;
+        self.write_until(&buf, &sys::fd::borrowed(&fds), d)
     }
 
     /// Receives one value. `Err(Error::Closed)` when the peer has closed and nothing is
@@ -232,6 +269,7 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
             reader: RefCell::new(framing::Reader::default()),
+            torn: std::cell::Cell::new(false),
             _type: PhantomData,
         })
     }
@@ -256,12 +294,22 @@ impl<T: Serialize + DeserializeOwned> Sender<T> {
     pub fn send(&self, item: &T) -> Result<()> {
         self.conn.send(item)
     }
+
+    /// Sends one value, waiting at most `d` (see [`Connection::send_timeout`]).
+    pub fn send_timeout(&self, item: &T, d: Duration) -> Result<()> {
+        self.conn.send_timeout(item, d)
+    }
 }
 
 impl<T> Sender<T> {
     /// Sends raw bytes as one message.
     pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
         self.conn.send_bytes(b)
+    }
+
+    /// Sends raw bytes as one message, waiting at most `d`.
+    pub fn send_bytes_timeout(&self, b: &[u8], d: Duration) -> Result<()> {
+        self.conn.send_bytes_timeout(b, d)
     }
 
     /// Closes this end.

@@ -47,14 +47,14 @@ pub(crate) struct Task {
     pub(crate) job: u64,
     pub(crate) index: usize,
     pub(crate) payload: Arc<Vec<u8>>,
-    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fds: Vec<HandleFd>,
 }
 
 /// What became of one chunk.
 #[derive(Debug)]
 pub(crate) enum ChunkResult {
     /// The worker's encoded `Vec<ItemOutcome<R>>` (after the status byte) and descriptors.
-    Done(Vec<u8>, Vec<OwnedFd>),
+    Done(Vec<u8>, Vec<HandleFd>),
     /// The chunk failed as a whole: every item in it gets this error.
     Failed(Error),
 }
@@ -358,11 +358,7 @@ impl Shared {
                 .min_by_key(|w| w.inflight.len());
             let Some(w) = best else { break };
             let task = st.pending.pop_front().expect("checked non-empty");
-            let fds: Vec<OwnedFd> = task
-                .fds
-                .iter()
-                .filter_map(|f| sys::fd::dup_cloexec(f.as_fd()).ok())
-                .collect();
+            let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
             w.outgoing
                 .push_back(Outgoing::new(Arc::clone(&task.payload), fds));
             if w.inflight.is_empty() {
@@ -578,7 +574,7 @@ impl Shared {
                 };
                 let result = if status == worker::CHUNK_OK {
                     bytes.remove(0);
-                    ChunkResult::Done(bytes, fds)
+                    ChunkResult::Done(bytes, fds.into_iter().map(HandleFd::new).collect())
                 } else {
                     ChunkResult::Failed(Error::Codec(
                         String::from_utf8_lossy(&bytes[1..]).into_owned(),

@@ -5,8 +5,8 @@
 //! Dropping it abandons the rest: unsent chunks are dropped, results of running ones are
 //! discarded on arrival.
 
+use crate::codec::HandleFd;
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::pool::result::push_chunk;
 /// The next encoded chunk of the input (payload and descriptors, or why it did not
 /// encode) and its item count; `None` at the end of the input.
 pub(crate) type NextChunk<'a> =
-    Box<dyn FnMut() -> Option<(Result<(Vec<u8>, Vec<OwnedFd>)>, usize)> + 'a>;
+    Box<dyn FnMut() -> Option<(Result<(Vec<u8>, Vec<HandleFd>)>, usize)> + 'a>;
 
 /// The iterator `imap` and `imap_unordered` return: one `Result<R>` per input item.
 pub struct IMap<'a, R> {

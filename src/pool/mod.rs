@@ -11,7 +11,6 @@
 //! workers are killed and reaped, and results not yet collected fail with
 //! `Error::PoolClosed`. Call `close` and `join` first to let queued work finish.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,7 +84,7 @@ impl PoolBuilder {
                 self.init = Some(worker::InitSpec {
                     entry: target::pool_entry_offset::<F, Args, ()>(),
                     args: buf,
-                    fds: fds.into_iter().map(codec::HandleFd::new).collect(),
+                    fds,
                 })
             }
             Err(e) => self.init_error = Some(e),
@@ -144,7 +143,7 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 }
 
 /// Encodes one chunk: `[entry][Vec<Args>]` and the descriptors of handles inside.
-fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<codec::HandleFd>)> {
     let mut buf = entry.to_le_bytes().to_vec();
     let mut fds = Vec::new();
     codec::encode_into(items, &mut buf, &mut fds)?;
@@ -411,6 +410,15 @@ impl Pool {
     /// `join` on a running pool closes it (Python raises instead; a join that could never
     /// return would be worse).
     pub fn join(&self) {
+        self.join_until(None);
+    }
+
+    /// `join`, waiting at most `d`; true if the workers have exited.
+    pub fn join_timeout(&self, d: Duration) -> bool {
+        self.join_until(std::time::Instant::now().checked_add(d))
+    }
+
+    fn join_until(&self, deadline: Option<std::time::Instant>) -> bool {
         let mut st = self.shared.lock();
         if !st.closed && !st.terminated {
             st.closed = true;
@@ -419,13 +427,17 @@ impl Pool {
         if self.shared.on_driver_thread() {
             // Called from a callback: waiting here would wait for ourselves. The pool
             // winds down once the callback returns.
-            return;
+            return st.finished;
         }
         while !st.finished {
-            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            match self.shared.wait_change(st, deadline) {
+                Some(next) => st = next,
+                None => return false,
+            }
         }
         drop(st);
         self.shared.join_driver();
+        true
     }
 }
 

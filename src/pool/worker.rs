@@ -63,7 +63,7 @@ pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks
         });
         let failure = match ran {
             Err(m) => Some(m),
-            Ok(()) => match crate::codec::decode::<Vec<ItemOutcome<()>>>(&out, out_fds) {
+            Ok(()) => match decode_own(&out, out_fds) {
                 Ok(v) => v.into_iter().find_map(|o| match o {
                     ItemOutcome::Panicked(m) => Some(m),
                     ItemOutcome::Returned(()) => None,
@@ -110,4 +110,13 @@ pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks
         }
         done += 1;
     }
+}
+
+/// Decodes what this process just encoded itself (the initializer's outcome).
+fn decode_own(bytes: &[u8], fds: Vec<HandleFd>) -> crate::Result<Vec<ItemOutcome<()>>> {
+    let fds = fds
+        .into_iter()
+        .map(HandleFd::into_owned)
+        .collect::<crate::Result<_>>()?;
+    crate::codec::decode(bytes, fds)
 }

@@ -8,16 +8,16 @@
 // Forking is this file's purpose; the one `unsafe` call is the fork itself.
 #![allow(unsafe_code)]
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Bootstrap, Launched, child, launched, state};
-use crate::codec;
+use crate::codec::{self, HandleFd};
 use crate::error::Result;
 use crate::sys;
 use crate::sys::process::Forked;
 
-pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     let threaded = sys::process::thread_count() > 1;
     if threaded {
         warn_once();
@@ -31,8 +31,17 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
     // documented hazard of `Fork` (warned about above).
     match unsafe { sys::process::fork() }? {
         Forked::Child => {
-            registry.close_inherited_except(&[]);
+            let keep: Vec<std::os::fd::RawFd> = fds
+                .iter()
+                .map(|f| std::os::fd::AsRawFd::as_raw_fd(&f.as_fd()))
+                .collect();
+            registry.close_inherited_except(&keep);
             drop(registry);
+            // The arguments' descriptors, now the child's own.
+            let fds: Vec<OwnedFd> = fds
+                .into_iter()
+                .filter_map(|f| f.into_owned().ok())
+                .collect();
             drop(parent_end);
             st.become_child(boot);
             drop(st);

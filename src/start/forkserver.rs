@@ -15,7 +15,7 @@
 // Forking is this file's purpose; the one `unsafe` call is the fork itself.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::{Bootstrap, ENV_FORKSERVER, Launched, child, launched, state};
 use crate::codec::{self, HandleFd};
@@ -92,7 +92,7 @@ impl Drop for Client {
     }
 }
 
-pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     let (parent_end, child_end) = sys::fd::socketpair()?;
     let mut all: Vec<BorrowedFd<'_>> = vec![child_end.as_fd()];
     all.extend(sys::fd::borrowed(&fds));

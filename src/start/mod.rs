@@ -35,6 +35,19 @@ mod fork;
 pub(crate) mod forkserver;
 mod spawn;
 
+/// How long a new child or fork server may take to answer its first message before it is
+/// given up (killed and reaped) and `start` fails with `Error::Timeout`. Generous: an exec
+/// of a large binary on a loaded machine can take seconds.
+pub(crate) const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads one frame of a handshake, giving up after [`HANDSHAKE_TIMEOUT`].
+fn read_handshake(sock: std::os::fd::BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<()> {
+    if !crate::sys::fd::poll_readable(sock, Some(HANDSHAKE_TIMEOUT))? {
+        return Err(crate::error::Error::Timeout);
+    }
+    crate::connection::framing::read_frame(sock, buf, &mut Vec::new())
+}
+
 /// Environment variable that marks a spawned child: `<fd>:<parent pid>`.
 pub(crate) const ENV_CHILD: &str = "MPROC_CHILD_BOOTSTRAP";
 /// Environment variable that marks a fork server: `<fd>:<parent pid>`.
@@ -70,7 +83,11 @@ pub(crate) struct Launched {
 }
 
 /// Starts a child under `method`. `fds` are the descriptors the encoded arguments refer to.
-pub(crate) fn launch(method: StartMethod, boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+pub(crate) fn launch(
+    method: StartMethod,
+    boot: &Bootstrap,
+    fds: Vec<HandleFd>,
+) -> Result<Launched> {
     match method {
         StartMethod::Fork => fork::launch(boot, fds),
         StartMethod::Spawn => spawn::launch(boot, fds),

@@ -5,15 +5,15 @@
 //! 1 if its executable fingerprint matched, 0 if not (then the child exits and `start`
 //! fails with `Error::BinaryMismatch`).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::{Bootstrap, ENV_CHILD, Launched, launched};
-use crate::codec;
+use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 use crate::error::{Error, Result};
 use crate::sys;
 
-pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
+pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     let (parent_end, child_end) = sys::fd::socketpair()?;
     let route = format!("{}:{}", child_end.as_raw_fd(), sys::process::getpid());
     let pid = sys::process::spawn_exe(
@@ -29,13 +29,17 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<OwnedFd>) -> Result<Launched> {
     let sent = framing::write_frame(l.result.as_fd(), &buf, &sys::fd::borrowed(&fds));
     drop(fds);
     let mut ack = Vec::new();
-    let acked =
-        sent.and_then(|()| framing::read_frame(l.result.as_fd(), &mut ack, &mut Vec::new()));
+    let acked = sent.and_then(|()| super::read_handshake(l.result.as_fd(), &mut ack));
     match acked {
         Ok(()) if ack == [1] => Ok(l),
         Ok(()) => {
             reap(&l);
             Err(Error::BinaryMismatch)
+        }
+        Err(Error::Timeout) => {
+            let _ = sys::process::pidfd_signal(l.pidfd.as_fd(), sys::process::SIGKILL);
+            reap(&l);
+            Err(Error::Timeout)
         }
         Err(_) => Err(Error::ChildFailed { exitcode: reap(&l) }),
     }
