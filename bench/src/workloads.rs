@@ -1,0 +1,342 @@
+//! The catalog: every workload, its unit, its sizes, and which implementations run it.
+//!
+//! A workload is one row of the table. `n` is the number of operations per repetition
+//! (for the pi rows: the number of steps, and one operation is one whole computation of
+//! pi). Every implementation of a row does the same work with the same item types and
+//! sizes; only the machinery differs.
+
+use serde::Serialize;
+
+/// Who does the work: one column of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Impl {
+    /// This crate.
+    Mproc,
+    /// CPython's `multiprocessing` (bench/python/mp_bench.py).
+    #[serde(rename = "cpython")]
+    CPython,
+    /// procspawn 1.0.2.
+    Procspawn,
+    /// ipc-channel 0.23.1.
+    IpcChannel,
+    /// Threads (std) or rayon in one process: the physical reference without processes.
+    Threads,
+    /// The OS floor, written with std + libc.
+    Raw,
+}
+
+impl Impl {
+    /// Every column, in table order.
+    pub const ALL: [Impl; 6] = [
+        Impl::Mproc,
+        Impl::CPython,
+        Impl::Procspawn,
+        Impl::IpcChannel,
+        Impl::Threads,
+        Impl::Raw,
+    ];
+
+    /// The name used on the command line of a cell worker and in JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Impl::Mproc => "mproc",
+            Impl::CPython => "cpython",
+            Impl::Procspawn => "procspawn",
+            Impl::IpcChannel => "ipc-channel",
+            Impl::Threads => "threads",
+            Impl::Raw => "raw",
+        }
+    }
+
+    /// Parses [`Impl::key`].
+    pub fn from_key(s: &str) -> Option<Impl> {
+        Impl::ALL.into_iter().find(|i| i.key() == s)
+    }
+
+    /// The column header.
+    pub fn header(self) -> &'static str {
+        match self {
+            Impl::Mproc => "mproc",
+            Impl::CPython => "CPython mp",
+            Impl::Procspawn => "procspawn",
+            Impl::IpcChannel => "ipc-channel",
+            Impl::Threads => "threads/rayon",
+            Impl::Raw => "raw floor",
+        }
+    }
+}
+
+/// How a row's figures are shown. Samples are always seconds per operation.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub enum Unit {
+    /// Seconds per operation.
+    S,
+    /// Milliseconds per operation.
+    Ms,
+    /// Microseconds per operation.
+    Us,
+    /// Nanoseconds per operation.
+    Ns,
+    /// Throughput, for operations of this many bytes (1 GB = 1e9 B).
+    GBps(u64),
+}
+
+impl Unit {
+    /// Converts seconds per operation to this unit.
+    pub fn show(self, secs_per_op: f64) -> f64 {
+        match self {
+            Unit::S => secs_per_op,
+            Unit::Ms => secs_per_op * 1e3,
+            Unit::Us => secs_per_op * 1e6,
+            Unit::Ns => secs_per_op * 1e9,
+            Unit::GBps(bytes) => bytes as f64 / secs_per_op / 1e9,
+        }
+    }
+
+    /// The unit's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unit::S => "s",
+            Unit::Ms => "ms",
+            Unit::Us => "µs",
+            Unit::Ns => "ns",
+            Unit::GBps(_) => "GB/s",
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// The name on the command line and in JSON.
+    pub name: &'static str,
+    /// What one operation is.
+    pub op: &'static str,
+    /// How figures are shown.
+    pub unit: Unit,
+    /// Operations per repetition: (full, quick).
+    pub n: (u64, u64),
+    /// Repetitions after the warm-up: (full, quick).
+    pub reps: (usize, usize),
+    /// Implementations that run this row.
+    pub impls: &'static [Impl],
+    /// What the non-mproc cells are, for the legend.
+    pub notes: &'static str,
+}
+
+const MIB: u64 = 1 << 20;
+
+use Impl::*;
+
+/// Every workload, in table order.
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "start_fork",
+        op: "start + join of a no-op child, Fork",
+        unit: Unit::Ms,
+        n: (200, 40),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Raw],
+        notes: "CPython `get_context('fork').Process`; raw: fork() + _exit(0) + waitpid",
+    },
+    Workload {
+        name: "start_spawn",
+        op: "start + join of a no-op child, Spawn",
+        unit: Unit::Ms,
+        n: (20, 5),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Procspawn, Raw],
+        notes: "CPython `spawn` (a fresh interpreter); procspawn re-execs itself; raw: std Command re-exec of this binary, which exits at once",
+    },
+    Workload {
+        name: "start_forkserver",
+        op: "start + join of a no-op child, ForkServer",
+        unit: Unit::Ms,
+        n: (100, 20),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Raw],
+        notes: "server started by a warm-up child; raw: a minimal fork server (one socket round trip, fork + waitpid in the server)",
+    },
+    Workload {
+        name: "pipe_rtt",
+        op: "round trip of a u64 over a duplex pipe",
+        unit: Unit::Us,
+        n: (20_000, 2_000),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, IpcChannel, Threads, Raw],
+        notes: "CPython `Pipe()` send/recv of an int; ipc-channel `IpcSender<u64>` pair; threads: std mpsc pair; raw: UnixStream 8-byte ping-pong",
+    },
+    Workload {
+        name: "pipe_bw",
+        op: "one 1 MiB message, send_bytes → recv_bytes",
+        unit: Unit::GBps(MIB),
+        n: (1024, 128),
+        reps: (3, 3),
+        impls: &[Mproc, CPython, IpcChannel, Raw],
+        notes: "CPython send_bytes/recv_bytes; ipc-channel `IpcBytesSender`; raw: 1 MiB write()s on a socketpair into a reused buffer",
+    },
+    Workload {
+        name: "lock_uncontended",
+        op: "acquire + release of a free Lock",
+        unit: Unit::Ns,
+        n: (2_000_000, 200_000),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Threads, Raw],
+        notes: "CPython `Lock()` acquire/release; threads: std Mutex; raw: CAS 0→1 + store 0 on a shared-memory word",
+    },
+    Workload {
+        name: "value_incr",
+        op: "one locked increment of a shared i64, 2 processes × n",
+        unit: Unit::Ns,
+        n: (100_000, 20_000),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Threads, Raw],
+        notes: "CPython `Value('q')` + get_lock(); threads: 2 threads on a std Mutex<i64>; raw: 2 forked processes, CAS spinlock in shared memory",
+    },
+    Workload {
+        name: "event_wake",
+        op: "Event set → waiter awake (half of a two-Event round trip)",
+        unit: Unit::Us,
+        n: (5_000, 500),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Raw],
+        notes: "CPython two `Event`s; raw: futex ping-pong on a shared word, sleeping at once (half a round trip)",
+    },
+    Workload {
+        name: "queue_stream",
+        op: "one small int through a Queue, child put → parent get (stream)",
+        unit: Unit::Ns,
+        n: (200_000, 20_000),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, IpcChannel, Threads, Raw],
+        notes: "CPython `Queue`; ipc-channel one-way `IpcSender<u64>`; threads: std mpsc; raw: one 8-byte write() per message on a UnixStream (the floor of a syscall per message; a shared-memory ring can go under it)",
+    },
+    Workload {
+        name: "queue_rtt",
+        op: "put → get round trip of a u64 over two Queues",
+        unit: Unit::Us,
+        n: (10_000, 1_000),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Raw],
+        notes: "CPython two `Queue`s; raw: ping-pong on a shared word, spinning up to 20 µs before futex_wait (the strategy of mproc's ring)",
+    },
+    Workload {
+        name: "queue_64mib",
+        op: "one 64 MiB item, parent put → child get",
+        unit: Unit::GBps(64 * MIB),
+        n: (8, 2),
+        reps: (3, 3),
+        impls: &[Mproc, CPython, IpcChannel, Raw],
+        notes: "items are bytes (`serde_bytes::ByteBuf` in Rust); CPython `Queue.put(bytes)`; ipc-channel `IpcBytesSender`; raw: socketpair write() into a reused 64 MiB buffer",
+    },
+    Workload {
+        name: "pool_apply",
+        op: "Pool(2) apply of an identity task, round trip",
+        unit: Unit::Us,
+        n: (2_000, 200),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Procspawn],
+        notes: "CPython `Pool(2).apply`; procspawn `Pool::new(2)` spawn(..).join()",
+    },
+    Workload {
+        name: "pool_map",
+        op: "one task of Pool(2).map(identity, 0..1 000 000), default chunking",
+        unit: Unit::Ns,
+        n: (1_000_000, 100_000),
+        reps: (3, 3),
+        impls: &[Mproc, CPython, Threads],
+        notes: "CPython `Pool(2).map`; threads: rayon `into_par_iter().map().collect()`",
+    },
+    Workload {
+        name: "pool_map_chunk1",
+        op: "one task of Pool(2).map_chunked(identity, .., 1)",
+        unit: Unit::Us,
+        n: (20_000, 2_000),
+        reps: (3, 3),
+        impls: &[Mproc, CPython, Procspawn],
+        notes: "CPython `map(chunksize=1)`; procspawn `Pool::new(2)` with ≤256 tasks in flight (it has no map)",
+    },
+    Workload {
+        name: "pi_serial",
+        op: "pi by the midpoint rule, 1e8 steps (1e6 with --quick), one process",
+        unit: Unit::S,
+        n: (100_000_000, 1_000_000),
+        reps: (3, 3),
+        impls: &[CPython, Raw],
+        notes: "CPython plain loop; raw: the same loop in Rust",
+    },
+    Workload {
+        name: "pi_pool",
+        op: "pi, the same steps split over 2 workers (warm pool)",
+        unit: Unit::S,
+        n: (100_000_000, 1_000_000),
+        reps: (5, 3),
+        impls: &[Mproc, CPython, Procspawn, Threads, Raw],
+        notes: "2 strided ranks: CPython `Pool(2).starmap`; procspawn 2 spawns; threads: rayon par_iter over all steps; raw: 2 forked children",
+    },
+];
+
+/// Selects workloads by exact name or by prefix up to an underscore (`start` → every
+/// `start_*`, `pi` → `pi_serial`, `pi_pool` but not `pipe_*`); `all` is every workload.
+pub fn select(names: &[String]) -> Vec<&'static Workload> {
+    if names.is_empty() || names.iter().any(|n| n == "all") {
+        return WORKLOADS.iter().collect();
+    }
+    let hit = |w: &Workload, n: &str| {
+        w.name == n
+            || w.name
+                .strip_prefix(n)
+                .is_some_and(|rest| rest.starts_with('_'))
+    };
+    WORKLOADS
+        .iter()
+        .filter(|w| names.iter().any(|n| hit(w, n)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(args: &[&str]) -> Vec<&'static str> {
+        select(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .iter()
+            .map(|w| w.name)
+            .collect()
+    }
+
+    #[test]
+    fn prefixes_stop_at_underscores() {
+        assert_eq!(names(&["pi"]), vec!["pi_serial", "pi_pool"]);
+        assert_eq!(names(&["pipe"]), vec!["pipe_rtt", "pipe_bw"]);
+        assert_eq!(names(&["pool_map"]), vec!["pool_map", "pool_map_chunk1"]);
+        assert_eq!(names(&["start_spawn"]), vec!["start_spawn"]);
+        assert!(names(&["nothing"]).is_empty());
+        assert_eq!(names(&["all"]).len(), WORKLOADS.len());
+    }
+
+    #[test]
+    fn units_convert_seconds_per_operation() {
+        assert_eq!(Unit::Ms.show(0.002), 2.0);
+        assert!((Unit::Us.show(3e-6) - 3.0).abs() < 1e-9);
+        assert!((Unit::GBps(1 << 20).show((1u64 << 20) as f64 / 1e9) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_row_is_unique_and_runs_somewhere() {
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            assert!(!w.impls.is_empty(), "{} has no implementation", w.name);
+            assert!(
+                WORKLOADS[i + 1..].iter().all(|o| o.name != w.name),
+                "{} twice",
+                w.name
+            );
+            assert!(
+                w.n.1 <= w.n.0 && w.reps.1 <= w.reps.0,
+                "{}: --quick is not smaller",
+                w.name
+            );
+        }
+    }
+}
