@@ -11,6 +11,13 @@
 //!   async-signal-safe code; see `process::fork`.
 //! * Futexes are shared (never `FUTEX_PRIVATE_FLAG`): their words live in memory that other
 //!   processes map.
+//!
+//! **The audit list.** `unsafe_code` is denied crate-wide and re-allowed, file by file, here
+//! and in: `target.rs` (an entry address from an offset, a zero-sized target conjured),
+//! `start/{mod,fork,forkserver}.rs` (the `fork`/`clone` calls, the environment edit before
+//! `main`), `shared/{region,pod,cell}.rs` (the shared mapping and its plain-old-data views),
+//! `sync/raw/robust.rs` (the robust-list entries) and `queue/ring.rs` (bulk copies into
+//! the ring). `grep -rl 'allow(unsafe_code)' src` must list exactly these.
 
 #![allow(unsafe_code)]
 
