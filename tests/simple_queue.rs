@@ -33,3 +33,17 @@ fn empty_order_close_under_every_method() {
         assert!(matches!(q.put(String::new()), Err(Error::ValueError(_))));
     }
 }
+
+// Every blocking call has a timeout form: an empty SimpleQueue's get_timeout returns Empty.
+#[test]
+fn get_timeout_on_an_empty_queue() {
+    let q = mproc::SimpleQueue::<u8>::new().unwrap();
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        q.get_timeout(std::time::Duration::from_millis(50)),
+        Err(mproc::Error::Empty)
+    ));
+    assert!(t.elapsed() >= std::time::Duration::from_millis(45));
+    q.put(7).unwrap();
+    assert_eq!(q.get_timeout(std::time::Duration::from_secs(5)).unwrap(), 7);
+}

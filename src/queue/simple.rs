@@ -45,6 +45,12 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.queue.get()
     }
 
+    /// `get`, waiting at most `d`; `Err(Error::Empty)` if nothing came (Python's
+    /// SimpleQueue has no timeout; every blocking call here has one).
+    pub fn get_timeout(&self, d: std::time::Duration) -> Result<T> {
+        self.queue.get_timeout(d)
+    }
+
     /// Whether the queue holds no item.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
