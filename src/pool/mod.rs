@@ -408,7 +408,8 @@ impl Pool {
 
     /// Waits until the workers have exited. The pool must be closed or terminated first;
     /// `join` on a running pool closes it (Python raises instead; a join that could never
-    /// return would be worse).
+    /// return would be worse). A closed pool still serves the `imap` iterators it handed
+    /// out, so `join` also waits for those to be exhausted or dropped.
     pub fn join(&self) {
         self.join_until(None);
     }
