@@ -28,6 +28,9 @@ use crate::pool::worker::{self, InitSpec};
 use crate::process::{ChildHandle, Process};
 use crate::sys;
 
+/// How long the driver looks for results before it sleeps, while work is in flight.
+const SPIN: Duration = Duration::from_micros(20);
+
 /// Chunks a worker may hold at once: enough to keep it busy between driver wake-ups.
 pub(crate) const IN_FLIGHT: usize = 8;
 
@@ -390,7 +393,7 @@ impl Shared {
 
     fn drive_loop(&self) {
         loop {
-            let (socks, children, timeout) = {
+            let (socks, children, timeout, busy) = {
                 let mut st = self.lock();
                 if self.shutdown_if_done(&mut st) {
                     return;
@@ -405,13 +408,26 @@ impl Shared {
                     .collect();
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
-                (socks, children, self.next_deadline(&st))
+                let busy = st.workers.iter().any(|w| !w.inflight.is_empty());
+                (socks, children, self.next_deadline(&st), busy)
             };
             let mut set: Vec<(std::os::fd::BorrowedFd<'_>, bool)> =
                 vec![(self.wake_rx.as_fd(), false)];
             set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
             set.extend(children.iter().map(|c| (c.pidfd(), false)));
-            let _ = sys::fd::poll_rw(&set, timeout);
+            // With work in flight, look again for a few microseconds before sleeping: a
+            // result that comes back that fast is then seen without a wake-up.
+            let mut ready = false;
+            if busy {
+                let until = Instant::now() + SPIN;
+                while !ready && Instant::now() < until {
+                    ready = sys::fd::poll_rw(&set, Some(Duration::ZERO))
+                        .is_ok_and(|r| r.iter().any(|&(rd, wr)| rd || wr));
+                }
+            }
+            if !ready {
+                let _ = sys::fd::poll_rw(&set, timeout);
+            }
             drop(set);
             let callbacks = {
                 let mut st = self.lock();
