@@ -25,6 +25,6 @@ fn main() -> std::io::Result<()> {
         .write_all(b"pear\napple\nfig\n")?;
     let out = child.wait_with_output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    println!("exit status: {}", out.status);
+    println!("{}", out.status);
     Ok(())
 }

@@ -60,6 +60,8 @@ pub(crate) enum ChunkResult {
     Done(Vec<u8>, Vec<HandleFd>),
     /// The chunk failed as a whole: every item in it gets this error.
     Failed(Error),
+    /// An `imap_unordered` consumer took it already (the slot waits to be trimmed).
+    Taken,
 }
 
 /// A unit the caller waits on: one `apply`, one `map`, one `imap`.
@@ -121,6 +123,7 @@ impl ChunkResult {
                     .collect::<std::io::Result<_>>()?,
             )),
             ChunkResult::Failed(e) => Err(e.duplicate()),
+            ChunkResult::Taken => Err(Error::PoolClosed),
         }
     }
 }

@@ -167,7 +167,14 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                     }
                 } else if let Some(i) = j.completed.pop_front() {
                     let n = j.nitems[i - j.base];
-                    let chunk = j.slot(i).and_then(Option::take);
+                    let chunk = j.slot(i).and_then(|s| s.replace(ChunkResult::Taken));
+                    // Drop the taken slots at the front, so memory stays bounded while
+                    // chunks complete roughly in order.
+                    while matches!(j.chunks.first(), Some(Some(ChunkResult::Taken))) {
+                        j.chunks.remove(0);
+                        j.nitems.remove(0);
+                        j.base += 1;
+                    }
                     break (chunk, n);
                 }
                 match self.shared.wait_change(st, deadline) {
