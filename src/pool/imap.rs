@@ -87,6 +87,9 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                     if let Some(j) = st.jobs.get_mut(&job) {
                         j.sealed = true;
                     }
+                    // A closed pool's driver waits for this job to be whole before it
+                    // can finish: tell it.
+                    self.shared.wake();
                 }
                 Some((Err(e), nitems)) => {
                     // This chunk's items get the error; the input goes on.
@@ -211,6 +214,9 @@ impl<R> Drop for IMap<'_, R> {
             } else {
                 st.abandon(job);
             }
+            drop(st);
+            // The driver of a closed pool may be waiting for this job to go away.
+            self.shared.wake();
         }
     }
 }

@@ -423,8 +423,9 @@ impl Pool {
         let mut st = self.shared.lock();
         if !st.closed && !st.terminated {
             st.closed = true;
-            self.shared.wake();
         }
+        // Always: the driver may be asleep after the last job it waited for went away.
+        self.shared.wake();
         if self.shared.on_driver_thread() {
             // Called from a callback: waiting here would wait for ourselves. The pool
             // winds down once the callback returns.

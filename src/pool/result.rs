@@ -203,6 +203,8 @@ impl<T> Drop for AsyncResult<T> {
                 Some(_) => st.abandon(self.job),
                 None => {}
             }
+            drop(st);
+            self.shared.wake();
         }
     }
 }
