@@ -285,3 +285,29 @@ fn sends_time_out_when_the_peer_does_not_read() {
     let err = c.send_bytes(b"x").unwrap_err();
     assert!(err.to_string().contains("timed-out send"), "{err}");
 }
+
+// recv_timeout keeps its deadline even when the peer stalls in the middle of a message,
+// and loses nothing: the message is read whole once the rest arrives.
+#[test]
+fn recv_timeout_survives_a_peer_stalling_mid_message() {
+    let _w = watchdog("recv_timeout_mid_message", 30);
+    let (a, b) = pipe::<String>().unwrap();
+    b.send(&"x".repeat(1000)).unwrap();
+    // Take the frame the sender wrote and replay it in two halves.
+    let mut frame = vec![0u8; 4096];
+    let mut raw_b = UnixStream::from(b.as_fd().try_clone_to_owned().unwrap());
+    let mut raw_a = UnixStream::from(a.as_fd().try_clone_to_owned().unwrap());
+    let n = std::io::Read::read(&mut raw_a, &mut frame).unwrap();
+    raw_b.write_all(&frame[..n / 2]).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        a.recv_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(90));
+    raw_b.write_all(&frame[n / 2..n]).unwrap();
+    assert_eq!(
+        a.recv_timeout(Duration::from_secs(5)).unwrap(),
+        "x".repeat(1000)
+    );
+}

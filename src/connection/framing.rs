@@ -9,6 +9,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::sys::fd;
@@ -286,6 +287,8 @@ pub(crate) struct Reader {
     start: usize,
     end: usize,
     fds: std::collections::VecDeque<OwnedFd>,
+    /// A timed-out read stopped inside a frame: the stream can no longer be read.
+    torn: bool,
 }
 
 impl Reader {
@@ -315,6 +318,17 @@ impl Reader {
         Ok(n)
     }
 
+    /// [`fill`](Reader::fill), but `Err(Error::Timeout)` if nothing arrives by `deadline`.
+    fn fill_until(&mut self, sock: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<usize> {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if !fd::poll_readable(sock, Some(left))? {
+                return Err(Error::Timeout);
+            }
+        }
+        self.fill(sock)
+    }
+
     /// Reads one frame: its payload replaces `out`'s contents, its descriptors are
     /// appended to `out_fds`.
     pub(crate) fn read_frame(
@@ -323,8 +337,28 @@ impl Reader {
         out: &mut Vec<u8>,
         out_fds: &mut Vec<OwnedFd>,
     ) -> Result<()> {
+        self.read_frame_until(sock, out, out_fds, None)
+    }
+
+    /// [`read_frame`](Reader::read_frame), giving up at `deadline` with `Error::Timeout`.
+    /// A frame that fits the read-ahead buffer is consumed only once it has wholly
+    /// arrived, so a timeout loses nothing and the next call picks it up. A larger frame
+    /// that stalls half-way leaves the stream mid-message: the reader refuses further
+    /// reads rather than misread the rest.
+    pub(crate) fn read_frame_until(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        out: &mut Vec<u8>,
+        out_fds: &mut Vec<OwnedFd>,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        if self.torn {
+            return Err(Error::ValueError(
+                "a timed-out receive left part of a message unread on this connection".into(),
+            ));
+        }
         while self.end - self.start < HEADER_LEN {
-            if self.fill(sock)? == 0 {
+            if self.fill_until(sock, deadline)? == 0 {
                 return Err(if self.has_buffered() {
                     died_mid_message()
                 } else {
@@ -346,6 +380,13 @@ impl Reader {
                 "corrupt frame: length {len} does not fit in memory"
             ))
         })?;
+        if deadline.is_some() && HEADER_LEN + len <= READ_AHEAD {
+            while self.end - self.start < HEADER_LEN + len {
+                if self.fill_until(sock, deadline)? == 0 {
+                    return Err(died_mid_message());
+                }
+            }
+        }
         self.start += HEADER_LEN;
         if nfds > self.fds.len() {
             let arrived = self.fds.len();
@@ -359,7 +400,23 @@ impl Reader {
         let buffered = (self.end - self.start).min(len);
         out.extend_from_slice(&self.buf[self.start..self.start + buffered]);
         self.start += buffered;
-        if buffered < len
+        if buffered < len && deadline.is_some() {
+            // A large frame against a deadline: the rest passes through the buffer.
+            while out.len() < len {
+                match self.fill_until(sock, deadline) {
+                    Ok(0) => return Err(died_mid_message()),
+                    Ok(_) => {
+                        let take = (self.end - self.start).min(len - out.len());
+                        out.extend_from_slice(&self.buf[self.start..self.start + take]);
+                        self.start += take;
+                    }
+                    Err(e) => {
+                        self.torn = true;
+                        return Err(e);
+                    }
+                }
+            }
+        } else if buffered < len
             && !fd::recv_exact_into(sock, out, len - buffered).map_err(map_recv_error)?
         {
             return Err(died_mid_message());

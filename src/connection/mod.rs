@@ -207,14 +207,19 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         codec::decode(&buf, fds)
     }
 
-    /// Receives one value, waiting at most `d` for it to start arriving;
-    /// `Err(Error::Timeout)` if none did.
+    /// Receives one value, waiting at most `d` for it; `Err(Error::Timeout)` if it did not
+    /// arrive whole in time. A message of up to 64 KiB that was half-way is kept and read
+    /// by the next call; a larger one cut off by the deadline leaves the connection unable
+    /// to receive (an error says so) rather than misread.
     pub fn recv_timeout(&self, d: Duration) -> Result<T> {
-        if self.poll(Some(d))? {
-            self.recv()
-        } else {
-            Err(Error::Timeout)
-        }
+        self.check_readable()?;
+        let deadline = std::time::Instant::now().checked_add(d);
+        let mut buf = self.recv_buf.borrow_mut();
+        let mut fds = Vec::new();
+        self.reader
+            .borrow_mut()
+            .read_frame_until(self.fd.as_fd(), &mut buf, &mut fds, deadline)?;
+        codec::decode(&buf, fds)
     }
 }
 

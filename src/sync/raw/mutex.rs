@@ -39,16 +39,26 @@ const SPINS: u32 = 40;
 /// The longest pause between two looks at the word while spinning.
 const MAX_PAUSE: u32 = 64;
 
+/// The fast path of both `try_lock` and `lock`: one CAS from `UNLOCKED`, the lock
+/// announced to the robust list around it. On failure the announcement stays pending for
+/// the caller's slow path, which clears it.
+#[inline]
+fn take_free(word: &AtomicU32, me: Me) -> bool {
+    robust::set_pending(me, word);
+    let taken = word
+        .compare_exchange(UNLOCKED, me.tid, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok();
+    if taken {
+        robust::link(me, word);
+        robust::clear_pending(me);
+    }
+    taken
+}
+
 /// Takes the lock if it is free. `Some(owner_died)` on success.
 #[inline]
 pub(crate) fn try_lock(word: &AtomicU32, me: Me) -> Option<bool> {
-    robust::set_pending(me, word);
-    if word
-        .compare_exchange(UNLOCKED, me.tid, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
-    {
-        robust::link(me, word);
-        robust::clear_pending(me);
+    if take_free(word, me) {
         return Some(false);
     }
     try_lock_flagged(word, me)
@@ -81,13 +91,7 @@ fn try_lock_flagged(word: &AtomicU32, me: Me) -> Option<bool> {
 /// success, `None` when time ran out.
 #[inline]
 pub(crate) fn lock(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool> {
-    robust::set_pending(me, word);
-    if word
-        .compare_exchange(UNLOCKED, me.tid, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
-    {
-        robust::link(me, word);
-        robust::clear_pending(me);
+    if take_free(word, me) {
         return Some(false);
     }
     lock_slow(word, me, deadline)
