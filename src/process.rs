@@ -157,6 +157,7 @@ pub(crate) fn finish_children() {
         let _ = c.wait(None);
     }
     state().children.clear();
+    crate::log::flush();
 }
 
 extern "C" fn exit_hook() {
@@ -354,6 +355,11 @@ impl<R> Process<R> {
             .expect("checked above")
             .encode(&mut args, &mut fds)?;
         let (parent_name, parent_pid) = (state().name(), sys::process::getpid());
+        let method = self.method.unwrap_or_else(get_start_method);
+        let log = crate::log::for_child(method)?.map(|(level, sock)| {
+            fds.push(sock);
+            level
+        });
         let boot = Bootstrap {
             fingerprint: target::fingerprint(),
             entry: self.entry,
@@ -363,8 +369,9 @@ impl<R> Process<R> {
             parent_name,
             parent_pid,
             args,
+            log,
         };
-        let launched = start::launch(self.method.unwrap_or_else(get_start_method), &boot, fds)?;
+        let launched = start::launch(method, &boot, fds)?;
         self.args = None;
         let child = Arc::new(ChildHandle {
             pid: launched.pid,
@@ -395,6 +402,8 @@ impl<R> Process<R> {
         let child = Arc::clone(self.child.as_ref().ok_or(Error::NotStarted)?);
         loop {
             if child.poll()?.is_some() {
+                // Everything it logged is queued: deliver it before saying it has exited.
+                crate::log::flush();
                 self.drain_outcome();
                 state().children.retain(|c| !Arc::ptr_eq(c, &child));
                 return Ok(true);
