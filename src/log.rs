@@ -38,7 +38,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use ::log::kv::{self, Key, Value, VisitSource};
@@ -221,12 +221,12 @@ struct Hub {
 
 static HUB: Mutex<Option<Hub>> = Mutex::new(None);
 /// The pid of the process whose hub [`HUB`] holds: a forked child finds its parent's.
-static HUB_PID: AtomicI32 = AtomicI32::new(0);
+static HUB_PID: AtomicU32 = AtomicU32::new(0);
 
 /// A duplicate of this process's hub sending end, opening the hub on first use.
 fn hub_sender() -> Result<HandleFd> {
     let mut hub = HUB.lock().unwrap_or_else(PoisonError::into_inner);
-    let me = sys::process::getpid();
+    let me = sys::pid::current();
     if HUB_PID.load(Ordering::Acquire) != me {
         // A forked child's copy of its parent's hub: its descriptors were registered, so
         // the fork closed them; its thread does not exist here. Forget it, never drop it.
@@ -269,7 +269,7 @@ fn serve(recv: &HandleFd, drain: &Mutex<()>) {
 /// Delivers every queued record now: `join` calls this once a child has exited, so its
 /// records are in the logger when `join` returns.
 pub(crate) fn flush() {
-    if HUB_PID.load(Ordering::Acquire) != sys::process::getpid() {
+    if HUB_PID.load(Ordering::Acquire) != sys::pid::current() {
         return;
     }
     let (recv, drain) = {

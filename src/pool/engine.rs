@@ -25,7 +25,8 @@ use crate::connection::pipe;
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::pool::worker::{self, InitSpec};
-use crate::process::{ChildHandle, Process};
+use crate::process::Process;
+use crate::start::children::ChildHandle;
 use crate::sys;
 
 /// How long the driver looks for results before it sleeps, while work is in flight.
