@@ -23,7 +23,8 @@ pub enum Error {
     Empty,
     /// No room to send (Python's `queue.Full`).
     Full,
-    /// A wait ran out of time.
+    /// The caller's own wait ran out of time (a `*_timeout` call); what it waited for may
+    /// still happen.
     Timeout,
     /// An argument or a call was out of range (Python's `ValueError`).
     ValueError(String),
@@ -54,6 +55,11 @@ pub enum Error {
     BinaryMismatch,
     /// A peer failed the authentication handshake.
     AuthenticationError,
+    /// A pool task ran longer than the pool's `task_timeout`: its worker was killed.
+    TaskTimedOut {
+        /// The pool's `task_timeout`.
+        timeout: std::time::Duration,
+    },
 }
 
 impl fmt::Display for Error {
@@ -81,6 +87,12 @@ impl fmt::Display for Error {
                 f.write_str("child runs a different executable than its parent")
             }
             Error::AuthenticationError => f.write_str("authentication failed"),
+            Error::TaskTimedOut { timeout } => {
+                write!(
+                    f,
+                    "task ran longer than the pool's task_timeout of {timeout:?}"
+                )
+            }
         }
     }
 }
@@ -170,6 +182,7 @@ enum WireError {
     PoolClosed,
     BinaryMismatch,
     AuthenticationError,
+    TaskTimedOut(std::time::Duration),
 }
 
 impl Error {
@@ -194,6 +207,7 @@ impl Error {
             Error::PoolClosed => WireError::PoolClosed,
             Error::BinaryMismatch => WireError::BinaryMismatch,
             Error::AuthenticationError => WireError::AuthenticationError,
+            Error::TaskTimedOut { timeout } => WireError::TaskTimedOut(*timeout),
         }
     }
 
@@ -218,6 +232,7 @@ impl Error {
             WireError::PoolClosed => Error::PoolClosed,
             WireError::BinaryMismatch => Error::BinaryMismatch,
             WireError::AuthenticationError => Error::AuthenticationError,
+            WireError::TaskTimedOut(timeout) => Error::TaskTimedOut { timeout },
         }
     }
 }
