@@ -20,7 +20,7 @@ use crate::pool::engine::{SPIN, Shared, State, spin_until};
 use crate::pool::jobs::{Callback, ChunkResult};
 use crate::pool::slot::{ExitOutcome, Slot, Task};
 use crate::pool::worker;
-use crate::process::ChildHandle;
+use crate::start::children::ChildHandle;
 use crate::sys;
 
 impl Shared {

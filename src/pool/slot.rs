@@ -20,7 +20,8 @@ use crate::codec::HandleFd;
 use crate::connection::framing::{Incoming, Outgoing};
 use crate::error::Error;
 use crate::pool::jobs::JobId;
-use crate::process::{ChildHandle, Process};
+use crate::process::Process;
+use crate::start::children::ChildHandle;
 
 /// One chunk of work: `[entry][encoded Vec<Args>]`, and the arguments' descriptors.
 #[derive(Debug)]
