@@ -156,7 +156,7 @@ pub use crate::context::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::log::log_to_stderr;
-pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder};
+pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,
 };
