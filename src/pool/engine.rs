@@ -149,6 +149,8 @@ struct Worker {
     broken: bool,
     /// Its stream ended (or is corrupt): nothing more to read.
     eof: bool,
+    /// Why its stream was refused (a corrupt frame): the error its task gets.
+    corrupt: Option<String>,
 }
 
 /// Everything the callers and the driver share.
@@ -311,6 +313,7 @@ impl Shared {
             ready: false,
             broken: false,
             eof: false,
+            corrupt: None,
         });
         Ok(())
     }
@@ -492,6 +495,9 @@ impl Shared {
                         // Nothing more can come from it: make sure it exits, so its
                         // chunks are accounted for.
                         let w = &mut st.workers[i];
+                        if let Err(e) = arrival {
+                            w.corrupt = Some(e.to_string());
+                        }
                         w.broken = true;
                         w.eof = true;
                         let _ = w.process.kill();
@@ -526,7 +532,12 @@ impl Shared {
                             Ok(Arrival::Frame(bytes, fds)) => {
                                 self.on_frame(st, i, bytes, fds, &mut callbacks)
                             }
-                            _ => st.workers[i].eof = true,
+                            other => {
+                                if let Err(e) = other {
+                                    st.workers[i].corrupt = Some(e.to_string());
+                                }
+                                st.workers[i].eof = true
+                            }
                         }
                     }
                     let w = st.workers.swap_remove(i);
@@ -654,6 +665,8 @@ impl Shared {
         if let Some(t) = blamed.and_then(|i| w.inflight.remove(i)) {
             let err = if w.timed_out {
                 Error::Timeout
+            } else if let Some(why) = w.corrupt.take() {
+                Error::Codec(format!("the worker's reply was refused and it was killed: {why}"))
             } else {
                 Error::WorkerDied { exitcode: code }
             };

@@ -29,3 +29,4 @@ pub(crate) mod process;
 pub(crate) mod robust;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod stream;
