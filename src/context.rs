@@ -39,12 +39,10 @@ impl StartMethod {
 static METHOD: OnceLock<StartMethod> = OnceLock::new();
 
 /// Sets the start method used by [`Process::new`], [`crate::spawn`] and pools. It can be set
-/// once: a second call is an `Error::ValueError` ("context has already been set"), as in
+/// once: a second call is `Error::ContextAlreadySet` (Python's `RuntimeError`), as in
 /// Python. Use [`get_context`] to use several methods in one program.
 pub fn set_start_method(m: StartMethod) -> Result<()> {
-    METHOD
-        .set(m)
-        .map_err(|_| Error::ValueError("context has already been set".into()))
+    METHOD.set(m).map_err(|_| Error::ContextAlreadySet)
 }
 
 /// The start method in use: the one set with [`set_start_method`], else `ForkServer`.

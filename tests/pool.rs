@@ -644,7 +644,7 @@ fn too_many_handles_in_one_task_is_an_error() {
     let locks: Vec<mproc::Lock> = (0..300).map(|_| mproc::Lock::new().unwrap()).collect();
     let r = pool.apply(count_handles, (locks,));
     assert!(
-        matches!(&r, Err(Error::ValueError(m)) if m.contains("handles")),
+        matches!(&r, Err(Error::TooManyHandles { count: 300, .. })),
         "{r:?}"
     );
     let few: Vec<mproc::Lock> = (0..10).map(|_| mproc::Lock::new().unwrap()).collect();

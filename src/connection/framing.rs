@@ -65,10 +65,10 @@ impl FrameHeader {
             )));
         }
         if nfds > fd::MAX_FDS_PER_MESSAGE {
-            return Err(Error::ValueError(format!(
-                "too many handles in one message ({nfds} > {})",
-                fd::MAX_FDS_PER_MESSAGE
-            )));
+            return Err(Error::TooManyHandles {
+                count: nfds,
+                max: fd::MAX_FDS_PER_MESSAGE,
+            });
         }
         Ok(FrameHeader { nfds, len })
     }

@@ -80,9 +80,7 @@ impl ExactReader {
         deadline: Option<Instant>,
     ) -> Result<()> {
         if self.torn {
-            return Err(Error::ValueError(
-                "a timed-out receive left part of a message unread on this connection".into(),
-            ));
+            return Err(Error::TornMessage { sending: false });
         }
         // 1. Look at the header, taking nothing.
         let mut hbuf = [0u8; MAX_HEADER_LEN];

@@ -148,11 +148,10 @@ fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<c
     let mut fds = Vec::new();
     codec::encode_into(items, &mut buf, &mut fds)?;
     if fds.len() > MAX_HANDLES_PER_TASK {
-        return Err(Error::ValueError(format!(
-            "one task carries {} handles, more than the {MAX_HANDLES_PER_TASK} a message can \
-             carry: use a smaller chunk size",
-            fds.len()
-        )));
+        return Err(Error::TooManyHandles {
+            count: fds.len(),
+            max: MAX_HANDLES_PER_TASK,
+        });
     }
     Ok((buf, fds))
 }

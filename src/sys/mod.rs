@@ -27,6 +27,7 @@ pub(crate) mod mman;
 pub(crate) mod pid;
 pub(crate) mod process;
 pub(crate) mod robust;
+pub(crate) mod sched;
 pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod stream;
