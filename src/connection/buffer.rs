@@ -95,8 +95,8 @@ impl ReadBuf {
     }
 
     /// Parses the header at the front, checking that its descriptors have arrived.
-    fn header(&mut self, format: Format) -> Result<Option<(FrameHeader, usize)>> {
-        let parsed = FrameHeader::parse(format, self.pending());
+    fn header(&mut self, format: Format, max_len: usize) -> Result<Option<(FrameHeader, usize)>> {
+        let parsed = FrameHeader::parse(format, self.pending(), max_len);
         let parsed = match parsed {
             Err(e) => {
                 self.fds.clear();
@@ -151,7 +151,7 @@ impl Reader {
         out_fds: &mut Vec<OwnedFd>,
     ) -> Result<()> {
         let (h, hlen) = loop {
-            if let Some(found) = self.rb.header(Format::Mproc)? {
+            if let Some(found) = self.rb.header(Format::Mproc, framing::MAX_FRAME_LEN)? {
                 break found;
             }
             if self.rb.fill(sock, framing::MAX_HEADER_LEN, true)? == Some(0) {
@@ -180,7 +180,8 @@ impl Reader {
 /// Frames arriving on a non-blocking socket, assembled as bytes come.
 ///
 /// It reads ahead like [`Reader`], and never blocks: `Pending` means "nothing more for
-/// now, poll again".
+/// now, poll again". A header claiming more than `framing::MAX_PROTOCOL_FRAME_LEN` is an
+/// error at once.
 #[derive(Debug, Default)]
 pub(crate) struct Incoming {
     rb: ReadBuf,
@@ -198,11 +199,17 @@ pub(crate) enum Arrival {
     Closed,
 }
 
+/// A whole frame (payload, descriptors), or the bytes the frame at the front needs in all.
+type Parsed = std::result::Result<(Vec<u8>, Vec<OwnedFd>), usize>;
+
 impl Incoming {
     /// A whole frame at the front of the buffer, if there is one; else how many bytes the
     /// frame at the front needs in all.
-    fn parse(&mut self) -> Result<std::result::Result<(Vec<u8>, Vec<OwnedFd>), usize>> {
-        let Some((h, hlen)) = self.rb.header(Format::Mproc)? else {
+    fn parse(&mut self) -> Result<Parsed> {
+        let Some((h, hlen)) = self
+            .rb
+            .header(Format::Mproc, framing::MAX_PROTOCOL_FRAME_LEN)?
+        else {
             return Ok(Err(framing::MAX_HEADER_LEN));
         };
         let total = hlen + h.len;

@@ -34,10 +34,16 @@ pub(crate) const HEADER_LEN: usize = 16;
 /// The largest header of any [`Format`].
 pub(crate) const MAX_HEADER_LEN: usize = 16;
 
-/// The largest payload a frame may carry: 4 GiB − 1 byte. Sending more is
-/// `Error::ValueError`; a header that claims more is a corrupt stream (`Error::Codec`), so a
-/// forged length (2^32, 2^40, ...) is refused at once instead of being waited for.
-pub(crate) const MAX_FRAME_LEN: usize = u32::MAX as usize;
+/// The largest payload a frame may carry: 1 TiB − 1 byte, more than any machine mproc runs
+/// on can hold. Sending more is `Error::ValueError`; a header that claims more is a corrupt
+/// stream (`Error::Codec`).
+pub(crate) const MAX_FRAME_LEN: usize = (1 << 40) - 1;
+
+/// The largest frame mproc's own protocol sockets accept (a pool worker's reply, a child's
+/// result): 4 GiB − 1 byte. Those readers ([`Incoming`]) assemble a frame in memory before
+/// handing it on and must not wait for a peer that announced more than any honest reply
+/// carries: a forged length (2^32, 2^40, ...) is refused at once, and the peer is dropped.
+pub(crate) const MAX_PROTOCOL_FRAME_LEN: usize = u32::MAX as usize;
 
 /// A wire format: how a frame header is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -88,8 +94,13 @@ impl FrameHeader {
 
     /// Parses the header at the front of `bytes`: `Ok(None)` if more bytes are needed,
     /// `Ok(Some((header, header_len)))`, or `Err(Codec)` for a header that cannot be
-    /// honest. Looks at no more than [`MAX_HEADER_LEN`] bytes and allocates nothing.
-    pub(crate) fn parse(format: Format, bytes: &[u8]) -> Result<Option<(FrameHeader, usize)>> {
+    /// honest, or that claims more than `max_len` payload bytes. Looks at no more than
+    /// [`MAX_HEADER_LEN`] bytes and allocates nothing.
+    pub(crate) fn parse(
+        format: Format,
+        bytes: &[u8],
+        max_len: usize,
+    ) -> Result<Option<(FrameHeader, usize)>> {
         match format {
             Format::Mproc => {
                 let Some(h) = bytes.get(..HEADER_LEN) else {
@@ -104,7 +115,8 @@ impl FrameHeader {
                     return Err(bad_magic());
                 }
                 let nfds = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-                let len = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+                let len =
+                    u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
                 if nfds > fd::MAX_FDS_PER_MESSAGE {
                     return Err(Error::Codec(format!(
                         "corrupt frame: header announces {nfds} descriptors (at most {})",
@@ -112,11 +124,12 @@ impl FrameHeader {
                     )));
                 }
                 let len = match usize::try_from(len) {
-                    Ok(l) if l <= MAX_FRAME_LEN => l,
+                    Ok(l) if l <= max_len.min(MAX_FRAME_LEN) => l,
                     _ => {
                         return Err(Error::Codec(format!(
                             "corrupt frame: header claims {len} bytes, more than the limit of \
-                             {MAX_FRAME_LEN}"
+                             {}",
+                            max_len.min(MAX_FRAME_LEN)
                         )));
                     }
                 };
@@ -296,4 +309,103 @@ pub(crate) fn write_frame_until(
         sent += fd::try_send_with_fds(sock, &bufs, with).map_err(map_send_error)?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::buffer::{Incoming, READ_AHEAD};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(nfds: u32, len: u64) -> Vec<u8> {
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&nfds.to_le_bytes());
+        h.extend_from_slice(&len.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn headers_round_trip_and_forged_lengths_are_refused() {
+        let h = FrameHeader::new(3, 1234).unwrap();
+        let (bytes, n) = h.encode(Format::Mproc);
+        assert_eq!(
+            FrameHeader::parse(Format::Mproc, &bytes[..n], MAX_FRAME_LEN).unwrap(),
+            Some((h, HEADER_LEN))
+        );
+        assert_eq!(
+            FrameHeader::parse(Format::Mproc, &bytes[..7], MAX_FRAME_LEN).unwrap(),
+            None
+        );
+        for len in [1u64 << 40, 1 << 63, u64::MAX] {
+            let err = FrameHeader::parse(Format::Mproc, &header(0, len), MAX_FRAME_LEN);
+            assert!(matches!(err, Err(Error::Codec(_))), "{len}: {err:?}");
+        }
+        let err = FrameHeader::parse(Format::Mproc, &header(0, 1 << 32), MAX_PROTOCOL_FRAME_LEN)
+            .unwrap_err();
+        assert!(err.to_string().contains("more than the limit"), "{err}");
+        let err = FrameHeader::parse(Format::Mproc, &header(254, 0), MAX_FRAME_LEN).unwrap_err();
+        assert!(err.to_string().contains("descriptors"), "{err}");
+        assert!(FrameHeader::parse(Format::Mproc, b"XY", MAX_FRAME_LEN).is_err());
+        assert!(matches!(
+            FrameHeader::new(0, MAX_FRAME_LEN + 1),
+            Err(Error::ValueError(_))
+        ));
+        assert!(matches!(
+            FrameHeader::new(254, 0),
+            Err(Error::TooManyHandles { count: 254, .. })
+        ));
+    }
+
+    // issue 12, defect 1: a forged length is refused before anything is allocated for it.
+    #[test]
+    fn incoming_refuses_a_forged_length_without_allocating_it() {
+        for len in [1u64 << 40, 1 << 32] {
+            let mut inc = Incoming::default();
+            assert!(inc.feed(&header(0, len)).is_err(), "{len}");
+            assert!(inc.allocated() <= READ_AHEAD, "{}", inc.allocated());
+        }
+        // An honest large frame grows with what arrives, not with what it claims.
+        let mut inc = Incoming::default();
+        assert!(inc.feed(&header(0, 1 << 31)).unwrap().is_none());
+        assert!(inc.feed(&[7; 1000]).unwrap().is_none());
+        assert!(inc.allocated() <= READ_AHEAD, "{}", inc.allocated());
+    }
+
+    proptest! {
+        // Arbitrary bytes: an error or frames, never a panic, never a buffer larger than
+        // max(READ_AHEAD, 2 × the bytes fed).
+        #[test]
+        fn the_frame_parser_survives_arbitrary_bytes(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+        ) {
+            let _ = FrameHeader::parse(Format::Mproc, &chunks.concat(), MAX_FRAME_LEN);
+            let mut inc = Incoming::default();
+            let mut fed = 0;
+            for c in &chunks {
+                fed += c.len();
+                match inc.feed(c) {
+                    Err(_) => break,
+                    Ok(_) => prop_assert!(inc.allocated() <= READ_AHEAD.max(2 * fed)),
+                }
+            }
+        }
+
+        // Valid headers with arbitrary claims, then arbitrary bodies: the same bounds, and
+        // a frame whose bytes have all come is delivered whole.
+        #[test]
+        fn claimed_lengths_never_drive_allocation(
+            len in any::<u64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..5000),
+        ) {
+            let mut inc = Incoming::default();
+            let mut bytes = header(0, len);
+            bytes.extend_from_slice(&body);
+            match inc.feed(&bytes) {
+                Err(_) => prop_assert!(len > MAX_PROTOCOL_FRAME_LEN as u64),
+                Ok(Some((payload, 0))) => prop_assert_eq!(payload.len() as u64, len),
+                Ok(other) => prop_assert!(other.is_none() && len > body.len() as u64),
+            }
+            prop_assert!(inc.allocated() <= READ_AHEAD.max(2 * bytes.len()));
+        }
+    }
 }

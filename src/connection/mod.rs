@@ -223,9 +223,13 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let deadline = std::time::Instant::now().checked_add(d);
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        self.reader
-            .borrow_mut()
-            .read(self.fd.as_fd(), self.format, &mut buf, &mut fds, deadline)?;
+        self.reader.borrow_mut().read(
+            self.fd.as_fd(),
+            self.format,
+            &mut buf,
+            &mut fds,
+            deadline,
+        )?;
         codec::decode(&buf, fds)
     }
 }

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use super::buffer::READ_AHEAD;
 use super::framing::{
-    Format, FrameHeader, MAX_HEADER_LEN, died_mid_message, fd_mismatch, map_recv_error,
+    Format, FrameHeader, MAX_FRAME_LEN, MAX_HEADER_LEN, died_mid_message, fd_mismatch,
+    map_recv_error,
 };
 use super::spin::Spin;
 use crate::error::{Error, Result};
@@ -93,7 +94,7 @@ impl ExactReader {
                         return Err(Error::Timeout);
                     }
                 }
-                Peek::Bytes(n) => match FrameHeader::parse(format, &hbuf[..n])? {
+                Peek::Bytes(n) => match FrameHeader::parse(format, &hbuf[..n], MAX_FRAME_LEN)? {
                     Some(found) => break found,
                     // The writer is mid-header (or died there).
                     None => wait_for_more(sock, deadline, &mut hung_up)?,
@@ -193,7 +194,11 @@ impl ExactReader {
 /// middle of it. Errs if the writer has gone (it never will finish) or `deadline` passes.
 /// `hung_up` carries what the last call saw: once the writer is known gone, the caller
 /// looks once more (bytes may have come just before the hang-up), then this errs.
-fn wait_for_more(sock: BorrowedFd<'_>, deadline: Option<Instant>, hung_up: &mut bool) -> Result<()> {
+fn wait_for_more(
+    sock: BorrowedFd<'_>,
+    deadline: Option<Instant>,
+    hung_up: &mut bool,
+) -> Result<()> {
     if *hung_up {
         return Err(died_mid_message());
     }

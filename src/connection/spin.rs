@@ -12,9 +12,10 @@
 //!   look would have caught it), and halves when waits are long (the peer is slow or idle,
 //!   looking is waste). A receiver blocked for a second spins once, for at most
 //!   `MAX_WINDOW`: well under 1% of a CPU.
-//! - Between probes it backs off like crossbeam's `Backoff`: a few `spin_loop` hints, then
-//!   `sched_yield`, so with more runnable processes than cores the spinner hands its CPU to
-//!   the peer it is waiting for instead of competing with it.
+//! - Between probes it backs off with the crate's one [`Backoff`]: `spin_loop` hints for
+//!   the window, then a few `sched_yield`s; on a machine with more runnable threads than
+//!   CPUs it skips the spin and only yields, handing its CPU to the peer it waits for
+//!   instead of competing with it.
 //!
 //! Nothing here is shared between processes: the window is a per-process hint, so an end
 //! handed to another process starts with a fresh one.
@@ -24,6 +25,7 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
+use crate::sync::raw::backoff::Backoff;
 use crate::sys;
 use crate::sys::stream::Peek;
 
@@ -31,8 +33,6 @@ use crate::sys::stream::Peek;
 pub(crate) const MAX_WINDOW: Duration = Duration::from_micros(100);
 /// The window a new end starts with.
 const START_WINDOW: Duration = Duration::from_micros(50);
-/// Probes with only `spin_loop` hints between them before yielding the CPU instead.
-const SPIN_PROBES: u32 = 6;
 
 /// The adaptive spin state of one receiving end (see the module docs).
 #[derive(Debug)]
@@ -78,24 +78,24 @@ impl Spin {
         let start = Instant::now();
         let window = self.window();
         if !window.is_zero() {
-            let until = deadline.map_or(start + window, |d| d.min(start + window));
             let mut probe = [0u8; 1];
-            let mut step = 0u32;
-            loop {
-                if sys::stream::peek(sock, &mut probe)? != Peek::Empty {
-                    return Ok(true);
-                }
-                if Instant::now() >= until {
-                    break;
-                }
-                if step < SPIN_PROBES {
-                    for _ in 0..(1u32 << step) {
-                        std::hint::spin_loop();
+            let mut failed = None;
+            let seen =
+                Backoff::with_budget(window).wait_until(deadline, || {
+                    match sys::stream::peek(sock, &mut probe) {
+                        Ok(Peek::Empty) => false,
+                        Ok(_) => true,
+                        Err(e) => {
+                            failed = Some(e);
+                            true
+                        }
                     }
-                    step += 1;
-                } else {
-                    sys::stream::yield_cpu();
-                }
+                });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            if seen {
+                return Ok(true);
             }
         }
         let left = match deadline {

@@ -666,7 +666,9 @@ impl Shared {
             let err = if w.timed_out {
                 Error::Timeout
             } else if let Some(why) = w.corrupt.take() {
-                Error::Codec(format!("the worker's reply was refused and it was killed: {why}"))
+                Error::Codec(format!(
+                    "the worker's reply was refused and it was killed: {why}"
+                ))
             } else {
                 Error::WorkerDied { exitcode: code }
             };
