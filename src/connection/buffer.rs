@@ -142,6 +142,11 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    /// Whether bytes of a frame are waiting here (so a poll must say readable).
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.rb.pending().is_empty()
+    }
+
     /// Reads one frame: its payload replaces `out`'s contents, its descriptors are
     /// appended to `out_fds`.
     pub(crate) fn read_frame(
