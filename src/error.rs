@@ -23,7 +23,8 @@ pub enum Error {
     Empty,
     /// No room to send (Python's `queue.Full`).
     Full,
-    /// A wait ran out of time.
+    /// The caller's own wait ran out of time (a `*_timeout` call); what it waited for may
+    /// still happen.
     Timeout,
     /// An argument was out of range, where Python raises `ValueError`: a zero size, a bad
     /// name, `task_done` called more times than items were put, a bounded semaphore
@@ -72,12 +73,19 @@ pub enum Error {
     },
     /// `set_start_method` was called a second time (Python's `RuntimeError`).
     ContextAlreadySet,
+    /// `log_to_stderr` found another logger installed (the `log` crate allows one).
+    LoggerAlreadySet,
     /// One message carries more handles (descriptors) than a message can carry.
     TooManyHandles {
         /// How many the message carried.
         count: usize,
         /// The most one message can carry.
         max: usize,
+    },
+    /// A pool task ran longer than the pool's `task_timeout`: its worker was killed.
+    TaskTimedOut {
+        /// The pool's `task_timeout`.
+        timeout: std::time::Duration,
     },
 }
 
@@ -115,10 +123,17 @@ impl fmt::Display for Error {
                 if *sending { "send" } else { "receive" }
             ),
             Error::ContextAlreadySet => f.write_str("context has already been set"),
+            Error::LoggerAlreadySet => f.write_str("another logger is already installed"),
             Error::TooManyHandles { count, max } => write!(
                 f,
                 "one message carries {count} handles, more than the {max} a message can carry"
             ),
+            Error::TaskTimedOut { timeout } => {
+                write!(
+                    f,
+                    "task ran longer than the pool's task_timeout of {timeout:?}"
+                )
+            }
         }
     }
 }
@@ -215,6 +230,9 @@ mod tests {
                 count: 300,
                 max: 253,
             },
+            Error::TaskTimedOut {
+                timeout: std::time::Duration::from_millis(300),
+            },
             Error::ValueError("x must be positive".into()),
         ] {
             assert_eq!(e.clone().to_string(), e.to_string());
@@ -254,6 +272,8 @@ enum WireError {
     TornMessage(bool),
     ContextAlreadySet,
     TooManyHandles(u64, u64),
+    LoggerAlreadySet,
+    TaskTimedOut(std::time::Duration),
 }
 
 impl Error {
@@ -283,9 +303,11 @@ impl Error {
             Error::ReadOnly => WireError::ReadOnly,
             Error::TornMessage { sending } => WireError::TornMessage(*sending),
             Error::ContextAlreadySet => WireError::ContextAlreadySet,
+            Error::LoggerAlreadySet => WireError::LoggerAlreadySet,
             Error::TooManyHandles { count, max } => {
                 WireError::TooManyHandles(*count as u64, *max as u64)
             }
+            Error::TaskTimedOut { timeout } => WireError::TaskTimedOut(*timeout),
         }
     }
 
@@ -315,10 +337,12 @@ impl Error {
             WireError::ReadOnly => Error::ReadOnly,
             WireError::TornMessage(sending) => Error::TornMessage { sending },
             WireError::ContextAlreadySet => Error::ContextAlreadySet,
+            WireError::LoggerAlreadySet => Error::LoggerAlreadySet,
             WireError::TooManyHandles(count, max) => Error::TooManyHandles {
                 count: usize::try_from(count).unwrap_or(usize::MAX),
                 max: usize::try_from(max).unwrap_or(usize::MAX),
             },
+            WireError::TaskTimedOut(timeout) => Error::TaskTimedOut { timeout },
         }
     }
 }
