@@ -124,6 +124,8 @@ mod codec;
 mod connection;
 mod context;
 mod error;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod pool;
 mod process;
 mod queue;
