@@ -8,6 +8,7 @@
 //! `BYE` (so a worker's last send always completes), then finalizes MPI.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Link {
     size: usize,
     inner: Mutex<Inner>,
+    /// A pool is using the worker ranks (one at a time: its driver reads every result).
+    claimed: AtomicBool,
 }
 
 struct Inner {
@@ -92,6 +95,7 @@ impl Link {
                 last_heard: vec![now; size],
                 gone: vec![false; size],
             }),
+            claimed: AtomicBool::new(false),
         };
         let mut said = vec![false; size];
         let mut mismatched = Vec::new();
@@ -148,6 +152,22 @@ impl Link {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the worker ranks for one pool; `Err` while another pool has them.
+    pub(crate) fn claim(&self) -> Result<()> {
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return Err(Error::ValueError(
+                "the MPI ranks already serve a pool: terminate or join it (or drop it) first"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pool that claimed the ranks is done with them.
+    pub(crate) fn release(&self) {
+        self.claimed.store(false, Ordering::Release);
     }
 
     /// Sends a task (the chunk's `entry ++ args` payload) to `rank`; its `seq`.

@@ -31,11 +31,17 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
+mod driver;
 mod link;
 mod rank;
 mod wire;
 
-pub(crate) use link::Link;
+use crate::pool::Pool;
+use link::Link;
+
+/// Tasks (chunks) each worker rank holds at once by default: enough to hide a network
+/// round trip behind the task it runs.
+const IN_FLIGHT: usize = 4;
 
 /// The MPI job as rank 0 sees it: its size, and the pool of the other ranks.
 ///
@@ -103,6 +109,76 @@ impl World {
     /// The number of ranks in the job, rank 0 included.
     pub fn size(&self) -> usize {
         self.link.size()
+    }
+
+    /// A [`Pool`] whose workers are ranks 1..size: the same type, with the same methods
+    /// and results, as a local pool (`processes()` is `size - 1`). One pool at a time
+    /// uses the ranks; `Err` if there are none (a job of one rank) or another pool has them.
+    pub fn pool(&self) -> Result<Pool> {
+        self.pool_builder().build()
+    }
+
+    /// Configures the pool before it starts: tasks in flight per rank, a task timeout.
+    pub fn pool_builder(&self) -> PoolBuilder<'_> {
+        PoolBuilder {
+            world: self,
+            in_flight: IN_FLIGHT,
+            timeout: None,
+        }
+    }
+}
+
+/// Configures the [`Pool`] of a [`World`]'s ranks.
+#[derive(Debug)]
+pub struct PoolBuilder<'w> {
+    world: &'w World,
+    in_flight: usize,
+    timeout: Option<Duration>,
+}
+
+impl PoolBuilder<'_> {
+    /// How many tasks (chunks) a rank holds at once, running one and queueing the rest
+    /// (default 4; at least 1). More hides more network latency for small tasks; fewer
+    /// balances long, uneven tasks better.
+    pub fn in_flight(mut self, n: usize) -> Self {
+        self.in_flight = n.max(1);
+        self
+    }
+
+    /// A task (chunk) running longer than `d` fails with `Error::TaskTimedOut`, on time.
+    /// Unlike a local pool, MPI cannot kill one rank without ending the job: the rank
+    /// finishes the task (its result is dropped) and gets no work until then; the tasks
+    /// queued behind it are cancelled and run on other ranks.
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Starts the pool's driver on rank 0.
+    pub fn build(self) -> Result<Pool> {
+        let link = &self.world.link;
+        let workers = link.size().saturating_sub(1);
+        if workers == 0 {
+            return Err(Error::ValueError(
+                "an MPI pool needs worker ranks: launch the program with `mpirun -np N` \
+                 (N >= 2: rank 0 runs main, ranks 1..N run the tasks)"
+                    .into(),
+            ));
+        }
+        link.claim()?;
+        let (in_flight, timeout) = (self.in_flight, self.timeout);
+        let driver_link = Arc::clone(link);
+        let pool = Pool::with_remote_workers(
+            workers,
+            workers * in_flight,
+            Box::new(move |shared| {
+                driver::Driver::new(shared, driver_link, in_flight, timeout).run()
+            }),
+        );
+        if pool.is_err() {
+            link.release();
+        }
+        pool
     }
 }
 
