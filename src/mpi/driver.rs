@@ -105,12 +105,13 @@ impl Driver {
     pub(crate) fn run(mut self) {
         // An unwinding panic here would leave every waiter and every rank hanging.
         set_on_panic(OnPanic::Abort);
-        let _ = self.shared.driver_id.set(std::thread::current().id());
+        let shared = Arc::clone(&self.shared);
+        let _ = shared.driver_id.set(std::thread::current().id());
         let mut backoff = Backoff::default();
         loop {
             let mut callbacks = Vec::new();
             let to_send = {
-                let mut st = self.shared.lock();
+                let mut st = shared.lock();
                 self.drain_wake();
                 if self.shutdown_if_done(&mut st) {
                     break;
@@ -132,7 +133,7 @@ impl Driver {
             }
             active |= !incoming.is_empty();
             {
-                let mut st = self.shared.lock();
+                let mut st = shared.lock();
                 for (task, err) in failed {
                     st.jobs
                         .complete(task.job, task.index, ChunkResult::Failed(err), &mut callbacks);

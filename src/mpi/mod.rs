@@ -170,7 +170,6 @@ impl PoolBuilder<'_> {
         let driver_link = Arc::clone(link);
         let pool = Pool::with_remote_workers(
             workers,
-            workers * in_flight,
             Box::new(move |shared| {
                 driver::Driver::new(shared, driver_link, in_flight, timeout).run()
             }),
