@@ -179,8 +179,7 @@ pub(crate) fn fingerprint() -> u64 {
     static CACHE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *CACHE.get_or_init(|| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let id = crate::sys::process::exe_identity(std::path::Path::new("/proc/self/exe"))
-            .unwrap_or_default();
+        let id = crate::sys::pid::exe_identity(&crate::sys::pid::self_exe()).unwrap_or_default();
         id.hash(&mut h);
         fn probe() -> u8 {
             0
