@@ -76,10 +76,17 @@ fn seeds(pool: &Pool) -> mproc::Result<Vec<String>> {
     let pairs = vec![(1, 2), (3, 4), (5, 6), (7, 8)];
     out.push(format!("starmap: {:?}", pool.starmap(multiply, pairs)?));
     let v = pool.map_chunked(square, 0..200, 1)?;
-    out.push(format!("map_chunked 1: {} items, sum {}", v.len(), v.iter().sum::<i64>()));
+    out.push(format!(
+        "map_chunked 1: {} items, sum {}",
+        v.len(),
+        v.iter().sum::<i64>()
+    ));
     let v: Vec<i64> = pool.imap(square, 0..30).collect::<mproc::Result<_>>()?;
     out.push(format!("imap: {v:?}"));
-    let firsts: Vec<i64> = pool.imap(square, 0..).take(5).collect::<mproc::Result<_>>()?;
+    let firsts: Vec<i64> = pool
+        .imap(square, 0..)
+        .take(5)
+        .collect::<mproc::Result<_>>()?;
     out.push(format!("imap of an endless input: {firsts:?}"));
     let mut v: Vec<i64> = pool
         .imap_unordered(square, 0..30)
@@ -107,7 +114,10 @@ fn seeds(pool: &Pool) -> mproc::Result<Vec<String>> {
         })
         .collect();
     out.push(format!("imap, a task panics: {}", each.join(" ")));
-    out.push(format!("and the pool goes on: {:?}", pool.map(square, 0..5)?));
+    out.push(format!(
+        "and the pool goes on: {:?}",
+        pool.map(square, 0..5)?
+    ));
     let nsteps = 2_000_000u64;
     let dx = 1.0 / nsteps as f64;
     let parts = pool.starmap(calc_partial_pi, (0..8).map(|r| (r, 8, nsteps, dx)))?;
@@ -116,7 +126,9 @@ fn seeds(pool: &Pool) -> mproc::Result<Vec<String>> {
     pool.join();
     out.push(format!(
         "after close: {}",
-        pool.apply(square, (2,)).map_err(|e| e.to_string()).unwrap_err()
+        pool.apply(square, (2,))
+            .map_err(|e| e.to_string())
+            .unwrap_err()
     ));
     Ok(out)
 }
@@ -239,7 +251,9 @@ fn mpirun(program: &str, np: &[(usize, &std::path::Path)], tcp: bool) -> Job {
         cmd.env("OMPI_MCA_btl", "tcp,self");
     }
     let t = Instant::now();
-    let out = cmd.output().expect("cannot run `timeout mpirun`: is OpenMPI installed?");
+    let out = cmd
+        .output()
+        .expect("cannot run `timeout mpirun`: is OpenMPI installed?");
     Job {
         out,
         elapsed: t.elapsed(),
@@ -255,7 +269,11 @@ fn strays() -> Vec<u32> {
     let marker = format!("{ROLE}=");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if util::proc_state(pid) == Some('Z') {
@@ -404,7 +422,10 @@ fn panic0_case() -> Result<(), String> {
 fn alone_case() -> Result<(), String> {
     let job = mpirun("alone", &[(1, &me())], false);
     expect(
-        job.code() == Some(0) && job.stdout().contains("pool of one rank: an MPI pool needs worker ranks"),
+        job.code() == Some(0)
+            && job
+                .stdout()
+                .contains("pool of one rank: an MPI pool needs worker ranks"),
         "a job of one rank did not refuse a pool",
         &job,
     )?;
@@ -414,7 +435,10 @@ fn alone_case() -> Result<(), String> {
 fn two_pools_case() -> Result<(), String> {
     let job = mpirun("two", &[(2, &me())], false);
     expect(
-        job.code() == Some(0) && job.stdout().contains("second pool: the MPI ranks already serve a pool"),
+        job.code() == Some(0)
+            && job
+                .stdout()
+                .contains("second pool: the MPI ranks already serve a pool"),
         "a second pool was not refused",
         &job,
     )?;
@@ -452,6 +476,9 @@ fn mpi_pi_case() -> Result<(), String> {
     )
 }
 
+/// One test: `Err` says what went wrong.
+type Case = fn() -> Result<(), String>;
+
 fn run_cases() {
     let _w = util::watchdog("mpi tests", 600);
     if Command::new("mpirun").arg("--version").output().is_err() {
@@ -459,7 +486,7 @@ fn run_cases() {
         std::process::exit(1);
     }
     let tcp_everywhere = std::env::var("OMPI_MCA_btl").is_ok_and(|b| b.contains("tcp"));
-    let cases: Vec<(&str, fn() -> Result<(), String>)> = vec![
+    let cases: Vec<(&str, Case)> = vec![
         ("seeds on 3 ranks, shared memory", || seeds_case(3, false)),
         ("seeds on 3 ranks, TCP", || seeds_case(3, true)),
         ("seeds on 2 ranks (one worker)", || seeds_case(2, false)),
@@ -482,7 +509,10 @@ fn run_cases() {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
-        println!("test {name}{} ...", if tcp_everywhere { " (TCP)" } else { "" });
+        println!(
+            "test {name}{} ...",
+            if tcp_everywhere { " (TCP)" } else { "" }
+        );
         let t = Instant::now();
         match case() {
             Ok(()) => {

@@ -135,8 +135,12 @@ impl Driver {
             {
                 let mut st = shared.lock();
                 for (task, err) in failed {
-                    st.jobs
-                        .complete(task.job, task.index, ChunkResult::Failed(err), &mut callbacks);
+                    st.jobs.complete(
+                        task.job,
+                        task.index,
+                        ChunkResult::Failed(err),
+                        &mut callbacks,
+                    );
                 }
                 for i in incoming {
                     self.on_incoming(&mut st, i, &mut callbacks);
@@ -290,8 +294,12 @@ impl Driver {
             };
             r.phase = Phase::Stuck { late: head.seq };
             let err = Error::TaskTimedOut { timeout: limit };
-            st.jobs
-                .complete(head.task.job, head.task.index, ChunkResult::Failed(err), callbacks);
+            st.jobs.complete(
+                head.task.job,
+                head.task.index,
+                ChunkResult::Failed(err),
+                callbacks,
+            );
             if !r.out.is_empty() {
                 // Its queued tasks come back `Cancelled` and go to other ranks.
                 let _ = self.link.cancel(rank);
@@ -309,8 +317,12 @@ impl Driver {
         r.phase = Phase::Lost;
         let mut out = std::mem::take(&mut r.out);
         if let Some(head) = out.pop_front() {
-            st.jobs
-                .complete(head.task.job, head.task.index, ChunkResult::Failed(err), callbacks);
+            st.jobs.complete(
+                head.task.job,
+                head.task.index,
+                ChunkResult::Failed(err),
+                callbacks,
+            );
         }
         for s in out.into_iter().rev() {
             st.pending.push_front(s.task);
@@ -350,8 +362,12 @@ impl Driver {
         }
         let mut ignored = Vec::new(); // a stopped pool runs no more callbacks
         for t in held {
-            st.jobs
-                .complete(t.job, t.index, ChunkResult::Failed(Error::PoolClosed), &mut ignored);
+            st.jobs.complete(
+                t.job,
+                t.index,
+                ChunkResult::Failed(Error::PoolClosed),
+                &mut ignored,
+            );
         }
         st.finished = true;
         self.shared.progress.fetch_add(1, Ordering::Release);

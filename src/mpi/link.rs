@@ -129,7 +129,10 @@ impl Link {
                     }
                 }
                 Err(e) => {
-                    eprintln!("mproc: MPI rank {} broke the start-up protocol: {e}", m.rank);
+                    eprintln!(
+                        "mproc: MPI rank {} broke the start-up protocol: {e}",
+                        m.rank
+                    );
                     abort_job(1);
                 }
             }
@@ -303,9 +306,11 @@ impl Inner {
     fn send_draining(&mut self, rank: usize, kind: Kind, bytes: &[u8]) {
         let world = SimpleCommunicator::world();
         ::mpi::request::scope(|scope| {
-            let mut request = world
-                .process_at_rank(rank as i32)
-                .immediate_send_with_tag(scope, bytes, kind.tag());
+            let mut request = world.process_at_rank(rank as i32).immediate_send_with_tag(
+                scope,
+                bytes,
+                kind.tag(),
+            );
             let mut backoff = Backoff::default();
             loop {
                 match request.test() {

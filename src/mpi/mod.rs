@@ -1,4 +1,4 @@
-//! The Pool's workers as MPI ranks (cargo feature `mpi`): the same [`Pool`](crate::Pool)
+//! The Pool's workers as MPI ranks (cargo feature `mpi`): the same [`Pool`]
 //! across hosts, launched by `mpirun`, `srun` or a hostfile.
 //!
 //! **Roles.** Every rank runs the same executable and calls [`init`] first thing in `main`.

@@ -127,9 +127,10 @@ impl Comm {
         use ::mpi::topology::Communicator;
         let world = ::mpi::topology::SimpleCommunicator::world();
         ::mpi::request::scope(|scope| {
-            let mut request = world
-                .process_at_rank(0)
-                .immediate_send_with_tag(scope, bytes, kind.tag());
+            let mut request =
+                world
+                    .process_at_rank(0)
+                    .immediate_send_with_tag(scope, bytes, kind.tag());
             let mut backoff = Backoff::default();
             loop {
                 match request.test() {
