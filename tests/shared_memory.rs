@@ -214,7 +214,11 @@ fn segments_left_behind_are_unlinked_when_the_tree_is_done() {
 /// The marker a killed tree `root` would have left for segment `name`.
 fn plant_dead_marker(name: &str, root: u32) -> String {
     let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
-    let ns = ns.to_str().unwrap().trim_start_matches("pid:[").trim_end_matches(']');
+    let ns = ns
+        .to_str()
+        .unwrap()
+        .trim_start_matches("pid:[")
+        .trim_end_matches(']');
     let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
     let marker = format!("mproc-{ns}-{root}-n-{hex}");
     std::fs::File::create(format!("/dev/shm/{marker}")).unwrap();
@@ -259,7 +263,9 @@ fn creating_a_segment_does_not_scan_dev_shm() {
 
     // 10 000 unrelated entries: 200 creations stay at their usual cost.
     let junk_dir = format!("mproc_test_junk_{}", std::process::id());
-    let junk: Vec<String> = (0..10_000).map(|i| format!("/dev/shm/{junk_dir}_{i}")).collect();
+    let junk: Vec<String> = (0..10_000)
+        .map(|i| format!("/dev/shm/{junk_dir}_{i}"))
+        .collect();
     let time_200 = || {
         let t = std::time::Instant::now();
         for _ in 0..200 {
