@@ -23,7 +23,8 @@ pub enum Error {
     Empty,
     /// No room to send (Python's `queue.Full`).
     Full,
-    /// A wait ran out of time.
+    /// The caller's own wait ran out of time (a `*_timeout` call); what it waited for may
+    /// still happen.
     Timeout,
     /// An argument was out of range, where Python raises `ValueError`: a zero size, a bad
     /// name, `task_done` called more times than items were put, a bounded semaphore
@@ -79,6 +80,11 @@ pub enum Error {
         /// The most one message can carry.
         max: usize,
     },
+    /// A pool task ran longer than the pool's `task_timeout`: its worker was killed.
+    TaskTimedOut {
+        /// The pool's `task_timeout`.
+        timeout: std::time::Duration,
+    },
 }
 
 impl fmt::Display for Error {
@@ -119,6 +125,12 @@ impl fmt::Display for Error {
                 f,
                 "one message carries {count} handles, more than the {max} a message can carry"
             ),
+            Error::TaskTimedOut { timeout } => {
+                write!(
+                    f,
+                    "task ran longer than the pool's task_timeout of {timeout:?}"
+                )
+            }
         }
     }
 }
@@ -215,6 +227,9 @@ mod tests {
                 count: 300,
                 max: 253,
             },
+            Error::TaskTimedOut {
+                timeout: std::time::Duration::from_millis(300),
+            },
             Error::ValueError("x must be positive".into()),
         ] {
             assert_eq!(e.clone().to_string(), e.to_string());
@@ -254,6 +269,7 @@ enum WireError {
     TornMessage(bool),
     ContextAlreadySet,
     TooManyHandles(u64, u64),
+    TaskTimedOut(std::time::Duration),
 }
 
 impl Error {
@@ -286,6 +302,7 @@ impl Error {
             Error::TooManyHandles { count, max } => {
                 WireError::TooManyHandles(*count as u64, *max as u64)
             }
+            Error::TaskTimedOut { timeout } => WireError::TaskTimedOut(*timeout),
         }
     }
 
@@ -319,6 +336,7 @@ impl Error {
                 count: usize::try_from(count).unwrap_or(usize::MAX),
                 max: usize::try_from(max).unwrap_or(usize::MAX),
             },
+            WireError::TaskTimedOut(timeout) => Error::TaskTimedOut { timeout },
         }
     }
 }
