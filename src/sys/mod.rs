@@ -30,3 +30,4 @@ pub(crate) mod robust;
 pub(crate) mod sched;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod stream;
