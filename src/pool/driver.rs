@@ -169,6 +169,9 @@ impl Shared {
                     // Nothing more can come from it: make sure it exits, so what it held
                     // is accounted for.
                     let w = &mut st.workers[i];
+                    if let Err(e) = arrival {
+                        w.link.corrupt = Some(e.to_string());
+                    }
                     w.link.eof = true;
                     w.fail_link();
                 }
