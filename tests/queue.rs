@@ -471,24 +471,34 @@ fn no_shm_entries_or_fds_left_over() {
     assert_eq!(fds_before, fd_count(), "descriptors leaked");
 }
 
-/// An item whose encoding pauses 400 ms between its two halves. Through a 64 KiB ring, its
-/// consumer is left holding the first half, waiting for the rest.
-#[derive(Debug, Clone, PartialEq)]
-struct Halves(Blob, Blob);
+/// An item whose encoding pauses 300 ms between its two halves, after setting `halfway`.
+/// Through a 64 KiB ring, its consumer is then left holding the first half, waiting for the
+/// rest.
+#[derive(Debug, Clone)]
+struct Halves(Blob, Blob, Option<Event>);
+
+impl PartialEq for Halves {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 && self.1 == other.1
+    }
+}
 
 impl Serialize for Halves {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
-        struct Pause;
-        impl Serialize for Pause {
+        struct Pause<'a>(&'a Option<Event>);
+        impl Serialize for Pause<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                std::thread::sleep(Duration::from_millis(400));
+                if let Some(e) = self.0 {
+                    e.set();
+                }
+                std::thread::sleep(Duration::from_millis(300));
                 s.serialize_unit()
             }
         }
         let mut t = s.serialize_tuple(3)?;
         t.serialize_element(&self.0)?;
-        t.serialize_element(&Pause)?;
+        t.serialize_element(&Pause(&self.2))?;
         t.serialize_element(&self.1)?;
         t.end()
     }
@@ -496,7 +506,7 @@ impl Serialize for Halves {
 
 impl<'de> Deserialize<'de> for Halves {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <(Blob, (), Blob)>::deserialize(d).map(|(a, (), b)| Halves(a, b))
+        <(Blob, (), Blob)>::deserialize(d).map(|(a, (), b)| Halves(a, b, None))
     }
 }
 
@@ -518,13 +528,19 @@ fn a_consumer_killed_mid_stream_does_not_wedge_the_queue() {
         let mut consumer = get_context(m).process(get_halves, (q.clone(), started.clone()));
         consumer.start().unwrap();
         assert!(started.wait_timeout(LONG), "{m:?}");
+        let halfway = Event::new().unwrap();
         let producer = {
             let q = q.clone();
-            let item = Halves(pattern(128 << 10, 1), pattern(128 << 10, 2));
+            let item = Halves(
+                pattern(128 << 10, 1),
+                pattern(128 << 10, 2),
+                Some(halfway.clone()),
+            );
             std::thread::spawn(move || q.put(item).map_err(|e| e.to_string()))
         };
-        // The producer pauses after the first 128 KiB, which the consumer has taken by now.
-        std::thread::sleep(Duration::from_millis(200));
+        // The first 128 KiB are in: the consumer has taken at least half of them (the ring
+        // holds 64 KiB) and waits for the rest, which comes after the pause.
+        assert!(halfway.wait_timeout(LONG), "{m:?}");
         consumer.kill().unwrap();
         consumer.join().unwrap();
         assert_eq!(
@@ -534,13 +550,16 @@ fn a_consumer_killed_mid_stream_does_not_wedge_the_queue() {
         );
         // The next consumer takes the dead one's place and drains the rest of the item as
         // it comes (the producer needs the room to finish), but delivers none of it.
-        assert!(
-            matches!(q.get_timeout(Duration::from_secs(2)), Err(Error::Empty)),
-            "{m:?}: the rest of the item must be skipped, not delivered"
-        );
+        while !producer.is_finished() {
+            assert!(
+                matches!(q.get_timeout(Duration::from_millis(100)), Err(Error::Empty)),
+                "{m:?}: the rest of the item must be skipped, not delivered"
+            );
+        }
         producer.join().unwrap().expect("the put completes");
+        assert!(matches!(q.try_get(), Err(Error::Empty)), "{m:?}");
         assert_eq!(q.qsize(), 0, "{m:?}");
-        let item = Halves(pattern(100, 5), pattern(10_000, 6));
+        let item = Halves(pattern(100, 5), pattern(10_000, 6), None);
         q.put(item.clone()).unwrap();
         assert_eq!(q.get_timeout(LONG).unwrap(), item, "{m:?}");
     }
