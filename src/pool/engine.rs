@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::codec::HandleFd;
 use crate::connection::pipe;
 use crate::context::StartMethod;
-use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::pool::jobs::{Callback, ChunkResult, JobId, JobTable, Order};
 use crate::pool::slot::{Slot, Task};
@@ -243,8 +243,8 @@ impl Shared {
             }
             let moved = self.progress.load(Ordering::Acquire) != seen;
             let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
-            let readable = sys::fd::poll_many(&fds, Some(Duration::ZERO))
-                .is_ok_and(|r| r.iter().any(|&x| x));
+            let readable =
+                sys::fd::poll_many(&fds, Some(Duration::ZERO)).is_ok_and(|r| r.iter().any(|&x| x));
             if !(moved || readable) {
                 continue;
             }

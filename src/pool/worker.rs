@@ -96,8 +96,7 @@ pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks
         if done > 0 && !reader.has_buffered() {
             let mut backoff = Backoff::with_budget(crate::pool::engine::SPIN);
             backoff.wait_until(None, || {
-                crate::sys::fd::poll_readable(sock, Some(std::time::Duration::ZERO))
-                    .unwrap_or(true)
+                crate::sys::fd::poll_readable(sock, Some(std::time::Duration::ZERO)).unwrap_or(true)
             });
         }
         if reader.read_frame(sock, &mut task, &mut fds).is_err() {
