@@ -125,6 +125,12 @@
 //! become `log` records, and install `tracing_log::LogTracer` in the parent; the tags are
 //! lost on that way, as `tracing-log` drops `log` key-values.
 //!
+//! # Cargo features
+//!
+//! The default build is the whole crate described above; no feature is needed for it, and
+//! none is optional yet. On [docs.rs](https://docs.rs/mproc) every feature is built, and
+//! an item that needs one says which.
+//!
 //! # Codec
 //!
 //! Messages are serde values encoded with postcard: maintained, compact, with a documented
@@ -134,6 +140,9 @@
 //! vectors (where bitcode wins 5×), and the most compact; wincode is faster still but has
 //! no serde support, so it cannot carry "any serde type". No codec keeps the text of a
 //! custom serde error in release builds; mproc keeps its own messages beside the codec.
+
+// docs.rs labels feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
 mod connection;
