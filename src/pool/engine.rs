@@ -58,6 +58,17 @@ pub(crate) struct Config {
     pub(crate) init: Option<InitSpec>,
 }
 
+/// Who runs a pool's tasks.
+pub(crate) enum Workers {
+    /// Local worker processes, started and supervised by the pool's own driver.
+    Local,
+    /// Workers elsewhere (the MPI ranks): this is the driver thread's body. It takes tasks
+    /// from `pending`, completes them in the job table, and ends the pool as
+    /// `shutdown_if_done` does; callers only wake it.
+    #[allow(dead_code)] // built only with the `mpi` feature
+    Remote(Box<dyn FnOnce(Arc<Shared>) + Send>),
+}
+
 /// Everything the callers and the driver share.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -129,6 +140,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Starts the workers and the driver thread.
     pub(crate) fn start(config: Config) -> Result<Arc<Shared>> {
+        Shared::start_with(config, Workers::Local)
+    }
+
+    /// Starts the driver thread, and the workers if they are local.
+    pub(crate) fn start_with(config: Config, workers: Workers) -> Result<Arc<Shared>> {
         let (wake_tx, wake_rx) = sys::fd::socketpair()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -151,7 +167,7 @@ impl Shared {
             driver: Mutex::new(None),
             driver_id: std::sync::OnceLock::new(),
         });
-        {
+        if let Workers::Local = workers {
             let mut st = shared.lock();
             for _ in 0..shared.config.processes {
                 if let Err(e) = shared.spawn_worker(&mut st) {
@@ -167,9 +183,13 @@ impl Shared {
             }
         }
         let driver = Arc::clone(&shared);
+        let body: Box<dyn FnOnce() + Send> = match workers {
+            Workers::Local => Box::new(move || driver.drive()),
+            Workers::Remote(drive) => Box::new(move || drive(driver)),
+        };
         let handle = std::thread::Builder::new()
             .name("mproc-pool".into())
-            .spawn(move || driver.drive())
+            .spawn(body)
             .map_err(Error::Io)?;
         *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         Ok(shared)
@@ -345,6 +365,8 @@ impl Shared {
             w.assign(task);
             wake |= w.flush() || self.config.timeout.is_some();
         }
+        // Remote workers are served by the driver alone: it must hear of new work.
+        wake |= st.workers.is_empty() && !st.pending.is_empty();
         if wake {
             self.wake();
         }
