@@ -23,7 +23,19 @@ use crate::codec::{self, HandleFd};
 use crate::error::{Error, Result};
 use crate::sys;
 
+mod address;
+mod auth;
 pub(crate) mod framing;
+mod listener;
+#[cfg(feature = "pickle")]
+mod pickle;
+mod wait;
+mod wire;
+
+pub use address::Address;
+pub use listener::{HANDSHAKE_TIMEOUT, Listener, connect, connect_timeout, connect_with};
+pub use wait::{Waitable, wait};
+pub use wire::Codec;
 
 /// One end of a pipe carrying values of type `T` (Python's `Connection`).
 ///
@@ -48,6 +60,8 @@ pub struct Connection<T> {
     recv_buf: RefCell<Vec<u8>>,
     reader: RefCell<framing::Reader>,
     torn: std::cell::Cell<bool>,
+    /// Connections made by `Listener`/`connect` speak CPython's framing (`wire.rs`).
+    python: Option<wire::Python>,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -85,6 +99,7 @@ impl<T> Connection<T> {
             recv_buf: RefCell::new(Vec::new()),
             reader: RefCell::new(framing::Reader::default()),
             torn: std::cell::Cell::new(false),
+            python: None,
             _type: PhantomData,
         }
     }
@@ -112,6 +127,9 @@ impl<T> Connection<T> {
     /// Sends raw bytes as one message, without encoding them.
     pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
         self.check_writable()?;
+        if let Some(py) = &self.python {
+            return py.send_frame(self.fd.as_fd(), b, &[], None, &self.torn);
+        }
         framing::write_frame(self.fd.as_fd(), b, &[])
     }
 
@@ -124,6 +142,10 @@ impl<T> Connection<T> {
     }
 
     fn write_until(&self, payload: &[u8], fds: &[BorrowedFd<'_>], d: Duration) -> Result<()> {
+        if let Some(py) = &self.python {
+            let deadline = std::time::Instant::now().checked_add(d);
+            return py.send_frame(self.fd.as_fd(), payload, fds, deadline, &self.torn);
+        }
         let Some(deadline) = std::time::Instant::now().checked_add(d) else {
             return framing::write_frame(self.fd.as_fd(), payload, fds);
         };
@@ -148,6 +170,10 @@ impl<T> Connection<T> {
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.check_readable()?;
         let mut fds = Vec::new();
+        if let Some(py) = &self.python {
+            py.recv_frame(self.fd.as_fd(), buf, &mut fds, None, None)?;
+            return Ok(buf.len());
+        }
         self.reader
             .borrow_mut()
             .read_frame(self.fd.as_fd(), buf, &mut fds)?;
@@ -178,6 +204,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     pub fn send(&self, item: &T) -> Result<()> {
         self.check_writable()?;
         let mut buf = self.send_buf.borrow_mut();
+        if let Some(py) = &self.python {
+            return py.send_value(self.fd.as_fd(), item, &mut buf, None, &self.torn);
+        }
         buf.clear();
         let mut fds = Vec::new();
         codec::encode_into(item, &mut buf, &mut fds)?;
@@ -189,6 +218,10 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     pub fn send_timeout(&self, item: &T, d: Duration) -> Result<()> {
         self.check_writable()?;
         let mut buf = self.send_buf.borrow_mut();
+        if let Some(py) = &self.python {
+            let deadline = std::time::Instant::now().checked_add(d);
+            return py.send_value(self.fd.as_fd(), item, &mut buf, deadline, &self.torn);
+        }
         buf.clear();
         let mut fds = Vec::new();
         codec::encode_into(item, &mut buf, &mut fds)?;
@@ -200,6 +233,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     pub fn recv(&self) -> Result<T> {
         self.check_readable()?;
         let mut buf = self.recv_buf.borrow_mut();
+        if let Some(py) = &self.python {
+            return py.recv_value(self.fd.as_fd(), &mut buf, None);
+        }
         let mut fds = Vec::new();
         self.reader
             .borrow_mut()
@@ -215,6 +251,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.check_readable()?;
         let deadline = std::time::Instant::now().checked_add(d);
         let mut buf = self.recv_buf.borrow_mut();
+        if let Some(py) = &self.python {
+            return py.recv_value(self.fd.as_fd(), &mut buf, deadline);
+        }
         let mut fds = Vec::new();
         self.reader
             .borrow_mut()
@@ -244,6 +283,8 @@ struct Wire<F> {
     fd: F,
     readable: bool,
     writable: bool,
+    /// On CPython's wire: (over TCP, codec).
+    python: Option<(bool, Codec)>,
 }
 
 impl<T> Serialize for Connection<T> {
@@ -255,10 +296,15 @@ impl<T> Serialize for Connection<T> {
                 "a connection with received but unread messages cannot be sent; read them first",
             ));
         }
+        let python = match &self.python {
+            Some(py) => Some(py.describe().map_err(serde::ser::Error::custom)?),
+            None => None,
+        };
         Wire {
             fd: &self.fd,
             readable: self.readable,
             writable: self.writable,
+            python,
         }
         .serialize(s)
     }
@@ -275,6 +321,7 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
             recv_buf: RefCell::new(Vec::new()),
             reader: RefCell::new(framing::Reader::default()),
             torn: std::cell::Cell::new(false),
+            python: w.python.map(|(tcp, codec)| wire::Python::new(tcp, codec)),
             _type: PhantomData,
         })
     }

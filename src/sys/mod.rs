@@ -24,6 +24,7 @@
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
+pub(crate) mod net;
 pub(crate) mod pid;
 pub(crate) mod process;
 pub(crate) mod robust;
