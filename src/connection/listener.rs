@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use super::Connection;
 use super::address::Address;
 use super::auth::{self, Framed};
-use super::wire::{self, Codec};
+use super::framing::{self, Format};
+use super::wire::{self, Codec, PyWire};
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -87,7 +88,7 @@ impl<T> Listener<T> {
     }
 
     /// [`bind`](Listener::bind), choosing how accepted connections encode typed messages
-    /// (with the `pickle` feature, [`Codec::Pickle`] talks to Python's `send`/`recv`).
+    /// (with the `pickle` feature, `Codec::Pickle` talks to Python's `send`/`recv`).
     pub fn bind_with(
         address: Address,
         authkey: Option<&[u8]>,
@@ -281,14 +282,24 @@ impl<'a, T> Handshake<'a, T> {
 
 impl<T> Framed for Handshake<'_, T> {
     fn send(&mut self, message: &[u8]) -> Result<()> {
-        self.conn.python_send(message, Some(self.deadline))
+        let mut partial = false;
+        let sock = self.conn.as_fd();
+        if framing::write_frame_until(
+            sock,
+            self.conn.format,
+            message,
+            &[],
+            self.deadline,
+            &mut partial,
+        )? {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
     }
 
     fn recv(&mut self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.conn
-            .python_recv(&mut out, Some(auth::MAX_MESSAGE), Some(self.deadline))?;
-        Ok(out)
+        wire::read_short_frame(self.conn.as_fd(), auth::MAX_MESSAGE, self.deadline)
     }
 }
 
@@ -296,29 +307,7 @@ impl<T> Connection<T> {
     /// A connection on CPython's wire over a freshly accepted or connected socket.
     fn from_python(sock: OwnedFd, tcp: bool, codec: Codec) -> Self {
         let mut conn = Connection::from_fd(sock, true, true);
-        conn.python = Some(wire::Python::new(tcp, codec));
+        conn.format = Format::Python(PyWire { tcp, codec });
         conn
-    }
-
-    fn python(&self) -> &wire::Python {
-        self.python
-            .as_ref()
-            .expect("handshakes run only on connections made by Listener or connect")
-    }
-
-    fn python_send(&self, message: &[u8], deadline: Option<Instant>) -> Result<()> {
-        self.python()
-            .send_frame(self.fd.as_fd(), message, &[], deadline, &self.torn)
-    }
-
-    fn python_recv(
-        &self,
-        out: &mut Vec<u8>,
-        limit: Option<usize>,
-        deadline: Option<Instant>,
-    ) -> Result<()> {
-        let mut fds = Vec::new();
-        self.python()
-            .recv_frame(self.fd.as_fd(), out, &mut fds, limit, deadline)
     }
 }

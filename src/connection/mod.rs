@@ -19,16 +19,19 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec::{self, HandleFd};
+use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::sys;
 
 mod address;
 mod auth;
+mod buffer;
 pub(crate) mod framing;
 mod listener;
 #[cfg(feature = "pickle")]
 mod pickle;
+mod recv;
+mod spin;
 mod wait;
 mod wire;
 
@@ -58,10 +61,9 @@ pub struct Connection<T> {
     writable: bool,
     send_buf: RefCell<Vec<u8>>,
     recv_buf: RefCell<Vec<u8>>,
-    reader: RefCell<framing::Reader>,
+    reader: RefCell<recv::ExactReader>,
+    format: framing::Format,
     torn: std::cell::Cell<bool>,
-    /// Connections made by `Listener`/`connect` speak CPython's framing (`wire.rs`).
-    python: Option<wire::Python>,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -97,9 +99,9 @@ impl<T> Connection<T> {
             writable,
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
-            reader: RefCell::new(framing::Reader::default()),
+            reader: RefCell::new(recv::ExactReader::default()),
+            format: framing::Format::Mproc,
             torn: std::cell::Cell::new(false),
-            python: None,
             _type: PhantomData,
         }
     }
@@ -108,18 +110,16 @@ impl<T> Connection<T> {
         if self.readable {
             Ok(())
         } else {
-            Err(Error::ValueError("connection is write-only".into()))
+            Err(Error::WriteOnly)
         }
     }
 
     fn check_writable(&self) -> Result<()> {
         if !self.writable {
-            return Err(Error::ValueError("connection is read-only".into()));
+            return Err(Error::ReadOnly);
         }
         if self.torn.get() {
-            return Err(Error::ValueError(
-                "a timed-out send left part of a message on this connection".into(),
-            ));
+            return Err(Error::TornMessage { sending: true });
         }
         Ok(())
     }
@@ -127,10 +127,7 @@ impl<T> Connection<T> {
     /// Sends raw bytes as one message, without encoding them.
     pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
         self.check_writable()?;
-        if let Some(py) = &self.python {
-            return py.send_frame(self.fd.as_fd(), b, &[], None, &self.torn);
-        }
-        framing::write_frame(self.fd.as_fd(), b, &[])
+        framing::write_frame_as(self.fd.as_fd(), self.format, b, &[])
     }
 
     /// `send_bytes`, waiting at most `d` for the peer to make room; `Err(Error::Timeout)`
@@ -142,15 +139,18 @@ impl<T> Connection<T> {
     }
 
     fn write_until(&self, payload: &[u8], fds: &[BorrowedFd<'_>], d: Duration) -> Result<()> {
-        if let Some(py) = &self.python {
-            let deadline = std::time::Instant::now().checked_add(d);
-            return py.send_frame(self.fd.as_fd(), payload, fds, deadline, &self.torn);
-        }
         let Some(deadline) = std::time::Instant::now().checked_add(d) else {
-            return framing::write_frame(self.fd.as_fd(), payload, fds);
+            return framing::write_frame_as(self.fd.as_fd(), self.format, payload, fds);
         };
         let mut partial = false;
-        if framing::write_frame_until(self.fd.as_fd(), payload, fds, deadline, &mut partial)? {
+        if framing::write_frame_until(
+            self.fd.as_fd(),
+            self.format,
+            payload,
+            fds,
+            deadline,
+            &mut partial,
+        )? {
             return Ok(());
         }
         self.torn.set(partial);
@@ -170,13 +170,9 @@ impl<T> Connection<T> {
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.check_readable()?;
         let mut fds = Vec::new();
-        if let Some(py) = &self.python {
-            py.recv_frame(self.fd.as_fd(), buf, &mut fds, None, None)?;
-            return Ok(buf.len());
-        }
         self.reader
             .borrow_mut()
-            .read_frame(self.fd.as_fd(), buf, &mut fds)?;
+            .read(self.fd.as_fd(), self.format, buf, &mut fds, None)?;
         Ok(buf.len())
     }
 
@@ -184,10 +180,7 @@ impl<T> Connection<T> {
     /// for one (`None`: forever, `Some(ZERO)`: just look).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_readable()?;
-        if self.reader.borrow().has_buffered() {
-            return Ok(true);
-        }
-        Ok(sys::fd::poll_readable(self.fd.as_fd(), timeout)?)
+        self.reader.borrow().poll(self.fd.as_fd(), timeout)
     }
 
     /// Closes this end (dropping it does the same).
@@ -204,13 +197,10 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     pub fn send(&self, item: &T) -> Result<()> {
         self.check_writable()?;
         let mut buf = self.send_buf.borrow_mut();
-        if let Some(py) = &self.python {
-            return py.send_value(self.fd.as_fd(), item, &mut buf, None, &self.torn);
-        }
         buf.clear();
         let mut fds = Vec::new();
-        codec::encode_into(item, &mut buf, &mut fds)?;
-        framing::write_frame(self.fd.as_fd(), &buf, &sys::fd::borrowed(&fds))
+        wire::encode_into(self.format, item, &mut buf, &mut fds)?;
+        framing::write_frame_as(self.fd.as_fd(), self.format, &buf, &sys::fd::borrowed(&fds))
     }
 
     /// Sends one value, waiting at most `d` for the peer to make room (see
@@ -218,13 +208,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     pub fn send_timeout(&self, item: &T, d: Duration) -> Result<()> {
         self.check_writable()?;
         let mut buf = self.send_buf.borrow_mut();
-        if let Some(py) = &self.python {
-            let deadline = std::time::Instant::now().checked_add(d);
-            return py.send_value(self.fd.as_fd(), item, &mut buf, deadline, &self.torn);
-        }
         buf.clear();
         let mut fds = Vec::new();
-        codec::encode_into(item, &mut buf, &mut fds)?;
+        wire::encode_into(self.format, item, &mut buf, &mut fds)?;
         self.write_until(&buf, &sys::fd::borrowed(&fds), d)
     }
 
@@ -233,14 +219,11 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     pub fn recv(&self) -> Result<T> {
         self.check_readable()?;
         let mut buf = self.recv_buf.borrow_mut();
-        if let Some(py) = &self.python {
-            return py.recv_value(self.fd.as_fd(), &mut buf, None);
-        }
         let mut fds = Vec::new();
         self.reader
             .borrow_mut()
-            .read_frame(self.fd.as_fd(), &mut buf, &mut fds)?;
-        codec::decode(&buf, fds)
+            .read(self.fd.as_fd(), self.format, &mut buf, &mut fds, None)?;
+        wire::decode(self.format, &buf, fds)
     }
 
     /// Receives one value, waiting at most `d` for it; `Err(Error::Timeout)` if it did not
@@ -251,14 +234,15 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.check_readable()?;
         let deadline = std::time::Instant::now().checked_add(d);
         let mut buf = self.recv_buf.borrow_mut();
-        if let Some(py) = &self.python {
-            return py.recv_value(self.fd.as_fd(), &mut buf, deadline);
-        }
         let mut fds = Vec::new();
-        self.reader
-            .borrow_mut()
-            .read_frame_until(self.fd.as_fd(), &mut buf, &mut fds, deadline)?;
-        codec::decode(&buf, fds)
+        self.reader.borrow_mut().read(
+            self.fd.as_fd(),
+            self.format,
+            &mut buf,
+            &mut fds,
+            deadline,
+        )?;
+        wire::decode(self.format, &buf, fds)
     }
 }
 
@@ -283,28 +267,22 @@ struct Wire<F> {
     fd: F,
     readable: bool,
     writable: bool,
-    /// On CPython's wire: (over TCP, codec).
-    python: Option<(bool, Codec)>,
+    format: framing::Format,
 }
 
 impl<T> Serialize for Connection<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        if self.reader.borrow().has_buffered() {
-            // Those bytes are in this process's memory, not in the socket: they cannot go
-            // with the descriptor.
+        if self.reader.borrow().is_torn() {
+            // A timed-out receive stopped inside a message: the receiver would misread.
             return Err(serde::ser::Error::custom(
-                "a connection with received but unread messages cannot be sent; read them first",
+                "a connection whose receive timed out mid-message cannot be sent",
             ));
         }
-        let python = match &self.python {
-            Some(py) => Some(py.describe().map_err(serde::ser::Error::custom)?),
-            None => None,
-        };
         Wire {
             fd: &self.fd,
             readable: self.readable,
             writable: self.writable,
-            python,
+            format: self.format,
         }
         .serialize(s)
     }
@@ -319,9 +297,9 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
             writable: w.writable,
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
-            reader: RefCell::new(framing::Reader::default()),
+            reader: RefCell::new(recv::ExactReader::default()),
+            format: w.format,
             torn: std::cell::Cell::new(false),
-            python: w.python.map(|(tcp, codec)| wire::Python::new(tcp, codec)),
             _type: PhantomData,
         })
     }

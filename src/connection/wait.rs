@@ -3,8 +3,7 @@
 //!
 //! One `poll(2)` over all the objects' descriptors: a connection or receiver is ready when a
 //! message (or the peer's end of stream) is waiting, a listener when a peer is waiting to be
-//! accepted, a process when it has exited (its pidfd). An object that already holds a whole
-//! message in this process's memory is ready without asking the kernel.
+//! accepted, a process when it has exited (its pidfd).
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
@@ -66,21 +65,15 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
 
 impl<T> Waitable for Connection<T> {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        // Nothing of the stream is kept in memory between receives (`recv.rs`): the
+        // socket alone says whether a message is waiting.
         Ok(self.as_fd())
-    }
-
-    fn ready_now(&self) -> bool {
-        self.reader.borrow().has_buffered()
     }
 }
 
 impl<T> Waitable for Receiver<T> {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
         self.conn.wait_fd()
-    }
-
-    fn ready_now(&self) -> bool {
-        self.conn.ready_now()
     }
 }
 

@@ -21,6 +21,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod dgram;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
@@ -28,5 +29,7 @@ pub(crate) mod net;
 pub(crate) mod pid;
 pub(crate) mod process;
 pub(crate) mod robust;
+pub(crate) mod sched;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod stream;

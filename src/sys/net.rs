@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 /// Where a socket listens or connects, as the kernel sees it.
 #[derive(Clone, Copy, Debug)]
@@ -149,38 +149,6 @@ fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(fd)?;
     rustix::fs::fcntl_setfl(fd, flags - rustix::fs::OFlags::NONBLOCK)?;
     Ok(())
-}
-
-/// Receives at most `max` bytes, appended to `buf` without zeroing first. `block` false:
-/// `Ok(None)` when nothing is waiting. `Ok(Some(0))` at end of stream.
-pub(crate) fn recv_append(
-    sock: BorrowedFd<'_>,
-    buf: &mut Vec<u8>,
-    max: usize,
-    block: bool,
-) -> io::Result<Option<usize>> {
-    buf.reserve(max);
-    let flags = if block {
-        RecvFlags::empty()
-    } else {
-        RecvFlags::DONTWAIT
-    };
-    let got = loop {
-        let spare = &mut buf.spare_capacity_mut()[..max];
-        match rustix::net::recv(sock, spare, flags) {
-            Err(Errno::INTR) => continue,
-            other => break other,
-        }
-    };
-    match got {
-        Ok((_, n)) => {
-            // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            Ok(Some(n))
-        }
-        Err(Errno::AGAIN) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Fills `buf` with bytes from the kernel's secure random source (for challenges and
