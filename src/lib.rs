@@ -125,6 +125,12 @@
 //! become `log` records, and install `tracing_log::LogTracer` in the parent; the tags are
 //! lost on that way, as `tracing-log` drops `log` key-values.
 //!
+//! # Cargo features
+//!
+//! The default build is the whole crate described above; no feature is needed for it, and
+//! none is optional yet. On [docs.rs](https://docs.rs/mproc) every feature is built, and
+//! an item that needs one says which.
+//!
 //! # Codec
 //!
 //! Messages are serde values encoded with postcard: maintained, compact, with a documented
@@ -135,11 +141,16 @@
 //! no serde support, so it cannot carry "any serde type". No codec keeps the text of a
 //! custom serde error in release builds; mproc keeps its own messages beside the codec.
 
+// docs.rs labels feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod codec;
 mod connection;
 mod context;
 mod error;
 mod log;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod pool;
 mod process;
 mod queue;
@@ -149,7 +160,10 @@ mod sync;
 mod sys;
 mod target;
 
-pub use crate::connection::{Connection, Receiver, Sender, pipe, pipe_simplex};
+pub use crate::connection::{
+    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, Sender, Waitable, connect,
+    connect_timeout, connect_with, pipe, pipe_simplex, wait,
+};
 pub use crate::context::{
     Context, StartMethod, cpu_count, get_all_start_methods, get_context, get_start_method, init,
     set_executable, set_start_method,
