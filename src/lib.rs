@@ -148,6 +148,8 @@ mod codec;
 mod connection;
 mod context;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod log;
 #[cfg(feature = "mpi")]
 pub mod mpi;
