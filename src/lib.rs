@@ -124,6 +124,7 @@ mod codec;
 mod connection;
 mod context;
 mod error;
+mod manager;
 mod pool;
 mod process;
 mod queue;
@@ -139,6 +140,10 @@ pub use crate::context::{
     set_executable, set_start_method,
 };
 pub use crate::error::{Error, Result};
+pub use crate::manager::{
+    Address, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager,
+    ManagerBuilder, Namespace, Proxy, QueueProxy, ValueProxy,
+};
 pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,

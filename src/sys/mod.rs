@@ -26,6 +26,7 @@ pub(crate) mod futex;
 pub(crate) mod mman;
 pub(crate) mod pid;
 pub(crate) mod process;
+pub(crate) mod random;
 pub(crate) mod robust;
 pub(crate) mod shm;
 pub(crate) mod signal;
