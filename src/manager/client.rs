@@ -20,9 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::transport::{self, Address};
-use super::wire::{self, Answer, Request};
+use super::wire::{self, Answer, Buf, RING_BYTES, Request, Rings};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::queue::Queue;
+use std::os::fd::AsFd;
 
 /// Where a proxy's object lives.
 #[derive(Debug)]
@@ -53,8 +55,27 @@ impl ServerRef {
 /// One thread's connection to one server, with its reusable buffers.
 struct Client {
     conn: Connection<()>,
+    /// Set on a local connection: requests and replies go through shared memory.
+    rings: Option<Rings>,
     out: RefCell<Vec<u8>>,
     inp: RefCell<Vec<u8>>,
+}
+
+impl Client {
+    fn new(link: Link) -> Client {
+        Client {
+            conn: link.conn,
+            rings: link.rings,
+            out: RefCell::new(Vec::new()),
+            inp: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+/// A fresh connection: its socket, and its rings if it is local.
+pub(crate) struct Link {
+    conn: Connection<()>,
+    rings: Option<Rings>,
 }
 
 #[derive(Default)]
@@ -71,19 +92,42 @@ thread_local! {
 /// server that did not answer (it is then treated as gone for this connection).
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Connects and says hello; returns the connection and the server's nonce.
-pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<(Connection<()>, u64)> {
-    let conn = transport::connect(address, authkey)?;
+/// How often a client waiting for a reply on the rings looks at the socket for the
+/// server's end.
+const PEER_CHECK: Duration = Duration::from_millis(50);
+
+/// One request and its answer on the socket.
+fn socket_call(conn: &Connection<()>, req: &Request<'_>) -> Result<Answer> {
     let mut out = Vec::new();
-    crate::codec::encode_plain_into(&Request::Hello, &mut out)?;
+    crate::codec::encode_plain_into(req, &mut out)?;
     conn.send_bytes(&out)?;
     let mut inp = Vec::new();
     conn.recv_bytes_into(&mut inp)?;
-    match wire::decode::<wire::Reply>(&inp)? {
-        Ok(Answer::Nonce(n)) => Ok((conn, n)),
-        Ok(other) => Err(Error::Codec(format!("unexpected hello answer {other:?}"))),
-        Err(e) => Err(e),
+    wire::decode::<wire::Reply>(&inp)?
+}
+
+/// Connects and says hello; on a local address, moves the connection onto shared-memory
+/// rings. Returns the connection and the server's nonce.
+pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<(Link, u64)> {
+    let conn = transport::connect(address, authkey)?;
+    let nonce = match socket_call(&conn, &Request::Hello)? {
+        Answer::Nonce(n) => n,
+        other => return Err(Error::Codec(format!("unexpected hello answer {other:?}"))),
+    };
+    if matches!(address, Address::Tcp(_)) || std::env::var_os("MPROC_SCRATCH_SOCKET").is_some() {
+        return Ok((Link { conn, rings: None }, nonce));
     }
+    match socket_call(&conn, &Request::Upgrade)? {
+        Answer::Done => {}
+        other => return Err(Error::Codec(format!("unexpected upgrade answer {other:?}"))),
+    }
+    let rings: Rings = (
+        Queue::with_ring_size(0, RING_BYTES)?,
+        Queue::with_ring_size(0, RING_BYTES)?,
+    );
+    let typed = Connection::<Rings>::from_fd(crate::sys::fd::dup_cloexec(conn.as_fd())?, true, true);
+    typed.send(&rings)?;
+    Ok((Link { conn, rings: Some(rings) }, nonce))
 }
 
 fn client_for(server: &ServerRef) -> Result<Rc<Client>> {
@@ -101,16 +145,12 @@ fn client_for(server: &ServerRef) -> Result<Rc<Client>> {
         if let Some(c) = cache.clients.get(&server.key) {
             return Ok(c.clone());
         }
-        let (conn, nonce) = open(&server.address, &server.authkey).map_err(gone_is_closed)?;
+        let (link, nonce) = open(&server.address, &server.authkey).map_err(gone_is_closed)?;
         if nonce != server.nonce {
             // Another server now listens there: this proxy's objects are gone.
             return Err(Error::Closed);
         }
-        let c = Rc::new(Client {
-            conn,
-            out: RefCell::new(Vec::new()),
-            inp: RefCell::new(Vec::new()),
-        });
+        let c = Rc::new(Client::new(link));
         cache.clients.insert(server.key.clone(), c.clone());
         Ok(c)
     })
@@ -147,6 +187,9 @@ fn round_trip(client: &Client, req: &Request<'_>, wait: Option<Option<Duration>>
     let mut out = client.out.borrow_mut();
     out.clear();
     crate::codec::encode_plain_into(req, &mut out)?;
+    if let Some((requests, replies)) = &client.rings {
+        return ring_trip(&client.conn, requests, replies, &out, wait);
+    }
     client.conn.send_bytes(&out)?;
     if let Some(Some(d)) = wait {
         // A timed wait: the server answers by its deadline; if it does not within a grace
@@ -165,7 +208,7 @@ fn round_trip(client: &Client, req: &Request<'_>, wait: Option<Option<Duration>>
 /// Connects to the server at `address`, learns its nonce, and keeps the connection as this
 /// thread's for that server.
 pub(crate) fn connect(address: Address, authkey: Vec<u8>) -> Result<Arc<ServerRef>> {
-    let (conn, nonce) = open(&address, &authkey)?;
+    let (link, nonce) = open(&address, &authkey)?;
     let server = ServerRef::new(address, authkey, nonce);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
@@ -176,14 +219,42 @@ pub(crate) fn connect(address: Address, authkey: Vec<u8>) -> Result<Arc<ServerRe
             }
             cache.pid = pid;
         }
-        cache.clients.insert(
-            server.key.clone(),
-            Rc::new(Client {
-                conn,
-                out: RefCell::new(Vec::new()),
-                inp: RefCell::new(Vec::new()),
-            }),
-        );
+        cache.clients.insert(server.key.clone(), Rc::new(Client::new(link)));
     });
     Ok(server)
+}
+
+/// One request and its reply through the rings. The server never writes to the socket of
+/// an upgraded connection, so a readable socket means the server is gone.
+fn ring_trip(
+    conn: &Connection<()>,
+    requests: &Queue<Buf>,
+    replies: &Queue<Buf>,
+    out: &[u8],
+    wait: Option<Option<Duration>>,
+) -> Result<wire::Reply> {
+    let gone = || conn.poll(Some(Duration::ZERO)).unwrap_or(true);
+    loop {
+        match requests.put_timeout(Buf(out.to_vec()), PEER_CHECK) {
+            Ok(()) => break,
+            Err(Error::Full) if !gone() => {}
+            Err(Error::Full) => return Err(Error::Closed),
+            Err(e) => return Err(e),
+        }
+    }
+    let limit = match wait {
+        Some(Some(d)) => Instant::now().checked_add(d.saturating_add(GRACE)),
+        _ => None,
+    };
+    loop {
+        match replies.get_timeout(PEER_CHECK) {
+            Ok(reply) => return wire::decode::<wire::Reply>(&reply.0),
+            Err(Error::Empty) => {
+                if gone() || limit.is_some_and(|l| Instant::now() >= l) {
+                    return Err(Error::Closed);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::store::{Caller, ConnId, Store};
 use super::transport::{Address, ServerSocket};
-use super::wire::{self, Answer, Request};
+use super::wire::{self, Answer, Buf, Request, Rings};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
@@ -168,29 +168,60 @@ fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
     }
 }
 
+/// Receives the next request frame into `inp`; `false` when the peer is gone (or the
+/// server stops).
+fn next_request(conn: &Connection<()>, rings: Option<&Rings>, inp: &mut Vec<u8>, shared: &Shared) -> bool {
+    let Some((requests, _)) = rings else {
+        return conn.recv_bytes_into(inp).is_ok();
+    };
+    loop {
+        match requests.get_timeout(PEER_CHECK) {
+            Ok(frame) => {
+                *inp = frame.0;
+                return true;
+            }
+            // A client sends nothing on the socket once upgraded: readable means it left.
+            Err(Error::Empty) => {
+                if shared.stopping.load(Ordering::Acquire) || conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
 fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
     let caller = Caller {
         conn: id,
         remote: shared.remote,
     };
+    let mut rings: Option<Rings> = None;
     let mut inp = Vec::new();
     let mut out = Vec::new();
-    loop {
-        if conn.recv_bytes_into(&mut inp).is_err() {
-            // End of stream, a dead peer, or a frame we cannot resync after: this peer only.
-            break;
-        }
-        let (reply, shutdown) = match wire::decode::<Request<'_>>(&inp) {
+    while next_request(conn, rings.as_ref(), &mut inp, shared) {
+        let request = wire::decode::<Request<'_>>(&inp);
+        let (reply, shutdown) = match request {
             Ok(Request::Hello) => (Ok(Answer::Nonce(shared.nonce)), false),
             Ok(Request::Shutdown) => (Ok(Answer::Done), true),
+            Ok(Request::Upgrade) if rings.is_none() && !shared.remote => {
+                if send(conn, None, &Ok(Answer::Done), &mut out).is_err() {
+                    break;
+                }
+                match receive_rings(conn) {
+                    Ok(r) => rings = Some(r),
+                    Err(_) => break,
+                }
+                continue;
+            }
+            Ok(Request::Upgrade) => (Err(Error::ValueError("this connection cannot be upgraded".into())), false),
             Ok(req) => match handle(&req, caller, conn, shared) {
                 Some(r) => (r, false),
                 None => break, // the peer hung up while waiting
             },
             Err(e) => (Err(e), false),
         };
-        out.clear();
-        if crate::codec::encode_plain_into(&reply, &mut out).is_err() || conn.send_bytes(&out).is_err() {
+        if send(conn, rings.as_ref(), &reply, &mut out).is_err() {
             break;
         }
         if shutdown {
@@ -203,6 +234,22 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
     store.release_all(id);
     if std::mem::take(&mut store.wake) {
         shared.cond.notify_all();
+    }
+}
+
+/// The rings a client sends right after the server accepted its `Upgrade`.
+fn receive_rings(conn: &Connection<()>) -> Result<Rings> {
+    let typed = Connection::<Rings>::from_fd(crate::sys::fd::dup_cloexec(conn.as_fd())?, true, true);
+    typed.recv_timeout(Duration::from_secs(10))
+}
+
+/// Sends one reply on the rings, or the socket.
+fn send(conn: &Connection<()>, rings: Option<&Rings>, reply: &wire::Reply, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    crate::codec::encode_plain_into(reply, out)?;
+    match rings {
+        Some((_, replies)) => replies.put(Buf(out.clone())),
+        None => conn.send_bytes(out),
     }
 }
 

@@ -221,7 +221,7 @@ impl Store {
     fn try_apply(&mut self, req: &Request<'_>, caller: Caller) -> Result<Option<Answer>, Error> {
         use Request as R;
         let answer = match req {
-            R::Hello | R::Shutdown => Answer::Done,
+            R::Hello | R::Upgrade | R::Shutdown => Answer::Done,
             R::Create(kind) => Answer::Id(self.create(kind, caller)?),
             R::Len(id) => Answer::Len(match self.get(*id)? {
                 Object::List(l) => l.len(),

@@ -108,6 +108,10 @@ pub(crate) enum Kind<'a> {
 pub(crate) enum Request<'a> {
     /// The first message on a connection; the answer is the server's instance nonce.
     Hello,
+    /// Local connections only: after the answer, the client sends (on the socket, with
+    /// their descriptors) the two shared-memory rings that carry every later request and
+    /// reply; the socket then only tells either side that the other is gone.
+    Upgrade,
     #[serde(borrow)]
     Create(Kind<'a>),
     Len(ObjectId),
@@ -168,6 +172,13 @@ pub(crate) enum Answer {
     Many(Vec<Buf>),
     Pairs(Vec<(Buf, Buf)>),
 }
+
+/// The two rings of an upgraded connection: requests (client to server), replies.
+pub(crate) type Rings = (crate::queue::Queue<Buf>, crate::queue::Queue<Buf>);
+
+/// Bytes in each ring of an upgraded connection: small messages pass in one copy; larger
+/// ones stream through.
+pub(crate) const RING_BYTES: usize = 64 << 10;
 
 /// What the server sends back for each request.
 pub(crate) type Reply = Result<Answer, Error>;
