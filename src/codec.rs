@@ -62,7 +62,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
             fds.extend(table.unwrap_or_default());
             Ok(())
         }
-        Err(e) => Err(codec_error(e)),
+        Err(e) => Err(codec_error::<T>("encode", e)),
     }
 }
 
@@ -72,7 +72,7 @@ pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<
     let previous = ENCODE_TABLE.with(|t| t.borrow_mut().take());
     let result = postcard::to_extend(value, std::mem::take(buf));
     ENCODE_TABLE.with(|t| *t.borrow_mut() = previous);
-    *buf = result.map_err(codec_error)?;
+    *buf = result.map_err(|e| codec_error::<T>("encode", e))?;
     Ok(())
 }
 
@@ -86,10 +86,11 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     match result {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::Codec(format!(
-            "{} trailing bytes after the message",
+            "could not decode a `{}`: {} trailing bytes after the message",
+            std::any::type_name::<T>(),
             rest.len()
         ))),
-        Err(e) => Err(codec_error(e)),
+        Err(e) => Err(codec_error::<T>("decode", e)),
     }
 }
 
@@ -98,11 +99,17 @@ pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     decode(bytes, Vec::new())
 }
 
-fn codec_error(e: postcard::Error) -> Error {
-    match LAST_HANDLE_ERROR.with(|m| m.borrow_mut().take()) {
-        Some(m) => Error::Codec(m.to_string()),
-        None => Error::Codec(e.to_string()),
-    }
+/// "could not decode a `my_crate::Point`: ...": the Rust type names which side of a
+/// mismatched pair expected what.
+fn codec_error<T: ?Sized>(verb: &str, e: postcard::Error) -> Error {
+    let why = match LAST_HANDLE_ERROR.with(|m| m.borrow_mut().take()) {
+        Some(m) => m.to_string(),
+        None => e.to_string(),
+    };
+    Error::Codec(format!(
+        "could not {verb} a `{}`: {why}",
+        std::any::type_name::<T>()
+    ))
 }
 
 /// A descriptor owned by an mproc handle: listed in the registry while it lives, and
@@ -250,7 +257,13 @@ mod tests {
         ])
         .unwrap_err();
         assert!(matches!(err, Error::Codec(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("could not decode a `mproc::codec::tests::Msg`"),
+            "the message names the Rust type it expected: {err}"
+        );
         let err = decode_plain::<u8>(&[1, 2]).unwrap_err();
+        assert!(err.to_string().contains("`u8`"), "{err}");
         assert!(err.to_string().contains("trailing"), "{err}");
     }
 

@@ -23,9 +23,13 @@ pub enum Error {
     Empty,
     /// No room to send (Python's `queue.Full`).
     Full,
-    /// A wait ran out of time.
+    /// The caller's own wait ran out of time (a `*_timeout` call); what it waited for may
+    /// still happen.
     Timeout,
-    /// An argument or a call was out of range (Python's `ValueError`).
+    /// An argument was out of range, where Python raises `ValueError`: a zero size, a bad
+    /// name, `task_done` called more times than items were put, a bounded semaphore
+    /// released above its initial value. States that are not bad arguments (a closed queue,
+    /// a one-way connection, a torn stream) have variants of their own.
     ValueError(String),
     /// A barrier was aborted, reset, or timed out while this party waited.
     BrokenBarrier,
@@ -54,6 +58,33 @@ pub enum Error {
     BinaryMismatch,
     /// A peer failed the authentication handshake.
     AuthenticationError,
+    /// This handle's queue was closed with `close()`; put and get on it are refused
+    /// (Python raises `ValueError` here; a variant of its own lets callers match it).
+    QueueClosed,
+    /// `recv` on the sending end of a one-way pipe (Python's `OSError`).
+    WriteOnly,
+    /// `send` on the receiving end of a one-way pipe (Python's `OSError`).
+    ReadOnly,
+    /// A timed-out send or receive left part of a message on this connection, so the stream
+    /// no longer starts at a message boundary; the connection must be dropped.
+    TornMessage {
+        /// `true` if the torn message was being sent, `false` if being received.
+        sending: bool,
+    },
+    /// `set_start_method` was called a second time (Python's `RuntimeError`).
+    ContextAlreadySet,
+    /// One message carries more handles (descriptors) than a message can carry.
+    TooManyHandles {
+        /// How many the message carried.
+        count: usize,
+        /// The most one message can carry.
+        max: usize,
+    },
+    /// A pool task ran longer than the pool's `task_timeout`: its worker was killed.
+    TaskTimedOut {
+        /// The pool's `task_timeout`.
+        timeout: std::time::Duration,
+    },
 }
 
 impl fmt::Display for Error {
@@ -81,6 +112,25 @@ impl fmt::Display for Error {
                 f.write_str("child runs a different executable than its parent")
             }
             Error::AuthenticationError => f.write_str("authentication failed"),
+            Error::QueueClosed => f.write_str("queue is closed"),
+            Error::WriteOnly => f.write_str("connection is write-only"),
+            Error::ReadOnly => f.write_str("connection is read-only"),
+            Error::TornMessage { sending } => write!(
+                f,
+                "a timed-out {} left part of a message on this connection",
+                if *sending { "send" } else { "receive" }
+            ),
+            Error::ContextAlreadySet => f.write_str("context has already been set"),
+            Error::TooManyHandles { count, max } => write!(
+                f,
+                "one message carries {count} handles, more than the {max} a message can carry"
+            ),
+            Error::TaskTimedOut { timeout } => {
+                write!(
+                    f,
+                    "task ran longer than the pool's task_timeout of {timeout:?}"
+                )
+            }
         }
     }
 }
@@ -89,6 +139,16 @@ impl Error {
     /// A copy of this error, for results that several items share (a failed chunk).
     pub(crate) fn duplicate(&self) -> Error {
         Error::from_wire(self.to_wire())
+    }
+}
+
+/// `Error` is `Clone` so that a result shared by several callers (a callback, a failed
+/// chunk, a stored outcome) can hand each its own. `io::Error` is not `Clone`: the copy of an
+/// [`Error::Io`] keeps the OS error code, or the kind and the message, and so its `source()`,
+/// but not a custom inner error's own chain.
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        self.duplicate()
     }
 }
 
@@ -147,6 +207,39 @@ mod tests {
         let io = Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
         assert!(std::error::Error::source(&io).is_some());
     }
+
+    #[test]
+    fn clones_keep_the_kind_the_code_and_the_source() {
+        let os = Error::from(io::Error::from_raw_os_error(32));
+        let copy = os.clone();
+        assert!(matches!(&copy, Error::Io(e) if e.raw_os_error() == Some(32)));
+        assert!(std::error::Error::source(&copy).is_some());
+        let custom = Error::Io(io::Error::new(io::ErrorKind::InvalidData, "bad header"));
+        assert!(matches!(custom.clone(), Error::Io(e)
+            if e.kind() == io::ErrorKind::InvalidData && e.to_string() == "bad header"));
+        for e in [
+            Error::QueueClosed,
+            Error::WriteOnly,
+            Error::ReadOnly,
+            Error::TornMessage { sending: false },
+            Error::ContextAlreadySet,
+            Error::TooManyHandles {
+                count: 300,
+                max: 253,
+            },
+            Error::TaskTimedOut {
+                timeout: std::time::Duration::from_millis(300),
+            },
+            Error::ValueError("x must be positive".into()),
+        ] {
+            assert_eq!(e.clone().to_string(), e.to_string());
+            assert_eq!(format!("{:?}", e.clone()), format!("{e:?}"));
+        }
+        assert_eq!(
+            Error::TornMessage { sending: false }.to_string(),
+            "a timed-out receive left part of a message on this connection"
+        );
+    }
 }
 
 /// How an `Error` crosses a process boundary: a target may return `mproc::Result<T>`.
@@ -170,6 +263,13 @@ enum WireError {
     PoolClosed,
     BinaryMismatch,
     AuthenticationError,
+    QueueClosed,
+    WriteOnly,
+    ReadOnly,
+    TornMessage(bool),
+    ContextAlreadySet,
+    TooManyHandles(u64, u64),
+    TaskTimedOut(std::time::Duration),
 }
 
 impl Error {
@@ -194,6 +294,15 @@ impl Error {
             Error::PoolClosed => WireError::PoolClosed,
             Error::BinaryMismatch => WireError::BinaryMismatch,
             Error::AuthenticationError => WireError::AuthenticationError,
+            Error::QueueClosed => WireError::QueueClosed,
+            Error::WriteOnly => WireError::WriteOnly,
+            Error::ReadOnly => WireError::ReadOnly,
+            Error::TornMessage { sending } => WireError::TornMessage(*sending),
+            Error::ContextAlreadySet => WireError::ContextAlreadySet,
+            Error::TooManyHandles { count, max } => {
+                WireError::TooManyHandles(*count as u64, *max as u64)
+            }
+            Error::TaskTimedOut { timeout } => WireError::TaskTimedOut(*timeout),
         }
     }
 
@@ -218,6 +327,16 @@ impl Error {
             WireError::PoolClosed => Error::PoolClosed,
             WireError::BinaryMismatch => Error::BinaryMismatch,
             WireError::AuthenticationError => Error::AuthenticationError,
+            WireError::QueueClosed => Error::QueueClosed,
+            WireError::WriteOnly => Error::WriteOnly,
+            WireError::ReadOnly => Error::ReadOnly,
+            WireError::TornMessage(sending) => Error::TornMessage { sending },
+            WireError::ContextAlreadySet => Error::ContextAlreadySet,
+            WireError::TooManyHandles(count, max) => Error::TooManyHandles {
+                count: usize::try_from(count).unwrap_or(usize::MAX),
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+            },
+            WireError::TaskTimedOut(timeout) => Error::TaskTimedOut { timeout },
         }
     }
 }

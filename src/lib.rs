@@ -144,7 +144,7 @@ pub use crate::manager::{
     Address, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager,
     ManagerBuilder, Namespace, Proxy, QueueProxy, ValueProxy,
 };
-pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder};
+pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,
 };

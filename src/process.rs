@@ -1,11 +1,8 @@
 //! Processes: start one, wait for it, signal it, get its result.
 //!
-//! A started child is a [`ChildHandle`] shared by the `Process` and the process-wide list
-//! of children: whoever sees it exit first (a `join`, `active_children`, the next `start`)
-//! reaps it through its pidfd and records the exit code for the other. The list is what
-//! the exit hook walks: at normal exit, daemon children are terminated and the others
-//! joined, as in Python. Abnormal exit (SIGKILL) is covered by the children's parent-death
-//! watch instead.
+//! A `Process` prepares a child's bootstrap (entry, arguments, name) and hands it to
+//! `start`, which launches the child and keeps its handle (`start::children`: reaping, the
+//! exit hook); the `Process` shares that handle.
 //!
 //! The child's outcome (its return value, or its panic message) arrives on a private
 //! socket. `join` reads it while waiting, so a child with a large result never blocks on a
@@ -14,8 +11,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -23,8 +19,9 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, HandleFd};
 use crate::connection::framing::{self, Arrival};
-use crate::context::{StartMethod, get_start_method};
 use crate::error::{Error, Result};
+use crate::start::children::{self, ChildHandle};
+use crate::start::method::{StartMethod, get_start_method};
 use crate::start::{self, Bootstrap, state};
 use crate::sys;
 use crate::target::{self, Outcome, Target};
@@ -53,7 +50,7 @@ pub fn current_process() -> ProcessInfo {
     let st = state();
     ProcessInfo {
         name: st.name(),
-        pid: sys::process::getpid() as u32,
+        pid: sys::pid::current(),
     }
 }
 
@@ -62,114 +59,20 @@ pub fn parent_process() -> Option<ProcessInfo> {
     let st = state();
     st.parent.as_ref().map(|(name, pid)| ProcessInfo {
         name: name.clone(),
-        pid: *pid as u32,
+        pid: *pid,
     })
 }
 
 /// This process's children that are still running. Finished children are reaped on the
 /// way (so they leave no zombies), as in Python.
 pub fn active_children() -> Vec<ProcessInfo> {
-    reap_finished();
-    let st = state();
-    st.children
+    children::running()
         .iter()
         .map(|c| ProcessInfo {
-            name: c.name.clone(),
-            pid: c.pid as u32,
+            name: c.name().to_string(),
+            pid: c.pid(),
         })
         .collect()
-}
-
-/// A started child, shared by its `Process` and the list of children.
-#[derive(Debug)]
-pub(crate) struct ChildHandle {
-    pid: i32,
-    name: String,
-    daemon: bool,
-    pidfd: HandleFd,
-    exitcode: Mutex<Option<i32>>,
-}
-
-impl ChildHandle {
-    /// The exit code, reaping the child if it has exited.
-    fn poll(&self) -> Result<Option<i32>> {
-        let mut code = self.exitcode.lock().unwrap_or_else(PoisonError::into_inner);
-        if code.is_none() {
-            *code = sys::process::try_reap(self.pidfd.as_fd())?;
-        }
-        Ok(*code)
-    }
-
-    /// Waits up to `timeout` (forever if `None`) for the child to exit.
-    fn wait(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        if let Some(code) = self.poll()? {
-            return Ok(Some(code));
-        }
-        sys::fd::poll_readable(self.pidfd.as_fd(), timeout)?;
-        self.poll()
-    }
-
-    /// The pidfd (readable once the child has exited).
-    pub(crate) fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.pidfd.as_fd()
-    }
-
-    /// The exit code if the child has exited (reaping it), without waiting.
-    pub(crate) fn exitcode_now(&self) -> Option<i32> {
-        self.poll().ok().flatten()
-    }
-
-    fn signal(&self, sig: i32) -> Result<()> {
-        if self.poll()?.is_some() {
-            return Ok(());
-        }
-        Ok(sys::process::pidfd_signal(self.pidfd.as_fd(), sig)?)
-    }
-}
-
-/// Reaps every finished child of this process and drops it from the list.
-fn reap_finished() {
-    let children: Vec<Arc<ChildHandle>> = state().children.clone();
-    let done: Vec<i32> = children
-        .iter()
-        .filter(|c| matches!(c.poll(), Ok(Some(_)) | Err(_)))
-        .map(|c| c.pid)
-        .collect();
-    if !done.is_empty() {
-        state().children.retain(|c| !done.contains(&c.pid));
-    }
-}
-
-/// What a child does before it exits, and what the exit hook does in any process: terminate
-/// daemon children, then join the rest.
-pub(crate) fn finish_children() {
-    let children: Vec<Arc<ChildHandle>> = state().children.clone();
-    for c in children.iter().filter(|c| c.daemon) {
-        let _ = c.signal(sys::process::SIGTERM);
-    }
-    for c in &children {
-        if c.daemon {
-            // A daemon that ignores SIGTERM gets SIGKILL after a grace period.
-            if matches!(c.wait(Some(Duration::from_secs(1))), Ok(None)) {
-                let _ = c.signal(sys::process::SIGKILL);
-            }
-        }
-        let _ = c.wait(None);
-    }
-    state().children.clear();
-}
-
-extern "C" fn exit_hook() {
-    finish_children();
-}
-
-/// Registers the exit hook once per process image (a forked child inherits the
-/// registration, and the flag with it).
-pub(crate) fn install_exit_hook() {
-    static INSTALLED: AtomicBool = AtomicBool::new(false);
-    if !INSTALLED.swap(true, Ordering::AcqRel) {
-        sys::process::at_exit(exit_hook);
-    }
 }
 
 /// The arguments of a process not yet started, with their type erased.
@@ -217,7 +120,7 @@ impl<R> fmt::Debug for Process<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = match &self.child {
             None => "initial".to_string(),
-            Some(c) => match *c.exitcode.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(c) => match c.recorded_exitcode() {
                 None => "started".to_string(),
                 Some(code) => format!("stopped exitcode={code}"),
             },
@@ -237,9 +140,9 @@ impl<R> fmt::Display for Process<R> {
         write!(f, "<Process name='{}'", self.name)?;
         match &self.child {
             None => f.write_str(" parent=")?,
-            Some(c) => write!(f, " pid={} parent=", c.pid)?,
+            Some(c) => write!(f, " pid={} parent=", c.pid())?,
         }
-        write!(f, "{}", sys::process::getpid())?;
+        write!(f, "{}", sys::pid::current())?;
         match self.child.as_ref().map(|c| c.poll()) {
             None => f.write_str(" initial")?,
             Some(Ok(None)) | Some(Err(_)) => f.write_str(" started")?,
@@ -345,7 +248,7 @@ impl<R> Process<R> {
         if self.child.is_some() || self.args.is_none() {
             return Err(Error::AlreadyStarted);
         }
-        reap_finished();
+        children::reap_finished();
         start::child::keep_route_linked();
         let mut args = Vec::new();
         let mut fds = Vec::new();
@@ -353,7 +256,7 @@ impl<R> Process<R> {
             .as_ref()
             .expect("checked above")
             .encode(&mut args, &mut fds)?;
-        let (parent_name, parent_pid) = (state().name(), sys::process::getpid());
+        let (parent_name, parent_pid) = (state().name(), sys::pid::current());
         let boot = Bootstrap {
             fingerprint: target::fingerprint(),
             entry: self.entry,
@@ -366,17 +269,9 @@ impl<R> Process<R> {
         };
         let launched = start::launch(self.method.unwrap_or_else(get_start_method), &boot, fds)?;
         self.args = None;
-        let child = Arc::new(ChildHandle {
-            pid: launched.pid,
-            name: self.name.clone(),
-            daemon: self.daemon,
-            pidfd: launched.pidfd,
-            exitcode: Mutex::new(None),
-        });
-        state().children.push(Arc::clone(&child));
-        install_exit_hook();
+        let (child, result) = children::adopt(launched, &self.name, self.daemon);
         self.child = Some(child);
-        self.result = Some(launched.result);
+        self.result = Some(result);
         Ok(())
     }
 
@@ -396,7 +291,7 @@ impl<R> Process<R> {
         loop {
             if child.poll()?.is_some() {
                 self.drain_outcome();
-                state().children.retain(|c| !Arc::ptr_eq(c, &child));
+                children::forget(&child);
                 return Ok(true);
             }
             let remaining = match deadline {
@@ -412,9 +307,9 @@ impl<R> Process<R> {
             let reading = self.outcome.is_none() && self.result.is_some();
             let ready = match (&self.result, reading) {
                 (Some(sock), true) => {
-                    sys::fd::poll_many(&[child.pidfd.as_fd(), sock.as_fd()], remaining)?
+                    sys::fd::poll_many(&[child.pidfd(), sock.as_fd()], remaining)?
                 }
-                _ => sys::fd::poll_many(&[child.pidfd.as_fd()], remaining)?,
+                _ => sys::fd::poll_many(&[child.pidfd()], remaining)?,
             };
             if reading && ready[1] {
                 self.read_outcome();
@@ -470,7 +365,7 @@ impl<R> Process<R> {
 
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.pid as u32)
+        self.child.as_ref().map(|c| c.pid())
     }
 
     /// `None` while running (or before start); then 0 for a normal return, 1 if the target

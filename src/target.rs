@@ -42,6 +42,21 @@ use crate::connection::framing;
 /// let _ = mproc::Process::new(move |x: u32| x + n, (1u32,));
 /// ```
 ///
+/// # Compiler messages that need a translation
+///
+/// - **A closure that captures a `Copy` value** (an integer, a reference) passes
+///   `cargo check` and is refused by `cargo build`: "evaluation panicked: a target must be a
+///   fn item or a closure that captures nothing". Whether a type is zero-sized can only be
+///   asserted after monomorphization on stable Rust (a trait bound for it needs the unstable
+///   `generic_const_exprs`), and `cargo check` stops before that. Pass the value as an
+///   argument instead: `Process::new(|x: u32, n: u32| x + n, (1, n))`.
+/// - **A closure that captures a `String`** (or any non-`Copy` value) is refused by
+///   `cargo check` with "the trait bound `String: Copy` is not satisfied in `{closure@...}`":
+///   the capture is the problem, not the `String`. Pass it as an argument.
+/// - **A closure that never returns** (`|| loop { ... }`) has return type `!`, which is not
+///   a serde type: "the trait bound `!: serde::Serialize` is not satisfied". Write its
+///   return type: `|| -> () { loop { ... } }`.
+///
 /// ```compile_fail
 /// // Arguments must be serde types that can be sent: an `Rc` cannot.
 /// fn f(_: std::rc::Rc<u32>) {}
@@ -164,8 +179,7 @@ pub(crate) fn fingerprint() -> u64 {
     static CACHE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *CACHE.get_or_init(|| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let id = crate::sys::process::exe_identity(std::path::Path::new("/proc/self/exe"))
-            .unwrap_or_default();
+        let id = crate::sys::pid::exe_identity(&crate::sys::pid::self_exe()).unwrap_or_default();
         id.hash(&mut h);
         fn probe() -> u8 {
             0

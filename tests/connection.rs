@@ -283,6 +283,7 @@ fn sends_time_out_when_the_peer_does_not_read() {
     ));
     assert!(t.elapsed() >= Duration::from_millis(90));
     let err = c.send_bytes(b"x").unwrap_err();
+    assert!(matches!(err, Error::TornMessage { sending: true }), "{err}");
     assert!(err.to_string().contains("timed-out send"), "{err}");
 }
 

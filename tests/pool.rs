@@ -401,7 +401,8 @@ fn initializer_runs_once_per_worker() {
     assert_eq!(pool.map(sqr, 0..10).unwrap().len(), 10);
 }
 
-// task_timeout: the overdue task fails with Timeout, its worker is replaced, the rest go on.
+// task_timeout: the overdue task fails with TaskTimedOut (not Timeout, which means only that
+// the caller's own wait ran out), its worker is replaced, the rest go on.
 #[test]
 fn task_timeout_kills_and_replaces() {
     let _s = shared();
@@ -414,7 +415,14 @@ fn task_timeout_kills_and_replaces() {
     let slow = pool.apply_async(sleep_then, (30_000, 1));
     let fast = pool.apply_async(sleep_then, (10, 2));
     let t = Instant::now();
-    assert!(matches!(slow.get(), Err(Error::Timeout)));
+    assert!(matches!(
+        slow.get_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    match slow.get() {
+        Err(Error::TaskTimedOut { timeout }) => assert_eq!(timeout, Duration::from_millis(300)),
+        other => panic!("expected TaskTimedOut, got {other:?}"),
+    }
     assert!(t.elapsed() < Duration::from_secs(10));
     assert_eq!(fast.get().unwrap(), 2);
     assert_eq!(pool.map(sqr, 0..10).unwrap().len(), 10);
@@ -644,7 +652,7 @@ fn too_many_handles_in_one_task_is_an_error() {
     let locks: Vec<mproc::Lock> = (0..300).map(|_| mproc::Lock::new().unwrap()).collect();
     let r = pool.apply(count_handles, (locks,));
     assert!(
-        matches!(&r, Err(Error::ValueError(m)) if m.contains("handles")),
+        matches!(&r, Err(Error::TooManyHandles { count: 300, .. })),
         "{r:?}"
     );
     let few: Vec<mproc::Lock> = (0..10).map(|_| mproc::Lock::new().unwrap()).collect();

@@ -196,7 +196,7 @@ fn parent_and_child_items_arrive_in_order_under_every_method() {
 
 // Ports _TestQueue.test_closed_queue_put_get_exceptions and test_closed_queue_empty_exceptions
 // (test 32): close on an unused queue is a no-op and it stays empty; put and get after close
-// are errors (Python's ValueError); close twice is fine.
+// are errors (`Error::QueueClosed`; Python raises ValueError); close twice is fine.
 #[test]
 fn close() {
     let _s = shared();
@@ -208,8 +208,8 @@ fn close() {
     q.put(1u32).unwrap();
     let other = q.clone();
     q.close();
-    assert!(matches!(q.put(2), Err(Error::ValueError(m)) if m.contains("closed")));
-    assert!(matches!(other.get(), Err(Error::ValueError(_))));
+    assert!(matches!(q.put(2), Err(Error::QueueClosed)));
+    assert!(matches!(other.get(), Err(Error::QueueClosed)));
     assert_eq!(q.qsize(), 1, "items put before close stay in the queue");
 }
 

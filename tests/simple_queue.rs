@@ -30,7 +30,7 @@ fn empty_order_close_under_every_method() {
         assert!(q.is_empty());
         q.close();
         q.close();
-        assert!(matches!(q.put(String::new()), Err(Error::ValueError(_))));
+        assert!(matches!(q.put(String::new()), Err(Error::QueueClosed)));
     }
 }
 

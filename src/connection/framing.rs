@@ -353,9 +353,7 @@ impl Reader {
         deadline: Option<Instant>,
     ) -> Result<()> {
         if self.torn {
-            return Err(Error::ValueError(
-                "a timed-out receive left part of a message unread on this connection".into(),
-            ));
+            return Err(Error::TornMessage { sending: false });
         }
         while self.end - self.start < HEADER_LEN {
             if self.fill_until(sock, deadline)? == 0 {

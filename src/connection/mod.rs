@@ -93,18 +93,16 @@ impl<T> Connection<T> {
         if self.readable {
             Ok(())
         } else {
-            Err(Error::ValueError("connection is write-only".into()))
+            Err(Error::WriteOnly)
         }
     }
 
     fn check_writable(&self) -> Result<()> {
         if !self.writable {
-            return Err(Error::ValueError("connection is read-only".into()));
+            return Err(Error::ReadOnly);
         }
         if self.torn.get() {
-            return Err(Error::ValueError(
-                "a timed-out send left part of a message on this connection".into(),
-            ));
+            return Err(Error::TornMessage { sending: true });
         }
         Ok(())
     }

@@ -80,7 +80,7 @@ pub(crate) struct Link {
 
 #[derive(Default)]
 struct Cache {
-    pid: i32,
+    pid: u32,
     clients: HashMap<String, Rc<Client>>,
 }
 
@@ -133,7 +133,7 @@ pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<(Link, u64)> {
 fn client_for(server: &ServerRef) -> Result<Rc<Client>> {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let pid = crate::sys::process::getpid();
+        let pid = crate::sys::pid::current();
         if cache.pid != pid {
             // Inherited through fork: the descriptors belong to the parent's story (the fork
             // closed or shares them). Forget them without closing anything.
@@ -212,7 +212,7 @@ pub(crate) fn connect(address: Address, authkey: Vec<u8>) -> Result<Arc<ServerRe
     let server = ServerRef::new(address, authkey, nonce);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let pid = crate::sys::process::getpid();
+        let pid = crate::sys::pid::current();
         if cache.pid != pid {
             for (_, c) in cache.clients.drain() {
                 std::mem::forget(c);

@@ -3,32 +3,55 @@
 //! The iterator pulls its input only as results are consumed: it keeps at most `window`
 //! chunks submitted and unconsumed, so an endless input works and memory stays bounded.
 //! Dropping it abandons the rest: unsent chunks are dropped, results of running ones are
-//! discarded on arrival.
+//! discarded on arrival. If the input iterator panics, every result of the items taken
+//! before the panic is still delivered, and then the panic resumes in the consumer
+//! (Python's `imap` likewise yields what came before and then raises).
 
-use crate::codec::HandleFd;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use crate::codec::HandleFd;
 use crate::error::{Error, Result};
-use crate::pool::engine::{ChunkResult, Job, Shared, Task};
+use crate::pool::engine::Shared;
+use crate::pool::jobs::{ChunkResult, JobId, Order};
 use crate::pool::result::push_chunk;
+use crate::pool::slot::Task;
 
-/// The next encoded chunk of the input (payload and descriptors, or why it did not
-/// encode) and its item count; `None` at the end of the input.
-pub(crate) type NextChunk<'a> =
-    Box<dyn FnMut() -> Option<(Result<(Vec<u8>, Vec<HandleFd>)>, usize)> + 'a>;
+/// An encoded chunk (payload and descriptors, or why it did not encode) and its item count.
+pub(crate) type EncodedChunk = (Result<(Vec<u8>, Vec<HandleFd>)>, usize);
+
+/// The input of an `imap`, cut into encoded chunks.
+pub(crate) trait Feed {
+    /// The next chunk; `None` at the end of the input.
+    fn next_chunk(&mut self) -> Option<EncodedChunk>;
+    /// Items left in the input (the input iterator's own `size_hint`).
+    fn size_hint(&self) -> (usize, Option<usize>);
+}
+
+/// Why the input stopped early.
+enum Stop {
+    /// The input iterator panicked: resumed once the results before it are out.
+    Panicked(Box<dyn std::any::Any + Send>),
+}
 
 /// The iterator `imap` and `imap_unordered` return: one `Result<R>` per input item.
+///
+/// Its `size_hint` is exact when its input's is, and counts down as results are taken, so
+/// progress bars (`indicatif`'s `progress_count`, `ProgressIterator`) can show a total.
 pub struct IMap<'a, R> {
     shared: Arc<Shared>,
-    job: Option<u64>,
-    next_chunk: NextChunk<'a>,
+    job: Option<JobId>,
+    feed: Box<dyn Feed + 'a>,
+    /// Chunks submitted, and consumed.
     submitted: usize,
     consumed: usize,
+    /// Items in submitted chunks not yet consumed.
+    outstanding: usize,
     exhausted: bool,
+    stop: Option<Stop>,
     ordered: bool,
     window: usize,
     buffered: VecDeque<Result<R>>,
@@ -47,29 +70,49 @@ impl<R> std::fmt::Debug for IMap<'_, R> {
 impl<'a, R: DeserializeOwned> IMap<'a, R> {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        next_chunk: NextChunk<'a>,
+        feed: Box<dyn Feed + 'a>,
         ordered: bool,
         window: usize,
     ) -> Self {
+        let order = if ordered {
+            Order::InOrder
+        } else {
+            Order::Completion
+        };
         let job = {
             let mut st = shared.lock();
-            let job = Job {
-                unordered: !ordered,
-                ..Job::default()
-            };
-            shared.new_job(&mut st, job)
+            shared.new_job(&mut st, order)
         };
-        let (job, buffered) = match job {
-            Ok(id) => (Some(id), VecDeque::new()),
-            Err(e) => (None, VecDeque::from([Err(e)])),
-        };
+        match job {
+            Ok(id) => Self::with(shared, Some(id), feed, ordered, window, VecDeque::new()),
+            Err(e) => Self::failed(shared, feed, e),
+        }
+    }
+
+    /// An iterator that yields `err` once and ends (a refused call, as Python raises).
+    pub(crate) fn failed(shared: Arc<Shared>, feed: Box<dyn Feed + 'a>, err: Error) -> Self {
+        let mut it = Self::with(shared, None, feed, true, 1, VecDeque::from([Err(err)]));
+        it.exhausted = true;
+        it
+    }
+
+    fn with(
+        shared: Arc<Shared>,
+        job: Option<JobId>,
+        feed: Box<dyn Feed + 'a>,
+        ordered: bool,
+        window: usize,
+        buffered: VecDeque<Result<R>>,
+    ) -> Self {
         IMap {
             shared,
             job,
-            next_chunk,
+            feed,
             submitted: 0,
             consumed: 0,
+            outstanding: 0,
             exhausted: job.is_none(),
+            stop: None,
             ordered,
             window: window.max(1),
             buffered,
@@ -80,13 +123,20 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     fn fill(&mut self) -> Result<()> {
         let Some(job) = self.job else { return Ok(()) };
         while !self.exhausted && self.submitted - self.consumed < self.window {
-            match (self.next_chunk)() {
+            let feed = &mut self.feed;
+            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| feed.next_chunk()));
+            let next = match next {
+                Ok(next) => next,
+                Err(payload) => {
+                    // Deliver what was taken before the panic, then resume it.
+                    self.stop = Some(Stop::Panicked(payload));
+                    None
+                }
+            };
+            match next {
                 None => {
                     self.exhausted = true;
-                    let mut st = self.shared.lock();
-                    if let Some(j) = st.jobs.get_mut(&job) {
-                        j.sealed = true;
-                    }
+                    self.shared.lock().jobs.seal(job);
                     // A closed pool's driver waits for this job to be whole before it
                     // can finish: tell it.
                     self.shared.wake();
@@ -94,15 +144,12 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                 Some((Err(e), nitems)) => {
                     // This chunk's items get the error; the input goes on.
                     let mut st = self.shared.lock();
-                    let Some(j) = st.jobs.get_mut(&job) else {
+                    if st.jobs.get(job).is_none() {
                         return Err(Error::PoolClosed);
-                    };
-                    j.chunks.push(Some(ChunkResult::Failed(e)));
-                    j.nitems.push(nitems);
-                    if j.unordered {
-                        j.completed.push_back(self.submitted);
                     }
+                    st.jobs.add_resolved(job, nitems, ChunkResult::Failed(e));
                     self.submitted += 1;
+                    self.outstanding += nitems;
                 }
                 Some((Ok((payload, fds)), nitems)) => {
                     let mut st = self.shared.lock();
@@ -110,24 +157,19 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                     if st.terminated || st.finished {
                         return Err(Error::PoolClosed);
                     }
-                    let Some(j) = st.jobs.get_mut(&job) else {
+                    let Some(index) = st.jobs.add_chunk(job, nitems) else {
                         return Err(Error::PoolClosed);
                     };
-                    j.chunks.push(None);
-                    j.nitems.push(nitems);
-                    j.remaining += 1;
-                    let index = self.submitted;
-                    self.shared.submit(
-                        &mut st,
-                        Task {
-                            job,
-                            index,
-                            payload: Arc::new(payload),
-                            fds,
-                        },
-                    );
-                    self.shared.dispatch(&mut st);
+                    let payload = Arc::new(payload);
+                    let task = Task {
+                        job,
+                        index,
+                        payload,
+                        fds,
+                    };
+                    self.shared.submit(&mut st, task);
                     self.submitted += 1;
+                    self.outstanding += nitems;
                 }
             }
         }
@@ -143,42 +185,32 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
         loop {
             if let Some(r) = self.buffered.pop_front() {
+                self.outstanding = self.outstanding.saturating_sub(1);
                 return Some(r);
             }
             if let Err(e) = self.fill() {
                 self.exhausted = true;
+                self.outstanding = 0;
+                self.consumed = self.submitted;
                 return Some(Err(e));
             }
             if self.consumed == self.submitted {
+                if let Some(Stop::Panicked(payload)) = self.stop.take() {
+                    std::panic::resume_unwind(payload);
+                }
                 return None;
             }
             let job = self.job?;
-            let mut st = self.shared.lock();
+            let mut st = self.shared.lock_when(deadline, |st| st.jobs.has_next(job));
             let chunk = loop {
-                let Some(j) = st.jobs.get_mut(&job) else {
-                    self.consumed = self.submitted;
-                    return Some(Err(Error::PoolClosed));
-                };
-                if self.ordered {
-                    // Ordered: the next chunk is always the first one kept; once taken it
-                    // is dropped, so an endless input keeps memory bounded.
-                    if j.chunks.first().is_some_and(Option::is_some) {
-                        let chunk = j.chunks.remove(0);
-                        let n = j.nitems.remove(0);
-                        j.base += 1;
-                        break (chunk, n);
+                match st.jobs.take_next(job) {
+                    Ok(Some(chunk)) => break chunk,
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.consumed = self.submitted;
+                        self.outstanding = 0;
+                        return Some(Err(e));
                     }
-                } else if let Some(i) = j.completed.pop_front() {
-                    let n = j.nitems[i - j.base];
-                    let chunk = j.slot(i).and_then(|s| s.replace(ChunkResult::Taken));
-                    // Drop the taken slots at the front, so memory stays bounded while
-                    // chunks complete roughly in order.
-                    while matches!(j.chunks.first(), Some(Some(ChunkResult::Taken))) {
-                        j.chunks.remove(0);
-                        j.nitems.remove(0);
-                        j.base += 1;
-                    }
-                    break (chunk, n);
                 }
                 match self.shared.wait_change(st, deadline) {
                     Some(next) => st = next,
@@ -203,15 +235,26 @@ impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
     fn next(&mut self) -> Option<Result<R>> {
         self.next_until(None)
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Results still to come from what was submitted (or buffered), plus the input.
+        let here = self.outstanding.max(self.buffered.len());
+        if self.exhausted {
+            return (here, Some(here));
+        }
+        let (lo, hi) = self.feed.size_hint();
+        (
+            here.saturating_add(lo),
+            hi.and_then(|h| h.checked_add(here)),
+        )
+    }
 }
 
 impl<R> Drop for IMap<'_, R> {
     fn drop(&mut self) {
         if let Some(job) = self.job {
             let mut st = self.shared.lock();
-            if st.jobs.get(&job).is_some_and(|j| j.remaining == 0) {
-                st.jobs.remove(&job);
-            } else {
+            if st.jobs.release(job) {
                 st.abandon(job);
             }
             drop(st);

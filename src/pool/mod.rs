@@ -1,11 +1,21 @@
 //! `Pool`: long-lived workers that survive crashing, hanging and leaking tasks.
 //!
 //! Work is cut into chunks (Python's `chunksize`); each chunk is one frame to one worker
-//! over that worker's socket, and one frame back. The engine (`engine.rs`) keeps every
-//! worker busy, reads results, and supervises: a worker that dies costs only the chunk it
-//! was running (`Error::WorkerDied` for each of its items) and is replaced; a chunk that
-//! runs past `task_timeout` gets its worker killed and reports `Error::Timeout`; a panic in
-//! a task is caught in the worker and reported as `Error::TaskPanicked` for that item only.
+//! over that worker's socket, and one frame back. Layout:
+//! - `jobs.rs`: the [`JobTable`](jobs::JobTable) — what callers wait on, and results;
+//! - `slot.rs`: one worker as the pool sees it, its [`Phase`](slot::Phase), and pull
+//!   scheduling (a worker gets a task only when it is idle);
+//! - `engine.rs`: the shared state, dispatch, and the spin-then-sleep waits;
+//! - `driver.rs`: the thread that reads answers and supervises workers;
+//! - `worker.rs`: the worker process's loop; `result.rs`, `imap.rs`: the handles.
+//!
+//! A worker that dies costs only the chunk it was running (`Error::WorkerDied` for each of
+//! its items) and is replaced; a chunk that runs past `task_timeout` gets its worker killed
+//! and reports `Error::TaskTimedOut`; a panic in a task is caught in the worker and
+//! reported as `Error::TaskPanicked` for that item only.
+//!
+//! The job table knows nothing of processes or sockets: another kind of worker (MPI ranks)
+//! can feed it outcomes the same way the local driver does.
 //!
 //! Dropping a `Pool` terminates it, as leaving Python's `with Pool() as p:` block does:
 //! workers are killed and reaped, and results not yet collected fail with
@@ -22,15 +32,20 @@ use crate::context::{StartMethod, get_start_method};
 use crate::error::{Error, Result};
 use crate::target::{self, Target};
 
+mod driver;
 mod engine;
 mod imap;
+mod jobs;
 mod result;
+mod slot;
 mod worker;
 
 pub use imap::IMap;
-pub use result::AsyncResult;
+pub use result::{AsyncResult, ResultFuture};
 
-use engine::{Config, Job, Shared, Task};
+use engine::{Config, Shared};
+use jobs::{Job, Order};
+use slot::Task;
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -105,7 +120,7 @@ impl PoolBuilder {
     }
 
     /// Kills the worker of a task (chunk) that runs longer than `d`; the task fails with
-    /// `Error::Timeout` and a fresh worker takes the dead one's place.
+    /// `Error::TaskTimedOut` and a fresh worker takes the dead one's place.
     pub fn task_timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -148,13 +163,53 @@ fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<c
     let mut fds = Vec::new();
     codec::encode_into(items, &mut buf, &mut fds)?;
     if fds.len() > MAX_HANDLES_PER_TASK {
-        return Err(Error::ValueError(format!(
-            "one task carries {} handles, more than the {MAX_HANDLES_PER_TASK} a message can \
-             carry: use a smaller chunk size",
-            fds.len()
-        )));
+        return Err(Error::TooManyHandles {
+            count: fds.len(),
+            max: MAX_HANDLES_PER_TASK,
+        });
     }
     Ok((buf, fds))
+}
+
+/// Python's check: `chunksize` must be 1 or more.
+fn check_chunksize(chunksize: usize) -> Result<()> {
+    if chunksize == 0 {
+        return Err(Error::ValueError(
+            "chunksize must be 1 or more, not 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An `imap`'s input, encoded a chunk at a time as the iterator asks for it.
+struct ChunkFeed<I> {
+    input: I,
+    chunksize: usize,
+    entry: i64,
+}
+
+impl<I, T> imap::Feed for ChunkFeed<I>
+where
+    I: Iterator<Item = T>,
+    T: Serialize,
+{
+    fn next_chunk(&mut self) -> Option<imap::EncodedChunk> {
+        let chunk: Vec<(T,)> = self
+            .input
+            .by_ref()
+            .take(self.chunksize)
+            .map(|t| (t,))
+            .collect();
+        if chunk.is_empty() {
+            return None;
+        }
+        let n = chunk.len();
+        Some((encode_chunk(self.entry, &chunk), n))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.input.size_hint()
+    }
 }
 
 /// Descriptors one message can carry (the kernel's `SCM_MAX_FD`).
@@ -183,28 +238,23 @@ impl Pool {
         Args: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        check_chunksize(chunksize)?;
         let entry = target::pool_entry_offset::<F, Args, R>();
-        let chunksize = chunksize.max(1);
-        let nchunks = items.len().div_ceil(chunksize);
-        let job = Job {
-            chunks: (0..nchunks).map(|_| None).collect(),
-            nitems: items.chunks(chunksize).map(<[Args]>::len).collect(),
-            remaining: nchunks,
-            // Sealed once every chunk is in: until then the pool counts it as work to come.
-            sealed: false,
-            ..Job::default()
-        };
         let id = {
             let mut st = self.shared.lock();
-            self.shared.new_job(&mut st, job)?
+            self.shared.new_job(&mut st, Order::InOrder)?
         };
         // Each chunk goes out as soon as it is encoded, so workers start while the rest
-        // is still being encoded.
-        for (index, c) in items.chunks(chunksize).enumerate() {
+        // is still being encoded. Until the job is sealed the pool counts it as work to
+        // come.
+        for c in items.chunks(chunksize) {
             let encoded = encode_chunk(entry, c);
             let mut st = self.shared.lock();
             match encoded {
                 Ok((payload, fds)) => {
+                    let Some(index) = st.jobs.add_chunk(id, c.len()) else {
+                        return Err(Error::PoolClosed);
+                    };
                     let payload = Arc::new(payload);
                     let task = Task {
                         job: id,
@@ -213,23 +263,16 @@ impl Pool {
                         fds,
                     };
                     self.shared.submit(&mut st, task);
-                    self.shared.dispatch(&mut st);
                 }
                 Err(e) => {
-                    // The chunks never submitted will never complete either.
-                    if let Some(j) = st.jobs.get_mut(&id) {
-                        j.remaining -= nchunks - index;
-                    }
                     st.abandon(id);
+                    drop(st);
+                    self.shared.wake();
                     return Err(e);
                 }
             }
         }
-        let mut st = self.shared.lock();
-        if let Some(j) = st.jobs.get_mut(&id) {
-            j.sealed = true;
-        }
-        drop(st);
+        self.shared.lock().jobs.seal(id);
         self.shared.wake(); // the driver may be waiting for this job to be whole
         Ok(id)
     }
@@ -237,7 +280,7 @@ impl Pool {
     fn async_result<T>(&self, job: Result<u64>, decode: fn(&Job) -> Result<T>) -> AsyncResult<T> {
         match job {
             Ok(id) => AsyncResult::new(Arc::clone(&self.shared), id, decode),
-            Err(e) => AsyncResult::failed(Arc::clone(&self.shared), e),
+            Err(e) => AsyncResult::failed(Arc::clone(&self.shared), e, decode),
         }
     }
 
@@ -274,7 +317,8 @@ impl Pool {
         self.map_async(f, items).get()
     }
 
-    /// `map` with an explicit chunk size (items per task).
+    /// `map` with an explicit chunk size (items per task); 0 is `Err(ValueError)`, as in
+    /// Python.
     pub fn map_chunked<F, T, R>(
         &self,
         f: F,
@@ -363,7 +407,8 @@ impl Pool {
         self.imap_chunked(f, items, 1, false)
     }
 
-    /// `imap` (ordered or not) with `chunksize` items per task.
+    /// `imap` (ordered or not) with `chunksize` items per task; chunksize 0 yields one
+    /// `Err(ValueError)`, as Python raises.
     pub fn imap_chunked<'a, F, T, R>(
         &self,
         f: F,
@@ -378,18 +423,16 @@ impl Pool {
     {
         let _ = f;
         let entry = target::pool_entry_offset::<F, (T,), R>();
-        let chunksize = chunksize.max(1);
-        let mut input = items.into_iter();
-        let next_chunk: imap::NextChunk<'a> = Box::new(move || {
-            let chunk: Vec<(T,)> = input.by_ref().take(chunksize).map(|t| (t,)).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let n = chunk.len();
-            Some((encode_chunk(entry, &chunk), n))
+        let feed = Box::new(ChunkFeed {
+            input: items.into_iter(),
+            chunksize: chunksize.max(1),
+            entry,
         });
-        let window = self.processes() * engine::IN_FLIGHT;
-        IMap::new(Arc::clone(&self.shared), next_chunk, ordered, window)
+        if let Err(e) = check_chunksize(chunksize) {
+            return IMap::failed(Arc::clone(&self.shared), feed, e);
+        }
+        let window = self.processes() * engine::WINDOW_PER_WORKER;
+        IMap::new(Arc::clone(&self.shared), feed, ordered, window)
     }
 
     /// Takes no more work; the workers exit once what is queued is done.

@@ -1,14 +1,23 @@
-//! `AsyncResult`: a handle on work submitted to a pool.
+//! `AsyncResult`: a handle on work submitted to a pool, to wait on, poll, or `.await`.
+//!
+//! The result lives in the pool's [`JobTable`](crate::pool::jobs::JobTable) until taken.
+//! A blocking waiter spins briefly on the pool's progress counter, then sleeps on its
+//! condition variable; an `.await`ing task leaves its `Waker` with the job, and whoever
+//! completes the job (the driver, or a pool shutting down) wakes it. No runtime is needed.
 
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::pool::engine::{Job, Shared};
+use crate::pool::engine::Shared;
+use crate::pool::jobs::{Callback, ChunkResult, Job, JobId, OnDone};
 use crate::target::ItemOutcome;
 
 /// The result of a task (or a map) submitted asynchronously (Python's `AsyncResult`).
@@ -21,10 +30,13 @@ use crate::target::ItemOutcome;
 /// assert_eq!(r.get()?, 81);
 /// # Ok(()) }
 /// ```
+///
+/// It is also a future (`pool.apply_async(f, args).await`), under any executor: the task
+/// is woken when the result arrives.
 #[must_use = "an AsyncResult does nothing until you get() it (dropping it discards the result)"]
 pub struct AsyncResult<T> {
     shared: Arc<Shared>,
-    job: u64,
+    job: JobId,
     decode: fn(&Job) -> Result<T>,
     taken: bool,
     _t: PhantomData<fn() -> T>,
@@ -40,7 +52,7 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T> AsyncResult<T> {
-    pub(crate) fn new(shared: Arc<Shared>, job: u64, decode: fn(&Job) -> Result<T>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, job: JobId, decode: fn(&Job) -> Result<T>) -> Self {
         AsyncResult {
             shared,
             job,
@@ -51,22 +63,19 @@ impl<T> AsyncResult<T> {
     }
 
     /// An `AsyncResult` that already failed (the pool was closed, the input did not encode).
-    pub(crate) fn failed(shared: Arc<Shared>, err: Error) -> Self {
-        let job = shared.lock().insert_job(failed_job(err));
-        AsyncResult::new(shared, job, |job| match &job.chunks[0] {
-            Some(crate::pool::engine::ChunkResult::Failed(e)) => Err(e.duplicate()),
-            _ => Err(Error::PoolClosed),
-        })
+    pub(crate) fn failed(shared: Arc<Shared>, err: Error, decode: fn(&Job) -> Result<T>) -> Self {
+        let job = shared.lock().jobs.open_failed(err);
+        AsyncResult::new(shared, job, decode)
     }
 
     /// Waits until the result is ready, or `deadline` passes; true if ready.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        let mut st = self.shared.lock();
+        let mut st = self
+            .shared
+            .lock_when(deadline, |st| st.jobs.is_done(self.job));
         loop {
-            match st.jobs.get(&self.job) {
-                Some(j) if j.is_done() => return true,
-                None => return true,
-                Some(_) => {}
+            if st.jobs.is_done(self.job) {
+                return true;
             }
             match self.shared.wait_change(st, deadline) {
                 Some(next) => st = next,
@@ -77,24 +86,34 @@ impl<T> AsyncResult<T> {
 
     fn decode_now(&self) -> Result<T> {
         let st = self.shared.lock();
-        match st.jobs.get(&self.job) {
+        match st.jobs.get(self.job) {
             Some(j) => (self.decode)(j),
             None => Err(Error::PoolClosed),
         }
     }
 
-    /// Waits for the result and returns it: the value, or the task's error
-    /// (`TaskPanicked`, `WorkerDied`, `Timeout`, ...).
-    pub fn get(mut self) -> Result<T> {
-        self.wait_until(None);
-        let r = self.decode_now();
+    /// Decodes the (ready) result and forgets the job.
+    fn take(&mut self) -> Result<T> {
+        let mut st = self.shared.lock();
+        let r = match st.jobs.get(self.job) {
+            Some(j) => (self.decode)(j),
+            None => Err(Error::PoolClosed),
+        };
+        st.jobs.remove(self.job);
         self.taken = true;
-        self.shared.lock().jobs.remove(&self.job);
         r
     }
 
+    /// Waits for the result and returns it: the value, or the task's error
+    /// (`TaskPanicked`, `WorkerDied`, `TaskTimedOut`, ...).
+    pub fn get(mut self) -> Result<T> {
+        self.wait_until(None);
+        self.take()
+    }
+
     /// Waits at most `d`; `Err(Error::Timeout)` if the result is not ready by then (the
-    /// task goes on; ask again later).
+    /// task goes on; ask again later). `Timeout` always means this wait ran out; a task
+    /// the pool killed for running past its `task_timeout` is `Error::TaskTimedOut`.
     pub fn get_timeout(&self, d: Duration) -> Result<T> {
         if self.wait_until(Instant::now().checked_add(d)) {
             self.decode_now()
@@ -115,8 +134,7 @@ impl<T> AsyncResult<T> {
 
     /// Whether the result is ready.
     pub fn ready(&self) -> bool {
-        let st = self.shared.lock();
-        st.jobs.get(&self.job).is_none_or(Job::is_done)
+        self.shared.lock().jobs.is_done(self.job)
     }
 
     /// `None` until ready; then whether the task succeeded.
@@ -131,7 +149,8 @@ impl<T> AsyncResult<T> {
 impl<T: Send + 'static> AsyncResult<T> {
     /// Python's `callback` and `error_callback`: when the result is ready, one of them runs
     /// in this (the parent) process, on the pool's thread — or at once, here, if it is
-    /// ready already. Keep them short: a slow callback delays every other result.
+    /// ready already. Keep them short: a slow callback delays every other result. The
+    /// error callback gets the error by value.
     ///
     /// ```
     /// # fn main() -> mproc::Result<()> {
@@ -150,41 +169,77 @@ impl<T: Send + 'static> AsyncResult<T> {
     pub fn on_complete(
         self,
         callback: impl FnOnce(&T) + Send + 'static,
-        error_callback: impl FnOnce(&Error) + Send + 'static,
+        error_callback: impl FnOnce(Error) + Send + 'static,
     ) -> Self {
         let decode = self.decode;
-        let shared = Arc::clone(&self.shared);
-        let mut st = shared.lock();
-        let ready = match st.jobs.get(&self.job) {
-            Some(j) if !j.is_done() => None,
-            Some(j) => Some(decode(j)),
+        let mut st = self.shared.lock();
+        let now = match st.jobs.get(self.job) {
             None => Some(Err(Error::PoolClosed)),
+            Some(j) if st.jobs.is_done(self.job) => Some(decode(j)),
+            Some(_) => None,
         };
-        match ready {
-            None => {
-                let j = st
-                    .jobs
-                    .get_mut(&self.job)
-                    .expect("looked up under the same lock");
-                j.on_done = Some(Box::new(move |job: &Job| {
-                    let r = decode(job);
-                    Box::new(move || match r {
-                        Ok(v) => callback(&v),
-                        Err(e) => error_callback(&e),
-                    })
-                }));
-            }
+        match now {
             Some(r) => {
+                // Ready already: run it here, outside the lock.
                 drop(st);
                 match r {
                     Ok(v) => callback(&v),
-                    Err(e) => error_callback(&e),
+                    Err(e) => error_callback(e),
                 }
-                return self;
+            }
+            None => {
+                let on_done: OnDone = Box::new(move |job: &Job| {
+                    let r = decode(job);
+                    Box::new(move || match r {
+                        Ok(v) => callback(&v),
+                        Err(e) => error_callback(e),
+                    }) as Callback
+                });
+                // Not done (checked under this lock), so it will run on completion.
+                st.jobs.set_on_done(self.job, on_done);
+                drop(st);
             }
         }
-        drop(st);
         self
+    }
+}
+
+/// The future of an [`AsyncResult`]: `Ready` with the result once it arrives.
+#[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
+pub struct ResultFuture<T> {
+    result: Option<AsyncResult<T>>,
+}
+
+impl<T> Future for ResultFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let Some(r) = self.result.as_mut() else {
+            return Poll::Ready(Err(Error::ValueError(
+                "an AsyncResult future was polled after it completed".into(),
+            )));
+        };
+        {
+            // Checked and registered under one lock: the driver cannot complete the job
+            // in between and miss the waker.
+            let mut st = r.shared.lock();
+            if st.jobs.set_waker(r.job, cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        let mut r = self.result.take().expect("checked above");
+        Poll::Ready(r.take())
+    }
+}
+
+impl<T> IntoFuture for AsyncResult<T> {
+    type Output = Result<T>;
+    type IntoFuture = ResultFuture<T>;
+
+    /// `pool.apply_async(f, args).await`: woken (not polled in a loop) when it is ready.
+    fn into_future(self) -> ResultFuture<T> {
+        ResultFuture { result: Some(self) }
     }
 }
 
@@ -192,16 +247,8 @@ impl<T> Drop for AsyncResult<T> {
     fn drop(&mut self) {
         if !self.taken {
             let mut st = self.shared.lock();
-            match st.jobs.get_mut(&self.job) {
-                Some(j) if j.is_done() => {
-                    st.jobs.remove(&self.job);
-                }
-                // A callback is waiting for this result: let the task run and the callback
-                // fire (Python's `apply_async(f, args, callback=cb)` without keeping the
-                // result), then forget the job.
-                Some(j) if j.on_done.is_some() => j.detached = true,
-                Some(_) => st.abandon(self.job),
-                None => {}
+            if st.jobs.release(self.job) {
+                st.abandon(self.job);
             }
             drop(st);
             self.shared.wake();
@@ -209,21 +256,10 @@ impl<T> Drop for AsyncResult<T> {
     }
 }
 
-fn failed_job(err: Error) -> Job {
-    Job {
-        chunks: vec![Some(crate::pool::engine::ChunkResult::Failed(err))],
-        nitems: vec![1],
-        remaining: 0,
-        sealed: true,
-        ..Job::default()
-    }
-}
-
 /// Decodes every item of a job, in order; a failed chunk gives its error for each item.
 pub(crate) fn items<R: DeserializeOwned>(job: &Job) -> Vec<Result<R>> {
     let mut out = Vec::new();
-    for (i, chunk) in job.chunks.iter().enumerate() {
-        let n = job.nitems.get(i).copied().unwrap_or(0);
+    for (chunk, n) in job.chunks() {
         match chunk {
             Some(c) => push_chunk(c, n, &mut out),
             None => out.extend((0..n).map(|_| Err(Error::PoolClosed))),
@@ -234,7 +270,7 @@ pub(crate) fn items<R: DeserializeOwned>(job: &Job) -> Vec<Result<R>> {
 
 /// Decodes one chunk's items onto `out`.
 pub(crate) fn push_chunk<R: DeserializeOwned>(
-    chunk: &crate::pool::engine::ChunkResult,
+    chunk: &ChunkResult,
     nitems: usize,
     out: &mut Vec<Result<R>>,
 ) {

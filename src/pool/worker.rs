@@ -8,8 +8,10 @@
 //! - worker → pool, per task, in order: `[CHUNK_OK] encoded Vec<ItemOutcome<R>>` with its
 //!   descriptors, or `[CHUNK_FAILED] message`.
 //!
-//! A worker runs its tasks in the order they arrive, so the pool knows which task a dead
-//! worker was running: the oldest one without a result.
+//! The pool sends a worker its next task only once it has answered the last (pull
+//! scheduling), so the task a dead worker was running is the one it was last sent.
+//! After each answer the worker looks for its next task for a few microseconds before it
+//! sleeps in `recv` (see `engine::spin_until`).
 
 use std::os::fd::AsFd;
 
@@ -87,6 +89,14 @@ pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks
     let mut reader = framing::Reader::default();
     while maxtasks == 0 || done < maxtasks {
         let mut fds = Vec::new();
+        // The next task often follows the last answer within microseconds (a stream of
+        // short tasks, an `apply` loop): look for it a while before sleeping in `recv`,
+        // so it is picked up without the wake-up of an idle CPU.
+        if done > 0 && !reader.has_buffered() {
+            crate::pool::engine::spin_until(crate::pool::engine::SPIN, || {
+                crate::sys::fd::poll_readable(sock, Some(std::time::Duration::ZERO)).unwrap_or(true)
+            });
+        }
         if reader.read_frame(sock, &mut task, &mut fds).is_err() {
             return; // the pool closed our socket (or died): we are done
         }

@@ -46,7 +46,7 @@ impl Inner {
 
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::ValueError("queue is closed".to_string()));
+            return Err(Error::QueueClosed);
         }
         Ok(())
     }
@@ -235,7 +235,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// Errors: `Error::Codec` if `item` cannot be encoded, or contains a handle (a
     /// `Connection`, a `Queue`...: those travel in process arguments and connection
-    /// messages, not through a queue); `Error::ValueError` if this queue was closed. On
+    /// messages, not through a queue); `Error::QueueClosed` if this queue was closed. On
     /// error the item is dropped.
     pub fn put(&self, item: T) -> Result<()> {
         self.inner.put(&item, None)
@@ -256,7 +256,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Removes and returns the oldest item, waiting for one as long as it takes.
     ///
     /// Errors: `Error::Codec` if the item does not decode as a `T` (it is consumed);
-    /// `Error::ValueError` if this queue was closed.
+    /// `Error::QueueClosed` if this queue was closed.
     pub fn get(&self) -> Result<T> {
         self.inner.get(None)
     }
@@ -301,7 +301,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Closes this handle, and its clones, in this process: later `put`s and `get`s return
-    /// `Error::ValueError`. Other processes' handles are unaffected, and items already put
+    /// `Error::QueueClosed`. Other processes' handles are unaffected, and items already put
     /// stay in the queue (nothing is buffered, so there is nothing to flush). Idempotent.
     pub fn close(&self) {
         self.inner.close();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::shared::region::Region;
+use crate::sync::raw::backoff::Backoff;
 use crate::sys::{futex, pid};
 
 // ---- Layout of the control page (byte offsets). Words written by different sides sit
@@ -100,9 +101,6 @@ const MAX_CAPACITY: usize = 1 << 34;
 
 // ---- Waiting ----
 
-/// How long a waiter spins before sleeping: long enough to catch a partner process that is
-/// running on another core (a round trip is ~1 µs), short enough not to matter otherwise.
-const SPIN: Duration = Duration::from_micros(20);
 /// How often a sleeper checks whether the process it depends on has died.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a producer waiting for room sleeps before re-checking on its own (see
@@ -237,34 +235,12 @@ fn probe_deadline(deadline: Option<Instant>) -> Instant {
     deadline.map_or(probe, |d| d.min(probe))
 }
 
-/// Spins until `ready()` or `SPIN` has passed (or `deadline`, whichever is sooner).
-/// Returns the last `ready()`.
-///
-/// The pause between looks grows (1, 2, 4 ... 16 `pause`s): each look at a word the other
-/// side is writing steals its cache line, so a waiter that looks less often lets a busy
-/// producer write several items for the price of one transfer.
+/// Backs off (spins, then yields; see [`Backoff`]) until `ready()`, the backoff completes,
+/// or `deadline`. Returns the last `ready()`.
 #[inline]
-fn spin_until(deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    let stop = deadline.map_or(start + SPIN, |d| d.min(start + SPIN));
-    let mut pauses = 1;
-    loop {
-        for _ in 0..8 {
-            if ready() {
-                return true;
-            }
-            for _ in 0..pauses {
-                std::hint::spin_loop();
-            }
-            pauses = (pauses * 2).min(MAX_PAUSES);
-        }
-        if Instant::now() >= stop {
-            return ready();
-        }
-    }
+fn spin_until(deadline: Option<Instant>, ready: impl FnMut() -> bool) -> bool {
+    Backoff::new().wait_until(deadline, ready)
 }
-
-const MAX_PAUSES: u32 = 16;
 
 // ---- Positions ----
 

@@ -17,5 +17,3 @@ pub use cell::{ArrayGuard, ValueGuard};
 pub use pod::Pod;
 pub use segment::SharedMemory;
 pub use value::{RawValue, Value};
-
-pub(crate) use segment::sweep_at_exit;

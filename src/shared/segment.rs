@@ -28,7 +28,7 @@ use super::cell;
 use super::region::Region;
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
-use crate::sys::{mman, robust, shm};
+use crate::sys::{mman, pid, shm};
 
 /// A named shared-memory segment: bytes that any process can open by name.
 ///
@@ -205,20 +205,14 @@ fn check_name(name: &str) -> Result<&str> {
 fn root() -> u32 {
     static ROOT: OnceLock<u32> = OnceLock::new();
     *ROOT.get_or_init(|| {
-        let me = robust::getpid();
-        let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        let me = pid::current();
+        let Some(exe) = pid::own_exe() else {
             return me;
         };
         let mut root = me;
         for _ in 0..64 {
-            match robust::parent_of(root) {
-                Some(p)
-                    if p > 1
-                        && std::fs::read_link(format!("/proc/{p}/exe")).ok()
-                            == Some(exe.clone()) =>
-                {
-                    root = p
-                }
+            match pid::parent_of(root) {
+                Some(p) if p > 1 && pid::exe_of(p).as_ref() == Some(&exe) => root = p,
                 _ => break,
             }
         }
@@ -234,7 +228,7 @@ fn marker_prefix(root: u32) -> String {
 
 fn namespace() -> u64 {
     static NS: OnceLock<u64> = OnceLock::new();
-    *NS.get_or_init(|| robust::pid_namespace().unwrap_or(0))
+    *NS.get_or_init(|| pid::namespace().unwrap_or(0))
 }
 
 fn marker_name(name: &str) -> Option<String> {
@@ -277,20 +271,27 @@ fn sweep_dead_roots() {
             .next()
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
-            if !robust::process_exists(pid) {
+            if !pid::exists(pid) {
                 sweep(pid);
             }
         }
     }
 }
 
+#[ctor::ctor(unsafe)]
+fn install_exit_sweep() {
+    // Before `main`: every process of the program registers the hook; only a tree's root
+    // acts on it.
+    crate::sys::process::at_exit(sweep_at_exit);
+}
+
 /// Run at normal exit of every process: the root of a tree sweeps its markers.
-pub(crate) extern "C" fn sweep_at_exit() {
+extern "C" fn sweep_at_exit() {
     // Only the root: a child's exit must not unlink what the rest of the tree still uses.
     if shm::list("mproc-").is_empty() {
         return;
     }
-    if root() == robust::getpid() {
-        sweep(robust::getpid());
+    if root() == pid::current() {
+        sweep(pid::current());
     }
 }

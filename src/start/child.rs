@@ -15,9 +15,9 @@ use crate::connection::framing;
 use crate::sys;
 
 /// Runs `boot`'s entry in this (already set-up) child and exits.
-pub(super) fn run(parent_pid: i32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: OwnedFd) -> ! {
+pub(super) fn run(parent_pid: u32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: OwnedFd) -> ! {
     let _ = sys::process::watch_parent(parent_pid);
-    crate::process::install_exit_hook();
+    super::children::install_exit_hook();
     // Registered, so a grandchild made by `fork` closes its copy and the parent sees EOF.
     let result = HandleFd::new(result);
     let code = crate::target::run_entry(
@@ -41,7 +41,7 @@ pub(super) fn skip_flush_at_exit() {
 
 /// Ends a child: its children first, then the process.
 pub(crate) fn finish(code: i32) -> ! {
-    crate::process::finish_children();
+    super::children::finish_children();
     if FLUSH_AT_EXIT.load(Ordering::Relaxed) {
         let _ = std::io::stdout().flush();
     }

@@ -18,12 +18,12 @@ use crate::sys;
 use crate::sys::process::Forked;
 
 pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
-    let threaded = sys::process::thread_count() > 1;
+    let threaded = sys::pid::thread_count() > 1;
     if threaded {
         warn_once();
     }
     let (parent_end, child_end) = sys::fd::socketpair()?;
-    let parent_pid = sys::process::getpid();
+    let parent_pid = sys::pid::current();
     let mut st = state();
     let mut registry = codec::registry();
     // SAFETY: both mproc locks are held across the call, so the child finds them consistent

@@ -34,9 +34,9 @@ pub(crate) struct Client {
 impl Client {
     fn start() -> Result<Client> {
         let (ours, theirs) = sys::fd::socketpair()?;
-        let route = format!("{}:{}", theirs.as_raw_fd(), sys::process::getpid());
+        let route = format!("{}:{}", theirs.as_raw_fd(), sys::pid::current());
         let pid = sys::process::spawn_exe(
-            &crate::context::executable(),
+            &super::method::executable(),
             &super::spawn::argv0(),
             &[(ENV_FORKSERVER, route)],
             theirs.as_fd(),
@@ -63,7 +63,7 @@ impl Client {
         &self,
         boot: &Bootstrap,
         fds: &[BorrowedFd<'_>],
-    ) -> std::result::Result<i32, (bool, Error)> {
+    ) -> std::result::Result<u32, (bool, Error)> {
         let mut buf = Vec::new();
         codec::encode_plain_into(boot, &mut buf).map_err(|e| (false, e))?;
         framing::write_frame(self.sock.as_fd(), &buf, fds).map_err(|e| (false, e))?;
@@ -75,7 +75,7 @@ impl Client {
                 Error::Codec("fork server could not start the child".into()),
             )
         })?;
-        Ok(i32::from_le_bytes(pid))
+        Ok(u32::from_le_bytes(pid))
     }
 }
 

@@ -26,14 +26,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::HandleFd;
-use crate::context::StartMethod;
 use crate::error::Result;
-use crate::process::ChildHandle;
 
 pub(crate) mod child;
+pub(crate) mod children;
 mod fork;
 pub(crate) mod forkserver;
+pub(crate) mod method;
 mod spawn;
+
+use children::ChildHandle;
+use method::StartMethod;
 
 /// How long a new child or fork server may take to answer its first message before it is
 /// given up (killed and reaped) and `start` fails with `Error::Timeout`. Generous: an exec
@@ -69,7 +72,7 @@ pub(crate) struct Bootstrap {
     /// The logical parent: its name and pid.
     pub(crate) parent_name: String,
     /// The logical parent's pid.
-    pub(crate) parent_pid: i32,
+    pub(crate) parent_pid: u32,
     /// The encoded arguments; the descriptors they refer to travel beside the frame.
     pub(crate) args: Vec<u8>,
 }
@@ -77,7 +80,7 @@ pub(crate) struct Bootstrap {
 /// A started child, as the parent sees it.
 #[derive(Debug)]
 pub(crate) struct Launched {
-    pub(crate) pid: i32,
+    pub(crate) pid: u32,
     pub(crate) pidfd: HandleFd,
     pub(crate) result: HandleFd,
 }
@@ -105,7 +108,7 @@ pub(crate) struct State {
     /// Whether this process is a daemon.
     pub(crate) daemon: bool,
     /// The logical parent, if this process was started by mproc.
-    pub(crate) parent: Option<(String, i32)>,
+    pub(crate) parent: Option<(String, u32)>,
     /// How many `Process` objects this process has created (names their children).
     pub(crate) counter: u32,
     /// Children started and not yet known to be reaped.
@@ -172,7 +175,7 @@ pub(crate) fn route() {
 /// The common start of a process routed before `main`: what Rust's runtime would have set
 /// up, the inherited socket named by `route`, and the parent-death watch. Exits with a
 /// distinct code if the route is unusable (the process was not started by mproc).
-fn enter_routed(route: &str) -> (OwnedFd, i32) {
+fn enter_routed(route: &str) -> (OwnedFd, u32) {
     crate::sys::process::ignore_sigpipe();
     crate::sys::signal::report_stack_overflow();
     let Some((fd, parent)) = parse_route(route) else {
@@ -186,13 +189,13 @@ fn enter_routed(route: &str) -> (OwnedFd, i32) {
 }
 
 /// Parses `<fd>:<pid>` from a routing variable.
-fn parse_route(v: &str) -> Option<(RawFd, i32)> {
+fn parse_route(v: &str) -> Option<(RawFd, u32)> {
     let (fd, pid) = v.split_once(':')?;
     Some((fd.parse().ok()?, pid.parse().ok()?))
 }
 
 /// Wraps the parent's end of a result socket and the child's pidfd.
-fn launched(pid: i32, result: OwnedFd) -> Result<Launched> {
+fn launched(pid: u32, result: OwnedFd) -> Result<Launched> {
     let pidfd = match crate::sys::process::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) => {

@@ -15,9 +15,9 @@ use crate::sys;
 
 pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     let (parent_end, child_end) = sys::fd::socketpair()?;
-    let route = format!("{}:{}", child_end.as_raw_fd(), sys::process::getpid());
+    let route = format!("{}:{}", child_end.as_raw_fd(), sys::pid::current());
     let pid = sys::process::spawn_exe(
-        &crate::context::executable(),
+        &super::method::executable(),
         &argv0(),
         &[(ENV_CHILD, route)],
         child_end.as_fd(),

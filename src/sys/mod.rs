@@ -28,5 +28,6 @@ pub(crate) mod pid;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod robust;
+pub(crate) mod sched;
 pub(crate) mod shm;
 pub(crate) mod signal;

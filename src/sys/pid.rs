@@ -1,4 +1,8 @@
-//! Who am I, and is that process still alive: the identity an owner-checked lock stores.
+//! Process identity and `/proc`: the one place that asks who a process is.
+//!
+//! **One pid type.** A pid is a `u32` everywhere in mproc (what `std::process::id` and
+//! `Process::pid` give); the conversion to the kernel's signed `pid_t` happens here and in
+//! the few calls of `sys::process` that pass one to the kernel.
 //!
 //! [`current`] is on the fast path of every queue operation, so the pid is cached, tagged
 //! with [`robust::fork_generation`](super::robust::fork_generation), which changes in the
@@ -10,11 +14,15 @@
 //! is only a zombie (killed, not yet reaped by its parent), which holds nothing any more.
 //! Pids are recycled, so a probe can mistake a new process for a dead owner's ghost; Linux
 //! hands out pids in increasing order before wrapping, which makes that rare, not impossible.
+//!
+//! Every other `/proc` read of the crate is here too: the running executable, a process's
+//! parent and executable, the pid namespace, the thread count.
 
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::io::Errno;
-use rustix::process::Pid;
 
 use super::robust;
 
@@ -45,15 +53,25 @@ fn current_slow() -> u32 {
     pid
 }
 
+/// The kernel's form of `pid`, if it is one (1 ..= `i32::MAX`).
+pub(crate) fn to_kernel(pid: u32) -> Option<rustix::process::Pid> {
+    rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
+}
+
+/// Whether a process with this pid exists (it may belong to another user, or be a zombie).
+pub(crate) fn exists(pid: u32) -> bool {
+    let Some(p) = to_kernel(pid) else {
+        return false;
+    };
+    // Any other error (EPERM: another user's process) means it exists.
+    !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH))
+}
+
 /// Whether process `pid` still exists and is not a zombie. Unknown answers (a permission
 /// error, an unreadable `/proc`) count as alive: the caller then keeps waiting rather than
 /// steal a lock from a live holder.
 pub(crate) fn is_alive(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
-    // Any other error (EPERM: another user's process) means it exists.
-    if let Err(Errno::SRCH) = rustix::process::test_kill_process(p) {
+    if !exists(pid) {
         return false;
     }
     match std::fs::read(format!("/proc/{pid}/stat")) {
@@ -67,6 +85,65 @@ pub(crate) fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// Field `n` (1-based, as in proc(5)) of `/proc/<who>/stat`, for `n >= 3`. The command name
+/// (field 2) is in parentheses and may contain spaces: count from the last `)`.
+fn stat_field(who: &str, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{who}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n - 3).map(str::to_string)
+}
+
+/// The parent of process `pid`.
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(&pid.to_string(), 4)?.parse().ok()
+}
+
+/// The number of threads in this process (1 if unknown).
+pub(crate) fn thread_count() -> usize {
+    stat_field("self", 20)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Whether `tid` names a live thread of the calling process.
+pub(crate) fn is_own_thread(tid: u32) -> bool {
+    std::fs::metadata(format!("/proc/self/task/{tid}")).is_ok()
+}
+
+/// The inode number of this process's pid namespace (`/proc/self/ns/pid` is `pid:[N]`).
+pub(crate) fn namespace() -> Option<u64> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// A path that opens the running executable, even if its file was renamed or replaced.
+pub(crate) fn self_exe() -> PathBuf {
+    PathBuf::from("/proc/self/exe")
+}
+
+/// The path of the executable process `pid` runs (`None` if gone or not ours to read).
+pub(crate) fn exe_of(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// The path of the running executable.
+pub(crate) fn own_exe() -> Option<PathBuf> {
+    std::fs::read_link("/proc/self/exe").ok()
+}
+
+/// A fingerprint of the executable file at `path` (device, inode, size, mtime), so that a
+/// child can tell whether it runs the same binary as its parent.
+pub(crate) fn exe_identity(path: &Path) -> io::Result<[u64; 4]> {
+    let st = rustix::fs::stat(path)?;
+    Ok([
+        st.st_dev,
+        st.st_ino,
+        st.st_size as u64,
+        (st.st_mtime as u64).wrapping_mul(1_000_000_007) ^ st.st_mtime_nsec as u64,
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +154,16 @@ mod tests {
         assert_eq!(current(), std::process::id());
         assert_eq!(current(), std::process::id());
         assert!(is_alive(current()));
+        assert!(exists(current()));
+        assert!(!exists(0));
+        assert!(!exists(u32::MAX));
+        assert_eq!(
+            parent_of(current()),
+            Some(std::os::unix::process::parent_id())
+        );
+        assert!(thread_count() >= 1);
+        assert_eq!(exe_of(current()), own_exe());
+        assert!(is_own_thread(super::super::robust::gettid()));
     }
 
     #[test]

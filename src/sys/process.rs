@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
+use rustix::process::{PidfdFlags, WaitId, WaitIdOptions};
 
 /// The signal armed with `PR_SET_PDEATHSIG` (a real-time signal nobody else uses by
 /// default; glibc reserves the first two).
@@ -42,7 +42,8 @@ extern "C" fn on_parent_death(_sig: c_int) {
 
 /// Arms the parent-death watch for logical parent `parent` (the current process's parent
 /// pid as the caller expects it). Dies at once if that parent is already gone.
-pub(crate) fn watch_parent(parent: i32) -> io::Result<()> {
+pub(crate) fn watch_parent(parent: u32) -> io::Result<()> {
+    let parent = i32::try_from(parent).map_err(|_| io::Error::other("invalid parent pid"))?;
     EXPECTED_PARENT.store(parent, Ordering::Relaxed);
     // SAFETY: an all-zero sigaction is a valid starting value; fields are set below.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -109,7 +110,7 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
 #[derive(Debug)]
 pub(crate) enum Forked {
     /// In the parent: the child's pid.
-    Parent(i32),
+    Parent(u32),
     /// In the child.
     Child,
 }
@@ -125,7 +126,7 @@ pub(crate) unsafe fn fork() -> io::Result<Forked> {
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+        pid => Ok(Forked::Parent(pid as u32)),
     }
 }
 
@@ -176,7 +177,7 @@ pub(crate) unsafe fn clone_parent() -> io::Result<Forked> {
             crate::sys::robust::after_raw_fork_in_child();
             Ok(Forked::Child)
         }
-        pid => Ok(Forked::Parent(pid as i32)),
+        pid => Ok(Forked::Parent(pid as u32)),
     }
 }
 
@@ -187,7 +188,7 @@ pub(crate) fn spawn_exe(
     argv0: &str,
     env: &[(&str, String)],
     fd: BorrowedFd<'_>,
-) -> io::Result<i32> {
+) -> io::Result<u32> {
     let raw: RawFd = std::os::fd::AsRawFd::as_raw_fd(&fd);
     let mut cmd = Command::new(exe);
     cmd.arg0(argv0);
@@ -213,12 +214,12 @@ pub(crate) fn spawn_exe(
     unsafe { cmd.pre_exec(before_exec) };
     let child = cmd.spawn()?;
     // Dropping `std::process::Child` neither waits nor kills: mproc waits through a pidfd.
-    Ok(child.id() as i32)
+    Ok(child.id())
 }
 
 /// A pidfd for `pid` (which must be our child, not yet reaped).
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("invalid pid"))?;
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = super::pid::to_kernel(pid).ok_or_else(|| io::Error::other("invalid pid"))?;
     Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
@@ -254,8 +255,8 @@ pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
 pub(crate) const UNKNOWN_EXIT: i32 = 255;
 
 /// SIGKILLs our child `pid` and reaps it (for a child we could not get a pidfd for).
-pub(crate) fn kill_and_reap(pid: i32) {
-    if let Some(p) = Pid::from_raw(pid) {
+pub(crate) fn kill_and_reap(pid: u32) {
+    if let Some(p) = super::pid::to_kernel(pid) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
     }
@@ -289,36 +290,6 @@ pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: c_int) -> io::Result<()> 
 pub(crate) const SIGTERM: c_int = libc::SIGTERM;
 /// SIGKILL.
 pub(crate) const SIGKILL: c_int = libc::SIGKILL;
-
-/// This process's pid.
-pub(crate) fn getpid() -> i32 {
-    rustix::process::getpid().as_raw_nonzero().get()
-}
-
-/// The number of threads in this process.
-pub(crate) fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Field 20 (num_threads); the command name (field 2) may contain spaces, so
-            // count from the closing parenthesis.
-            let rest = &s[s.rfind(')')? + 2..];
-            rest.split(' ').nth(17)?.parse().ok()
-        })
-        .unwrap_or(1)
-}
-
-/// A fingerprint of the executable file at `path` (device, inode, size, mtime), so that a
-/// child can tell whether it runs the same binary as its parent.
-pub(crate) fn exe_identity(path: &Path) -> io::Result<[u64; 4]> {
-    let st = rustix::fs::stat(path)?;
-    Ok([
-        st.st_dev,
-        st.st_ino,
-        st.st_size as u64,
-        (st.st_mtime as u64).wrapping_mul(1_000_000_007) ^ st.st_mtime_nsec as u64,
-    ])
-}
 
 /// Removes `key` from this process's environment.
 ///

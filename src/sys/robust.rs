@@ -14,11 +14,6 @@ pub(crate) fn gettid() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
 
-/// The calling process's id.
-pub(crate) fn getpid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
-}
-
 /// The address of the robust-list head registered for the calling thread, or null.
 pub(crate) fn get_robust_list() -> io::Result<*mut u8> {
     let mut head: *mut libc::c_void = std::ptr::null_mut();
@@ -84,44 +79,6 @@ pub(crate) fn after_raw_fork_in_child() {
     bump_generation();
 }
 
-/// Whether `tid` names a live thread of the calling process.
-pub(crate) fn is_own_thread(tid: u32) -> bool {
-    std::fs::metadata(format!("/proc/self/task/{tid}")).is_ok()
-}
-
-/// Whether a process with this pid exists (it may belong to another user).
-pub(crate) fn process_exists(pid: u32) -> bool {
-    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
-        return false;
-    };
-    !matches!(
-        rustix::process::test_kill_process(pid),
-        Err(rustix::io::Errno::SRCH)
-    )
-}
-
-/// The inode number of this process's pid namespace (`/proc/self/ns/pid` is `pid:[N]`).
-pub(crate) fn pid_namespace() -> Option<u64> {
-    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    let s = link.to_str()?;
-    s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
-}
-
-/// The parent of process `pid`, read from `/proc/<pid>/stat`.
-pub(crate) fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs `f` when the process exits normally (`exit`, return from `main`), as C's `atexit`.
-pub(crate) fn at_exit(f: extern "C" fn()) {
-    // SAFETY: registering a plain `extern "C" fn()` has no preconditions; it runs on the
-    // exiting thread after `main` returns or `exit` is called.
-    let _ = unsafe { libc::atexit(f) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,11 +89,5 @@ mod tests {
         let me = gettid();
         let other = std::thread::spawn(gettid).join().unwrap();
         assert_ne!(me, other);
-        assert!(is_own_thread(me));
-        assert!(process_exists(getpid()));
-        assert_eq!(
-            parent_of(getpid()),
-            Some(std::os::unix::process::parent_id())
-        );
     }
 }

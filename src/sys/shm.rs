@@ -60,7 +60,7 @@ pub(crate) fn random_u64() -> u64 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        return t ^ (u64::from(crate::sys::robust::getpid()) << 40);
+        return t ^ (u64::from(super::pid::current()) << 40);
     }
     u64::from_ne_bytes(b)
 }
@@ -69,11 +69,4 @@ pub(crate) fn random_u64() -> u64 {
 pub(crate) fn object_id(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     let st = rustix::fs::fstat(fd)?;
     Ok((st.st_dev as u64, st.st_ino as u64))
-}
-
-#[ctor::ctor(unsafe)]
-fn install_exit_sweep() {
-    // Before `main`: every process of the program registers the hook; only a tree's root
-    // acts on it (see `shared::segment`).
-    crate::sys::robust::at_exit(crate::shared::sweep_at_exit);
 }

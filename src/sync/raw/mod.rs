@@ -3,6 +3,7 @@
 //! protocol. Nothing here allocates or knows about processes, except `robust`, which links
 //! lock words into the calling thread's kernel robust list.
 
+pub(crate) mod backoff;
 pub(crate) mod barrier;
 pub(crate) mod condvar;
 pub(crate) mod event;

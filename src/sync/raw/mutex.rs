@@ -13,14 +13,17 @@
 //! the owner dies, and wakes one waiter. Acquire on the taking CAS and Release on the
 //! releasing CAS order the protected data; the futex syscalls order the sleep checks.
 //!
-//! **Contention.** A taker that finds the lock held spins a bounded while before sleeping,
-//! looking at the word with exponentially growing pauses: each look pulls the word's cache
-//! line from the holder, and fewer looks let the holder release sooner (two processes
-//! hammering one `Value` went from ~7 M to ~20 M increments/s with the backoff).
+//! **Contention.** A taker that finds the lock held backs off (the shared
+//! [`Backoff`](super::backoff::Backoff)) for a bounded while before sleeping, looking at the
+//! word with exponentially growing pauses: each look pulls the word's cache line from the
+//! holder, and fewer looks let the holder release sooner (two processes hammering one
+//! `Value` went from ~7 M to ~20 M increments/s with the backoff). On an oversubscribed
+//! machine it yields instead of spinning, so a descheduled holder gets a CPU back.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::backoff::Backoff;
 use super::robust::{self, Me, TID_MASK};
 use crate::sys::futex::{self, Wake};
 
@@ -34,10 +37,9 @@ pub(crate) const OWNER_DIED: u32 = 0x4000_0000;
 /// (24..40), on the owner's cache line rather than the contended word's.
 pub(crate) const COUNT_OFFSET: usize = 48;
 
-/// How long to spin before sleeping: a holder usually releases within a few hundred ns.
-const SPINS: u32 = 40;
-/// The longest pause between two looks at the word while spinning.
-const MAX_PAUSE: u32 = 64;
+/// How long to spin before sleeping: a holder usually releases within a few hundred ns;
+/// one that has not after this is likely descheduled, and sleeping frees our CPU for it.
+const SPIN_BUDGET: Duration = Duration::from_micros(10);
 
 /// The fast path of both `try_lock` and `lock`: one CAS from `UNLOCKED`, the lock
 /// announced to the robust list around it. On failure the announcement stays pending for
@@ -101,8 +103,8 @@ pub(crate) fn lock(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Optio
 fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool> {
     // Spin first: a holder on another CPU usually releases within a few hundred ns, far
     // sooner than a futex sleep and wake (microseconds) would hand the lock over.
-    let mut pause = 1;
-    for _ in 0..SPINS {
+    let mut backoff = Backoff::with_budget(SPIN_BUDGET);
+    while !backoff.is_completed() {
         let v = word.load(Ordering::Relaxed);
         if v & TID_MASK == 0
             && word
@@ -118,14 +120,13 @@ fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool
             robust::clear_pending(me);
             return Some(v & OWNER_DIED != 0);
         }
-        // Back off exponentially: every look at the word pulls its cache line away from
-        // the holder, who needs it back to release.
-        for _ in 0..pause {
-            std::hint::spin_loop();
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
         }
-        pause = (pause * 2).min(MAX_PAUSE);
+        backoff.snooze();
     }
     let mut slept = false;
+    let mut cas = Backoff::new();
     loop {
         let v = word.load(Ordering::Relaxed);
         if v & TID_MASK == 0 {
@@ -138,6 +139,7 @@ fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool
                 robust::clear_pending(me);
                 return Some(v & OWNER_DIED != 0);
             }
+            cas.spin();
             continue;
         }
         if v & WAITERS == 0
@@ -145,6 +147,7 @@ fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool
                 .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
+            cas.spin();
             continue;
         }
         slept = true;

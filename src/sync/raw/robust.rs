@@ -224,7 +224,7 @@ impl Drop for SyncRegion {
     fn drop(&mut self) {
         if self.robust {
             let tid = self.region.atomic_u32(LOCK_WORD).load(Ordering::Relaxed) & TID_MASK;
-            if tid != 0 && sys::is_own_thread(tid) {
+            if tid != 0 && crate::sys::pid::is_own_thread(tid) {
                 // A guard was leaked: its entry is still in that thread's list, so the
                 // memory must stay mapped for as long as the process lives.
                 return;

@@ -1,0 +1,306 @@
+//! The driver thread: reads answers, supervises workers, and winds the pool down.
+//!
+//! Each round it waits for something to happen on a worker's socket or pidfd, or on the
+//! wake-up socket (looking without sleeping for [`SPIN`] after its last activity, so a
+//! quick answer is seen at once), then, under the state lock: reads every answer, sends
+//! what did not fit before, kills workers whose task ran past `task_timeout`, accounts for
+//! exits (a dead worker fails exactly the task it held), starts replacements, dispatches
+//! pending tasks, and finally wakes every waiter. User callbacks run after the lock is
+//! released, on this thread.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::codec::HandleFd;
+use crate::connection::framing::Arrival;
+use crate::error::Error;
+use crate::pool::engine::{SPIN, Shared, State, spin_until};
+use crate::pool::jobs::{Callback, ChunkResult};
+use crate::pool::slot::{ExitOutcome, Slot, Task};
+use crate::pool::worker;
+use crate::start::children::ChildHandle;
+use crate::sys;
+
+impl Shared {
+    /// The driver thread. If it ever panics, the pool is terminated (workers killed and
+    /// reaped, every waiting result failed) rather than left with nobody to finish it.
+    pub(crate) fn drive(self: Arc<Self>) {
+        let _ = self.driver_id.set(std::thread::current().id());
+        let me = Arc::clone(&self);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.drive_loop())).is_err() {
+            let mut st = self.lock();
+            st.terminated = true;
+            self.shutdown_if_done(&mut st);
+        }
+    }
+
+    fn drive_loop(&self) {
+        let mut last_activity: Option<Instant> = None;
+        loop {
+            let (socks, children, timeout, busy) = {
+                let mut st = self.lock();
+                if self.shutdown_if_done(&mut st) {
+                    return;
+                }
+                // A socket at its end would poll readable for ever, one we cannot send on
+                // writable: leave them out, and wait for those workers' exits.
+                let socks: Vec<(Arc<HandleFd>, bool)> = st
+                    .workers
+                    .iter()
+                    .filter(|w| !w.link.eof)
+                    .map(|w| {
+                        let want_write = !w.link.broken && !w.link.outgoing.is_empty();
+                        (Arc::clone(&w.link.sock), want_write)
+                    })
+                    .collect();
+                let children: Vec<Arc<ChildHandle>> =
+                    st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
+                (socks, children, self.next_deadline(&st), st.any_busy())
+            };
+            let mut set: Vec<(std::os::fd::BorrowedFd<'_>, bool)> =
+                vec![(self.wake_rx.as_fd(), false)];
+            set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
+            set.extend(children.iter().map(|c| (c.pidfd(), false)));
+            // While work is in flight or just finished, keep looking for a while before
+            // sleeping: an answer that comes back that fast is then seen without a
+            // wake-up. An idle pool sleeps at once.
+            let recent = last_activity.is_some_and(|t| t.elapsed() < SPIN);
+            let ready = (busy || recent)
+                && spin_until(SPIN, || {
+                    sys::fd::poll_rw(&set, Some(Duration::ZERO))
+                        .is_ok_and(|r| r.iter().any(|&(rd, wr)| rd || wr))
+                });
+            if !ready {
+                let _ = sys::fd::poll_rw(&set, timeout);
+            }
+            drop(set);
+            let callbacks = {
+                let mut st = self.lock();
+                self.drain_wake();
+                let mut callbacks = std::mem::take(&mut st.deferred.0);
+                if self.service(&mut st, &mut callbacks) {
+                    last_activity = Some(Instant::now());
+                }
+                callbacks
+            };
+            self.progress.fetch_add(1, Ordering::Release);
+            self.cond.notify_all();
+            for cb in callbacks {
+                // A panicking callback must not take the pool down with it (the panic hook
+                // has already reported it).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb));
+            }
+        }
+    }
+
+    fn drain_wake(&self) {
+        let mut buf = [0u8; 64];
+        let mut fds = Vec::new();
+        while let Ok(Some(n)) = sys::fd::try_recv_with_fds(self.wake_rx.as_fd(), &mut buf, &mut fds)
+        {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// When the driver must look at timeouts next.
+    fn next_deadline(&self, st: &State) -> Option<Duration> {
+        let limit = self.config.timeout?;
+        let now = Instant::now();
+        st.workers
+            .iter()
+            .filter_map(Slot::busy_since)
+            .map(|since| (since + limit).saturating_duration_since(now))
+            .min()
+    }
+
+    /// One round of the driver's work; true if an answer came.
+    fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>) -> bool {
+        let mut answered = false;
+        for i in 0..st.workers.len() {
+            answered |= self.read_answers(st, i, callbacks);
+            st.workers[i].flush();
+        }
+        // Overdue tasks: kill the worker; its exit reports the timeout.
+        if let Some(limit) = self.config.timeout {
+            for w in &mut st.workers {
+                if w.busy_since().is_some_and(|since| since.elapsed() >= limit) {
+                    w.time_out(limit);
+                }
+            }
+        }
+        // Exits. A dead worker's last frames are all in its socket by now: read them
+        // first, or a result written just before the exit would be lost.
+        let mut i = 0;
+        while i < st.workers.len() {
+            match st.workers[i].child.exitcode_now() {
+                Some(code) => {
+                    answered |= self.read_answers(st, i, callbacks);
+                    let w = st.workers.swap_remove(i);
+                    self.on_exit(st, w, code, callbacks);
+                }
+                None => i += 1,
+            }
+        }
+        self.replace_workers(st, callbacks);
+        self.dispatch(st);
+        answered
+    }
+
+    /// Reads every frame worker `i` has sent; true if one was an answer.
+    fn read_answers(&self, st: &mut State, i: usize, callbacks: &mut Vec<Callback>) -> bool {
+        let mut answered = false;
+        while !st.workers[i].link.eof {
+            let arrival = {
+                let link = &mut st.workers[i].link;
+                let sock = Arc::clone(&link.sock);
+                link.incoming.poll_frame(sock.as_fd())
+            };
+            match arrival {
+                Ok(Arrival::Frame(bytes, fds)) => {
+                    answered = true;
+                    self.on_frame(st, i, bytes, fds, callbacks);
+                }
+                Ok(Arrival::Pending) => break,
+                Ok(Arrival::Closed) | Err(_) => {
+                    // Nothing more can come from it: make sure it exits, so what it held
+                    // is accounted for.
+                    let w = &mut st.workers[i];
+                    w.link.eof = true;
+                    w.fail_link();
+                }
+            }
+        }
+        answered
+    }
+
+    fn on_frame(
+        &self,
+        st: &mut State,
+        i: usize,
+        mut bytes: Vec<u8>,
+        fds: Vec<OwnedFd>,
+        callbacks: &mut Vec<Callback>,
+    ) {
+        match bytes.first().copied() {
+            Some(worker::READY) => {
+                st.init_failures = 0;
+                st.workers[i].on_ready();
+            }
+            Some(worker::INIT_FAILED) => {
+                let message = String::from_utf8_lossy(&bytes[1..]).into_owned();
+                st.workers[i].on_init_failed(message);
+            }
+            Some(status @ (worker::CHUNK_OK | worker::CHUNK_FAILED)) => {
+                let Some(task) = st.workers[i].on_answer(self.config.maxtasks) else {
+                    // An answer to nothing: stop trusting this worker.
+                    st.workers[i].fail_link();
+                    return;
+                };
+                let result = if status == worker::CHUNK_OK {
+                    bytes.remove(0);
+                    ChunkResult::Done(bytes, fds.into_iter().map(HandleFd::new).collect())
+                } else {
+                    ChunkResult::Failed(Error::Codec(
+                        String::from_utf8_lossy(&bytes[1..]).into_owned(),
+                    ))
+                };
+                st.jobs.complete(task.job, task.index, result, callbacks);
+            }
+            // Not our protocol: stop trusting this worker.
+            _ => st.workers[i].fail_link(),
+        }
+    }
+
+    fn on_exit(&self, st: &mut State, mut w: Slot, code: i32, callbacks: &mut Vec<Callback>) {
+        let _ = w.process.join();
+        match w.exit_outcome(code) {
+            ExitOutcome::Clean => {}
+            ExitOutcome::Lost(task, err) => {
+                st.jobs
+                    .complete(task.job, task.index, ChunkResult::Failed(err), callbacks);
+            }
+            ExitOutcome::InitFailed(reason) => {
+                st.init_failures += 1;
+                // An initializer that fails in every worker would otherwise be retried
+                // for ever: after a few in a row, the pool is broken and says why.
+                if st.init_failures >= 3 * self.config.processes as u32 {
+                    let tasks: Vec<Task> = st.pending.drain(..).collect();
+                    for t in tasks {
+                        let err = Error::TaskPanicked {
+                            message: format!("pool initializer failed: {reason}"),
+                        };
+                        st.jobs
+                            .complete(t.job, t.index, ChunkResult::Failed(err), callbacks);
+                    }
+                    st.broken = Some(reason);
+                }
+            }
+        }
+    }
+
+    /// Starts workers in the place of those that exited, while there is or may be work.
+    fn replace_workers(&self, st: &mut State, callbacks: &mut Vec<Callback>) {
+        if st.terminated || st.broken.is_some() {
+            return;
+        }
+        let wanted = if st.closed && st.pending.is_empty() {
+            0
+        } else {
+            self.config.processes
+        };
+        while st.workers.len() < wanted {
+            if let Err(e) = self.spawn_worker(st) {
+                // Cannot start workers: fail what is waiting rather than hang.
+                let tasks: Vec<Task> = st.pending.drain(..).collect();
+                for t in tasks {
+                    let failed = ChunkResult::Failed(e.duplicate());
+                    st.jobs.complete(t.job, t.index, failed, callbacks);
+                }
+                break;
+            }
+        }
+    }
+
+    /// Ends the driver when the pool is terminated, or closed with nothing left to do.
+    pub(crate) fn shutdown_if_done(&self, st: &mut State) -> bool {
+        // A job still being fed (a `map` encoding its chunks, a live `imap`) is work to
+        // come, even if nothing is queued right now.
+        let idle = !st.jobs.feeding() && st.pending.is_empty() && !st.any_busy();
+        if !(st.terminated || (st.closed && (idle || st.broken.is_some()))) {
+            return false;
+        }
+        if st.terminated {
+            for w in &st.workers {
+                let _ = w.process.kill();
+            }
+        }
+        let mut held: Vec<Task> = st.pending.drain(..).collect();
+        for w in &mut st.workers {
+            if let ExitOutcome::Lost(task, _) = w.exit_outcome(0) {
+                held.push(task);
+            }
+        }
+        let mut callbacks = Vec::new();
+        for t in held {
+            let failed = ChunkResult::Failed(Error::PoolClosed);
+            st.jobs.complete(t.job, t.index, failed, &mut callbacks);
+        }
+        drop(callbacks); // a stopped pool runs no more callbacks
+        // Closing our ends tells the workers to exit; then reap them all.
+        for mut w in std::mem::take(&mut st.workers) {
+            let _ = sys::fd::shutdown(w.link.sock.as_fd(), true);
+            if w.process.join_timeout(Duration::from_secs(5)).ok() != Some(true) {
+                let _ = w.process.kill();
+                let _ = w.process.join();
+            }
+        }
+        st.finished = true;
+        self.progress.fetch_add(1, Ordering::Release);
+        self.cond.notify_all();
+        true
+    }
+}

@@ -1,0 +1,230 @@
+//! One worker as the pool sees it: its process, its link (a socket), and its [`Phase`].
+//!
+//! **Scheduling is pull.** A worker holds at most one task: it gets the next one only when
+//! it is [`Phase::Idle`] (Python's workers pull from one shared queue, which comes to the
+//! same), so no task ever waits behind another while some worker is free. A worker that
+//! dies therefore costs exactly the task it held — the one in its `Busy`/`Overdue` phase —
+//! and nothing else needs to be re-queued.
+//!
+//! **Who moves the phase.** Callers and the driver dispatch (`Idle → Busy`) under the pool's
+//! lock; the driver reads answers (`Busy → Idle`, or `Retiring` once `maxtasksperchild`
+//! is reached), kills overdue workers (`Busy → Overdue`) and accounts for exits
+//! ([`Slot::exit_outcome`]).
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::HandleFd;
+use crate::connection::framing::{Incoming, Outgoing};
+use crate::error::Error;
+use crate::pool::jobs::JobId;
+use crate::process::Process;
+use crate::start::children::ChildHandle;
+
+/// One chunk of work: `[entry][encoded Vec<Args>]`, and the arguments' descriptors.
+#[derive(Debug)]
+pub(crate) struct Task {
+    pub(crate) job: JobId,
+    pub(crate) index: usize,
+    pub(crate) payload: Arc<Vec<u8>>,
+    pub(crate) fds: Vec<HandleFd>,
+}
+
+/// What a worker is doing.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Started; its initializer has not finished. It gets no work yet.
+    Starting,
+    /// Waiting for a task.
+    Idle,
+    /// Running `task`, sent at `since` (for `task_timeout`).
+    Busy { task: Task, since: Instant },
+    /// `task` ran past the pool's `task_timeout`: the worker was killed, and its exit
+    /// fails the task with `TaskTimedOut`.
+    Overdue { task: Task, timeout: Duration },
+    /// Gets no more work (it served `maxtasksperchild`, its initializer failed, or its
+    /// link broke while idle); waiting for its exit.
+    Retiring { init_failure: Option<String> },
+}
+
+/// What a worker's exit means for the pool.
+#[derive(Debug)]
+pub(crate) enum ExitOutcome {
+    /// It held nothing.
+    Clean,
+    /// It never finished its initializer (held no task).
+    InitFailed(String),
+    /// It died holding `task`, which fails with this error.
+    Lost(Task, Error),
+}
+
+/// The parent's end of a worker's socket.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) sock: Arc<HandleFd>,
+    pub(crate) incoming: Incoming,
+    /// The task frame not yet wholly written (a large task goes out in pieces).
+    pub(crate) outgoing: VecDeque<Outgoing>,
+    /// Its stream ended (or is corrupt): nothing more to read.
+    pub(crate) eof: bool,
+    /// Sending failed: nothing more can be sent.
+    pub(crate) broken: bool,
+}
+
+/// A local worker process.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) process: Process<()>,
+    pub(crate) child: Arc<ChildHandle>,
+    pub(crate) link: Link,
+    pub(crate) phase: Phase,
+    /// Tasks sent to it so far (for `maxtasksperchild`).
+    pub(crate) served: u64,
+}
+
+impl Slot {
+    pub(crate) fn new(process: Process<()>, child: Arc<ChildHandle>, sock: HandleFd) -> Slot {
+        Slot {
+            process,
+            child,
+            link: Link {
+                sock: Arc::new(sock),
+                incoming: Incoming::default(),
+                outgoing: VecDeque::new(),
+                eof: false,
+                broken: false,
+            },
+            phase: Phase::Starting,
+            served: 0,
+        }
+    }
+
+    /// Whether it can take a task now.
+    pub(crate) fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle) && !self.link.broken
+    }
+
+    /// Whether it holds a task.
+    pub(crate) fn is_busy(&self) -> bool {
+        matches!(self.phase, Phase::Busy { .. } | Phase::Overdue { .. })
+    }
+
+    /// When its task started, if `task_timeout` still has to watch it.
+    pub(crate) fn busy_since(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Busy { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// Hands it `task` (it must be idle): the frame is queued on its link.
+    pub(crate) fn assign(&mut self, task: Task) {
+        debug_assert!(self.is_idle());
+        let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
+        self.link
+            .outgoing
+            .push_back(Outgoing::new(Arc::clone(&task.payload), fds));
+        self.served += 1;
+        self.phase = Phase::Busy {
+            task,
+            since: Instant::now(),
+        };
+    }
+
+    /// Its initializer finished.
+    pub(crate) fn on_ready(&mut self) {
+        if matches!(self.phase, Phase::Starting) {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    /// Its initializer panicked (its exit follows).
+    pub(crate) fn on_init_failed(&mut self, message: String) {
+        self.phase = Phase::Retiring {
+            init_failure: Some(message),
+        };
+    }
+
+    /// An answer came: the task it answers, or `None` if it held none (a protocol
+    /// violation). `maxtasks` (0: no limit) retires it once it has served that many.
+    pub(crate) fn on_answer(&mut self, maxtasks: u64) -> Option<Task> {
+        let retire = maxtasks != 0 && self.served >= maxtasks;
+        let next = if retire || matches!(self.phase, Phase::Overdue { .. }) {
+            Phase::Retiring { init_failure: None }
+        } else {
+            Phase::Idle
+        };
+        match std::mem::replace(&mut self.phase, next) {
+            Phase::Busy { task, .. } | Phase::Overdue { task, .. } => Some(task),
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+
+    /// Its task ran past `timeout`: kill it; its exit reports the timeout.
+    pub(crate) fn time_out(&mut self, timeout: Duration) {
+        let placeholder = Phase::Retiring { init_failure: None };
+        self.phase = match std::mem::replace(&mut self.phase, placeholder) {
+            Phase::Busy { task, .. } => Phase::Overdue { task, timeout },
+            other => other,
+        };
+        let _ = self.process.kill();
+    }
+
+    /// Nothing more can go through its link: it gets no work, and is killed so that its
+    /// exit accounts for what it held.
+    pub(crate) fn fail_link(&mut self) {
+        self.link.broken = true;
+        // A busy worker keeps its task (its exit fails it); a starting one stays starting
+        // (its exit counts against the initializer, as it never said it was ready).
+        if matches!(self.phase, Phase::Idle) {
+            self.phase = Phase::Retiring { init_failure: None };
+        }
+        let _ = self.process.kill();
+    }
+
+    /// What its exit (with `code`) means: the task it held fails, or its initializer did.
+    pub(crate) fn exit_outcome(&mut self, code: i32) -> ExitOutcome {
+        let placeholder = Phase::Retiring { init_failure: None };
+        match std::mem::replace(&mut self.phase, placeholder) {
+            Phase::Starting => {
+                let how = Error::WorkerDied { exitcode: code };
+                ExitOutcome::InitFailed(format!("{how} before its initializer finished"))
+            }
+            Phase::Retiring {
+                init_failure: Some(m),
+            } => ExitOutcome::InitFailed(m),
+            Phase::Idle | Phase::Retiring { init_failure: None } => ExitOutcome::Clean,
+            Phase::Busy { task, .. } => {
+                ExitOutcome::Lost(task, Error::WorkerDied { exitcode: code })
+            }
+            Phase::Overdue { task, timeout } => {
+                ExitOutcome::Lost(task, Error::TaskTimedOut { timeout })
+            }
+        }
+    }
+
+    /// Pushes its queued frame out without blocking; true if some is left to send.
+    pub(crate) fn flush(&mut self) -> bool {
+        if self.link.broken {
+            return false;
+        }
+        while let Some(o) = self.link.outgoing.front_mut() {
+            match o.advance(self.link.sock.as_fd()) {
+                Ok(true) => {
+                    self.link.outgoing.pop_front();
+                }
+                Ok(false) => return true,
+                Err(_) => {
+                    self.fail_link();
+                    return false;
+                }
+            }
+        }
+        false
+    }
+}
