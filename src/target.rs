@@ -352,7 +352,10 @@ pub(crate) fn server_entry_offset(entry: crate::manager::ServerEntry) -> i64 {
 /// The manager server's entry at `offset`, if `fingerprint` is this executable's. The
 /// server takes offsets only from local (Unix-socket) clients that authenticated, never
 /// from a network peer.
-pub(crate) fn server_entry_at(offset: i64, fingerprint: u64) -> Option<crate::manager::ServerEntry> {
+pub(crate) fn server_entry_at(
+    offset: i64,
+    fingerprint: u64,
+) -> Option<crate::manager::ServerEntry> {
     if fingerprint != self::fingerprint() {
         return None;
     }

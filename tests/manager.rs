@@ -144,7 +144,10 @@ fn every_type_is_shared_with_a_child() {
     ev.clear().unwrap();
     assert!(!ev.is_set().unwrap());
     assert!(!ev.wait_timeout(Duration::from_millis(20)).unwrap());
-    assert!(lock.try_acquire().unwrap().is_some(), "the child released it");
+    assert!(
+        lock.try_acquire().unwrap().is_some(),
+        "the child released it"
+    );
 }
 
 // List and dict operations (129's list and dict ops, in Rust's names).
@@ -180,11 +183,14 @@ fn list_and_dict_operations() {
     assert!(d.contains_key(&"a".into()).unwrap());
     assert_eq!(d.remove(&"a".into()).unwrap(), Some(2));
     assert_eq!(d.remove(&"a".into()).unwrap(), None);
-    assert_eq!(d.modify("c".into(), |v: Option<u64>| v.unwrap_or(10) + 1).unwrap(), 11);
+    assert_eq!(
+        d.modify("c".into(), |v: Option<u64>| v.unwrap_or(10) + 1)
+            .unwrap(),
+        11
+    );
     assert_eq!(d.len().unwrap(), 2);
     d.clear().unwrap();
     assert!(d.is_empty().unwrap());
-
 }
 
 fn increment(counts: DictProxy<String, u64>, n: u32) -> mproc::Result<()> {
@@ -350,7 +356,11 @@ fn calls_after_shutdown_are_closed_and_blocked_gets_wake() {
     m.shutdown().unwrap();
     assert!(matches!(thread.join().unwrap(), Err(Error::Closed)));
     assert!(matches!(child.result().unwrap(), Err(Error::Closed)));
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(matches!(l.append(&1), Err(Error::Closed)));
     assert!(matches!(q.put(1), Err(Error::Closed)));
     assert!(matches!(m.list::<u8>(), Err(Error::Closed)));
@@ -452,15 +462,25 @@ fn remote_tcp_manager_and_rebinding_after_shutdown() {
     assert!(matches!(address, Address::Tcp(a) if a.port() != 0));
     let q: QueueProxy<(u32, String, Vec<u8>)> = m.queue().unwrap();
     m.publish("jobs", &q).unwrap();
-    assert!(matches!(m.lookup::<QueueProxy<u32>>("nothing"), Err(Error::ValueError(_))));
+    assert!(matches!(
+        m.lookup::<QueueProxy<u32>>("nothing"),
+        Err(Error::ValueError(_))
+    ));
     mproc::spawn(remote_worker, (address.clone(), key.to_vec()))
         .unwrap()
         .result()
         .unwrap()
         .unwrap();
-    assert_eq!(q.get_timeout(LONG).unwrap(), (1, "from a second process".to_string(), vec![1, 2]));
+    assert_eq!(
+        q.get_timeout(LONG).unwrap(),
+        (1, "from a second process".to_string(), vec![1, 2])
+    );
     m.shutdown().unwrap();
-    let again = Manager::builder().address(address.clone()).authkey(&key).start().unwrap();
+    let again = Manager::builder()
+        .address(address.clone())
+        .authkey(&key)
+        .start()
+        .unwrap();
     assert_eq!(again.address(), address);
     assert_eq!(again.list::<u8>().unwrap().len().unwrap(), 0);
 }
@@ -479,7 +499,11 @@ fn proxies_travel_inside_messages() {
     let q = m.queue().unwrap();
     let l = m.list().unwrap();
     q.put(l.clone()).unwrap();
-    mproc::spawn(through_a_queue, (q,)).unwrap().result().unwrap().unwrap();
+    mproc::spawn(through_a_queue, (q,))
+        .unwrap()
+        .result()
+        .unwrap()
+        .unwrap();
     assert_eq!(l.to_vec().unwrap(), [99]);
 }
 

@@ -125,9 +125,16 @@ pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<(Link, u64)> {
         Queue::with_ring_size(0, RING_BYTES)?,
         Queue::with_ring_size(0, RING_BYTES)?,
     );
-    let typed = Connection::<Rings>::from_fd(crate::sys::fd::dup_cloexec(conn.as_fd())?, true, true);
+    let typed =
+        Connection::<Rings>::from_fd(crate::sys::fd::dup_cloexec(conn.as_fd())?, true, true);
     typed.send(&rings)?;
-    Ok((Link { conn, rings: Some(rings) }, nonce))
+    Ok((
+        Link {
+            conn,
+            rings: Some(rings),
+        },
+        nonce,
+    ))
 }
 
 fn client_for(server: &ServerRef) -> Result<Rc<Client>> {
@@ -161,13 +168,21 @@ fn forget_client(server: &ServerRef) {
 }
 
 fn gone_is_closed(e: Error) -> Error {
-    if transport::is_gone(&e) { Error::Closed } else { e }
+    if transport::is_gone(&e) {
+        Error::Closed
+    } else {
+        e
+    }
 }
 
 /// Sends `req` to the server and returns its answer. `wait` is how long the server may take
 /// on purpose (a blocking `get` or `acquire`): `None` for a call that does not wait,
 /// `Some(None)` for one that may wait forever.
-pub(crate) fn call(server: &ServerRef, req: &Request<'_>, wait: Option<Option<Duration>>) -> Result<Answer> {
+pub(crate) fn call(
+    server: &ServerRef,
+    req: &Request<'_>,
+    wait: Option<Option<Duration>>,
+) -> Result<Answer> {
     if server.closed.load(Ordering::Relaxed) {
         return Err(Error::Closed);
     }
@@ -183,7 +198,11 @@ pub(crate) fn call(server: &ServerRef, req: &Request<'_>, wait: Option<Option<Du
 }
 
 /// One request and its reply. The outer error is the transport's; the inner, the server's.
-fn round_trip(client: &Client, req: &Request<'_>, wait: Option<Option<Duration>>) -> Result<wire::Reply> {
+fn round_trip(
+    client: &Client,
+    req: &Request<'_>,
+    wait: Option<Option<Duration>>,
+) -> Result<wire::Reply> {
     let mut out = client.out.borrow_mut();
     out.clear();
     crate::codec::encode_plain_into(req, &mut out)?;
@@ -219,7 +238,9 @@ pub(crate) fn connect(address: Address, authkey: Vec<u8>) -> Result<Arc<ServerRe
             }
             cache.pid = pid;
         }
-        cache.clients.insert(server.key.clone(), Rc::new(Client::new(link)));
+        cache
+            .clients
+            .insert(server.key.clone(), Rc::new(Client::new(link)));
     });
     Ok(server)
 }

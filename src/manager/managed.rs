@@ -177,7 +177,10 @@ impl<S: Managed> Proxy<S> {
     pub fn call(&self, request: S::Request) -> Result<S::Response> {
         let mut buf = Vec::new();
         codec::encode_plain_into(&request, &mut buf)?;
-        match self.handle.call(&Request::Call(self.handle.id, Bytes(&buf)))? {
+        match self
+            .handle
+            .call(&Request::Call(self.handle.id, Bytes(&buf)))?
+        {
             Answer::One(b) => codec::decode_plain(&b.0),
             other => Err(super::handle::unexpected(other)),
         }

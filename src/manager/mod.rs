@@ -33,8 +33,8 @@ mod sync_proxy;
 mod transport;
 mod wire;
 
-pub use self::managed::{Managed, Proxy};
 pub(crate) use self::managed::ServerEntry;
+pub use self::managed::{Managed, Proxy};
 pub use self::proxy::{DictProxy, ListProxy, Namespace, ValueProxy};
 pub use self::sync_proxy::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};
 pub use self::transport::Address;
@@ -148,7 +148,10 @@ impl ManagerBuilder {
         let (address, authkey) = self.resolve()?;
         let (here, there) = pipe::<Ready>()?;
         let mut process = Process::new(server_main, (address, authkey.clone(), there));
-        process.set_name(&format!("SyncManager-{}", COUNT.fetch_add(1, Ordering::Relaxed) + 1));
+        process.set_name(&format!(
+            "SyncManager-{}",
+            COUNT.fetch_add(1, Ordering::Relaxed) + 1
+        ));
         process.set_daemon(true);
         if let Some(m) = self.start_method {
             process.set_start_method(m);
@@ -160,7 +163,9 @@ impl ManagerBuilder {
                 let _ = process.kill();
                 let _ = process.join();
                 return Err(match e {
-                    Error::Closed => Error::ValueError("the manager's server died while starting".into()),
+                    Error::Closed => {
+                        Error::ValueError("the manager's server died while starting".into())
+                    }
                     e => e,
                 });
             }
@@ -294,7 +299,9 @@ impl Manager {
     /// A new value holding `v`.
     pub fn value<T: Serialize>(&self, v: T) -> Result<ValueProxy<T>> {
         let bytes = enc(&v)?;
-        Ok(ValueProxy::from_handle(self.new_object(Kind::Value(Bytes(&bytes)))?))
+        Ok(ValueProxy::from_handle(
+            self.new_object(Kind::Value(Bytes(&bytes)))?,
+        ))
     }
 
     /// Moves `state` into the server and returns a proxy to it (Python's
@@ -315,7 +322,11 @@ impl Manager {
     /// (Python's `register('get_queue', callable=lambda: queue)`).
     pub fn publish<P: Serialize>(&self, name: &str, proxy: &P) -> Result<()> {
         let bytes = enc(proxy)?;
-        done(client::call(&self.server, &Request::Publish(name, Bytes(&bytes)), None)?)
+        done(client::call(
+            &self.server,
+            &Request::Publish(name, Bytes(&bytes)),
+            None,
+        )?)
     }
 
     /// The proxy published under `name`; `Err(ValueError)` if there is none. Its calls go to

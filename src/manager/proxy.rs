@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::handle::{Handle, unexpected};
-use super::managed::{code_of, dict_modify_entry, list_modify_entry, ServerEntry};
+use super::managed::{ServerEntry, code_of, dict_modify_entry, list_modify_entry};
 use super::wire::{Answer, Buf, Bytes, DumpWhat, Request};
 use crate::codec;
 use crate::error::Result;
@@ -148,7 +148,10 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// Appends `v`.
     pub fn append(&self, v: &T) -> Result<()> {
-        done(self.handle.call(&Request::ListAppend(self.id(), Bytes(&enc(v)?)))?)
+        done(
+            self.handle
+                .call(&Request::ListAppend(self.id(), Bytes(&enc(v)?)))?,
+        )
     }
 
     /// Appends every item of `v`, in one round trip.
@@ -165,17 +168,25 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// Replaces the item at `i`; `Err(ValueError)` past the end.
     pub fn set(&self, i: usize, v: &T) -> Result<()> {
-        done(self.handle.call(&Request::ListSet(self.id(), i as u64, Bytes(&enc(v)?)))?)
+        done(
+            self.handle
+                .call(&Request::ListSet(self.id(), i as u64, Bytes(&enc(v)?)))?,
+        )
     }
 
     /// Inserts `v` before index `i` (at the end if `i` is past it, as Python's `insert`).
     pub fn insert(&self, i: usize, v: &T) -> Result<()> {
-        done(self.handle.call(&Request::ListInsert(self.id(), i as u64, Bytes(&enc(v)?)))?)
+        done(
+            self.handle
+                .call(&Request::ListInsert(self.id(), i as u64, Bytes(&enc(v)?)))?,
+        )
     }
 
     /// Removes and returns the item at `i`; `Err(ValueError)` past the end.
     pub fn remove(&self, i: usize) -> Result<T> {
-        one(self.handle.call(&Request::ListRemove(self.id(), i as u64))?)
+        one(self
+            .handle
+            .call(&Request::ListRemove(self.id(), i as u64))?)
     }
 
     /// Removes and returns the last item, `None` if the list is empty.
@@ -190,7 +201,10 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// A copy of the whole list.
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        many(self.handle.call(&Request::Dump(self.id(), DumpWhat::Items))?)
+        many(
+            self.handle
+                .call(&Request::Dump(self.id(), DumpWhat::Items))?,
+        )
     }
 
     /// Replaces the item at `i` with `f(item)` inside the server, atomically with respect to
@@ -205,9 +219,14 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     {
         let _ = f;
         let entry: ServerEntry = list_modify_entry::<F, T>;
-        one(self.handle.call(&Request::ListModify(self.id(), i as u64, code_of(entry)))?)
+        one(self
+            .handle
+            .call(&Request::ListModify(self.id(), i as u64, code_of(entry)))?)
     }
 }
+
+/// Invariant in `K` and `V`, and `Send + Sync` whatever they are.
+type KeyValue<K, V> = fn(K, V) -> (K, V);
 
 /// A dict in a manager's server (Python's `manager.dict()`). Keys are compared by their
 /// encoding and iterate in insertion order.
@@ -228,7 +247,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 /// ```
 pub struct DictProxy<K, V> {
     handle: Handle,
-    _type: PhantomData<fn(K, V) -> (K, V)>,
+    _type: PhantomData<KeyValue<K, V>>,
 }
 proxy_traits!(DictProxy<K, V>);
 
@@ -253,38 +272,59 @@ where
 
     /// The value for `k`.
     pub fn get(&self, k: &K) -> Result<Option<V>> {
-        maybe(self.handle.call(&Request::DictGet(self.id(), Bytes(&enc(k)?)))?)
+        maybe(
+            self.handle
+                .call(&Request::DictGet(self.id(), Bytes(&enc(k)?)))?,
+        )
     }
 
     /// Sets `k` to `v`; returns the value it had.
     pub fn insert(&self, k: K, v: V) -> Result<Option<V>> {
         let (k, v) = (enc(&k)?, enc(&v)?);
-        maybe(self.handle.call(&Request::DictInsert(self.id(), Bytes(&k), Bytes(&v)))?)
+        maybe(
+            self.handle
+                .call(&Request::DictInsert(self.id(), Bytes(&k), Bytes(&v)))?,
+        )
     }
 
     /// Removes `k`; returns the value it had.
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
-        maybe(self.handle.call(&Request::DictRemove(self.id(), Bytes(&enc(k)?)))?)
+        maybe(
+            self.handle
+                .call(&Request::DictRemove(self.id(), Bytes(&enc(k)?)))?,
+        )
     }
 
     /// Whether `k` has a value.
     pub fn contains_key(&self, k: &K) -> Result<bool> {
-        boolean(self.handle.call(&Request::DictContains(self.id(), Bytes(&enc(k)?)))?)
+        boolean(
+            self.handle
+                .call(&Request::DictContains(self.id(), Bytes(&enc(k)?)))?,
+        )
     }
 
     /// Every key, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>> {
-        many(self.handle.call(&Request::Dump(self.id(), DumpWhat::Keys))?)
+        many(
+            self.handle
+                .call(&Request::Dump(self.id(), DumpWhat::Keys))?,
+        )
     }
 
     /// Every value, in insertion order.
     pub fn values(&self) -> Result<Vec<V>> {
-        many(self.handle.call(&Request::Dump(self.id(), DumpWhat::Values))?)
+        many(
+            self.handle
+                .call(&Request::Dump(self.id(), DumpWhat::Values))?,
+        )
     }
 
     /// Every entry, in insertion order.
     pub fn items(&self) -> Result<Vec<(K, V)>> {
-        match self.handle.call(&Request::Dump(self.id(), DumpWhat::Items))? {
+        match self
+            .handle
+            .call(&Request::Dump(self.id(), DumpWhat::Items))?
+        {
             Answer::Pairs(v) => v.iter().map(|(k, v)| Ok((dec(k)?, dec(v)?))).collect(),
             a => Err(unexpected(a)),
         }
@@ -306,7 +346,9 @@ where
         let _ = f;
         let entry: ServerEntry = dict_modify_entry::<F, V>;
         let k = enc(&k)?;
-        one(self.handle.call(&Request::DictModify(self.id(), Bytes(&k), code_of(entry)))?)
+        one(self
+            .handle
+            .call(&Request::DictModify(self.id(), Bytes(&k), code_of(entry)))?)
     }
 }
 
@@ -341,7 +383,10 @@ impl Namespace {
 
     /// Sets the value named `name`.
     pub fn set<T: Serialize>(&self, name: &str, v: &T) -> Result<()> {
-        done(self.handle.call(&Request::NsSet(self.handle.id, name, Bytes(&enc(v)?)))?)
+        done(
+            self.handle
+                .call(&Request::NsSet(self.handle.id, name, Bytes(&enc(v)?)))?,
+        )
     }
 }
 
@@ -360,6 +405,9 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 
     /// Replaces the value.
     pub fn set(&self, v: &T) -> Result<()> {
-        done(self.handle.call(&Request::ValueSet(self.handle.id, Bytes(&enc(v)?)))?)
+        done(
+            self.handle
+                .call(&Request::ValueSet(self.handle.id, Bytes(&enc(v)?)))?,
+        )
     }
 }

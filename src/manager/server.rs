@@ -55,7 +55,8 @@ impl Shared {
         if self.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let sockets = std::mem::take(&mut *self.sockets.lock().unwrap_or_else(PoisonError::into_inner));
+        let sockets =
+            std::mem::take(&mut *self.sockets.lock().unwrap_or_else(PoisonError::into_inner));
         for fd in sockets.values() {
             let _ = crate::sys::fd::shutdown(fd.as_fd(), true);
             let _ = crate::sys::fd::shutdown(fd.as_fd(), false);
@@ -128,7 +129,10 @@ impl Server {
         };
         let mut done = shared.done.lock().unwrap_or_else(PoisonError::into_inner);
         while !*done {
-            done = shared.done_cond.wait(done).unwrap_or_else(PoisonError::into_inner);
+            done = shared
+                .done_cond
+                .wait(done)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         drop(done);
         let _ = acceptor.join();
@@ -163,14 +167,23 @@ fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
             .name(format!("mproc-manager-conn-{id}"))
             .spawn(move || serve_conn(&conn, id, &shared2));
         if spawned.is_err() {
-            shared.sockets.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            shared
+                .sockets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
         }
     }
 }
 
 /// Receives the next request frame into `inp`; `false` when the peer is gone (or the
 /// server stops).
-fn next_request(conn: &Connection<()>, rings: Option<&Rings>, inp: &mut Vec<u8>, shared: &Shared) -> bool {
+fn next_request(
+    conn: &Connection<()>,
+    rings: Option<&Rings>,
+    inp: &mut Vec<u8>,
+    shared: &Shared,
+) -> bool {
     let Some((requests, _)) = rings else {
         return conn.recv_bytes_into(inp).is_ok();
     };
@@ -182,7 +195,9 @@ fn next_request(conn: &Connection<()>, rings: Option<&Rings>, inp: &mut Vec<u8>,
             }
             // A client sends nothing on the socket once upgraded: readable means it left.
             Err(Error::Empty) => {
-                if shared.stopping.load(Ordering::Acquire) || conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                if shared.stopping.load(Ordering::Acquire)
+                    || conn.poll(Some(Duration::ZERO)).unwrap_or(true)
+                {
                     return false;
                 }
             }
@@ -214,7 +229,12 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                 }
                 continue;
             }
-            Ok(Request::Upgrade) => (Err(Error::ValueError("this connection cannot be upgraded".into())), false),
+            Ok(Request::Upgrade) => (
+                Err(Error::ValueError(
+                    "this connection cannot be upgraded".into(),
+                )),
+                false,
+            ),
             Ok(req) => match handle(&req, caller, conn, shared) {
                 Some(r) => (r, false),
                 None => break, // the peer hung up while waiting
@@ -229,7 +249,11 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
             break;
         }
     }
-    shared.sockets.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    shared
+        .sockets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
     let mut store = shared.store();
     store.release_all(id);
     if std::mem::take(&mut store.wake) {
@@ -239,12 +263,18 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
 
 /// The rings a client sends right after the server accepted its `Upgrade`.
 fn receive_rings(conn: &Connection<()>) -> Result<Rings> {
-    let typed = Connection::<Rings>::from_fd(crate::sys::fd::dup_cloexec(conn.as_fd())?, true, true);
+    let typed =
+        Connection::<Rings>::from_fd(crate::sys::fd::dup_cloexec(conn.as_fd())?, true, true);
     typed.recv_timeout(Duration::from_secs(10))
 }
 
 /// Sends one reply on the rings, or the socket.
-fn send(conn: &Connection<()>, rings: Option<&Rings>, reply: &wire::Reply, out: &mut Vec<u8>) -> Result<()> {
+fn send(
+    conn: &Connection<()>,
+    rings: Option<&Rings>,
+    reply: &wire::Reply,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     out.clear();
     crate::codec::encode_plain_into(reply, out)?;
     match rings {
@@ -254,7 +284,12 @@ fn send(conn: &Connection<()>, rings: Option<&Rings>, reply: &wire::Reply, out: 
 }
 
 /// Runs one request, waiting if it must; `None` if the peer hung up meanwhile.
-fn handle(req: &Request<'_>, caller: Caller, conn: &Connection<()>, shared: &Shared) -> Option<wire::Reply> {
+fn handle(
+    req: &Request<'_>,
+    caller: Caller,
+    conn: &Connection<()>,
+    shared: &Shared,
+) -> Option<wire::Reply> {
     // Only these requests can wait; `None` is forever (or a deadline too far to represent).
     let deadline = match req {
         Request::QueueGet(_, w) | Request::LockAcquire(_, w) | Request::EventWait(_, w) => {

@@ -110,7 +110,10 @@ pub(crate) struct Store {
 }
 
 fn wrong_kind(id: ObjectId, o: &Object, want: &str) -> Error {
-    Error::ValueError(format!("manager object {id} is a {}, not a {want}", o.kind()))
+    Error::ValueError(format!(
+        "manager object {id} is a {}, not a {want}",
+        o.kind()
+    ))
 }
 
 fn out_of_range(i: u64, len: usize) -> Error {
@@ -180,7 +183,9 @@ impl Store {
                 let entry = trusted_entry(*code, caller)?;
                 match entry(Call::Create(state.0))? {
                     Done::State(state) => Object::Custom { state, entry },
-                    Done::Bytes(_) => return Err(Error::ValueError("custom entry built no state".into())),
+                    Done::Bytes(_) => {
+                        return Err(Error::ValueError("custom entry built no state".into()));
+                    }
                 }
             }
         };
@@ -243,7 +248,10 @@ impl Store {
             R::Dump(id, what) => match (self.get(*id)?, what) {
                 (Object::List(l), _) => Answer::Many(l.iter().map(|v| Buf(v.clone())).collect()),
                 (Object::Dict(d), DumpWhat::Items) => Answer::Pairs(
-                    d.entries.values().map(|(k, v)| (Buf(k.clone()), Buf(v.clone()))).collect(),
+                    d.entries
+                        .values()
+                        .map(|(k, v)| (Buf(k.clone()), Buf(v.clone())))
+                        .collect(),
                 ),
                 (Object::Dict(d), DumpWhat::Keys) => {
                     Answer::Many(d.entries.values().map(|(k, _)| Buf(k.clone())).collect())
@@ -263,7 +271,12 @@ impl Store {
             }
             R::ListGet(id, i) => {
                 let l = self.list(*id)?;
-                Answer::Maybe(usize::try_from(*i).ok().and_then(|i| l.get(i)).map(|v| Buf(v.clone())))
+                Answer::Maybe(
+                    usize::try_from(*i)
+                        .ok()
+                        .and_then(|i| l.get(i))
+                        .map(|v| Buf(v.clone())),
+                )
             }
             R::ListSet(id, i, v) => {
                 let l = self.list(*id)?;
@@ -297,7 +310,9 @@ impl Store {
                 Answer::One(Buf(new))
             }
             R::DictGet(id, k) => return one_or_none(self.dict(*id)?.get(k.0)),
-            R::DictInsert(id, k, v) => return maybe(self.dict(*id)?.insert(k.0, v.0.to_vec())).map(Some),
+            R::DictInsert(id, k, v) => {
+                return maybe(self.dict(*id)?.insert(k.0, v.0.to_vec())).map(Some);
+            }
             R::DictRemove(id, k) => Answer::Maybe(self.dict(*id)?.remove(k.0).map(Buf)),
             R::DictContains(id, k) => Answer::Bool(self.dict(*id)?.get(k.0).is_some()),
             R::DictModify(id, k, code) => {
@@ -354,7 +369,9 @@ impl Store {
                     Answer::Done
                 }
                 Object::Lock(None) => {
-                    return Err(Error::ValueError("release of an unlocked manager lock".into()));
+                    return Err(Error::ValueError(
+                        "release of an unlocked manager lock".into(),
+                    ));
                 }
                 o => return Err(wrong_kind(*id, o, "lock")),
             },
@@ -388,10 +405,14 @@ impl Store {
                 o => return Err(wrong_kind(*id, o, "value")),
             },
             R::Call(id, request) => match self.get(*id)? {
-                Object::Custom { state, entry } => match entry(Call::Handle(state.as_mut(), request.0))? {
-                    Done::Bytes(b) => Answer::One(Buf(b)),
-                    Done::State(_) => return Err(Error::ValueError("a handler returned a state".into())),
-                },
+                Object::Custom { state, entry } => {
+                    match entry(Call::Handle(state.as_mut(), request.0))? {
+                        Done::Bytes(b) => Answer::One(Buf(b)),
+                        Done::State(_) => {
+                            return Err(Error::ValueError("a handler returned a state".into()));
+                        }
+                    }
+                }
                 o => return Err(wrong_kind(*id, o, "custom object")),
             },
             R::Publish(name, proxy) => {

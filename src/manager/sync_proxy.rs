@@ -50,17 +50,24 @@ proxy_traits!(QueueProxy<T>);
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Adds `v` at the back (the queue is unbounded: this never waits).
     pub fn put(&self, v: T) -> Result<()> {
-        done(self.handle.call(&Request::QueuePut(self.handle.id, Bytes(&enc(&v)?)))?)
+        done(
+            self.handle
+                .call(&Request::QueuePut(self.handle.id, Bytes(&enc(&v)?)))?,
+        )
     }
 
     /// Takes the front item, waiting as long as it takes; `Err(Closed)` if the server ends.
     pub fn get(&self) -> Result<T> {
-        one(self.handle.call_waiting(&Request::QueueGet(self.handle.id, None), None)?)
+        one(self
+            .handle
+            .call_waiting(&Request::QueueGet(self.handle.id, None), None)?)
     }
 
     /// Takes the front item, waiting at most `d`; `Err(Empty)` when none came in time.
     pub fn get_timeout(&self, d: Duration) -> Result<T> {
-        one(self.handle.call_waiting(&Request::QueueGet(self.handle.id, nanos(d)), Some(d))?)
+        one(self
+            .handle
+            .call_waiting(&Request::QueueGet(self.handle.id, nanos(d)), Some(d))?)
     }
 
     /// Takes the front item if there is one; `Err(Empty)` if not.
@@ -115,10 +122,10 @@ impl LockProxy {
     }
 
     fn acquire_for(&self, wait: Option<Duration>) -> Result<Option<LockProxyGuard<'_>>> {
-        let granted = boolean(
-            self.handle
-                .call_waiting(&Request::LockAcquire(self.handle.id, wait.and_then(nanos)), wait)?,
-        )?;
+        let granted = boolean(self.handle.call_waiting(
+            &Request::LockAcquire(self.handle.id, wait.and_then(nanos)),
+            wait,
+        )?)?;
         Ok(granted.then_some(LockProxyGuard {
             lock: self,
             released: false,
@@ -147,7 +154,11 @@ impl LockProxyGuard<'_> {
     /// Releases the lock now, reporting failure (dropping the guard releases it silently).
     pub fn release(mut self) -> Result<()> {
         self.released = true;
-        done(self.lock.handle.call(&Request::LockRelease(self.lock.handle.id))?)
+        done(
+            self.lock
+                .handle
+                .call(&Request::LockRelease(self.lock.handle.id))?,
+        )
     }
 }
 
@@ -155,7 +166,10 @@ impl Drop for LockProxyGuard<'_> {
     fn drop(&mut self) {
         if !self.released {
             // If the server is gone, so is the lock.
-            let _ = self.lock.handle.call(&Request::LockRelease(self.lock.handle.id));
+            let _ = self
+                .lock
+                .handle
+                .call(&Request::LockRelease(self.lock.handle.id));
         }
     }
 }
@@ -188,11 +202,18 @@ impl EventProxy {
 
     /// Waits until the flag is set.
     pub fn wait(&self) -> Result<()> {
-        boolean(self.handle.call_waiting(&Request::EventWait(self.handle.id, None), None)?).map(|_| ())
+        boolean(
+            self.handle
+                .call_waiting(&Request::EventWait(self.handle.id, None), None)?,
+        )
+        .map(|_| ())
     }
 
     /// Waits at most `d` for the flag; whether it was set.
     pub fn wait_timeout(&self, d: Duration) -> Result<bool> {
-        boolean(self.handle.call_waiting(&Request::EventWait(self.handle.id, nanos(d)), Some(d))?)
+        boolean(
+            self.handle
+                .call_waiting(&Request::EventWait(self.handle.id, nanos(d)), Some(d))?,
+        )
     }
 }

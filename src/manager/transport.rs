@@ -92,7 +92,10 @@ pub(crate) fn is_gone(e: &Error) -> bool {
     use std::io::ErrorKind::*;
     match e {
         Error::Closed => true,
-        Error::Io(e) => matches!(e.kind(), ConnectionRefused | NotFound | ConnectionReset | BrokenPipe),
+        Error::Io(e) => matches!(
+            e.kind(),
+            ConnectionRefused | NotFound | ConnectionReset | BrokenPipe
+        ),
         _ => false,
     }
 }

@@ -127,7 +127,11 @@ pub(crate) enum Request<'a> {
     ListPop(ObjectId),
     ListModify(ObjectId, u64, Code),
     DictGet(ObjectId, #[serde(borrow)] Bytes<'a>),
-    DictInsert(ObjectId, #[serde(borrow)] Bytes<'a>, #[serde(borrow)] Bytes<'a>),
+    DictInsert(
+        ObjectId,
+        #[serde(borrow)] Bytes<'a>,
+        #[serde(borrow)] Bytes<'a>,
+    ),
     DictRemove(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictContains(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictModify(ObjectId, #[serde(borrow)] Bytes<'a>, Code),
@@ -208,7 +212,9 @@ mod tests {
         // A byte string: length then the bytes, not one varint per element.
         assert!(buf.len() <= 1 + 1 + 1 + 3 + 1 + 2);
         match decode::<Request<'_>>(&buf) {
-            Ok(Request::DictInsert(7, k, v)) => assert_eq!((k.0, v.0), (&[1, 2, 3][..], &b"xy"[..])),
+            Ok(Request::DictInsert(7, k, v)) => {
+                assert_eq!((k.0, v.0), (&[1, 2, 3][..], &b"xy"[..]))
+            }
             other => panic!("{other:?}"),
         }
     }
