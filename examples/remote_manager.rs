@@ -37,7 +37,9 @@ fn worker(address: Address, key: Vec<u8>) -> mproc::Result<u32> {
 fn main() -> mproc::Result<()> {
     // Port 0: the system picks a free port; `address()` says which.
     let manager = Manager::builder()
-        .address(Address::Tcp("127.0.0.1:0".parse().expect("a socket address")))
+        .address(Address::Tcp(
+            "127.0.0.1:0".parse().expect("a socket address"),
+        ))
         .authkey(KEY)
         .start()?;
     let address = manager.address();
@@ -56,7 +58,9 @@ fn main() -> mproc::Result<()> {
     for _ in &workers {
         jobs.put(None)?;
     }
-    let mut squares: Vec<(u64, u64)> = (0..8).map(|_| results.get()).collect::<mproc::Result<_>>()?;
+    let mut squares: Vec<(u64, u64)> = (0..8)
+        .map(|_| results.get())
+        .collect::<mproc::Result<_>>()?;
     let mut handled = 0;
     for w in workers {
         handled += w.result()??;

@@ -114,7 +114,7 @@ pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<(Link, u64)> {
         Answer::Nonce(n) => n,
         other => return Err(Error::Codec(format!("unexpected hello answer {other:?}"))),
     };
-    if matches!(address, Address::Tcp(_)) || std::env::var_os("MPROC_SCRATCH_SOCKET").is_some() {
+    if matches!(address, Address::Tcp(_)) {
         return Ok((Link { conn, rings: None }, nonce));
     }
     match socket_call(&conn, &Request::Upgrade)? {
