@@ -105,6 +105,27 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A [`Manager`] keeps lists, dicts, queues, locks and your own types in a server process;
+//! its proxies travel to children like any handle, and `modify` updates an entry atomically
+//! in the server (Python's `d[k] += 1` through a proxy loses updates):
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn count(counts: mproc::DictProxy<String, u64>, word: String) -> mproc::Result<u64> {
+//!     counts.modify(word, |n: Option<u64>| n.unwrap_or(0) + 1)
+//! }
+//! let manager = mproc::Manager::start()?;
+//! let counts = manager.dict()?;
+//! let children: Vec<_> = (0..4)
+//!     .map(|_| mproc::spawn(count, (counts.clone(), "word".to_string())))
+//!     .collect::<mproc::Result<_>>()?;
+//! for c in children {
+//!     c.result()??;
+//! }
+//! assert_eq!(counts.get(&"word".to_string())?, Some(4));
+//! # Ok(()) }
+//! ```
+//!
 //! Pick a start method per process or per context ([`get_context`]): `ForkServer` (the
 //! default) forks children from a clean single-threaded server; `Fork` forks the caller;
 //! `Spawn` re-executes the program. Children are routed before `main` runs, so `main`
