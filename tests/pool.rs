@@ -673,3 +673,65 @@ fn join_timeout_returns_while_work_runs() {
     assert!(pool.join_timeout(Duration::from_secs(20)));
     assert_eq!(r.get().unwrap(), 1);
 }
+
+/// Writes a forged frame header (`MPRF`, no descriptors, a payload of `len` bytes that never
+/// comes) to every socket this worker holds — what a C library scribbling on descriptors
+/// would do — then returns normally.
+fn forge_header(len: u64) -> u32 {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut header = b"MPRF".to_vec();
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&len.to_le_bytes());
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
+        if is_socket {
+            #[allow(unsafe_code)]
+            // SAFETY: `fd` is open in this process (just listed); ManuallyDrop keeps the
+            // stream from closing it, so ownership is never really taken.
+            let s = std::mem::ManuallyDrop::new(unsafe {
+                std::os::unix::net::UnixStream::from_raw_fd(fd)
+            });
+            let _ = (&*s).write_all(&header);
+        }
+    }
+    7
+}
+
+// Issue 12, defect 1: a worker that forges a frame header claiming 2^40 (or 2^32) bytes
+// cannot make the parent allocate it or wait for it: the frame is refused, the worker is
+// killed and replaced, its task fails with an error that says so, and the pool goes on.
+#[test]
+fn a_worker_forging_a_huge_frame_is_killed_and_replaced() {
+    let _s = shared();
+    let _w = watchdog("forged_frame", 120);
+    for m in METHODS {
+        for len in [1u64 << 40, 1u64 << 32] {
+            let pool = get_context(m).pool(1).unwrap();
+            let first = pool.apply(my_pid, ()).unwrap();
+            let err = pool.apply(forge_header, (len,)).unwrap_err();
+            assert!(
+                matches!(&err, Error::Codec(m) if m.contains("refused") && m.contains("limit")),
+                "{m:?} {len}: {err}"
+            );
+            assert_eq!(
+                pool.apply(sqr, (12,)).unwrap(),
+                144,
+                "{m:?}: the pool goes on"
+            );
+            assert_ne!(
+                pool.apply(my_pid, ()).unwrap(),
+                first,
+                "{m:?}: a new worker"
+            );
+            assert!(wait_dead(first, 10), "{m:?}: the forging worker is gone");
+            pool.close();
+            pool.join();
+        }
+    }
+}

@@ -23,7 +23,10 @@ use crate::codec::{self, HandleFd};
 use crate::error::{Error, Result};
 use crate::sys;
 
+mod buffer;
 pub(crate) mod framing;
+mod recv;
+mod spin;
 
 /// One end of a pipe carrying values of type `T` (Python's `Connection`).
 ///
@@ -46,7 +49,8 @@ pub struct Connection<T> {
     writable: bool,
     send_buf: RefCell<Vec<u8>>,
     recv_buf: RefCell<Vec<u8>>,
-    reader: RefCell<framing::Reader>,
+    reader: RefCell<recv::ExactReader>,
+    format: framing::Format,
     torn: std::cell::Cell<bool>,
     _type: PhantomData<fn(T) -> T>,
 }
@@ -83,7 +87,8 @@ impl<T> Connection<T> {
             writable,
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
-            reader: RefCell::new(framing::Reader::default()),
+            reader: RefCell::new(recv::ExactReader::default()),
+            format: framing::Format::Mproc,
             torn: std::cell::Cell::new(false),
             _type: PhantomData,
         }
@@ -110,7 +115,7 @@ impl<T> Connection<T> {
     /// Sends raw bytes as one message, without encoding them.
     pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
         self.check_writable()?;
-        framing::write_frame(self.fd.as_fd(), b, &[])
+        framing::write_frame_as(self.fd.as_fd(), self.format, b, &[])
     }
 
     /// `send_bytes`, waiting at most `d` for the peer to make room; `Err(Error::Timeout)`
@@ -123,10 +128,17 @@ impl<T> Connection<T> {
 
     fn write_until(&self, payload: &[u8], fds: &[BorrowedFd<'_>], d: Duration) -> Result<()> {
         let Some(deadline) = std::time::Instant::now().checked_add(d) else {
-            return framing::write_frame(self.fd.as_fd(), payload, fds);
+            return framing::write_frame_as(self.fd.as_fd(), self.format, payload, fds);
         };
         let mut partial = false;
-        if framing::write_frame_until(self.fd.as_fd(), payload, fds, deadline, &mut partial)? {
+        if framing::write_frame_until(
+            self.fd.as_fd(),
+            self.format,
+            payload,
+            fds,
+            deadline,
+            &mut partial,
+        )? {
             return Ok(());
         }
         self.torn.set(partial);
@@ -148,7 +160,7 @@ impl<T> Connection<T> {
         let mut fds = Vec::new();
         self.reader
             .borrow_mut()
-            .read_frame(self.fd.as_fd(), buf, &mut fds)?;
+            .read(self.fd.as_fd(), self.format, buf, &mut fds, None)?;
         Ok(buf.len())
     }
 
@@ -156,10 +168,7 @@ impl<T> Connection<T> {
     /// for one (`None`: forever, `Some(ZERO)`: just look).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_readable()?;
-        if self.reader.borrow().has_buffered() {
-            return Ok(true);
-        }
-        Ok(sys::fd::poll_readable(self.fd.as_fd(), timeout)?)
+        self.reader.borrow().poll(self.fd.as_fd(), timeout)
     }
 
     /// Closes this end (dropping it does the same).
@@ -179,7 +188,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         buf.clear();
         let mut fds = Vec::new();
         codec::encode_into(item, &mut buf, &mut fds)?;
-        framing::write_frame(self.fd.as_fd(), &buf, &sys::fd::borrowed(&fds))
+        framing::write_frame_as(self.fd.as_fd(), self.format, &buf, &sys::fd::borrowed(&fds))
     }
 
     /// Sends one value, waiting at most `d` for the peer to make room (see
@@ -201,7 +210,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let mut fds = Vec::new();
         self.reader
             .borrow_mut()
-            .read_frame(self.fd.as_fd(), &mut buf, &mut fds)?;
+            .read(self.fd.as_fd(), self.format, &mut buf, &mut fds, None)?;
         codec::decode(&buf, fds)
     }
 
@@ -214,9 +223,13 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let deadline = std::time::Instant::now().checked_add(d);
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        self.reader
-            .borrow_mut()
-            .read_frame_until(self.fd.as_fd(), &mut buf, &mut fds, deadline)?;
+        self.reader.borrow_mut().read(
+            self.fd.as_fd(),
+            self.format,
+            &mut buf,
+            &mut fds,
+            deadline,
+        )?;
         codec::decode(&buf, fds)
     }
 }
@@ -242,21 +255,22 @@ struct Wire<F> {
     fd: F,
     readable: bool,
     writable: bool,
+    format: framing::Format,
 }
 
 impl<T> Serialize for Connection<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        if self.reader.borrow().has_buffered() {
-            // Those bytes are in this process's memory, not in the socket: they cannot go
-            // with the descriptor.
+        if self.reader.borrow().is_torn() {
+            // A timed-out receive stopped inside a message: the receiver would misread.
             return Err(serde::ser::Error::custom(
-                "a connection with received but unread messages cannot be sent; read them first",
+                "a connection whose receive timed out mid-message cannot be sent",
             ));
         }
         Wire {
             fd: &self.fd,
             readable: self.readable,
             writable: self.writable,
+            format: self.format,
         }
         .serialize(s)
     }
@@ -271,7 +285,8 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
             writable: w.writable,
             send_buf: RefCell::new(Vec::new()),
             recv_buf: RefCell::new(Vec::new()),
-            reader: RefCell::new(framing::Reader::default()),
+            reader: RefCell::new(recv::ExactReader::default()),
+            format: w.format,
             torn: std::cell::Cell::new(false),
             _type: PhantomData,
         })

@@ -71,6 +71,8 @@ pub(crate) struct Link {
     pub(crate) eof: bool,
     /// Sending failed: nothing more can be sent.
     pub(crate) broken: bool,
+    /// Why its stream was refused (a corrupt frame): what its task fails with.
+    pub(crate) corrupt: Option<String>,
 }
 
 /// A local worker process.
@@ -95,6 +97,7 @@ impl Slot {
                 outgoing: VecDeque::new(),
                 eof: false,
                 broken: false,
+                corrupt: None,
             },
             phase: Phase::Starting,
             served: 0,
@@ -199,9 +202,15 @@ impl Slot {
                 init_failure: Some(m),
             } => ExitOutcome::InitFailed(m),
             Phase::Idle | Phase::Retiring { init_failure: None } => ExitOutcome::Clean,
-            Phase::Busy { task, .. } => {
-                ExitOutcome::Lost(task, Error::WorkerDied { exitcode: code })
-            }
+            Phase::Busy { task, .. } => match self.link.corrupt.take() {
+                Some(why) => ExitOutcome::Lost(
+                    task,
+                    Error::Codec(format!(
+                        "the worker's reply was refused and it was killed: {why}"
+                    )),
+                ),
+                None => ExitOutcome::Lost(task, Error::WorkerDied { exitcode: code }),
+            },
             Phase::Overdue { task, timeout } => {
                 ExitOutcome::Lost(task, Error::TaskTimedOut { timeout })
             }

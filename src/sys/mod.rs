@@ -21,6 +21,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod dgram;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
@@ -31,3 +32,4 @@ pub(crate) mod robust;
 pub(crate) mod sched;
 pub(crate) mod shm;
 pub(crate) mod signal;
+pub(crate) mod stream;
