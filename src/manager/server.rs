@@ -148,7 +148,10 @@ fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
         let conn = match socket.accept() {
             Ok(c) => c,
             // A peer that failed authentication, or a transient error: keep accepting.
-            Err(_) => continue,
+            Err(e) => {
+                ::log::debug!("manager: a connection was refused: {e}");
+                continue;
+            }
         };
         if shared.stopping.load(Ordering::Acquire) {
             break;
@@ -239,7 +242,10 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                 Some(r) => (r, false),
                 None => break, // the peer hung up while waiting
             },
-            Err(e) => (Err(e), false),
+            Err(e) => {
+                ::log::warn!("manager: connection {id} sent a malformed request: {e}");
+                (Err(e), false)
+            }
         };
         if send(conn, rings.as_ref(), &reply, &mut out).is_err() {
             break;

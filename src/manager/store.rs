@@ -435,3 +435,97 @@ impl Store {
 fn one_or_none(v: Option<&Vec<u8>>) -> Result<Option<Answer>, Error> {
     Ok(Some(Answer::Maybe(v.map(|v| Buf(v.clone())))))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::manager::wire::{self, Bytes};
+
+    const REMOTE: Caller = Caller {
+        conn: 1,
+        remote: true,
+    };
+
+    /// A store with one object of every kind, ids 1 to 7.
+    fn populated() -> Store {
+        let mut s = Store::default();
+        for kind in [
+            Kind::List,
+            Kind::Dict,
+            Kind::Namespace,
+            Kind::Queue,
+            Kind::Lock,
+            Kind::Event,
+            Kind::Value(Bytes(&[1, 2])),
+        ] {
+            s.create(&kind, REMOTE).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn code_is_never_run_for_a_network_peer() {
+        let mut s = populated();
+        let code = Code {
+            offset: 0,
+            fingerprint: crate::target::fingerprint(),
+        };
+        let kind = Kind::Custom {
+            state: Bytes(&[]),
+            code,
+        };
+        assert!(matches!(s.create(&kind, REMOTE), Err(Error::ValueError(m)) if m.contains("TCP")));
+        s.apply(&Request::ListAppend(1, Bytes(&[0])), REMOTE);
+        let r = s.apply(&Request::ListModify(1, 0, code), REMOTE);
+        assert!(matches!(r, Some(Err(Error::ValueError(m))) if m.contains("TCP")));
+    }
+
+    #[test]
+    fn a_lock_is_freed_when_its_holders_connection_goes() {
+        let mut s = populated();
+        let a = Caller {
+            conn: 10,
+            remote: false,
+        };
+        let b = Caller {
+            conn: 11,
+            remote: false,
+        };
+        assert!(matches!(
+            s.apply(&Request::LockAcquire(5, None), a),
+            Some(Ok(Answer::Bool(true)))
+        ));
+        assert!(
+            s.apply(&Request::LockAcquire(5, None), b).is_none(),
+            "b must wait"
+        );
+        s.release_all(10);
+        assert!(s.wake);
+        assert!(matches!(
+            s.apply(&Request::LockAcquire(5, None), b),
+            Some(Ok(Answer::Bool(true)))
+        ));
+    }
+
+    proptest! {
+        // Hostile requests: whatever bytes arrive, decoding and applying them is an answer
+        // or an error for that peer, never a panic (and never code execution for a TCP peer).
+        #[test]
+        fn arbitrary_requests_never_panic_the_store(
+            tag in 0u8..40,
+            id in 0u8..9,
+            rest in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let mut bytes = vec![tag, id];
+            bytes.extend_from_slice(&rest);
+            let mut s = populated();
+            if let Ok(req) = wire::decode::<Request<'_>>(&bytes) {
+                let _ = s.apply(&req, REMOTE);
+                let _ = s.apply(&req, REMOTE);
+            }
+            let _ = wire::decode::<wire::Reply>(&bytes);
+        }
+    }
+}
