@@ -521,3 +521,34 @@ fn many_proxies_share_one_connection() {
     }
     assert_eq!(fd_count(), before);
 }
+
+fn append_forever(l: ListProxy<u64>) -> mproc::Result<()> {
+    for i in 0.. {
+        l.append(&i)?;
+    }
+    Ok(())
+}
+
+// A client killed in the middle of its calls disturbs no one else.
+#[test]
+fn a_client_killed_mid_call_disturbs_no_one() {
+    let _s = shared();
+    let _w = watchdog("a_client_killed_mid_call", 60);
+    let m = Manager::start().unwrap();
+    let l = m.list().unwrap();
+    let other = m.dict().unwrap();
+    let p = mproc::spawn(append_forever, (l.clone(),)).unwrap();
+    let t = Instant::now();
+    while l.len().unwrap() < 200 {
+        assert!(t.elapsed() < LONG, "the child never appended");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    p.kill().unwrap();
+    assert!(matches!(p.result(), Err(Error::ChildFailed { exitcode: -9 })));
+    let n = l.len().unwrap();
+    let items = l.to_vec().unwrap();
+    assert_eq!(items.len(), n);
+    assert!(items.iter().enumerate().all(|(i, v)| *v == i as u64), "no torn or lost item");
+    other.insert(1u8, 1u8).unwrap();
+    assert_eq!(other.get(&1).unwrap(), Some(1));
+}
