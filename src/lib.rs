@@ -193,8 +193,8 @@ pub use crate::context::{
 pub use crate::error::{Error, Result};
 pub use crate::log::log_to_stderr;
 pub use crate::manager::{
-    Address, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager,
-    ManagerBuilder, Namespace, Proxy, QueueProxy, ValueProxy,
+    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    Namespace, Proxy, QueueProxy, ValueProxy,
 };
 pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{

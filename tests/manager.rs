@@ -544,11 +544,48 @@ fn a_client_killed_mid_call_disturbs_no_one() {
         std::thread::sleep(Duration::from_millis(5));
     }
     p.kill().unwrap();
-    assert!(matches!(p.result(), Err(Error::ChildFailed { exitcode: -9 })));
+    assert!(matches!(
+        p.result(),
+        Err(Error::ChildFailed { exitcode: -9 })
+    ));
     let n = l.len().unwrap();
     let items = l.to_vec().unwrap();
     assert_eq!(items.len(), n);
-    assert!(items.iter().enumerate().all(|(i, v)| *v == i as u64), "no torn or lost item");
+    assert!(
+        items.iter().enumerate().all(|(i, v)| *v == i as u64),
+        "no torn or lost item"
+    );
     other.insert(1u8, 1u8).unwrap();
     assert_eq!(other.get(&1).unwrap(), Some(1));
+}
+
+// A wrong key is refused (the handshake is CPython's), and a peer that sends garbage gets an
+// error for itself alone: the manager goes on serving everyone else.
+#[test]
+fn wrong_keys_and_malformed_requests_hurt_only_their_peer() {
+    let _s = shared();
+    let _w = watchdog("wrong_keys_and_malformed_requests", 60);
+    let m = Manager::start().unwrap();
+    let l = m.list().unwrap();
+    l.append(&1u32).unwrap();
+    assert!(matches!(
+        Manager::connect(m.address(), b"not the key"),
+        Err(Error::AuthenticationError)
+    ));
+    let same = Manager::connect(m.address(), m.authkey()).unwrap();
+    assert_eq!(same.list::<u8>().unwrap().len().unwrap(), 0);
+
+    let raw = mproc::connect::<()>(m.address(), Some(m.authkey())).unwrap();
+    for garbage in [
+        &b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"[..],
+        b"",
+        b"\x05\x01",
+    ] {
+        raw.send_bytes(garbage).unwrap();
+        let reply = raw.recv_bytes().unwrap();
+        assert!(!reply.is_empty(), "an error answer");
+    }
+    drop(raw);
+    l.append(&2).unwrap();
+    assert_eq!(l.to_vec().unwrap(), [1, 2]);
 }

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::transport::{self, Address};
+use super::transport;
 use super::wire::{self, Answer, Buf, RING_BYTES, Request, Rings};
+use crate::connection::Address;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::queue::Queue;

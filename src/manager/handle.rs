@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::client::{self, ServerRef};
-use super::transport::Address;
 use super::wire::{Answer, Buf, ObjectId, Request};
+use crate::connection::Address;
 use crate::error::{Error, Result};
 
 /// A proxy's server and object.

@@ -37,14 +37,13 @@ pub(crate) use self::managed::ServerEntry;
 pub use self::managed::{Managed, Proxy};
 pub use self::proxy::{DictProxy, ListProxy, Namespace, ValueProxy};
 pub use self::sync_proxy::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};
-pub use self::transport::Address;
 
 use self::client::ServerRef;
 use self::handle::{Handle, unexpected};
 use self::proxy::{done, enc};
 use self::wire::{Answer, Bytes, Kind, Request};
 use crate::codec;
-use crate::connection::{Connection, pipe};
+use crate::connection::{Address, Connection, pipe};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::Process;
@@ -123,21 +122,13 @@ impl ManagerBuilder {
             Some(k) => k.clone(),
             None => {
                 let mut k = vec![0u8; 32];
-                crate::sys::random::fill(&mut k)?;
+                crate::sys::net::random_bytes(&mut k)?;
                 k
             }
         };
         let address = match &self.address {
             Some(a) => a.clone(),
-            None => {
-                let mut tag = [0u8; 8];
-                crate::sys::random::fill(&mut tag)?;
-                Address::Abstract(format!(
-                    "mproc-manager-{}-{:016x}",
-                    std::process::id(),
-                    u64::from_le_bytes(tag)
-                ))
-            }
+            None => Address::unique()?,
         };
         Ok((address, authkey))
     }

@@ -22,8 +22,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::store::{Caller, ConnId, Store};
-use super::transport::{Address, ServerSocket};
+use super::transport::ServerSocket;
 use super::wire::{self, Answer, Buf, Request, Rings};
+use crate::connection::Address;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
@@ -66,7 +67,8 @@ impl Shared {
             self.cond.notify_all();
         }
         // Wake the accept loop: it sees `stopping` and returns.
-        let _ = super::transport::connect(&self.address, &self.authkey);
+        let _ =
+            super::transport::connect_briefly(&self.address, &self.authkey, Duration::from_secs(2));
         *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.done_cond.notify_all();
     }
@@ -82,9 +84,9 @@ impl Server {
     /// Binds `address` (the real address is [`Server::address`]).
     pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Server> {
         let socket = ServerSocket::bind(address, authkey)?;
-        let real = socket.address(address)?;
+        let real = socket.address();
         let mut nonce = [0u8; 8];
-        crate::sys::random::fill(&mut nonce)?;
+        crate::sys::net::random_bytes(&mut nonce)?;
         Ok(Server {
             shared: Arc::new(Shared {
                 store: Mutex::new(Store::default()),

@@ -1,90 +1,54 @@
-//! Where manager connections come from: the one place that binds, accepts and connects.
-//!
-//! TEMPORARY: plain Unix/TCP sockets through std, without authentication, until the
-//! crate's authenticated `Listener`/`connect` land; then this file only forwards to them.
+//! Where manager connections come from: the crate's authenticated [`Listener`] and
+//! [`connect`] (CPython's handshake: mutual HMAC with the manager's key), so a manager
+//! accepts nobody who does not know the key, over Unix sockets and TCP alike.
 
-use std::os::fd::OwnedFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::time::Duration;
 
-use crate::connection::Connection;
+use crate::connection::{Address, Connection, Listener, connect as connect_to, connect_timeout};
 use crate::error::{Error, Result};
-
-/// Where a manager's server listens.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Address {
-    /// A Unix socket path.
-    Unix(std::path::PathBuf),
-    /// A Linux abstract socket name.
-    Abstract(String),
-    /// A TCP address.
-    Tcp(std::net::SocketAddr),
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Address::Unix(p) => write!(f, "{}", p.display()),
-            Address::Abstract(n) => write!(f, "@{n}"),
-            Address::Tcp(a) => write!(f, "{a}"),
-        }
-    }
-}
 
 /// A server's listening socket.
 #[derive(Debug)]
-pub(crate) enum ServerSocket {
-    Unix(UnixListener),
-    Tcp(std::net::TcpListener),
+pub(crate) struct ServerSocket {
+    listener: Listener<()>,
 }
 
 impl ServerSocket {
-    pub(crate) fn bind(address: &Address, _authkey: &[u8]) -> Result<ServerSocket> {
-        Ok(match address {
-            Address::Unix(p) => ServerSocket::Unix(UnixListener::bind(p)?),
-            Address::Abstract(n) => {
-                ServerSocket::Unix(UnixListener::bind_addr(&UnixAddr::from_abstract_name(n)?)?)
-            }
-            Address::Tcp(a) => ServerSocket::Tcp(std::net::TcpListener::bind(a)?),
+    /// Listens at `address`, accepting only peers that prove they know `authkey`.
+    pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<ServerSocket> {
+        Ok(ServerSocket {
+            listener: Listener::bind(address.clone(), Some(authkey))?,
         })
     }
 
-    pub(crate) fn address(&self, asked: &Address) -> Result<Address> {
-        Ok(match self {
-            ServerSocket::Unix(_) => asked.clone(),
-            ServerSocket::Tcp(l) => Address::Tcp(l.local_addr()?),
-        })
+    /// The address peers reach it at (for TCP port 0, the port chosen).
+    pub(crate) fn address(&self) -> Address {
+        self.listener.address()
     }
 
+    /// The next authenticated peer; an error for a peer that failed the handshake.
     pub(crate) fn accept(&self) -> Result<Connection<()>> {
-        let fd: OwnedFd = match self {
-            ServerSocket::Unix(l) => l.accept()?.0.into(),
-            ServerSocket::Tcp(l) => {
-                let s = l.accept()?.0;
-                s.set_nodelay(true)?;
-                s.into()
-            }
-        };
-        Ok(Connection::from_fd(fd, true, true))
+        self.listener.accept()
     }
 
+    /// Whether peers come over the network.
     pub(crate) fn is_tcp(&self) -> bool {
-        matches!(self, ServerSocket::Tcp(_))
+        !self.listener.address().carries_handles()
     }
 }
 
-/// Connects to a server.
-pub(crate) fn connect(address: &Address, _authkey: &[u8]) -> Result<Connection<()>> {
-    let fd: OwnedFd = match address {
-        Address::Unix(p) => UnixStream::connect(p)?.into(),
-        Address::Abstract(n) => UnixStream::connect_addr(&UnixAddr::from_abstract_name(n)?)?.into(),
-        Address::Tcp(a) => {
-            let s = std::net::TcpStream::connect(a)?;
-            s.set_nodelay(true)?;
-            s.into()
-        }
-    };
-    Ok(Connection::from_fd(fd, true, true))
+/// Connects to a server and authenticates with `authkey`.
+pub(crate) fn connect(address: &Address, authkey: &[u8]) -> Result<Connection<()>> {
+    connect_to(address.clone(), Some(authkey))
+}
+
+/// Connects, giving up after `d` (to wake a server's own accept loop).
+pub(crate) fn connect_briefly(
+    address: &Address,
+    authkey: &[u8],
+    d: Duration,
+) -> Result<Connection<()>> {
+    connect_timeout(address.clone(), Some(authkey), d)
 }
 
 /// Whether `e` says there is no server at the address (any more).
@@ -94,7 +58,7 @@ pub(crate) fn is_gone(e: &Error) -> bool {
         Error::Closed => true,
         Error::Io(e) => matches!(
             e.kind(),
-            ConnectionRefused | NotFound | ConnectionReset | BrokenPipe
+            ConnectionRefused | NotFound | ConnectionReset | BrokenPipe | UnexpectedEof
         ),
         _ => false,
     }

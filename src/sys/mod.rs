@@ -28,7 +28,6 @@ pub(crate) mod mman;
 pub(crate) mod net;
 pub(crate) mod pid;
 pub(crate) mod process;
-pub(crate) mod random;
 pub(crate) mod robust;
 pub(crate) mod sched;
 pub(crate) mod shm;
