@@ -87,6 +87,13 @@ pub(crate) fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Ignores SIGINT, as CPython's manager server does: a Ctrl-C at the terminal reaches the
+/// whole foreground process group, and the owner, not the server, decides what it means.
+pub(crate) fn ignore_sigint() {
+    // SAFETY: setting a standard disposition for SIGINT has no preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
 /// Ends the process at once: no atexit handlers, no unwinding, no destructors.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is always safe to call; it does not return.
