@@ -348,7 +348,7 @@ where
 /// A manager server's entry (a `modify` or a custom object's handler) as an offset from
 /// [`anchor`].
 pub(crate) fn server_entry_offset(entry: crate::manager::ServerEntry) -> i64 {
-    offset_of(entry as usize)
+    record::code_offset(entry as usize)
 }
 
 /// The manager server's entry at `offset`, if `fingerprint` is this executable's. The
@@ -361,8 +361,11 @@ pub(crate) fn server_entry_at(
     if fingerprint != self::fingerprint() {
         return None;
     }
-    let addr = address_at(offset);
+    // Weaker than an entry record: the address must lie in this executable's code, but
+    // may be any function there (see `record::code_at`).
+    let addr = record::code_at(offset)?;
     // SAFETY: the fingerprint matched, so this process runs the executable in which the
-    // client computed `offset = entry - anchor` for a `ServerEntry` function.
+    // client computed `offset = entry - anchor` for a `ServerEntry` function, and the
+    // address lies in its code.
     Some(unsafe { std::mem::transmute::<usize, crate::manager::ServerEntry>(addr) })
 }

@@ -88,6 +88,20 @@ pub(crate) fn offset_of<E>(record: &'static Record<E>) -> i64 {
     (record as *const Record<E> as usize as i64).wrapping_sub(anchor_addr() as i64)
 }
 
+/// A code address as an offset from [`anchor`] (the manager's server entries, which are
+/// passed as function pointers and so have no record).
+pub(crate) fn code_offset(addr: usize) -> i64 {
+    (addr as i64).wrapping_sub(anchor_addr() as i64)
+}
+
+/// The address at `offset` from [`anchor`] if it lies in this executable's code. This only
+/// keeps a jump inside the program's own functions; unlike a record, it does not prove the
+/// address starts a function of the expected type.
+pub(crate) fn code_at(offset: i64) -> Option<usize> {
+    let addr = (anchor_addr() as i64).wrapping_add(offset) as usize;
+    within(image_mappings(), addr, 1, true).then_some(addr)
+}
+
 /// Reads the mappings now, so a forked child finds them read (a fork server and a parent
 /// about to fork call this: their children then resolve without touching `/proc`).
 pub(crate) fn warm() {
