@@ -48,6 +48,18 @@ const _: () = {
 /// in the executable only inside records.
 const ENTRY_TAG: [u64; 2] = [0x7972_746e_6520_636f, 0x9e1d_4a53_c2b7_0f61];
 const POOL_TAG: [u64; 2] = [0x6c6f_6f70_2063_6f72, 0x5b83_e6d0_17a9_c42e];
+/// "mproc manager entry": a function a manager's server runs (`modify`, custom types).
+const SERVER_TAG: [u64; 2] = [0x7265_6761_6e61_6d20, 0x3c71_d2a8_96e0_5bf4];
+
+/// A record for a manager server's entry (built in `manager/managed.rs`'s constants).
+pub(crate) const fn server_record(
+    entry: crate::manager::ServerEntry,
+) -> Record<crate::manager::ServerEntry> {
+    Record {
+        tag: SERVER_TAG,
+        entry,
+    }
+}
 
 /// Names the types of a target without owning values of them.
 type Marker<F, Args, R> = PhantomData<fn() -> (F, Args, R)>;
@@ -86,20 +98,6 @@ fn anchor_addr() -> usize {
 /// `record` as an offset from [`anchor`].
 pub(crate) fn offset_of<E>(record: &'static Record<E>) -> i64 {
     (record as *const Record<E> as usize as i64).wrapping_sub(anchor_addr() as i64)
-}
-
-/// A code address as an offset from [`anchor`] (the manager's server entries, which are
-/// passed as function pointers and so have no record).
-pub(crate) fn code_offset(addr: usize) -> i64 {
-    (addr as i64).wrapping_sub(anchor_addr() as i64)
-}
-
-/// The address at `offset` from [`anchor`] if it lies in this executable's code. This only
-/// keeps a jump inside the program's own functions; unlike a record, it does not prove the
-/// address starts a function of the expected type.
-pub(crate) fn code_at(offset: i64) -> Option<usize> {
-    let addr = (anchor_addr() as i64).wrapping_add(offset) as usize;
-    within(image_mappings(), addr, 1, true).then_some(addr)
 }
 
 /// Reads the mappings now, so a forked child finds them read (a fork server and a parent
@@ -152,6 +150,14 @@ pub(crate) fn pool_entry_at(offset: i64) -> Option<PoolEntry> {
     // SAFETY: as in `entry_at`, for a record with the pool-entry tag, emitted only by
     // `Records::POOL`, whose `entry` field is a `PoolEntry`.
     Some(unsafe { std::mem::transmute::<usize, PoolEntry>(addr) })
+}
+
+/// The manager server entry at `offset`, if `offset` names one (see the module docs).
+pub(crate) fn server_entry_at(offset: i64) -> Option<crate::manager::ServerEntry> {
+    let addr = resolve(offset, SERVER_TAG)?;
+    // SAFETY: as in `entry_at`, for a record with the server-entry tag, emitted only by
+    // `server_record`, whose `entry` field is a `ServerEntry`.
+    Some(unsafe { std::mem::transmute::<usize, crate::manager::ServerEntry>(addr) })
 }
 
 #[cfg(test)]
