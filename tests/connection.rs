@@ -429,3 +429,36 @@ fn postcard_vec(bytes: &[u8]) -> Vec<u8> {
     v.extend_from_slice(bytes);
     v
 }
+
+fn block_in_recv(conn: Connection<u64>) -> u64 {
+    conn.send(&0).expect("ready");
+    conn.recv().expect("release")
+}
+
+/// Run time of `pid` so far, in nanoseconds (`/proc/<pid>/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).expect("schedstat");
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+// Issue 14: the receiver's spin before it sleeps is bounded — a receiver blocked with
+// nothing to read uses ≤ 2% of a CPU (here: measured over half a second).
+#[test]
+fn a_blocked_receiver_does_not_spin() {
+    let _s = shared();
+    let _w = watchdog("blocked_receiver_cpu", 60);
+    let (a, b) = pipe::<u64>().unwrap();
+    let mut p = get_context(mproc::StartMethod::Fork).process(block_in_recv, (b,));
+    p.start().unwrap();
+    assert_eq!(a.recv().unwrap(), 0);
+    let pid = p.pid().unwrap();
+    let c0 = cpu_ns(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let used = Duration::from_nanos(cpu_ns(pid) - c0);
+    a.send(&7).unwrap();
+    assert_eq!(p.result().unwrap(), 7);
+    assert!(
+        used <= Duration::from_millis(10),
+        "{used:?} of CPU in 500 ms idle"
+    );
+}

@@ -26,7 +26,7 @@ use crate::sys;
 mod buffer;
 pub(crate) mod framing;
 mod recv;
-mod spin;
+pub(crate) mod spin;
 
 /// One end of a pipe carrying values of type `T` (Python's `Connection`).
 ///

@@ -24,7 +24,7 @@ use super::framing::{
     Format, FrameHeader, MAX_FRAME_LEN, MAX_HEADER_LEN, died_mid_message, fd_mismatch,
     map_recv_error,
 };
-use super::spin::Spin;
+use super::spin::{Spin, Waited};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::sys::stream::Peek;
@@ -86,14 +86,19 @@ impl ExactReader {
         // 1. Look at the header, taking nothing.
         let mut hbuf = [0u8; MAX_HEADER_LEN];
         let mut hung_up = false;
+        let mut looked = None;
         let (h, hlen) = loop {
-            match sys::stream::peek(sock, &mut hbuf).map_err(map_recv_error)? {
+            let seen = match looked.take() {
+                Some(p) => p,
+                None => sys::stream::peek(sock, &mut hbuf).map_err(map_recv_error)?,
+            };
+            match seen {
                 Peek::Eof => return Err(Error::Closed),
-                Peek::Empty => {
-                    if !self.spin.wait_readable(sock, deadline)? {
-                        return Err(Error::Timeout);
-                    }
-                }
+                Peek::Empty => match self.spin.wait_peek(sock, deadline, &mut hbuf)? {
+                    Waited::Peeked(p) => looked = Some(p),
+                    Waited::Readable => {}
+                    Waited::TimedOut => return Err(Error::Timeout),
+                },
                 Peek::Bytes(n) => match FrameHeader::parse(format, &hbuf[..n], MAX_FRAME_LEN)? {
                     Some(found) => break found,
                     // The writer is mid-header (or died there).
