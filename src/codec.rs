@@ -5,6 +5,9 @@
 //! moved to in 2026. Measured against bitcode and wincode in `bench/` (`codec` workload);
 //! see the crate docs for the figures that decided it.
 //!
+//! **Depth.** Decoding counts nesting (`codec/depth.rs`): a message nested deeper than
+//! 128 levels is an `Error::Codec` naming the limit, never a stack overflow in the receiver.
+//!
 //! **Handles.** A [`HandleFd`] (inside a `Connection`, a `Queue`, a `Lock`, ...) cannot be
 //! written as bytes. While a value is encoded for a channel that can carry descriptors, a
 //! thread-local side table is active: a handle's `Serialize` pushes its descriptor there and
@@ -28,6 +31,8 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+
+mod depth;
 
 thread_local! {
     /// Descriptors collected while encoding, in index order: duplicates, so they stay valid
@@ -81,7 +86,7 @@ pub(crate) fn encode_plain_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
     let table: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     let previous = DECODE_TABLE.with(|t| t.borrow_mut().replace(table));
-    let result = postcard::take_from_bytes::<T>(bytes);
+    let result = take_from_bytes::<T>(bytes);
     DECODE_TABLE.with(|t| *t.borrow_mut() = previous);
     match result {
         Ok((value, [])) => Ok(value),
@@ -92,6 +97,17 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
         ))),
         Err(e) => Err(codec_error::<T>("decode", e)),
     }
+}
+
+/// postcard's `take_from_bytes`, with the nesting counted (see [`depth`]).
+fn take_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<(T, &[u8])> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let level = std::cell::Cell::new(0);
+    let value = T::deserialize(depth::Depth {
+        de: &mut de,
+        depth: &level,
+    })?;
+    Ok((value, de.finalize()?))
 }
 
 /// Decodes a value from a channel that carries no descriptors.
@@ -265,6 +281,26 @@ mod tests {
         let err = decode_plain::<u8>(&[1, 2]).unwrap_err();
         assert!(err.to_string().contains("`u8`"), "{err}");
         assert!(err.to_string().contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_and_within_it_decodes() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum Tree {
+            Leaf,
+            Node(Box<Tree>),
+        }
+        let mut bytes = vec![1u8; depth::MAX_DEPTH as usize];
+        bytes.push(0);
+        let err = decode_plain::<Tree>(&bytes).unwrap_err();
+        assert!(err.to_string().contains(depth::TOO_DEEP), "{err}");
+        bytes.drain(..1);
+        assert!(decode_plain::<Tree>(&bytes).is_ok());
+        // Vectors of vectors count too; siblings do not add up.
+        let v: Vec<Vec<Vec<u8>>> = vec![vec![vec![1; 3]; 3]; 300];
+        let mut buf = Vec::new();
+        encode_plain_into(&v, &mut buf).unwrap();
+        assert_eq!(decode_plain::<Vec<Vec<Vec<u8>>>>(&buf).unwrap(), v);
     }
 
     #[test]

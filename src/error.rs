@@ -73,6 +73,8 @@ pub enum Error {
     },
     /// `set_start_method` was called a second time (Python's `RuntimeError`).
     ContextAlreadySet,
+    /// `log_to_stderr` found another logger installed (the `log` crate allows one).
+    LoggerAlreadySet,
     /// One message carries more handles (descriptors) than a message can carry.
     TooManyHandles {
         /// How many the message carried.
@@ -121,6 +123,7 @@ impl fmt::Display for Error {
                 if *sending { "send" } else { "receive" }
             ),
             Error::ContextAlreadySet => f.write_str("context has already been set"),
+            Error::LoggerAlreadySet => f.write_str("another logger is already installed"),
             Error::TooManyHandles { count, max } => write!(
                 f,
                 "one message carries {count} handles, more than the {max} a message can carry"
@@ -269,6 +272,7 @@ enum WireError {
     TornMessage(bool),
     ContextAlreadySet,
     TooManyHandles(u64, u64),
+    LoggerAlreadySet,
     TaskTimedOut(std::time::Duration),
 }
 
@@ -299,6 +303,7 @@ impl Error {
             Error::ReadOnly => WireError::ReadOnly,
             Error::TornMessage { sending } => WireError::TornMessage(*sending),
             Error::ContextAlreadySet => WireError::ContextAlreadySet,
+            Error::LoggerAlreadySet => WireError::LoggerAlreadySet,
             Error::TooManyHandles { count, max } => {
                 WireError::TooManyHandles(*count as u64, *max as u64)
             }
@@ -332,6 +337,7 @@ impl Error {
             WireError::ReadOnly => Error::ReadOnly,
             WireError::TornMessage(sending) => Error::TornMessage { sending },
             WireError::ContextAlreadySet => Error::ContextAlreadySet,
+            WireError::LoggerAlreadySet => Error::LoggerAlreadySet,
             WireError::TooManyHandles(count, max) => Error::TooManyHandles {
                 count: usize::try_from(count).unwrap_or(usize::MAX),
                 max: usize::try_from(max).unwrap_or(usize::MAX),

@@ -110,6 +110,27 @@
 //! `Spawn` re-executes the program. Children are routed before `main` runs, so `main`
 //! needs no guard; [`init`] is the explicit alternative.
 //!
+//! # Logging
+//!
+//! Install any [`log`](https://docs.rs/log) logger in `main` (env_logger, your own, or
+//! [`log_to_stderr`], Python's `[LEVEL/ProcessName] message`): records logged in children
+//! reach it under every start method, from pool workers and grandchildren too, at the
+//! parent's level, in order per child, none lost when a child exits right after logging.
+//! Under `Spawn` and `ForkServer` each child forwards its records to the parent, tagged
+//! with the key-values `process_name` and `pid` (loggers that print key-values show them:
+//! env_logger with its `kv` feature); once `join` has seen a child exit, its records have
+//! been delivered. Under `Fork` a child keeps its copy of the parent's logger (the `log`
+//! crate allows one logger per process, so it cannot be swapped), which writes where the
+//! parent's does. `tracing` users: enable `tracing`'s `log` feature so children's events
+//! become `log` records, and install `tracing_log::LogTracer` in the parent; the tags are
+//! lost on that way, as `tracing-log` drops `log` key-values.
+//!
+//! # Cargo features
+//!
+//! The default build is the whole crate described above; no feature is needed for it, and
+//! none is optional yet. On [docs.rs](https://docs.rs/mproc) every feature is built, and
+//! an item that needs one says which.
+//!
 //! # Codec
 //!
 //! Messages are serde values encoded with postcard: maintained, compact, with a documented
@@ -120,10 +141,16 @@
 //! no serde support, so it cannot carry "any serde type". No codec keeps the text of a
 //! custom serde error in release builds; mproc keeps its own messages beside the codec.
 
+// docs.rs labels feature-gated items with the feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod codec;
 mod connection;
 mod context;
 mod error;
+mod log;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod pool;
 mod process;
 mod queue;
@@ -139,6 +166,7 @@ pub use crate::context::{
     set_executable, set_start_method,
 };
 pub use crate::error::{Error, Result};
+pub use crate::log::log_to_stderr;
 pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,

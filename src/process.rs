@@ -257,6 +257,11 @@ impl<R> Process<R> {
             .expect("checked above")
             .encode(&mut args, &mut fds)?;
         let (parent_name, parent_pid) = (state().name(), sys::pid::current());
+        let method = self.method.unwrap_or_else(get_start_method);
+        let log = crate::log::for_child(method)?.map(|(level, sock)| {
+            fds.push(sock);
+            level
+        });
         let boot = Bootstrap {
             fingerprint: target::fingerprint(),
             entry: self.entry,
@@ -266,8 +271,9 @@ impl<R> Process<R> {
             parent_name,
             parent_pid,
             args,
+            log,
         };
-        let launched = start::launch(self.method.unwrap_or_else(get_start_method), &boot, fds)?;
+        let launched = start::launch(method, &boot, fds)?;
         self.args = None;
         let (child, result) = children::adopt(launched, &self.name, self.daemon);
         self.child = Some(child);
@@ -290,6 +296,8 @@ impl<R> Process<R> {
         let child = Arc::clone(self.child.as_ref().ok_or(Error::NotStarted)?);
         loop {
             if child.poll()?.is_some() {
+                // Everything it logged is queued: deliver it before saying it has exited.
+                crate::log::flush();
                 self.drain_outcome();
                 children::forget(&child);
                 return Ok(true);

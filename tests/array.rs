@@ -81,3 +81,17 @@ fn new_arrays_are_zero_filled() {
 fn set_past_the_end_panics_like_indexing() {
     Array::<u8>::new(2).unwrap().set(2, 1);
 }
+
+// Issue 12: `Debug` used to take the lock, so `dbg!(&a)` under `a.lock()` deadlocked its
+// own thread. It never blocks now.
+#[test]
+fn debug_never_blocks() {
+    let _s = shared();
+    let _w = watchdog("Array debug under its own lock", 30);
+    let a = mproc::Array::from_slice(&[1u8, 2, 3]).unwrap();
+    assert_eq!(format!("{a:?}"), "Array([1, 2, 3])");
+    let guard = a.lock();
+    assert_eq!(format!("{a:?}"), "Array(<locked>, len=3)");
+    drop(guard);
+    assert_eq!(format!("{a:?}"), "Array([1, 2, 3])");
+}

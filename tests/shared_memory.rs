@@ -165,9 +165,20 @@ fn run_helper(name: &str, mode: &str) -> String {
     anon
 }
 
+fn create_one() -> mproc::Result<()> {
+    SharedMemory::create(8)?.unlink()
+}
+
+/// Creates a segment in a fresh process (its first creation, which sweeps dead trees).
+fn create_in_a_new_process() {
+    let mut p = get_context(Spawn).process(create_one, ());
+    p.start().unwrap();
+    p.result().unwrap().unwrap();
+}
+
 // Ports test_shared_memory_cleaned_after_process_termination, without CPython's warnings:
 // segments a program created and never unlinked are gone once it exits; if it was killed,
-// the next creation by any mproc program sweeps them.
+// the first creation in a later mproc process sweeps them.
 #[test]
 fn segments_left_behind_are_unlinked_when_the_tree_is_done() {
     let _x = exclusive();
@@ -189,8 +200,7 @@ fn segments_left_behind_are_unlinked_when_the_tree_is_done() {
         SharedMemory::open(&name).is_ok(),
         "a killed root leaves its segments for now"
     );
-    let trigger = SharedMemory::create(8).unwrap();
-    trigger.unlink().unwrap();
+    create_in_a_new_process();
     assert_eq!(
         io_kind(SharedMemory::open(&name)),
         Some(ErrorKind::NotFound)
@@ -198,6 +208,83 @@ fn segments_left_behind_are_unlinked_when_the_tree_is_done() {
     assert_eq!(
         io_kind(SharedMemory::open(&anon)),
         Some(ErrorKind::NotFound)
+    );
+}
+
+/// The marker a killed tree `root` would have left for segment `name`.
+fn plant_dead_marker(name: &str, root: u32) -> String {
+    let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let ns = ns
+        .to_str()
+        .unwrap()
+        .trim_start_matches("pid:[")
+        .trim_end_matches(']');
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    let marker = format!("mproc-{ns}-{root}-n-{hex}");
+    std::fs::File::create(format!("/dev/shm/{marker}")).unwrap();
+    marker
+}
+
+/// A pid that no process has (a child that exited and was reaped).
+fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+// Issue 12, defect 4: every creation used to read all of /dev/shm (7 ms per call with
+// 20 000 entries). Now only a process's first creation sweeps: a dead tree's marker
+// planted after it stays until another process creates a segment, and a creation costs
+// the same whatever else /dev/shm holds.
+#[test]
+fn creating_a_segment_does_not_scan_dev_shm() {
+    let _x = exclusive();
+    let _w = watchdog("shm create cost", 120);
+    create_one().unwrap(); // this process's one sweep
+    let victim = unique("dead_tree");
+    let seg = SharedMemory::create_named(&victim, 8).unwrap();
+    seg.persist();
+    let marker = plant_dead_marker(&victim, dead_pid());
+    for _ in 0..3 {
+        create_one().unwrap();
+    }
+    assert!(
+        SharedMemory::open(&victim).is_ok(),
+        "a creation after the first swept /dev/shm again"
+    );
+    create_in_a_new_process();
+    assert_eq!(
+        io_kind(SharedMemory::open(&victim)),
+        Some(ErrorKind::NotFound),
+        "a new process's first creation sweeps the dead tree"
+    );
+    assert!(!std::path::Path::new(&format!("/dev/shm/{marker}")).exists());
+
+    // 10 000 unrelated entries: 200 creations stay at their usual cost.
+    let junk_dir = format!("mproc_test_junk_{}", std::process::id());
+    let junk: Vec<String> = (0..10_000)
+        .map(|i| format!("/dev/shm/{junk_dir}_{i}"))
+        .collect();
+    let time_200 = || {
+        let t = std::time::Instant::now();
+        for _ in 0..200 {
+            create_one().unwrap();
+        }
+        t.elapsed()
+    };
+    let empty = time_200();
+    for j in &junk {
+        std::fs::File::create(j).unwrap();
+    }
+    let full = time_200();
+    for j in &junk {
+        let _ = std::fs::remove_file(j);
+    }
+    // The old cost was ~3.5 ms per creation here (700 ms); allow a busy machine 4x noise.
+    assert!(
+        full < empty * 4 + Duration::from_millis(100),
+        "200 creations took {full:?} with 10 000 entries, {empty:?} without"
     );
 }
 

@@ -177,3 +177,17 @@ fn owner_death_by_sigkill_inside_value_lock() {
     assert!(g.owner_died());
     assert_eq!(*g, 7);
 }
+
+// Issue 12: `Debug` used to take the lock, so `dbg!(&v)` under `v.lock()` deadlocked its
+// own thread. It never blocks now.
+#[test]
+fn debug_never_blocks() {
+    let _s = shared();
+    let _w = watchdog("Value debug under its own lock", 30);
+    let v = Value::new(7u64).unwrap();
+    assert_eq!(format!("{v:?}"), "Value(7)");
+    let guard = v.lock();
+    assert_eq!(format!("{v:?}"), "Value(<locked>)");
+    drop(guard);
+    assert_eq!(format!("{v:?}"), "Value(7)");
+}

@@ -128,9 +128,17 @@ impl<T: Pod> Clone for Array<T> {
     }
 }
 
+/// Never blocks: an array whose lock is held (by this thread, in `dbg!(&a)` under
+/// `a.lock()`, or by another process) prints as `Array(<locked>, len=N)`.
 impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Array({:?})", self.to_vec())
+        match self.lock.try_acquire() {
+            Some(guard) => {
+                let ptr = cell::elements::<T>(&self.lock.shared, data_offset::<T>(), self.len);
+                write!(f, "Array({:?})", &*ArrayGuard::new(guard, ptr, self.len))
+            }
+            None => write!(f, "Array(<locked>, len={})", self.len),
+        }
     }
 }
 

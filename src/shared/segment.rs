@@ -12,8 +12,10 @@
 //!   [`SharedMemory::persist`] removes only the marker (Python's `track=False`).
 //! * When the root exits normally (an `atexit` hook), it unlinks every segment named by
 //!   its markers, then the markers; a segment already gone is skipped silently.
-//! * If the root itself was killed, the markers outlive it: the next creation of a segment
-//!   by any mproc program sweeps markers whose root pid no longer exists.
+//! * If the root itself was killed, the markers outlive it: the first creation of a segment
+//!   in each later process (of any mproc program) sweeps markers whose root pid no longer
+//!   exists. Once per process, not per creation: the sweep reads all of `/dev/shm`, and a
+//!   creation must cost the same with 20 000 entries there as with none.
 //!
 //! Children never unlink on exit (unlike CPython's per-process tracker, which destroys
 //! segments still in use elsewhere); opening a segment by name tracks nothing.
@@ -261,9 +263,14 @@ fn sweep(root: u32) {
     }
 }
 
-/// Sweeps the markers of trees whose root is gone (killed before its exit hook ran).
-/// One directory read per segment creation, which is itself a few syscalls.
+/// Sweeps the markers of trees whose root is gone (killed before its exit hook ran), the
+/// first time this process creates a segment (a forked child inherits "done").
 fn sweep_dead_roots() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(sweep_dead_roots_now);
+}
+
+fn sweep_dead_roots_now() {
     let ours = format!("mproc-{}-", namespace());
     for marker in shm::list(&ours) {
         let pid = marker[ours.len()..]

@@ -96,9 +96,17 @@ impl<T: Pod> Clone for Value<T> {
     }
 }
 
+/// Never blocks: a value whose lock is held (by this thread, in `dbg!(&v)` under
+/// `v.lock()`, or by another process) prints as `Value(<locked>)`.
 impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Value({:?})", self.get())
+        match self.lock.try_acquire() {
+            Some(guard) => {
+                let ptr = cell::elements::<T>(self.region(), data_offset::<T>(), 1);
+                write!(f, "Value({:?})", *ValueGuard::new(guard, ptr))
+            }
+            None => f.write_str("Value(<locked>)"),
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub(super) fn run(parent_pid: u32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: 
     super::children::install_exit_hook();
     // Registered, so a grandchild made by `fork` closes its copy and the parent sees EOF.
     let result = HandleFd::new(result);
+    let fds = crate::log::enter_child(boot.log, fds);
     let code = crate::target::run_entry(
         boot.entry,
         boot.fingerprint,

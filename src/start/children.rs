@@ -136,6 +136,8 @@ pub(crate) fn finish_children() {
         let _ = c.wait(None);
     }
     state().children.clear();
+    // Their records are all queued now: deliver them before this process exits.
+    crate::log::flush();
 }
 
 extern "C" fn exit_hook() {

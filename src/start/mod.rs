@@ -75,6 +75,9 @@ pub(crate) struct Bootstrap {
     pub(crate) parent_pid: u32,
     /// The encoded arguments; the descriptors they refer to travel beside the frame.
     pub(crate) args: Vec<u8>,
+    /// The parent's log level, if the child forwards its `log` records; then the last
+    /// descriptor is the socket to send them to (`crate::log`).
+    pub(crate) log: Option<u8>,
 }
 
 /// A started child, as the parent sees it.

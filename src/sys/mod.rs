@@ -21,6 +21,7 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod dgram;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;

@@ -1,0 +1,309 @@
+//! A depth limit for decoding: a `Deserializer` adapter that counts nesting.
+//!
+//! postcard recurses once per nested value (a `Box<Tree>` inside a `Tree`, a `Vec` inside
+//! a `Vec`) and has no limit of its own, so a hostile message of a million one-byte levels
+//! would overflow the receiver's stack (an abort, not an error). [`Depth`] wraps the
+//! deserializer and every access object it hands out; each step into a nested value
+//! (sequence, tuple, struct, map, enum variant, `Some`, newtype) counts one level, and the
+//! step past [`MAX_DEPTH`] is a decoding error instead of a deeper call.
+//!
+//! The count lives in a `Cell` owned by the caller's stack frame; each wrapper holds a
+//! reference to it and gives the level back when the nested value is done.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
+
+/// How deep a decoded value may nest. A level costs a few hundred bytes of stack in an
+/// optimized build and a few KiB in a debug build: 128 levels stay far inside the 2 MiB of
+/// a default thread either way (serde_json uses the same limit).
+pub(crate) const MAX_DEPTH: u32 = 128;
+
+/// The message of the error past the limit (postcard keeps no custom text, so the codec
+/// reports this one by name).
+pub(crate) const TOO_DEEP: &str =
+    "the message nests deeper than 128 levels, the codec's depth limit";
+
+/// A deserializer that counts nesting in `depth`.
+pub(crate) struct Depth<'a, D> {
+    pub(crate) de: D,
+    pub(crate) depth: &'a Cell<u32>,
+}
+
+/// Enters one level, or fails past the limit.
+fn enter<E: de::Error>(depth: &Cell<u32>) -> Result<(), E> {
+    let d = depth.get();
+    if d >= MAX_DEPTH {
+        return Err(E::custom(super::handle_error(TOO_DEEP)));
+    }
+    depth.set(d + 1);
+    Ok(())
+}
+
+fn leave(depth: &Cell<u32>) {
+    depth.set(depth.get().saturating_sub(1));
+}
+
+/// A visitor that wraps the accesses it is given.
+struct Wrap<'a, V> {
+    v: V,
+    depth: &'a Cell<u32>,
+}
+
+/// A seed that deserializes through [`Depth`].
+struct Seed<'a, S> {
+    s: S,
+    depth: &'a Cell<u32>,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
+    type Value = S::Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        self.s.deserialize(Depth {
+            de: d,
+            depth: self.depth,
+        })
+    }
+}
+
+macro_rules! forward_deserialize {
+    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* v: V) -> Result<V::Value, D::Error> {
+            self.de.$method($($arg,)* Wrap { v, depth: self.depth })
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Depth<'_, D> {
+    type Error = D::Error;
+
+    forward_deserialize! {
+        deserialize_any();
+        deserialize_bool();
+        deserialize_i8();
+        deserialize_i16();
+        deserialize_i32();
+        deserialize_i64();
+        deserialize_i128();
+        deserialize_u8();
+        deserialize_u16();
+        deserialize_u32();
+        deserialize_u64();
+        deserialize_u128();
+        deserialize_f32();
+        deserialize_f64();
+        deserialize_char();
+        deserialize_str();
+        deserialize_string();
+        deserialize_bytes();
+        deserialize_byte_buf();
+        deserialize_option();
+        deserialize_unit();
+        deserialize_unit_struct(name: &'static str);
+        deserialize_newtype_struct(name: &'static str);
+        deserialize_seq();
+        deserialize_tuple(len: usize);
+        deserialize_tuple_struct(name: &'static str, len: usize);
+        deserialize_map();
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]);
+        deserialize_identifier();
+        deserialize_ignored_any();
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.de.is_human_readable()
+    }
+}
+
+macro_rules! forward_visit {
+    ($($method:ident($ty:ty);)*) => {$(
+        fn $method<E: de::Error>(self, x: $ty) -> Result<V::Value, E> {
+            self.v.$method(x)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.v.expecting(f)
+    }
+
+    forward_visit! {
+        visit_bool(bool);
+        visit_i8(i8);
+        visit_i16(i16);
+        visit_i32(i32);
+        visit_i64(i64);
+        visit_i128(i128);
+        visit_u8(u8);
+        visit_u16(u16);
+        visit_u32(u32);
+        visit_u64(u64);
+        visit_u128(u128);
+        visit_f32(f32);
+        visit_f64(f64);
+        visit_char(char);
+        visit_str(&str);
+        visit_borrowed_str(&'de str);
+        visit_string(String);
+        visit_bytes(&[u8]);
+        visit_borrowed_bytes(&'de [u8]);
+        visit_byte_buf(Vec<u8>);
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.v.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.v.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        enter::<D::Error>(self.depth)?;
+        let r = self.v.visit_some(Depth {
+            de: d,
+            depth: self.depth,
+        });
+        leave(self.depth);
+        r
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        enter::<D::Error>(self.depth)?;
+        let r = self.v.visit_newtype_struct(Depth {
+            de: d,
+            depth: self.depth,
+        });
+        leave(self.depth);
+        r
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
+        enter::<A::Error>(self.depth)?;
+        let r = self.v.visit_seq(Access {
+            a,
+            depth: self.depth,
+        });
+        leave(self.depth);
+        r
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
+        enter::<A::Error>(self.depth)?;
+        let r = self.v.visit_map(Access {
+            a,
+            depth: self.depth,
+        });
+        leave(self.depth);
+        r
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
+        enter::<A::Error>(self.depth)?;
+        let r = self.v.visit_enum(Access {
+            a,
+            depth: self.depth,
+        });
+        leave(self.depth);
+        r
+    }
+}
+
+/// A sequence, map, enum or variant access whose elements deserialize through [`Depth`].
+struct Access<'a, A> {
+    a: A,
+    depth: &'a Cell<u32>,
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
+    type Error = A::Error;
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        s: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.a.next_element_seed(Seed {
+            s,
+            depth: self.depth,
+        })
+    }
+    fn size_hint(&self) -> Option<usize> {
+        self.a.size_hint()
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<'_, A> {
+    type Error = A::Error;
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        s: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.a.next_key_seed(Seed {
+            s,
+            depth: self.depth,
+        })
+    }
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, s: T) -> Result<T::Value, A::Error> {
+        self.a.next_value_seed(Seed {
+            s,
+            depth: self.depth,
+        })
+    }
+    fn size_hint(&self) -> Option<usize> {
+        self.a.size_hint()
+    }
+}
+
+impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Access<'a, A> {
+    type Error = A::Error;
+    type Variant = Access<'a, A::Variant>;
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        s: T,
+    ) -> Result<(T::Value, Self::Variant), A::Error> {
+        let depth = self.depth;
+        let (value, variant) = self.a.variant_seed(Seed { s, depth })?;
+        Ok((value, Access { a: variant, depth }))
+    }
+}
+
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Access<'_, A> {
+    type Error = A::Error;
+    fn unit_variant(self) -> Result<(), A::Error> {
+        self.a.unit_variant()
+    }
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, s: T) -> Result<T::Value, A::Error> {
+        self.a.newtype_variant_seed(Seed {
+            s,
+            depth: self.depth,
+        })
+    }
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, A::Error> {
+        self.a.tuple_variant(
+            len,
+            Wrap {
+                v,
+                depth: self.depth,
+            },
+        )
+    }
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, A::Error> {
+        self.a.struct_variant(
+            fields,
+            Wrap {
+                v,
+                depth: self.depth,
+            },
+        )
+    }
+}
