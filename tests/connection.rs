@@ -462,3 +462,26 @@ fn a_blocked_receiver_does_not_spin() {
         "{used:?} of CPU in 500 ms idle"
     );
 }
+
+// A writer that stops inside a frame header and goes away: the receiver says so (it does
+// not spin or wait for the rest of the header for ever), with and without a deadline.
+#[test]
+fn a_writer_gone_mid_header_is_an_error_not_a_hang() {
+    let _w = watchdog("mid_header", 30);
+    for timed in [false, true] {
+        let (a, b) = pipe::<u32>().unwrap();
+        let mut raw = raw_stream_of(&a);
+        raw.write_all(b"MPRF\x00").unwrap();
+        drop(raw);
+        drop(a);
+        let err = if timed {
+            b.recv_timeout(Duration::from_secs(10)).unwrap_err()
+        } else {
+            b.recv().unwrap_err()
+        };
+        assert!(
+            err.to_string().contains("in the middle of a message"),
+            "timed {timed}: {err}"
+        );
+    }
+}

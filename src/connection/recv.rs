@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 use crate::sys;
 use crate::sys::stream::Peek;
 
+/// The step in which a large payload's buffer grows (as `sys::fd::recv_exact_into` does):
+/// a reader holds at most this much more than has arrived, whatever a header claims.
+const RECV_STEP: usize = 64 << 20;
+
 /// Reads exactly one frame, blocking, with no spin (handshakes and protocol sockets).
 pub(crate) fn read_exact_frame(
     sock: BorrowedFd<'_>,
@@ -118,6 +122,9 @@ impl ExactReader {
         //    as fits the first step, in one `recvmsg`.
         out.clear();
         let first = h.len.min(READ_AHEAD);
+        // Room for the whole payload up to one step (what `recv_exact_into` would reserve
+        // next anyway), so a large message is not copied again when it grows.
+        out.reserve(h.len.min(RECV_STEP));
         out.resize(first, 0);
         let mut got_header = 0;
         let mut body = 0;
