@@ -288,7 +288,10 @@ where
 ///
 /// Only pool workers call this, with offsets from their parent pool over the worker's
 /// private socket; a worker is an mproc child, whose executable fingerprint was checked
-/// when it started (`run_entry`), so it runs the parent's executable.
+/// when it started (`run_entry`), so it runs the parent's executable. With the `mpi`
+/// feature, MPI worker ranks call it too, with offsets from rank 0 of the same MPI job,
+/// which compared every rank's build fingerprint (the executable's content) with its own
+/// before sending any (`mpi::init`).
 pub(crate) fn run_pool_entry(
     offset: i64,
     args: &[u8],
