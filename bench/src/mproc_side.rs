@@ -24,6 +24,8 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "start_forkserver" => start(StartMethod::ForkServer, n, r),
         "pipe_rtt" => pipe_rtt(n, r),
         "pipe_bw" => pipe_bw(n, r),
+        "pipe_idle_cpu" => crate::transport::mproc_idle_cpu(n, r),
+        "pipe_oversub" => crate::transport::mproc_oversub(n, r),
         "lock_uncontended" => lock_uncontended(n, r),
         "value_incr" => value_incr(n, r),
         "event_wake" => event_wake(n, r),

@@ -17,6 +17,8 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "start_spawn" => reps(r, || reexec(1), || reexec(n)),
         "pipe_rtt" => uds_pingpong(n, r),
         "pipe_bw" => socket_bulk(1 << 20, n, r),
+        "pipe_idle_cpu" => crate::transport::raw_idle_cpu(n, r),
+        "pipe_oversub" => crate::transport::raw_oversub(n, r),
         "queue_64mib" => socket_bulk(64 << 20, n, r),
         "lock_uncontended" => cas_lock(n, r),
         "value_incr" => reps(r, || counter(n / 10 + 1), || counter(n)),
@@ -62,14 +64,14 @@ pub fn pi_check(pi: f64) {
 }
 
 /// Closes the child's copy of the parent's end, so that the parent's close is the child's EOF.
-fn close_in_child(end: &UnixStream) {
+pub(crate) fn close_in_child(end: &UnixStream) {
     // SAFETY: called only in a forked child, which never uses or drops `end` again (it
     // leaves with _exit).
     unsafe { libc::close(end.as_raw_fd()) };
 }
 
 /// Forks a child that runs `f` and `_exit(0)`s; returns its pid.
-fn fork_with(f: impl FnOnce()) -> libc::pid_t {
+pub(crate) fn fork_with(f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the harness worker forks before it starts any thread of its own; the child
     // only runs `f` (plain syscalls and atomics) and leaves with _exit.
     let pid = unsafe { libc::fork() };
@@ -82,7 +84,7 @@ fn fork_with(f: impl FnOnce()) -> libc::pid_t {
     pid
 }
 
-fn reap(pid: libc::pid_t) {
+pub(crate) fn reap(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: pid is our own child; status is a valid out-pointer.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };

@@ -177,6 +177,24 @@ pub const WORKLOADS: &[Workload] = &[
         notes: "CPython send_bytes/recv_bytes; ipc-channel `IpcBytesSender`; raw: 1 MiB write()s on a socketpair into a reused buffer",
     },
     Workload {
+        name: "pipe_idle_cpu",
+        op: "CPU burnt by a receiver blocked in recv, per idle second",
+        unit: Unit::Ms,
+        n: (1000, 300),
+        reps: (3, 2),
+        impls: &[Mproc, Raw],
+        notes: "n = idle ms per repetition; the blocked child's run time from /proc/<pid>/schedstat; raw: a child blocked in read() on a UnixStream. Shown as ms of CPU per idle second",
+    },
+    Workload {
+        name: "pipe_oversub",
+        op: "round trip of a u64, 2 × CPUs ping-pong pairs at once (4 pairs on 2 cores)",
+        unit: Unit::Us,
+        n: (5_000, 500),
+        reps: (3, 2),
+        impls: &[Mproc, Raw],
+        notes: "time of the slowest pair over all round trips of all pairs; raw: the same pairs on blocking UnixStreams between forked processes (the plain blocking path a spin must not fall below)",
+    },
+    Workload {
         name: "lock_uncontended",
         op: "acquire + release of a free Lock",
         unit: Unit::Ns,
@@ -403,7 +421,10 @@ mod tests {
     #[test]
     fn prefixes_stop_at_underscores() {
         assert_eq!(names(&["pi"]), vec!["pi_serial", "pi_pool"]);
-        assert_eq!(names(&["pipe"]), vec!["pipe_rtt", "pipe_bw"]);
+        assert_eq!(
+            names(&["pipe"]),
+            vec!["pipe_rtt", "pipe_bw", "pipe_idle_cpu", "pipe_oversub"]
+        );
         assert_eq!(names(&["pool_map"]), vec!["pool_map", "pool_map_chunk1"]);
         assert_eq!(names(&["start_spawn"]), vec!["start_spawn"]);
         assert!(names(&["nothing"]).is_empty());
