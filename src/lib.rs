@@ -148,9 +148,11 @@
 //!
 //! # Cargo features
 //!
-//! The default build is the whole crate described above; no feature is needed for it, and
-//! none is optional yet. On [docs.rs](https://docs.rs/mproc) every feature is built, and
-//! an item that needs one says which.
+//! The default build is the whole crate described above; no feature is needed for it.
+//! `mpi` (off by default) adds `mproc::mpi`: the same `Pool` whose
+//! workers are MPI ranks on many hosts, launched by `mpirun` or `srun` (see the README,
+//! "Beyond one machine"); it needs an MPI library and libclang to build. An item that
+//! needs a feature says which.
 //!
 //! # Codec
 //!
@@ -174,6 +176,7 @@ mod fuzz_tests;
 mod log;
 mod manager;
 #[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
 pub mod mpi;
 mod pool;
 mod process;
