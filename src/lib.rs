@@ -183,6 +183,8 @@ mod connection;
 mod context;
 mod error;
 mod log;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod pool;
 mod process;
 mod queue;

@@ -1,8 +1,8 @@
 //! The driver thread: reads answers, supervises workers, and winds the pool down.
 //!
-//! Each round it waits for something to happen on a worker's socket or pidfd, or on the
-//! wake-up socket (looking without sleeping for [`SPIN`] after its last activity, so a
-//! quick answer is seen at once), then, under the state lock: reads every answer, sends
+//! Each round it sleeps until something happens on a worker's socket or pidfd, or on the
+//! wake-up socket (it never spins: a caller waiting for a quick answer reads it itself, see
+//! `engine.rs`), then, under the state lock: reads every answer, sends
 //! what did not fit before, kills workers whose task ran past `task_timeout`, accounts for
 //! exits (a dead worker fails exactly the task it held), starts replacements, dispatches
 //! pending tasks, and finally wakes every waiter. User callbacks run after the lock is
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::codec::HandleFd;
 use crate::connection::framing::Arrival;
 use crate::error::Error;
-use crate::pool::engine::{SPIN, Shared, State, spin_until};
+use crate::pool::engine::{Shared, State};
 use crate::pool::jobs::{Callback, ChunkResult};
 use crate::pool::slot::{ExitOutcome, Slot, Task};
 use crate::pool::worker;
@@ -37,9 +37,8 @@ impl Shared {
     }
 
     fn drive_loop(&self) {
-        let mut last_activity: Option<Instant> = None;
         loop {
-            let (socks, children, timeout, busy) = {
+            let (socks, children, timeout) = {
                 let mut st = self.lock();
                 if self.shutdown_if_done(&mut st) {
                     return;
@@ -57,32 +56,19 @@ impl Shared {
                     .collect();
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
-                (socks, children, self.next_deadline(&st), st.any_busy())
+                (socks, children, self.next_deadline(&st))
             };
             let mut set: Vec<(std::os::fd::BorrowedFd<'_>, bool)> =
                 vec![(self.wake_rx.as_fd(), false)];
             set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
             set.extend(children.iter().map(|c| (c.pidfd(), false)));
-            // While work is in flight or just finished, keep looking for a while before
-            // sleeping: an answer that comes back that fast is then seen without a
-            // wake-up. An idle pool sleeps at once.
-            let recent = last_activity.is_some_and(|t| t.elapsed() < SPIN);
-            let ready = (busy || recent)
-                && spin_until(SPIN, || {
-                    sys::fd::poll_rw(&set, Some(Duration::ZERO))
-                        .is_ok_and(|r| r.iter().any(|&(rd, wr)| rd || wr))
-                });
-            if !ready {
-                let _ = sys::fd::poll_rw(&set, timeout);
-            }
+            let _ = sys::fd::poll_rw(&set, timeout);
             drop(set);
             let callbacks = {
                 let mut st = self.lock();
                 self.drain_wake();
                 let mut callbacks = std::mem::take(&mut st.deferred.0);
-                if self.service(&mut st, &mut callbacks) {
-                    last_activity = Some(Instant::now());
-                }
+                self.service(&mut st, &mut callbacks);
                 callbacks
             };
             self.progress.fetch_add(1, Ordering::Release);
@@ -117,13 +103,21 @@ impl Shared {
             .min()
     }
 
-    /// One round of the driver's work; true if an answer came.
-    fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>) -> bool {
+    /// Reads every worker's answers, pushes out what waits to be sent, and dispatches;
+    /// true if an answer came. Callers waiting for a result run this too.
+    pub(crate) fn harvest(&self, st: &mut State, callbacks: &mut Vec<Callback>) -> bool {
         let mut answered = false;
         for i in 0..st.workers.len() {
             answered |= self.read_answers(st, i, callbacks);
             st.workers[i].flush();
         }
+        self.dispatch(st);
+        answered
+    }
+
+    /// One round of the driver's work.
+    fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>) {
+        self.harvest(st, callbacks);
         // Overdue tasks: kill the worker; its exit reports the timeout.
         if let Some(limit) = self.config.timeout {
             for w in &mut st.workers {
@@ -138,7 +132,7 @@ impl Shared {
         while i < st.workers.len() {
             match st.workers[i].child.exitcode_now() {
                 Some(code) => {
-                    answered |= self.read_answers(st, i, callbacks);
+                    self.read_answers(st, i, callbacks);
                     let w = st.workers.swap_remove(i);
                     self.on_exit(st, w, code, callbacks);
                 }
@@ -147,7 +141,6 @@ impl Shared {
         }
         self.replace_workers(st, callbacks);
         self.dispatch(st);
-        answered
     }
 
     /// Reads every frame worker `i` has sent; true if one was an answer.

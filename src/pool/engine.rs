@@ -11,10 +11,16 @@
 //!
 //! **Who wakes whom.** A caller wakes the driver (a byte on its wake-up socket) only when
 //! it needs it: a frame that did not fit, a timeout to watch, a job sealed or dropped. The
-//! driver wakes callers through `cond` after each round. Every hop is spin-then-sleep
-//! ([`spin_until`]): a waiter that is still looking when its answer lands skips the ~30 µs
-//! wake-up of a sleeping CPU; one that finds nothing within the window sleeps, so an idle
-//! pool costs no CPU.
+//! driver wakes callers through `cond` after each round.
+//!
+//! **Fewer hops.** A caller waiting for a result does not leave the reading to the driver
+//! at first: for a short while ([`SPIN`], through the shared [`Backoff`]) it looks at the
+//! workers' sockets itself and, when one is readable, reads the answers and dispatches the
+//! next tasks under the lock ([`Shared::harvest`]), exactly as the driver would. A quick
+//! task's round trip is then caller → worker → caller, with both sides still running, so
+//! neither pays the ~30 µs wake-up of a sleeping CPU; the worker likewise looks for its
+//! next task a while before it sleeps. Past the window the caller sleeps on `cond` and the
+//! driver, which never spins, does the reading: an idle pool costs no CPU.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,46 +28,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::codec::HandleFd;
 use crate::connection::pipe;
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::pool::jobs::{Callback, ChunkResult, JobId, JobTable, Order};
 use crate::pool::slot::{Slot, Task};
 use crate::pool::worker::{self, InitSpec};
+use crate::sync::raw::backoff::Backoff;
 use crate::sys;
 
-/// How long a waiter (caller, driver, worker) keeps looking before it sleeps. Long enough
-/// to cover a round trip through a worker; short enough that waiting on long tasks costs
-/// next to nothing (one window per result).
-pub(crate) const SPIN: Duration = Duration::from_micros(100);
+/// How long a waiter (a caller, a worker between tasks) spins before it yields and then
+/// sleeps: enough to cover a quick task's round trip, little next to any task worth
+/// sending to another process. See [`Backoff`] (it does not spin at all on an
+/// oversubscribed machine).
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
 /// Chunks an `imap` keeps submitted and unconsumed, per worker: enough that a worker
 /// finds its next task queued in the parent the moment it is free.
 pub(crate) const WINDOW_PER_WORKER: usize = 4;
-
-/// Calls `done` until it says true or `window` has passed; true if it did. Spins briefly,
-/// then yields between looks, so that with more runnable threads than CPUs the ones we
-/// wait for get to run.
-pub(crate) fn spin_until(window: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    let mut round = 0u32;
-    loop {
-        if done() {
-            return true;
-        }
-        if start.elapsed() >= window {
-            return false;
-        }
-        if round < 6 {
-            for _ in 0..(1u32 << round) {
-                std::hint::spin_loop();
-            }
-            round += 1;
-        } else {
-            std::thread::yield_now();
-        }
-    }
-}
 
 /// How a pool is configured.
 #[derive(Debug)]
@@ -71,6 +56,17 @@ pub(crate) struct Config {
     pub(crate) maxtasks: u64,
     pub(crate) timeout: Option<Duration>,
     pub(crate) init: Option<InitSpec>,
+}
+
+/// Who runs a pool's tasks.
+pub(crate) enum Workers {
+    /// Local worker processes, started and supervised by the pool's own driver.
+    Local,
+    /// Workers elsewhere (the MPI ranks): this is the driver thread's body. It takes tasks
+    /// from `pending`, completes them in the job table, and ends the pool as
+    /// `shutdown_if_done` does; callers only wake it.
+    #[allow(dead_code)] // built only with the `mpi` feature
+    Remote(Box<dyn FnOnce(Arc<Shared>) + Send>),
 }
 
 /// Everything the callers and the driver share.
@@ -89,6 +85,15 @@ pub(crate) struct State {
     pub(crate) init_failures: u32,
     /// Callbacks of jobs completed outside the driver, for the driver to run.
     pub(crate) deferred: Deferred,
+}
+
+/// The sockets of workers that may still send something.
+fn live_sockets(st: &State) -> Vec<Arc<HandleFd>> {
+    st.workers
+        .iter()
+        .filter(|w| !w.link.eof)
+        .map(|w| Arc::clone(&w.link.sock))
+        .collect()
 }
 
 /// Callbacks waiting for the driver thread.
@@ -135,6 +140,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Starts the workers and the driver thread.
     pub(crate) fn start(config: Config) -> Result<Arc<Shared>> {
+        Shared::start_with(config, Workers::Local)
+    }
+
+    /// Starts the driver thread, and the workers if they are local.
+    pub(crate) fn start_with(config: Config, workers: Workers) -> Result<Arc<Shared>> {
         let (wake_tx, wake_rx) = sys::fd::socketpair()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -157,7 +167,7 @@ impl Shared {
             driver: Mutex::new(None),
             driver_id: std::sync::OnceLock::new(),
         });
-        {
+        if let Workers::Local = workers {
             let mut st = shared.lock();
             for _ in 0..shared.config.processes {
                 if let Err(e) = shared.spawn_worker(&mut st) {
@@ -173,9 +183,13 @@ impl Shared {
             }
         }
         let driver = Arc::clone(&shared);
+        let body: Box<dyn FnOnce() + Send> = match workers {
+            Workers::Local => Box::new(move || driver.drive()),
+            Workers::Remote(drive) => Box::new(move || drive(driver)),
+        };
         let handle = std::thread::Builder::new()
             .name("mproc-pool".into())
-            .spawn(move || driver.drive())
+            .spawn(body)
             .map_err(Error::Io)?;
         *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         Ok(shared)
@@ -226,33 +240,53 @@ impl Shared {
         }
     }
 
-    /// Locks the state once `ready` holds, or once the spin window has passed without it
-    /// (then the caller sleeps on `cond`). The window covers a quick task's round trip, so
-    /// its waiter is still running when the answer lands.
+    /// Locks the state once `ready` holds, or once the spin has passed without it (then
+    /// the caller sleeps on `cond`). While it spins it reads answers itself (see the module
+    /// docs), and looks again whenever the driver has made progress.
     pub(crate) fn lock_when(
         &self,
         deadline: Option<Instant>,
         mut ready: impl FnMut(&State) -> bool,
     ) -> MutexGuard<'_, State> {
         let st = self.lock();
-        if ready(&st) {
+        if ready(&st) || st.finished {
             return st;
         }
+        let mut socks = live_sockets(&st);
         drop(st);
         let mut seen = self.progress.load(Ordering::Acquire);
-        let window = match deadline {
-            Some(d) => SPIN.min(d.saturating_duration_since(Instant::now())),
-            None => SPIN,
-        };
-        spin_until(window, || {
-            let now = self.progress.load(Ordering::Acquire);
-            if now == seen {
-                return false;
+        let mut backoff = Backoff::with_budget(SPIN);
+        loop {
+            backoff.snooze();
+            if backoff.is_completed() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.lock();
             }
-            seen = now;
-            ready(&self.lock())
-        });
-        self.lock()
+            let moved = self.progress.load(Ordering::Acquire) != seen;
+            let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
+            let readable =
+                sys::fd::poll_many(&fds, Some(Duration::ZERO)).is_ok_and(|r| r.iter().any(|&x| x));
+            if !(moved || readable) {
+                continue;
+            }
+            let mut st = self.lock();
+            if readable {
+                let mut callbacks = Vec::new();
+                if self.harvest(&mut st, &mut callbacks) {
+                    self.progress.fetch_add(1, Ordering::Release);
+                    self.cond.notify_all();
+                }
+                if !callbacks.is_empty() {
+                    // Callbacks run on the driver thread, never on a caller's.
+                    st.deferred.0.extend(callbacks);
+                    self.wake();
+                }
+                socks = live_sockets(&st);
+            }
+            seen = self.progress.load(Ordering::Acquire);
+            if ready(&st) || st.finished {
+                return st;
+            }
+        }
     }
 
     /// Wakes the driver (a byte on its wake-up socket; a full socket is as good).
@@ -331,6 +365,8 @@ impl Shared {
             w.assign(task);
             wake |= w.flush() || self.config.timeout.is_some();
         }
+        // Remote workers are served by the driver alone: it must hear of new work.
+        wake |= st.workers.is_empty() && !st.pending.is_empty();
         if wake {
             self.wake();
         }

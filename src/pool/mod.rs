@@ -44,6 +44,14 @@ pub use imap::IMap;
 pub use result::{AsyncResult, ResultFuture};
 
 use engine::{Config, Shared};
+
+/// What the MPI driver (`src/mpi/driver.rs`) uses of the pool: the state it feeds.
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi_hooks {
+    pub(crate) use super::engine::{Shared, State};
+    pub(crate) use super::jobs::{Callback, ChunkResult};
+    pub(crate) use super::slot::Task;
+}
 use jobs::{Job, Order};
 use slot::Task;
 
@@ -148,6 +156,26 @@ impl PoolBuilder {
             timeout: self.timeout,
             init: self.init,
         })?;
+        Ok(Pool { shared })
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers that live elsewhere (MPI ranks), served by `drive`,
+    /// the driver thread's body.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn with_remote_workers(
+        processes: usize,
+        drive: Box<dyn FnOnce(Arc<Shared>) + Send>,
+    ) -> Result<Pool> {
+        let config = Config {
+            processes,
+            method: get_start_method(),
+            maxtasks: 0,
+            timeout: None,
+            init: None,
+        };
+        let shared = Shared::start_with(config, engine::Workers::Remote(drive))?;
         Ok(Pool { shared })
     }
 }

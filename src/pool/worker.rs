@@ -11,7 +11,7 @@
 //! The pool sends a worker its next task only once it has answered the last (pull
 //! scheduling), so the task a dead worker was running is the one it was last sent.
 //! After each answer the worker looks for its next task for a few microseconds before it
-//! sleeps in `recv` (see `engine::spin_until`).
+//! sleeps in `recv` (through the shared `Backoff`).
 
 use std::os::fd::AsFd;
 
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::HandleFd;
 use crate::connection::{Connection, framing};
+use crate::sync::raw::backoff::Backoff;
 use crate::target::{self, ItemOutcome};
 
 pub(crate) const READY: u8 = 0x10;
@@ -96,7 +97,8 @@ pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks
         // short tasks, an `apply` loop): look for it a while before sleeping in `recv`,
         // so it is picked up without the wake-up of an idle CPU.
         if done > 0 && !reader.has_buffered() {
-            crate::pool::engine::spin_until(crate::pool::engine::SPIN, || {
+            let mut backoff = Backoff::with_budget(crate::pool::engine::SPIN);
+            backoff.wait_until(None, || {
                 crate::sys::fd::poll_readable(sock, Some(std::time::Duration::ZERO)).unwrap_or(true)
             });
         }
