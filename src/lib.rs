@@ -161,9 +161,13 @@
 //!
 //! # Cargo features
 //!
-//! The default build is the whole crate described above; no feature is needed for it, and
-//! none is optional yet. On [docs.rs](https://docs.rs/mproc) every feature is built, and
-//! an item that needs one says which.
+//! The default build is the whole crate described above; no feature is needed for it. On
+//! [docs.rs](https://docs.rs/mproc) every feature is built, and an item that needs one
+//! says which.
+//!
+//! | feature | what it adds | what it needs to build |
+//! |---|---|---|
+//! | `mpi` | `mproc::mpi`: the same [`Pool`] API with its workers on MPI ranks, across hosts, launched by `mpirun` or `srun` | an MPI library (Open MPI or MPICH) and libclang |
 //!
 //! # Codec
 //!
