@@ -198,7 +198,10 @@ mod sync;
 mod sys;
 mod target;
 
-pub use crate::connection::{Connection, Receiver, Sender, pipe, pipe_simplex};
+pub use crate::connection::{
+    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, Sender, Waitable, connect,
+    connect_timeout, connect_with, pipe, pipe_simplex, wait,
+};
 pub use crate::context::{
     Context, StartMethod, cpu_count, get_all_start_methods, get_context, get_start_method, init,
     set_executable, set_start_method,

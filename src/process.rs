@@ -381,6 +381,16 @@ impl<R> Process<R> {
         self.child.clone()
     }
 
+    /// A descriptor that becomes readable when the child has exited (Python's `sentinel`):
+    /// its pidfd, for [`wait`](crate::wait) or your own `poll`. `Err(NotStarted)` before
+    /// `start`. It stays valid, and readable, after the child has been joined.
+    pub fn sentinel(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        self.child
+            .as_ref()
+            .map(|c| c.pidfd())
+            .ok_or(Error::NotStarted)
+    }
+
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.pid())

@@ -51,6 +51,9 @@ pub(crate) enum Format {
     /// mproc's own: 16-byte header with a descriptor count (see the module docs).
     #[default]
     Mproc,
+    /// CPython's `multiprocessing.connection` framing, for connections made by `Listener`
+    /// and `connect` (`wire.rs`).
+    Python(super::wire::PyWire),
 }
 
 /// A parsed frame header: how many descriptors ride on the frame and its payload length.
@@ -88,6 +91,10 @@ impl FrameHeader {
                 h[4..8].copy_from_slice(&(self.nfds as u32).to_le_bytes());
                 h[8..16].copy_from_slice(&(self.len as u64).to_le_bytes());
                 (h, HEADER_LEN)
+            }
+            Format::Python(_) => {
+                let n = super::wire::encode_header(self, &mut h);
+                (h, n)
             }
         }
     }
@@ -135,6 +142,7 @@ impl FrameHeader {
                 };
                 Ok(Some((FrameHeader { nfds, len }, HEADER_LEN)))
             }
+            Format::Python(_) => super::wire::parse_header(bytes, max_len),
         }
     }
 }
@@ -166,6 +174,7 @@ pub(crate) fn write_frame_as(
     payload: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<()> {
+    format.check_handles(fds.len())?;
     let (header, hlen) = FrameHeader::new(fds.len(), payload.len())?.encode(format);
     let header = &header[..hlen];
     let sent = fd::send_with_fds(sock, &[IoSlice::new(header), IoSlice::new(payload)], fds)
@@ -287,6 +296,7 @@ pub(crate) fn write_frame_until(
     deadline: std::time::Instant,
     partial: &mut bool,
 ) -> Result<bool> {
+    format.check_handles(fds.len())?;
     let (header, hlen) = FrameHeader::new(fds.len(), payload.len())?.encode(format);
     let total = hlen + payload.len();
     let mut sent = 0;

@@ -19,14 +19,26 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec::{self, HandleFd};
+use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::sys;
 
+mod address;
+mod auth;
 mod buffer;
 pub(crate) mod framing;
+mod listener;
+#[cfg(feature = "pickle")]
+mod pickle;
 mod recv;
 mod spin;
+mod wait;
+mod wire;
+
+pub use address::Address;
+pub use listener::{HANDSHAKE_TIMEOUT, Listener, connect, connect_timeout, connect_with};
+pub use wait::{Waitable, wait};
+pub use wire::Codec;
 
 /// One end of a pipe carrying values of type `T` (Python's `Connection`).
 ///
@@ -187,7 +199,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let mut buf = self.send_buf.borrow_mut();
         buf.clear();
         let mut fds = Vec::new();
-        codec::encode_into(item, &mut buf, &mut fds)?;
+        wire::encode_into(self.format, item, &mut buf, &mut fds)?;
         framing::write_frame_as(self.fd.as_fd(), self.format, &buf, &sys::fd::borrowed(&fds))
     }
 
@@ -198,7 +210,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let mut buf = self.send_buf.borrow_mut();
         buf.clear();
         let mut fds = Vec::new();
-        codec::encode_into(item, &mut buf, &mut fds)?;
+        wire::encode_into(self.format, item, &mut buf, &mut fds)?;
         self.write_until(&buf, &sys::fd::borrowed(&fds), d)
     }
 
@@ -211,7 +223,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.reader
             .borrow_mut()
             .read(self.fd.as_fd(), self.format, &mut buf, &mut fds, None)?;
-        codec::decode(&buf, fds)
+        wire::decode(self.format, &buf, fds)
     }
 
     /// Receives one value, waiting at most `d` for it; `Err(Error::Timeout)` if it did not
@@ -230,7 +242,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
             &mut fds,
             deadline,
         )?;
-        codec::decode(&buf, fds)
+        wire::decode(self.format, &buf, fds)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Queues: [`Queue`], [`JoinableQueue`] and [`SimpleQueue`], all one shared-memory ring.
 //!
-//! # The ring (`ring.rs`)
+//! # The ring (`ring/`)
 //!
 //! A memfd region: one control page, then a data area of `capacity` bytes (a power of two;
 //! 1 MiB by default, its pages touched only as the ring cycles through them). Items are
@@ -35,23 +35,20 @@
 //! once a sixteenth of it is free, and re-checks its own need every 2 ms: one wakeup per
 //! many items, not per item. Joiners sleep on `DONE` itself.
 //!
-//! **Locks that survive their holder.** A lock word is `UNLOCKED` or the holder's pid, plus a
-//! `WAITERS` bit. A waiter sleeps in 50 ms slices; after each it probes the holder
-//! (`kill(pid, 0)`, and `/proc/<pid>/stat` to tell a zombie from a live process) and, if the
-//! holder is dead, takes the lock over with a compare-and-swap from the very word it saw.
-//! Repair is local: the new producer-lock holder finds `STREAM = IN_ITEM` (set before a
-//! `FIRST` frame is published, cleared after its `LAST`) and writes an `ABORT`, for which a
-//! streaming producer always leaves one unit free. A consumer waiting for the rest of a
-//! streamed item probes the producer lock itself, and repairs it if the holder is gone. A new
-//! consumer needs no repair: pieces of an item whose `FIRST` it never saw are skipped (their
-//! `LAST` still counts as consumed). A half-written frame is never visible (the tail moves
-//! only after it), so no item is ever delivered torn. A producer whose `put` times out in
-//! the middle of a stream writes the `ABORT` itself. Pid reuse could make a dead holder look
-//! alive; Linux allocates pids in increasing order, which makes that rare.
-//!
-//! This lock is deliberately self-contained. It can be swapped for `sync::raw`'s robust lock
-//! (kernel robust list, TID in the word) by replacing `OwnerLock` with it and keeping the
-//! rule: *on owner-died, call the side's repair*.
+//! **Locks that survive their holder.** Each side's lock is the crate's robust mutex
+//! (`sync::raw::mutex`): its word holds the owner's thread id and is linked into the
+//! owner's kernel robust list, so when the owner dies (SIGKILL, abort, a thread exiting
+//! with the lock) the kernel marks the word `OWNER_DIED` and wakes a waiter, which takes the
+//! lock and repairs the side. No pid is stored, so no recycled pid can pass for a live
+//! owner. Repair is local: the new producer-lock holder finds `stream = IN_ITEM` (set before
+//! a `First` frame is published, cleared after its `Last`) and writes an `Abort`, for which
+//! a streaming producer always leaves one unit free. A consumer waiting for the rest of a
+//! streamed item looks at the producer lock after each 50 ms sleep slice, and repairs it if
+//! it is free or its owner died. A new consumer needs no repair: pieces of an item whose
+//! `First` it never saw are skipped (their `Last` still counts as consumed). A half-written
+//! frame is never visible (the tail moves only after it), so no item is ever delivered
+//! torn. A producer whose `put` times out in the middle of a stream writes the `Abort`
+//! itself.
 //!
 //! # What that gives
 //!

@@ -16,8 +16,8 @@
 //! and in: `target.rs` (an entry address from an offset, a zero-sized target conjured),
 //! `start/{mod,fork,forkserver}.rs` (the `fork`/`clone` calls, the environment edit before
 //! `main`), `shared/{region,pod,cell}.rs` (the shared mapping and its plain-old-data views),
-//! `sync/raw/robust.rs` (the robust-list entries) and `queue/ring.rs` (bulk copies into
-//! the ring). `grep -rl 'allow(unsafe_code)' src` must list exactly these.
+//! `sync/raw/robust.rs` (the robust-list entries) and `queue/ring/memory.rs` (the ring's
+//! control page and bulk copies into its data area). `grep -rl 'allow(unsafe_code)' src` must list exactly these.
 
 #![allow(unsafe_code)]
 
@@ -25,6 +25,7 @@ pub(crate) mod dgram;
 pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod mman;
+pub(crate) mod net;
 pub(crate) mod pid;
 pub(crate) mod process;
 pub(crate) mod robust;

@@ -4,16 +4,13 @@
 //! `Process::pid` give); the conversion to the kernel's signed `pid_t` happens here and in
 //! the few calls of `sys::process` that pass one to the kernel.
 //!
-//! [`current`] is on the fast path of every queue operation, so the pid is cached, tagged
+//! [`current`] is asked often (process records, log records), so the pid is cached, tagged
 //! with [`robust::fork_generation`](super::robust::fork_generation), which changes in the
 //! child of every fork (libc's, through `pthread_atfork`, and the fork server's raw
 //! `clone`): a child then asks the kernel again.
 //!
-//! [`is_alive`] is the slow-path probe a waiter runs when a lock has been held for a long
-//! time: `kill(pid, 0)` says whether the pid exists, and `/proc/<pid>/stat` says whether it
-//! is only a zombie (killed, not yet reaped by its parent), which holds nothing any more.
-//! Pids are recycled, so a probe can mistake a new process for a dead owner's ghost; Linux
-//! hands out pids in increasing order before wrapping, which makes that rare, not impossible.
+//! No lock asks whether its owner's pid is alive: pids are recycled, so the queue ring's
+//! locks learn of a dead owner from the kernel's robust-futex list instead.
 //!
 //! Every other `/proc` read of the crate is here too: the running executable, a process's
 //! parent and executable, the pid namespace, the thread count.
@@ -65,24 +62,6 @@ pub(crate) fn exists(pid: u32) -> bool {
     };
     // Any other error (EPERM: another user's process) means it exists.
     !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH))
-}
-
-/// Whether process `pid` still exists and is not a zombie. Unknown answers (a permission
-/// error, an unreadable `/proc`) count as alive: the caller then keeps waiting rather than
-/// steal a lock from a live holder.
-pub(crate) fn is_alive(pid: u32) -> bool {
-    if !exists(pid) {
-        return false;
-    }
-    match std::fs::read(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the command name, which is in parentheses
-        // and may itself contain ") ".
-        Ok(stat) => match stat.iter().rposition(|&b| b == b')') {
-            Some(i) => !matches!(stat.get(i + 2), Some(b'Z' | b'X')),
-            None => true,
-        },
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
-    }
 }
 
 /// Field `n` (1-based, as in proc(5)) of `/proc/<who>/stat`, for `n >= 3`. The command name
@@ -147,13 +126,11 @@ pub(crate) fn exe_identity(path: &Path) -> io::Result<[u64; 4]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     #[test]
     fn self_is_alive_and_cached() {
         assert_eq!(current(), std::process::id());
         assert_eq!(current(), std::process::id());
-        assert!(is_alive(current()));
         assert!(exists(current()));
         assert!(!exists(0));
         assert!(!exists(u32::MAX));
@@ -164,19 +141,5 @@ mod tests {
         assert!(thread_count() >= 1);
         assert_eq!(exe_of(current()), own_exe());
         assert!(is_own_thread(super::super::robust::gettid()));
-    }
-
-    #[test]
-    fn a_zombie_is_dead_and_a_reaped_child_too() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        // Not reaped yet: once it exits it is a zombie, which counts as dead.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while is_alive(pid) {
-            assert!(Instant::now() < deadline, "child never exited");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.wait().unwrap();
-        assert!(!is_alive(pid));
     }
 }

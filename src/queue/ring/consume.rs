@@ -1,0 +1,200 @@
+//! Consuming: the consumer lock, reading frames, and skipping what a dead consumer left.
+//!
+//! **Who writes what.** The consumer-lock holder is the only writer of `head` and of the
+//! consumer words. It reads frames between `head` and `tail` (loaded with acquire
+//! ordering, and re-read only when its cached view, `tail_seen`, is used up: one cache-line
+//! transfer per batch of items, not per item), hands a `Whole` frame's bytes to the decoder
+//! in place, gathers a streamed item's pieces into a reused buffer, and moves `head` past
+//! each frame with one SeqCst swap (the fence the room eventcount needs).
+//!
+//! **Dead partners.** A consumer that dies holding the lock leaves the kernel's
+//! `OWNER_DIED` mark; the next one clears the dead one's registration as a data waiter and
+//! goes on. Pieces of an item whose `First` it never saw are skipped (their `Last` still
+//! counts as consumed), so nothing torn is delivered. A consumer waiting for the rest of a
+//! streamed item looks at the producer lock after each sleep slice: if it is free or its
+//! owner died, it takes it and closes the item with an `Abort` itself.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::control::{Acquired, Consuming, Guard};
+use super::frame::{BadFrame, FrameHeader, HEADER, Kind};
+use super::{Ring, count_of, pack, pos_of};
+use crate::error::{Error, Result};
+
+thread_local! {
+    /// The buffer the last streamed item was gathered in, kept for the next one.
+    static RECV_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// Whether `RECV_BUF` may hold a large allocation.
+    static RECV_BUF_KEPT: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Ring {
+    /// Takes one item and hands its bytes to `decode`. `Err(Error::Empty)` if `deadline`
+    /// passes before an item begins; once one has begun, waits for its end (which its
+    /// producer's progress, deadline or death bounds).
+    pub(crate) fn recv<R>(
+        &self,
+        deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let ctl = self.ctl();
+        let (mut c, acquired) = ctl.lock_consumer(deadline).ok_or(Error::Empty)?;
+        if acquired == Acquired::OwnerDied {
+            // The dead consumer may have been asleep waiting for data.
+            ctl.data.waiters.store(0, Ordering::Relaxed);
+        }
+        // A dead consumer may have been halfway through a streamed item: its remaining
+        // pieces arrive without a `First`, and are skipped below.
+        let mut partial: Option<Vec<u8>> = None;
+        loop {
+            let head = ctl.head.0.load(Ordering::Relaxed);
+            let pos = pos_of(head);
+            let avail = self.avail_units(&c, pos);
+            if avail == 0 {
+                let got = if partial.is_none() {
+                    self.wait_data(&c, pos, deadline, || {})
+                } else {
+                    self.wait_data(&c, pos, None, || self.rescue_stream())
+                };
+                if !got {
+                    return Err(Error::Empty);
+                }
+                continue;
+            }
+            let frame = self.read_frame(&c, pos, avail)?;
+            let next = pos.wrapping_add(frame.units());
+            let count = count_of(head).wrapping_add(u32::from(frame.kind.ends_item()));
+            let at = self.index(pos, HEADER);
+            let len = frame.len as usize;
+            match frame.kind {
+                Kind::Whole => {
+                    if RECV_BUF_KEPT.get() {
+                        // Small items again: give back the big buffer the last one used.
+                        RECV_BUF_KEPT.set(false);
+                        drop(RECV_BUF.take());
+                    }
+                    let (a, b) = self.mem.read(&c, at, len);
+                    let out = if b.is_empty() {
+                        decode(a)
+                    } else {
+                        decode(&[a, b].concat())
+                    };
+                    self.advance(&mut c, next, count);
+                    return Ok(out);
+                }
+                Kind::First => {
+                    // Reuse the buffer of the last streamed item: a stream of big items
+                    // then touches no fresh pages on this side.
+                    let mut v = RECV_BUF.take();
+                    v.clear();
+                    self.take_piece(&c, at, len, &mut v);
+                    partial = Some(v);
+                }
+                Kind::More => {
+                    if let Some(v) = partial.as_mut() {
+                        self.take_piece(&c, at, len, v);
+                    }
+                }
+                Kind::Last => {
+                    if let Some(mut v) = partial.take() {
+                        self.take_piece(&c, at, len, &mut v);
+                        self.advance(&mut c, next, count);
+                        let out = decode(&v);
+                        RECV_BUF.set(v);
+                        RECV_BUF_KEPT.set(true);
+                        return Ok(out);
+                    }
+                }
+                // The item's producer gave up or died: drop what we have of it.
+                Kind::Abort => {
+                    if let Some(v) = partial.take() {
+                        RECV_BUF.set(v);
+                        RECV_BUF_KEPT.set(true);
+                    }
+                }
+            }
+            self.advance(&mut c, next, count);
+        }
+    }
+
+    /// Reads and checks the header of the frame at `pos`, behind which `avail` units are
+    /// published.
+    fn read_frame(&self, c: &Guard<'_, Consuming>, pos: u32, avail: u32) -> Result<FrameHeader> {
+        // Headers sit at unit boundaries and never wrap.
+        let (h, _) = self.mem.read(c, self.index(pos, 0), HEADER);
+        let bytes: [u8; HEADER] = h.try_into().expect("a header never wraps");
+        FrameHeader::parse(bytes, avail).map_err(|e| {
+            let why = match e {
+                BadFrame::Kind(k) => format!("frame kind {k}"),
+                BadFrame::TooLong { units, published } => {
+                    format!("a frame of {units} units where {published} are published")
+                }
+            };
+            Error::Codec(format!("queue ring is corrupt: {why} at unit {pos}"))
+        })
+    }
+
+    /// Appends a published piece to `v`.
+    fn take_piece(&self, c: &Guard<'_, Consuming>, at: usize, len: usize, v: &mut Vec<u8>) {
+        let (a, b) = self.mem.read(c, at, len);
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+    }
+
+    /// Units published past `pos`, as of the consumer's freshest view of the tail.
+    #[inline]
+    fn avail_units(&self, _c: &Guard<'_, Consuming>, pos: u32) -> u32 {
+        let seen = &self.ctl().consumer.tail_seen;
+        let avail = seen.load(Ordering::Relaxed).wrapping_sub(pos);
+        if avail != 0 {
+            return avail;
+        }
+        let tail = pos_of(self.ctl().tail.0.load(Ordering::Acquire));
+        seen.store(tail, Ordering::Relaxed);
+        tail.wrapping_sub(pos)
+    }
+
+    fn wait_data(
+        &self,
+        c: &Guard<'_, Consuming>,
+        pos: u32,
+        deadline: Option<Instant>,
+        on_probe: impl FnMut(),
+    ) -> bool {
+        self.ctl()
+            .data
+            .wait_until(deadline, || self.avail_units(c, pos) != 0, on_probe)
+    }
+
+    /// Called while waiting for the rest of a streamed item: if its producer is gone (the
+    /// lock free, or its owner dead), close the item ourselves.
+    #[cold]
+    fn rescue_stream(&self) {
+        if let Some((p, _)) = self.ctl().try_lock_producer() {
+            self.repair_producer(&p);
+        }
+    }
+
+    /// Moves the head (and the consumed-items count) past a frame, and wakes a producer
+    /// waiting for room if there is now as much as it asked for. `&mut` of the guard: no
+    /// slice of the frames behind the new head may still be alive.
+    #[inline]
+    fn advance(&self, _c: &mut Guard<'_, Consuming>, pos: u32, count: u32) {
+        // As in `commit`: the swap is the store and the fence.
+        self.ctl().head.0.swap(pack(pos, count), Ordering::SeqCst);
+        if self.ctl().room.waiters.load(Ordering::SeqCst) != 0 {
+            self.wake_room(pos);
+        }
+    }
+
+    #[cold]
+    fn wake_room(&self, head: u32) {
+        let need = self.ctl().room.need.load(Ordering::Relaxed);
+        let tail = pos_of(self.ctl().tail.0.load(Ordering::Acquire));
+        if self.cap_units - tail.wrapping_sub(head) >= need {
+            self.ctl().room.wake();
+        }
+    }
+}

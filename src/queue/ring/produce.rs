@@ -1,0 +1,192 @@
+//! Producing: the producer lock, room, publishing frames, and repairing a dead producer.
+//!
+//! **Who writes what.** The producer-lock holder is the only writer of `tail`, of the
+//! producer words, and of the data-area bytes past the tail (up to the head). It writes a
+//! frame's payload and header first, then moves `tail` past the frame with one SeqCst swap
+//! that publishes the bytes and, for a `Whole`/`Last` frame, the item count together (and
+//! is the fence the data eventcount needs before it looks for sleeping consumers).
+//!
+//! **Room.** A bounded ring makes a producer wait, holding its lock, until fewer than
+//! `maxsize` items are in it; any ring makes it wait for bytes. A producer that found the
+//! ring full asks (`room.need`) to be woken only once a sixteenth of it is free, and
+//! re-checks its own need every 2 ms: one wake-up per many items, not per item.
+//!
+//! **Repair.** The kernel marks the lock `OWNER_DIED` when its holder dies. The next holder
+//! then clears the dead one's registration as a room waiter, and if `stream` says an item
+//! was half streamed, writes an `Abort` frame to close it (a streaming producer always
+//! leaves one unit free for it). A half-written frame is never visible (the tail moves only
+//! after it), so nothing torn is ever delivered.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::control::{Acquired, Guard, IN_ITEM, NO_ITEM, Producing, UNBOUNDED};
+use super::frame::{FrameHeader, HEADER, Kind, units};
+use super::{Ring, count_of, pack, pos_of};
+use crate::error::{Error, Result};
+use crate::sync::raw::backoff::Backoff;
+
+/// How long a producer waiting for room sleeps before re-checking on its own (see
+/// [`Ring::wait_room`]).
+const ROOM_SLICE: Duration = Duration::from_millis(2);
+/// Room kept free while streaming, so an `Abort` always fits (one header, one unit).
+pub(super) const ABORT_RESERVE: u32 = 1;
+
+impl Ring {
+    /// Appends one item of raw bytes. `Err(Error::Full)` if `deadline` passes first (then
+    /// nothing of it stays in the ring).
+    #[cfg(test)]
+    pub(crate) fn send(&self, item: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let mut w = self.writer(deadline, Vec::new());
+        w.write(item)?;
+        w.finish().map(drop)
+    }
+
+    /// Takes the producer lock, repairs what a dead or timed-out predecessor left, and waits
+    /// until a bounded ring has room for one more item.
+    pub(super) fn acquire_producer(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Guard<'_, Producing>> {
+        let (held, acquired) = self.ctl().lock_producer(deadline).ok_or(Error::Full)?;
+        if acquired == Acquired::OwnerDied {
+            // A dead producer may have been asleep waiting for room.
+            self.ctl().room.waiters.store(0, Ordering::Relaxed);
+        }
+        if acquired == Acquired::OwnerDied
+            || self.ctl().producer.stream.load(Ordering::Relaxed) != NO_ITEM
+        {
+            self.repair_producer(&held);
+        }
+        if self.maxsize != UNBOUNDED {
+            let put = count_of(self.ctl().tail.0.load(Ordering::Relaxed));
+            let head = &self.ctl().head.0;
+            let room_for_one =
+                || put.wrapping_sub(count_of(head.load(Ordering::Acquire))) < self.maxsize;
+            // Any consumption is worth a wake-up here.
+            self.ctl().room.need.store(0, Ordering::Relaxed);
+            if !self.ctl().room.wait_until(deadline, room_for_one, || {}) {
+                return Err(Error::Full);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Closes an item a dead (or timed-out) producer left unfinished, and wakes a consumer
+    /// that might have missed the dead one's wake-up.
+    #[cold]
+    pub(super) fn repair_producer(&self, p: &Guard<'_, Producing>) {
+        let stream = &self.ctl().producer.stream;
+        if stream.load(Ordering::Acquire) != NO_ITEM {
+            // The abort reserve guarantees room for this frame.
+            if self.free_units(p) >= 1 {
+                self.write_frame(p, Kind::Abort, &[]);
+            }
+            stream.store(NO_ITEM, Ordering::Release);
+        }
+        self.ctl().data.notify();
+    }
+
+    /// Free units, as of a fresh look at the head.
+    pub(super) fn free_units(&self, _p: &Guard<'_, Producing>) -> u32 {
+        let tail = pos_of(self.ctl().tail.0.load(Ordering::Relaxed));
+        let head = pos_of(self.ctl().head.0.load(Ordering::Acquire));
+        self.ctl().producer.head_seen.store(head, Ordering::Relaxed);
+        self.cap_units - tail.wrapping_sub(head)
+    }
+
+    /// Waits until `need` units are free.
+    ///
+    /// Hysteresis: once the ring has been found full, the producer resumes only when a
+    /// sixteenth of it is free (or at the end of a 2 ms slice, or at its deadline, if its
+    /// own frame fits by then), so a fast producer and a slow consumer trade one wake-up
+    /// per many items instead of one per item.
+    pub(super) fn wait_room(
+        &self,
+        _p: &Guard<'_, Producing>,
+        need: u32,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let ctl = self.ctl();
+        let tail = pos_of(ctl.tail.0.load(Ordering::Relaxed));
+        let seen = &ctl.producer.head_seen;
+        if self.cap_units - tail.wrapping_sub(seen.load(Ordering::Relaxed)) >= need {
+            return true;
+        }
+        let free = || {
+            let head = pos_of(ctl.head.0.load(Ordering::Acquire));
+            seen.store(head, Ordering::Relaxed);
+            self.cap_units - tail.wrapping_sub(head)
+        };
+        if free() >= need {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        let target = need.max(self.cap_units / 16);
+        if Backoff::new().wait_until(deadline, || free() >= target) {
+            return true;
+        }
+        ctl.room.need.store(target, Ordering::Relaxed);
+        loop {
+            let until = Instant::now() + ROOM_SLICE;
+            let until = deadline.map_or(until, |d| d.min(until));
+            if ctl.room.sleep_once(until, || free() >= target) {
+                return true;
+            }
+            if Instant::now() >= until {
+                if free() >= need {
+                    return true;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Writes one frame at the tail and publishes it. The caller made sure it fits.
+    pub(super) fn write_frame(&self, p: &Guard<'_, Producing>, kind: Kind, payload: &[u8]) {
+        let pos = pos_of(self.ctl().tail.0.load(Ordering::Relaxed));
+        self.mem.write(p, self.index(pos, HEADER), payload);
+        self.publish(p, pos, payload.len(), kind);
+    }
+
+    /// Writes the header of the frame at `pos` (its payload already in place) and moves the
+    /// tail past it.
+    pub(super) fn publish(&self, p: &Guard<'_, Producing>, pos: u32, len: usize, kind: Kind) {
+        let header = FrameHeader {
+            len: len as u32,
+            kind,
+        };
+        // Headers sit at unit boundaries and the capacity is a multiple of 8: never wraps.
+        self.mem.write(p, self.index(pos, 0), &header.encode());
+        self.commit(p, pos, len, kind);
+    }
+
+    /// Moves the tail past the frame at `pos`, header and payload already in place.
+    #[inline]
+    pub(super) fn commit(&self, _p: &Guard<'_, Producing>, pos: u32, len: usize, kind: Kind) {
+        let tail = &self.ctl().tail.0;
+        let count =
+            count_of(tail.load(Ordering::Relaxed)).wrapping_add(u32::from(kind.ends_item()));
+        let next = pos.wrapping_add(units(HEADER + len));
+        // One store publishes the bytes and, for an item's last frame, the item. SeqCst (an
+        // `xchg`, a full fence on x86) orders it before the waiter check, which pairs with
+        // the sleeper's fence in `sleep_once`, without a separate fence instruction.
+        tail.swap(pack(next, count), Ordering::SeqCst);
+        self.ctl().data.notify_after_seqcst();
+    }
+
+    /// Marks a streamed item as begun (before its `First` frame is visible), so whoever
+    /// takes the lock after our death knows to close it with an `Abort`, or as done.
+    pub(super) fn set_streaming(&self, _p: &Guard<'_, Producing>, on: bool) {
+        let stream = &self.ctl().producer.stream;
+        if on {
+            stream.store(IN_ITEM, Ordering::SeqCst);
+        } else {
+            stream.store(NO_ITEM, Ordering::Release);
+        }
+    }
+}
