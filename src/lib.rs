@@ -168,6 +168,7 @@
 //! | feature | what it adds | what it needs to build |
 //! |---|---|---|
 //! | `mpi` | `mproc::mpi`: the same [`Pool`] API with its workers on MPI ranks, across hosts, launched by `mpirun` or `srun` | an MPI library (Open MPI or MPICH) and libclang |
+//! | `pickle` | `Codec::Pickle` for [`connect_with`]/[`Listener`] connections: typed messages as Python pickles (serde-pickle), so a Python peer's `conn.send({'a': 1})` arrives as a Rust value | nothing more |
 //!
 //! # Codec
 //!
