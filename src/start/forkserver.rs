@@ -174,6 +174,8 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
 pub(super) fn serve(route: &str) -> ! {
     let (sock, _parent) = super::enter_routed(route);
     sys::signal::ignore_interrupts();
+    // Read once here, so every child resolves its entry without touching `/proc`.
+    crate::target::warm();
     if framing::write_frame(
         sock.as_fd(),
         &crate::target::fingerprint().to_le_bytes(),
