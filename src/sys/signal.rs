@@ -103,7 +103,8 @@ fn main_stack_low() -> Option<usize> {
 }
 
 /// Ignores SIGINT (Ctrl-C): pool workers, the fork server and manager servers, whose fate
-/// is their parent's to decide (they die with it through the parent-death watch).
+/// is their parent's to decide (they die with it through the parent-death watch). A Ctrl-C
+/// at the terminal reaches the whole foreground process group.
 pub(crate) fn ignore_interrupts() {
     // SAFETY: setting a standard disposition for SIGINT has no preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
