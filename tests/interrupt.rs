@@ -1,5 +1,5 @@
-//! Ctrl-C: SIGINT goes to the whole process group. Pool workers and the fork server ignore
-//! it, so the parent's own handling decides: by default the parent dies and every child
+//! Ctrl-C: SIGINT goes to the whole process group. Pool workers, the fork server and
+//! manager servers ignore it, so the parent's own handling decides: by default the parent dies and every child
 //! follows at once; a parent that handles SIGINT keeps its pool.
 //!
 //! Each case runs this binary again as a program of its own, in a new process group, and
@@ -39,7 +39,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// The program: a pool of 2; prints `ready`; then either dies of Ctrl-C (the default), or,
+/// The program: a pool of 2 and a manager; prints `ready`; then either dies of Ctrl-C (the default), or,
 /// with a handler, waits for it, uses the same pool again, prints `survived <pids>`, and
 /// exits when its stdin closes.
 #[test]
@@ -68,6 +68,7 @@ fn interrupt_program() {
         .start_method(method)
         .build()
         .unwrap();
+    let manager = mproc::Manager::start().unwrap();
     let before = worker_pids(&pool);
     println!("ready {before:?}");
     std::io::stdout().flush().unwrap();
@@ -77,7 +78,9 @@ fn interrupt_program() {
     }
     assert!(INTERRUPTED.load(Ordering::SeqCst), "no SIGINT came");
     let after = worker_pids(&pool);
-    let survived = before.iter().all(|p| after.contains(p));
+    let list = manager.list::<u32>().unwrap();
+    list.append(&7).unwrap();
+    let survived = before.iter().all(|p| after.contains(p)) && list.to_vec().unwrap() == [7];
     println!("survived {survived} {after:?}");
     std::io::stdout().flush().unwrap();
     let _ = std::io::stdin().read_line(&mut String::new());
@@ -163,8 +166,8 @@ fn ctrl_c_kills_the_parent_and_every_child_follows() {
         line_starting(&mut out, "ready");
         let members = group_members(pgid);
         assert!(
-            members.len() >= 3,
-            "{m:?}: the program and its 2 workers: {members:?}"
+            members.len() >= 4,
+            "{m:?}: the program, its 2 workers and its manager: {members:?}"
         );
         sigint_group(pgid);
         let status = child.wait().unwrap();
