@@ -25,11 +25,18 @@ fn my_pid(_: u32) -> u32 {
     std::process::id()
 }
 
-/// The pool's worker pids, from a few tasks each.
+/// The pool's worker pids: both workers, once both have run a task (a worker still
+/// starting up, before it ignores SIGINT, may die of a Ctrl-C; the pool then replaces it).
 fn worker_pids(pool: &Pool) -> Vec<u32> {
-    let mut pids = pool.map(my_pid, 0..16).unwrap();
-    pids.sort_unstable();
-    pids.dedup();
+    let mut pids = Vec::new();
+    for _ in 0..200 {
+        pids.extend(pool.map(my_pid, 0..16).unwrap());
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.len() >= 2 {
+            break;
+        }
+    }
     pids
 }
 
@@ -194,6 +201,10 @@ fn a_parent_that_handles_ctrl_c_keeps_its_pool() {
         let pgid = child.id();
         line_starting(&mut out, "ready");
         let members = group_members(pgid);
+        let described: Vec<String> = members
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+            .collect();
         sigint_group(pgid);
         let line = line_starting(&mut out, "survived");
         assert!(
@@ -205,7 +216,10 @@ fn a_parent_that_handles_ctrl_c_keeps_its_pool() {
             .copied()
             .filter(|p| !group_members(pgid).contains(p))
             .collect();
-        assert!(gone.is_empty(), "{m:?}: processes died of Ctrl-C: {gone:?}");
+        assert!(
+            gone.is_empty(),
+            "{m:?}: processes died of Ctrl-C: {gone:?} among {described:#?}"
+        );
         drop(child.stdin.take());
         let status = child.wait().unwrap();
         assert!(status.success(), "{m:?}: {status:?}");
