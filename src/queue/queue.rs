@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use postcard::ser_flavors::Flavor;
 
+use super::bytes;
 use super::ring::{DEFAULT_CAPACITY, ItemWriter, Ring};
 use crate::codec;
 use crate::error::{Error, Result};
@@ -80,6 +81,12 @@ impl Inner {
 
     pub(super) fn get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
         self.check_open()?;
+        if bytes::is_byte_string::<T>() {
+            let owned = |n, body| bytes::decode_owned::<T>(n, body);
+            return self
+                .ring
+                .recv_with(deadline, codec::decode_plain::<T>, Some(owned))?;
+        }
         self.ring.recv(deadline, codec::decode_plain::<T>)?
     }
 
