@@ -188,7 +188,7 @@
 //!
 //! | feature | what it adds | what it needs to build |
 //! |---|---|---|
-//! | `mpi` | `mproc::mpi`: the same [`Pool`] API with its workers on MPI ranks, across hosts, launched by `mpirun` or `srun` | an MPI library (Open MPI or MPICH) and libclang |
+//! | `mpi` | `mproc::mpi`: the same [`Pool`] API with its workers on MPI ranks, across hosts, launched by `mpirun` or `srun` (README, "Beyond one machine") | an MPI library (Open MPI or MPICH) and libclang |
 //! | `pickle` | `Codec::Pickle` for [`connect_with`]/[`Listener`] connections: typed messages as Python pickles (serde-pickle), so a Python peer's `conn.send({'a': 1})` arrives as a Rust value | nothing more |
 //!
 //! # Codec
@@ -213,6 +213,7 @@ mod fuzz_tests;
 mod log;
 mod manager;
 #[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
 pub mod mpi;
 mod pool;
 mod process;

@@ -10,8 +10,8 @@
 //! rank 0 waits for all of them in `init` and refuses a different build with
 //! `Error::BinaryMismatch`. Then rank 0 sends `TASK`s (the same `entry ++ args` payload a
 //! local worker gets), several in flight per rank; a worker answers each with a `RESULT`,
-//! in order, and says `BEAT` when it has been silent for a while. At the end rank 0 sends
-//! `STOP`, keeps reading until every worker answered `BYE`, and finalizes.
+//! in order, and says `BEAT` while it holds tasks and is otherwise silent. At the end
+//! rank 0 sends `STOP`, keeps reading until every worker answered `BYE`, and finalizes.
 //!
 //! **Who polls.** MPI receives busy-poll, so neither side blocks in MPI: rank 0's pool
 //! driver and each worker's communication thread probe with `MPI_Improbe` and back off
