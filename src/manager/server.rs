@@ -212,6 +212,7 @@ fn next_request(
 }
 
 fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
+    let _cleanup = ConnCleanup { id, shared };
     let caller = Caller {
         conn: id,
         remote: shared.remote,
@@ -257,15 +258,29 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
             break;
         }
     }
-    shared
-        .sockets
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&id);
-    let mut store = shared.store();
-    store.release_all(id);
-    if std::mem::take(&mut store.wake) {
-        shared.cond.notify_all();
+}
+
+/// A connection's cleanup, run when its thread leaves `serve_conn` however it leaves (a
+/// panic included): forget its socket dup, and release every lock it held so no other
+/// client waits for a connection that is gone.
+struct ConnCleanup<'a> {
+    id: ConnId,
+    shared: &'a Shared,
+}
+
+impl Drop for ConnCleanup<'_> {
+    fn drop(&mut self) {
+        let shared = self.shared;
+        shared
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+        let mut store = shared.store();
+        store.release_all(self.id);
+        if std::mem::take(&mut store.wake) {
+            shared.cond.notify_all();
+        }
     }
 }
 

@@ -5,6 +5,12 @@
 //! pointers under its own protocol; never through `&T`/`&mut T` to bytes another process
 //! may be writing. The mapping is unmapped, and the memfd closed, when the last handle in
 //! this process drops; the kernel frees the memory when the last process lets go.
+//!
+//! **Hostile sizes.** Touching a mapping past its object's end is `SIGBUS`, so a region
+//! received from another process is mapped only if its memfd is sealed against shrinking
+//! (every region made by [`Region::new`] is): a peer cannot then cut it under us. Named
+//! segments cannot be sealed and go through [`Region::map`] unchecked (see
+//! `shared/segment.rs`).
 
 #![allow(unsafe_code)]
 
@@ -48,8 +54,35 @@ impl Region {
         })
     }
 
-    /// Maps a region received from another process.
+    /// Maps a region received from another process: refused unless its size is sealed.
     fn from_fd(fd: HandleFd, len: usize) -> Result<Self> {
+        // Seals first, size second: once sealed the size can no longer change.
+        if !mman::is_size_sealed(fd.as_fd())? {
+            return Err(Error::Codec(
+                "shared region's memfd is not sealed against shrinking".into(),
+            ));
+        }
+        Region::map_unchecked(fd, len)
+    }
+
+    /// Maps `len` bytes of an existing object (a named segment), as a region. The object's
+    /// size is not sealed: whoever can shrink it can make this process `SIGBUS`.
+    pub(crate) fn map(fd: HandleFd, len: usize) -> Result<Self> {
+        Region::map_unchecked(fd, len)
+    }
+
+    /// Deserializes a named segment's region, which carries no seals (see [`Region::map`]).
+    pub(crate) fn deserialize_unsealed<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<std::sync::Arc<Region>, D::Error> {
+        let w = Wire::<HandleFd>::deserialize(d)?;
+        let len = usize::try_from(w.len).map_err(serde::de::Error::custom)?;
+        Region::map(w.fd, len)
+            .map(std::sync::Arc::new)
+            .map_err(serde::de::Error::custom)
+    }
+
+    fn map_unchecked(fd: HandleFd, len: usize) -> Result<Self> {
         let actual = mman::fd_size(fd.as_fd())?;
         if actual < len || len == 0 {
             return Err(Error::Codec(format!(
@@ -58,11 +91,6 @@ impl Region {
         }
         let ptr = mman::map_shared(fd.as_fd(), len)?;
         Ok(Region { fd, ptr, len })
-    }
-
-    /// Maps `len` bytes of an existing object (a named segment), as a region.
-    pub(crate) fn map(fd: HandleFd, len: usize) -> Result<Self> {
-        Region::from_fd(fd, len)
     }
 
     /// Whether both map the same memory object, possibly at different addresses (two
@@ -174,5 +202,27 @@ mod tests {
         let fd = r.fd.try_clone().unwrap();
         let r2 = Region::from_fd(fd, r.len()).unwrap();
         assert_eq!(r2.atomic_u32(8).load(Ordering::SeqCst), 42);
+    }
+
+    #[test]
+    fn a_received_region_cannot_be_shrunk_under_its_users() {
+        let r = Region::new("test", 100).unwrap();
+        let fd = r.fd.try_clone().unwrap();
+        // What a hostile peer would do after handing the region over.
+        let err = mman::truncate(fd.as_fd(), 0).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        let r2 = Region::from_fd(fd, r.len()).unwrap();
+        r2.atomic_u32(8).store(7, Ordering::SeqCst);
+        assert_eq!(r.atomic_u32(8).load(Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn an_unsealed_memfd_is_refused() {
+        let fd = HandleFd::new(mman::unsealed_memfd(4096));
+        let err = Region::from_fd(fd, 4096).unwrap_err();
+        assert!(
+            matches!(&err, Error::Codec(m) if m.contains("not sealed")),
+            "{err:?}"
+        );
     }
 }

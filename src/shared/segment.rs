@@ -20,6 +20,11 @@
 //! Children never unlink on exit (unlike CPython's per-process tracker, which destroys
 //! segments still in use elsewhere); opening a segment by name tracks nothing.
 //! Names longer than about 110 bytes have no room for a marker and are not tracked.
+//!
+//! **Truncation.** A named object cannot be sealed (unlike the memfds behind every other
+//! shared structure), so, as in Python, any process that can open a segment can
+//! `ftruncate` it, and every process mapping it then dies of `SIGBUS` on its next touch
+//! past the new end. Share segment names only with processes you trust that far.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -41,6 +46,10 @@ use crate::sys::{mman, pid, shm};
 /// [`write_at`](SharedMemory::write_at)), never through a `&[u8]` that another process
 /// could change underneath; coordinate writers with a [`Lock`](crate::Lock).
 ///
+/// As in Python, a process that truncates the segment (by name) makes every process
+/// mapping it die of `SIGBUS`: named objects, unlike mproc's other shared memory, cannot
+/// be sealed against shrinking.
+///
 /// ```
 /// # fn main() -> mproc::Result<()> {
 /// let a = mproc::SharedMemory::create(16)?;
@@ -56,6 +65,7 @@ use crate::sys::{mman, pid, shm};
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SharedMemory {
+    #[serde(deserialize_with = "Region::deserialize_unsealed")]
     region: Arc<Region>,
     name: String,
     size: usize,

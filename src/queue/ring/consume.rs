@@ -155,6 +155,14 @@ impl Ring {
     /// Reads and checks the header of the frame at `pos`, behind which `avail` units are
     /// published.
     fn read_frame(&self, c: &Guard<'_, Consuming>, pos: u32, avail: u32) -> Result<FrameHeader> {
+        // The tail is another process's word: one past the head by more than the ring
+        // holds would let a frame longer than the ring through the check below.
+        if avail > self.cap_units {
+            return Err(Error::Codec(format!(
+                "queue ring is corrupt: {avail} units published in a ring of {}",
+                self.cap_units
+            )));
+        }
         // Headers sit at unit boundaries and never wrap.
         let (h, _) = self.mem.read(c, self.index(pos, 0), HEADER);
         let bytes: [u8; HEADER] = h.try_into().expect("a header never wraps");

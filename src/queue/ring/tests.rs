@@ -291,3 +291,34 @@ fn many_producers_many_consumers_exact_sum() {
     assert_eq!(sum, total * (total - 1) / 2);
     assert_eq!(r.len(), 0);
 }
+
+/// A hostile peer moves the tail (or the consumer's cached view of it) far past the head:
+/// the consumer reports a corrupt ring instead of reading (or asserting) past the ring.
+#[test]
+fn hostile_tail_is_an_error_not_a_panic() {
+    for far in [0x1000_0000u32, u32::MAX] {
+        let r = Ring::heap(256, 0);
+        r.send(&[1, 2, 3], None).unwrap();
+        r.ctl().tail.0.store(pack(far, 1), Ordering::SeqCst);
+        let got =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| recv_vec(&r, soon(100))));
+        match got {
+            Ok(Err(Error::Codec(m))) => assert!(m.contains("corrupt"), "{m}"),
+            other => panic!("expected a codec error, got {other:?}"),
+        }
+        // The consumer lock was released: the next call fails the same way, promptly.
+        assert!(matches!(recv_vec(&r, soon(100)), Err(Error::Codec(_))));
+    }
+    // Just one unit more than the ring holds is already corrupt.
+    let r = Ring::heap(256, 0);
+    let cap = r.cap_units;
+    r.ctl().tail.0.store(pack(cap + 1, 1), Ordering::SeqCst);
+    assert!(matches!(recv_vec(&r, soon(100)), Err(Error::Codec(_))));
+    // The cached view is another process's word too.
+    let r = Ring::heap(256, 0);
+    r.ctl()
+        .consumer
+        .tail_seen
+        .store(0x1000_0000, Ordering::Relaxed);
+    assert!(matches!(recv_vec(&r, soon(100)), Err(Error::Codec(_))));
+}
