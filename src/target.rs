@@ -2,12 +2,14 @@
 //!
 //! A target is a fn item or a non-capturing closure: a zero-sized type, so the function *is*
 //! its type and no data needs to travel. For each `(F, Args, R)` the compiler instantiates
-//! one [`entry`] function; its address, taken relative to [`anchor`] (valid across ASLR,
-//! since both live in the same executable), is what the parent sends. The child adds the
-//! offset to its own `anchor`, after checking that it runs the same executable (the
-//! fingerprint in the handshake), and calls the entry, which decodes the arguments, conjures
-//! the zero-sized `F`, calls it, and sends back the outcome. Addresses never come from a
-//! network peer: only from a parent over a private socket or inherited state.
+//! one [`entry`] function and a constant *record* naming it (`target/record.rs`); the
+//! record's offset from a fixed anchor (valid across ASLR, since both live in the same
+//! executable) is what the parent sends. The child checks that it runs the same executable
+//! (the fingerprint in the handshake) and that the offset lands on a real record in its
+//! executable's constant data, then calls the entry the record names, which decodes the
+//! arguments, conjures the zero-sized `F`, calls it, and sends back the outcome. An offset
+//! that names no record (a forged or corrupt start-up message) is refused: nothing that
+//! came from outside is ever jumped to unchecked.
 
 #![allow(unsafe_code)]
 
@@ -20,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, HandleFd};
 use crate::connection::framing;
+
+mod record;
 
 /// A function another process can run with `Args` and return `R`: any fn item or
 /// non-capturing closure taking 0 to 8 serde arguments. Implemented automatically.
@@ -114,22 +118,6 @@ pub(crate) enum Outcome<R> {
 /// the outcome written to `out`, the process's exit code returned.
 pub(crate) type Entry = fn(&[u8], Vec<OwnedFd>, BorrowedFd<'_>) -> i32;
 
-/// The fixed point every entry address is measured from.
-#[inline(never)]
-fn anchor() -> i32 {
-    std::hint::black_box(0x6d70)
-}
-
-/// `addr` as an offset from [`anchor`].
-fn offset_of(addr: usize) -> i64 {
-    addr as i64 - anchor as fn() -> i32 as usize as i64
-}
-
-/// The address at `offset` from [`anchor`].
-fn address_at(offset: i64) -> usize {
-    (anchor as fn() -> i32 as usize as i64).wrapping_add(offset) as usize
-}
-
 /// Refuses, at compile time, a target that carries data (a capturing closure).
 fn assert_zero_sized<F>() {
     const {
@@ -148,12 +136,17 @@ where
     R: Serialize + DeserializeOwned + Send + 'static,
 {
     assert_zero_sized::<F>();
-    let entry: Entry = entry::<F, Args, R>;
-    offset_of(entry as usize)
+    record::offset_of(record::Records::<F, Args, R>::ENTRY)
 }
 
+/// The exit code of a child told to run something that is not a target entry of its
+/// executable (a forged or corrupt start-up message).
+pub(crate) const REFUSED_ENTRY: i32 = 75;
+
 /// Runs the entry at `offset` (from [`entry_offset`] in the parent) if `fingerprint` is
-/// this executable's; returns its exit code, or `None` on a mismatch.
+/// this executable's and `offset` names a real entry record (`target/record.rs`); returns
+/// its exit code, or `None` on a fingerprint mismatch. A refused offset is reported on
+/// `out` and exits with [`REFUSED_ENTRY`]: nothing is called.
 pub(crate) fn run_entry(
     offset: i64,
     fingerprint: u64,
@@ -164,13 +157,21 @@ pub(crate) fn run_entry(
     if fingerprint != self::fingerprint() {
         return None;
     }
-    let addr = address_at(offset);
-    // SAFETY: the fingerprint matched, so this process runs the executable in which the
-    // parent computed `offset = entry - anchor` for an `Entry` function; `anchor + offset`
-    // is therefore that function here too. Offsets come only from the parent, over a
-    // private socket or through fork, never from a network peer.
-    let entry = unsafe { std::mem::transmute::<usize, Entry>(addr) };
+    let Some(entry) = record::entry_at(offset) else {
+        send_outcome::<()>(
+            out,
+            &Outcome::Failed(format!(
+                "refused to start: entry {offset:#x} is not a target entry of this executable"
+            )),
+        );
+        return Some(REFUSED_ENTRY);
+    };
     Some(entry(args, fds, out))
+}
+
+/// Reads what resolving entries needs before this process forks children.
+pub(crate) fn warm() {
+    record::warm();
 }
 
 /// A fingerprint of the running executable and of this build's code layout.
@@ -280,15 +281,11 @@ where
     R: Serialize + DeserializeOwned + Send + 'static,
 {
     assert_zero_sized::<F>();
-    let entry: PoolEntry = pool_entry::<F, Args, R>;
-    offset_of(entry as usize)
+    record::offset_of(record::Records::<F, Args, R>::POOL)
 }
 
-/// Runs the pool entry at `offset` on one chunk.
-///
-/// Only pool workers call this, with offsets from their parent pool over the worker's
-/// private socket; a worker is an mproc child, whose executable fingerprint was checked
-/// when it started (`run_entry`), so it runs the parent's executable.
+/// Runs the pool entry at `offset` on one chunk, if `offset` names a real pool entry
+/// record (`target/record.rs`); otherwise nothing is called and the chunk fails.
 pub(crate) fn run_pool_entry(
     offset: i64,
     args: &[u8],
@@ -296,10 +293,9 @@ pub(crate) fn run_pool_entry(
     out: &mut Vec<u8>,
     out_fds: &mut Vec<HandleFd>,
 ) -> Result<(), String> {
-    let addr = address_at(offset);
-    // SAFETY: this process runs its parent's executable (fingerprint checked at start), in
-    // which `offset = entry - anchor` for a `PoolEntry` function; see the doc above.
-    let entry = unsafe { std::mem::transmute::<usize, PoolEntry>(addr) };
+    let entry = record::pool_entry_at(offset).ok_or_else(|| {
+        format!("refused to run: entry {offset:#x} is not a pool entry of this executable")
+    })?;
     entry(args, fds, out, out_fds)
 }
 

@@ -129,6 +129,8 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
 /// The fork server's main loop; never returns.
 pub(super) fn serve(route: &str) -> ! {
     let (sock, _parent) = super::enter_routed(route);
+    // Read once here, so every child resolves its entry without touching `/proc`.
+    crate::target::warm();
     if framing::write_frame(
         sock.as_fd(),
         &crate::target::fingerprint().to_le_bytes(),

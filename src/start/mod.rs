@@ -162,17 +162,42 @@ impl State {
 
 /// Routes this process if it was started as an mproc child or fork server: called from the
 /// constructor before `main`, and by [`crate::init`]. Returns only in an ordinary process.
+///
+/// The environment is hostile input here (issue 12): both variables are removed as soon as
+/// they are read, whichever is used; a process in secure-execution mode (setuid, setgid,
+/// file capabilities: `AT_SECURE`) is never routed, since its environment belongs to a
+/// less privileged caller; and [`enter_routed`] accepts the named descriptor only if it is
+/// a socket made by the named parent, running as our user.
 pub(crate) fn route() {
-    if let Ok(v) = std::env::var(ENV_CHILD) {
-        // SAFETY: this runs before `main`, in the constructor, while single-threaded.
-        unsafe { crate::sys::process::remove_env(ENV_CHILD) };
+    let child = std::env::var(ENV_CHILD).ok();
+    let server = std::env::var(ENV_FORKSERVER).ok();
+    if child.is_none() && server.is_none() {
+        return;
+    }
+    // SAFETY: this runs before `main`, in the constructor, while single-threaded (or from
+    // `init`, documented to be called first thing in `main`).
+    unsafe { crate::sys::process::remove_env(ENV_CHILD) };
+    // SAFETY: as above.
+    unsafe { crate::sys::process::remove_env(ENV_FORKSERVER) };
+    if crate::sys::process::secure_exec() {
+        return;
+    }
+    if let Some(v) = child {
         child::run_spawned(&v);
     }
-    if let Ok(v) = std::env::var(ENV_FORKSERVER) {
-        // SAFETY: as above.
-        unsafe { crate::sys::process::remove_env(ENV_FORKSERVER) };
+    if let Some(v) = server {
         forkserver::serve(&v);
     }
+}
+
+/// Exit codes of a process whose route is refused: it was not started by mproc.
+mod refused {
+    /// The variable is not `<fd>:<pid>`.
+    pub(super) const MALFORMED: i32 = 70;
+    /// The descriptor is not open (or is stdio).
+    pub(super) const NO_DESCRIPTOR: i32 = 71;
+    /// The descriptor is not a socket made by the named parent as our user.
+    pub(super) const NOT_FROM_PARENT: i32 = 76;
 }
 
 /// The common start of a process routed before `main`: what Rust's runtime would have set
@@ -182,11 +207,16 @@ fn enter_routed(route: &str) -> (OwnedFd, u32) {
     crate::sys::process::ignore_sigpipe();
     crate::sys::signal::report_stack_overflow();
     let Some((fd, parent)) = parse_route(route) else {
-        crate::sys::process::exit_now(70)
+        crate::sys::process::exit_now(refused::MALFORMED)
     };
     let Ok(sock) = crate::sys::fd::take_inherited(fd) else {
-        crate::sys::process::exit_now(71)
+        crate::sys::process::exit_now(refused::NO_DESCRIPTOR)
     };
+    // The parent made the socketpair: its pid and user are the peer's credentials.
+    match crate::sys::fd::peer_credentials(std::os::fd::AsFd::as_fd(&sock)) {
+        Ok((pid, uid)) if pid == parent && uid == crate::sys::process::uid() => {}
+        _ => crate::sys::process::exit_now(refused::NOT_FROM_PARENT),
+    }
     let _ = crate::sys::process::watch_parent(parent);
     (sock, parent)
 }

@@ -282,6 +282,14 @@ pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// The pid and user id of the process that created the peer end of Unix socket `sock`
+/// (`SO_PEERCRED`; for a socketpair, the process that called `socketpair`). An error if
+/// `sock` is not a Unix socket.
+pub(crate) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let cred = rustix::net::sockopt::socket_peercred(sock)?;
+    Ok((cred.pid.as_raw_nonzero().get() as u32, cred.uid.as_raw()))
+}
+
 fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> io::Result<T> {
     loop {
         match f() {

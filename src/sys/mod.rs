@@ -13,7 +13,8 @@
 //!   processes map.
 //!
 //! **The audit list.** `unsafe_code` is denied crate-wide and re-allowed, file by file, here
-//! and in: `target.rs` (an entry address from an offset, a zero-sized target conjured),
+//! and in: `target.rs` with `target/record.rs` (an entry read from a checked record, a
+//! zero-sized target conjured),
 //! `start/{mod,fork,forkserver}.rs` (the `fork`/`clone` calls, the environment edit before
 //! `main`), `shared/{region,pod,cell}.rs` (the shared mapping and its plain-old-data views),
 //! `sync/raw/robust.rs` (the robust-list entries) and `queue/ring/memory.rs` (the ring's

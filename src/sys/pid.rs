@@ -123,6 +123,63 @@ pub(crate) fn exe_identity(path: &Path) -> io::Result<[u64; 4]> {
     ])
 }
 
+/// One mapping of the running executable's file (`/proc/self/maps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ImageMapping {
+    /// First address.
+    pub(crate) start: usize,
+    /// One past the last address.
+    pub(crate) end: usize,
+    /// Whether it may be written (`w`).
+    pub(crate) writable: bool,
+    /// Whether it holds code (`x`).
+    pub(crate) executable: bool,
+}
+
+/// The mappings of the running executable's own file, read once per process image (a
+/// forked child inherits them: its mappings are the parent's). Empty if unknown.
+pub(crate) fn image_mappings() -> &'static [ImageMapping] {
+    static MAPS: std::sync::OnceLock<Vec<ImageMapping>> = std::sync::OnceLock::new();
+    MAPS.get_or_init(|| read_image_mappings().unwrap_or_default())
+}
+
+fn read_image_mappings() -> Option<Vec<ImageMapping>> {
+    // The executable's file, by device and inode: its path may have been replaced since.
+    let st = rustix::fs::stat("/proc/self/exe").ok()?;
+    let dev = format!(
+        "{:02x}:{:02x}",
+        rustix::fs::major(st.st_dev),
+        rustix::fs::minor(st.st_dev)
+    );
+    let ino = st.st_ino.to_string();
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        // start-end perms offset dev inode [path]
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_), Some(d), Some(i)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if d != dev || i != ino {
+            continue;
+        }
+        let (a, b) = range.split_once('-')?;
+        let perms = perms.as_bytes();
+        if perms.first() != Some(&b'r') {
+            continue;
+        }
+        out.push(ImageMapping {
+            start: usize::from_str_radix(a, 16).ok()?,
+            end: usize::from_str_radix(b, 16).ok()?,
+            writable: perms.get(1) == Some(&b'w'),
+            executable: perms.get(2) == Some(&b'x'),
+        });
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +198,15 @@ mod tests {
         assert!(thread_count() >= 1);
         assert_eq!(exe_of(current()), own_exe());
         assert!(is_own_thread(super::super::robust::gettid()));
+        // This very function is code of the executable; a heap address is not in it.
+        let code = self_is_alive_and_cached as fn() as usize;
+        let maps = image_mappings();
+        assert!(
+            maps.iter()
+                .any(|m| m.executable && (m.start..m.end).contains(&code))
+        );
+        let heap = Box::new(0u64);
+        let heap = &*heap as *const u64 as usize;
+        assert!(!maps.iter().any(|m| (m.start..m.end).contains(&heap)));
     }
 }

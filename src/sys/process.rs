@@ -284,6 +284,19 @@ pub(crate) const SIGTERM: c_int = libc::SIGTERM;
 /// SIGKILL.
 pub(crate) const SIGKILL: c_int = libc::SIGKILL;
 
+/// Whether this process was started in secure-execution mode (`AT_SECURE`: setuid,
+/// setgid, or file capabilities), where the environment belongs to a less privileged
+/// caller and must not steer the program.
+pub(crate) fn secure_exec() -> bool {
+    // SAFETY: getauxval reads the auxiliary vector; it has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// This process's real user id.
+pub(crate) fn uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
 /// Removes `key` from this process's environment.
 ///
 /// # Safety
