@@ -105,6 +105,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Listen and connect across processes and hosts ([`Listener`], [`connect`]: Python's
+//! `Listener` and `Client`, with the same mutual HMAC authentication), and [`wait`] on
+//! connections, listeners and processes at once. It is CPython's own wire protocol, so the
+//! peer may be a Python program (see the README's "Talking to Python"):
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn client(at: mproc::Address) -> mproc::Result<()> {
+//!     let conn = mproc::connect::<String>(at, Some(b"secret"))?;
+//!     conn.send(&"hi".to_string())
+//! }
+//! let listener = mproc::Listener::<String>::bind("127.0.0.1:0".parse()?, Some(b"secret"))?;
+//! let p = mproc::spawn(client, (listener.address(),))?;
+//! assert_eq!(mproc::wait(&[&listener], None)?, [0]); // a peer is waiting
+//! assert_eq!(listener.accept()?.recv()?, "hi");
+//! p.result()??;
+//! # Ok(()) }
+//! ```
+//!
 //! Pick a start method per process or per context ([`get_context`]): `ForkServer` (the
 //! default) forks children from a clean single-threaded server; `Fork` forks the caller;
 //! `Spawn` re-executes the program. Children are routed before `main` runs, so `main`
@@ -127,9 +146,13 @@
 //!
 //! # Cargo features
 //!
-//! The default build is the whole crate described above; no feature is needed for it, and
-//! none is optional yet. On [docs.rs](https://docs.rs/mproc) every feature is built, and
-//! an item that needs one says which.
+//! The default build is the whole crate described above; no feature is needed for it. On
+//! [docs.rs](https://docs.rs/mproc) every feature is built, and an item that needs one
+//! says which.
+//!
+//! - `pickle`: connections made by [`Listener`] or [`connect`] can encode typed messages
+//!   as Python pickles ([`Codec`]`::Pickle`, through serde-pickle), so a Python peer's
+//!   `conn.send({'a': [1, 2]})` arrives as a Rust value.
 //!
 //! # Codec
 //!
