@@ -66,6 +66,14 @@ fn wait_for_go(go: mproc::Event, arrived: mproc::Barrier) -> mproc::Result<usize
     arrived.wait()
 }
 
+fn count_words(counts: mproc::DictProxy<String, u64>, text: String) -> mproc::Result<()> {
+    for w in text.split_whitespace() {
+        // Runs inside the manager's server, atomically: no lost updates.
+        counts.modify(w.to_string(), |n: Option<u64>| n.unwrap_or(0) + 1)?;
+    }
+    Ok(())
+}
+
 fn main() -> mproc::Result<()> {
     println!("== processes: a Rust function in another process, its result back");
     let mut p = Process::new(square, (12,));
@@ -242,6 +250,26 @@ fn main() -> mproc::Result<()> {
         pool.apply(nap, (60_000,)).map_err(|e| e.to_string())
     );
     println!("the pool goes on:  {:?}", pool.apply(square, (3,))?);
+
+    println!("\n== managers: a shared dict in a server process, updated atomically by 3 children");
+    let manager = mproc::Manager::start()?;
+    let counts = manager.dict::<String, u64>()?;
+    let texts = ["to be or not to be", "to do is to be", "to be is to do"];
+    let children: Vec<_> = texts
+        .iter()
+        .map(|t| mproc::spawn(count_words, (counts.clone(), t.to_string())))
+        .collect::<mproc::Result<_>>()?;
+    for c in children {
+        c.result()??;
+    }
+    let mut items = counts.items()?;
+    items.sort();
+    println!("{items:?}");
+    manager.shutdown()?;
+    println!(
+        "after shutdown, a proxy call answers: {}",
+        counts.len().unwrap_err()
+    );
 
     println!("\n== daemons: ended with their parent, never left behind");
     let mut d = Process::new(nap, (60_000,));

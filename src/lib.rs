@@ -124,6 +124,27 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A [`Manager`] keeps lists, dicts, queues, locks and your own types in a server process;
+//! its proxies travel to children like any handle, and `modify` updates an entry atomically
+//! in the server (Python's `d[k] += 1` through a proxy loses updates):
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn count(counts: mproc::DictProxy<String, u64>, word: String) -> mproc::Result<u64> {
+//!     counts.modify(word, |n: Option<u64>| n.unwrap_or(0) + 1)
+//! }
+//! let manager = mproc::Manager::start()?;
+//! let counts = manager.dict()?;
+//! let children: Vec<_> = (0..4)
+//!     .map(|_| mproc::spawn(count, (counts.clone(), "word".to_string())))
+//!     .collect::<mproc::Result<_>>()?;
+//! for c in children {
+//!     c.result()??;
+//! }
+//! assert_eq!(counts.get(&"word".to_string())?, Some(4));
+//! # Ok(()) }
+//! ```
+//!
 //! Pick a start method per process or per context ([`get_context`]): `ForkServer` (the
 //! default) forks children from a clean single-threaded server; `Fork` forks the caller;
 //! `Spawn` re-executes the program. Children are routed before `main` runs, so `main`
@@ -172,6 +193,7 @@ mod connection;
 mod context;
 mod error;
 mod log;
+mod manager;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 mod pool;
@@ -193,6 +215,10 @@ pub use crate::context::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::log::log_to_stderr;
+pub use crate::manager::{
+    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    Namespace, Proxy, QueueProxy, ValueProxy,
+};
 pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,

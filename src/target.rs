@@ -325,3 +325,38 @@ where
     codec::encode_into(&outcomes, out, out_fds)
         .map_err(|e| format!("task result did not encode: {e}"))
 }
+
+/// A zero-sized function value conjured from its type, for code that runs a function the
+/// way a child does (a manager's `modify`).
+pub(crate) fn conjure<F, Args, R>() -> F
+where
+    F: Target<Args, R>,
+{
+    assert_zero_sized::<F>();
+    // SAFETY: `F` is zero-sized (asserted above at compile time), so reading one from a
+    // dangling, well-aligned pointer reads no bytes; fn items and non-capturing closures
+    // (the only `Target`s of size zero) have no invariants beyond existing.
+    unsafe { NonNull::<F>::dangling().as_ptr().read() }
+}
+
+/// A manager server's entry (a `modify` or a custom object's handler) as an offset from
+/// [`anchor`].
+pub(crate) fn server_entry_offset(entry: crate::manager::ServerEntry) -> i64 {
+    offset_of(entry as usize)
+}
+
+/// The manager server's entry at `offset`, if `fingerprint` is this executable's. The
+/// server takes offsets only from local (Unix-socket) clients that authenticated, never
+/// from a network peer.
+pub(crate) fn server_entry_at(
+    offset: i64,
+    fingerprint: u64,
+) -> Option<crate::manager::ServerEntry> {
+    if fingerprint != self::fingerprint() {
+        return None;
+    }
+    let addr = address_at(offset);
+    // SAFETY: the fingerprint matched, so this process runs the executable in which the
+    // client computed `offset = entry - anchor` for a `ServerEntry` function.
+    Some(unsafe { std::mem::transmute::<usize, crate::manager::ServerEntry>(addr) })
+}

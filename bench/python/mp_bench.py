@@ -311,6 +311,48 @@ def pi_pool(n, r):
         return reps(r, lambda: once(1000), lambda: per_op(1, lambda: once(n)))
 
 
+# ---- managers ------------------------------------------------------------------------
+
+def manager_child(kind, proxy, n, r, conn):
+    def batch(k):
+        if kind == "list_append":
+            for i in range(k):
+                proxy.append(i)
+        elif kind == "dict_set":
+            for i in range(k):
+                proxy[i] = i
+        else:
+            for i in range(k):
+                assert proxy[i] == i
+
+    conn.send(reps(r, lambda: batch(min(n, 100)), lambda: per_op(n, lambda: batch(n))))
+
+
+def manager_ops(kind):
+    def run(n, r):
+        ctx = mp.get_context("fork")
+        with ctx.Manager() as m:
+            proxy = m.list() if kind == "list_append" else m.dict()
+            if kind == "dict_get":
+                proxy.update({i: i for i in range(n)})
+            a, b = ctx.Pipe()
+            p = ctx.Process(target=manager_child, args=(kind, proxy, n, r, b))
+            p.start()
+            samples = a.recv()
+            p.join()
+            return samples
+    return run
+
+
+def manager_create(n, r):
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as m:
+        def batch(k):
+            for _ in range(k):
+                m.list()
+        return reps(r, lambda: batch(10), lambda: per_op(n, lambda: batch(n)))
+
+
 WORKLOADS = {
     "start_fork": lambda n, r: start("fork", n, r),
     "start_spawn": lambda n, r: start("spawn", n, r),
@@ -328,6 +370,10 @@ WORKLOADS = {
     "pool_map_chunk1": pool_map(1),
     "pi_serial": pi_serial,
     "pi_pool": pi_pool,
+    "manager_list_append": manager_ops("list_append"),
+    "manager_dict_set": manager_ops("dict_set"),
+    "manager_dict_get": manager_ops("dict_get"),
+    "manager_create": manager_create,
 }
 
 

@@ -34,6 +34,10 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "pool_map" => pool_map(n, r, None),
         "pool_map_chunk1" => pool_map(n, r, Some(1)),
         "pi_pool" => pi_pool(n, r),
+        "manager_list_append" => manager_ops(Op::ListAppend, n, r),
+        "manager_dict_set" => manager_ops(Op::DictSet, n, r),
+        "manager_dict_get" => manager_ops(Op::DictGet, n, r),
+        "manager_create" => manager_create(n, r),
         _ => return MprocCell::NotBuilt,
     })
 }
@@ -312,4 +316,55 @@ fn pi_pool(n: u64, r: usize) -> Vec<f64> {
         pi_check(parts.iter().sum());
     };
     reps(r, || once(1000), || per_op(1, || once(n)))
+}
+
+/// Which proxy operation a manager row times.
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+enum Op {
+    ListAppend,
+    DictSet,
+    DictGet,
+}
+
+/// The child of a manager row: times `r` rounds of `n` operations itself, after a warm-up
+/// (which opens its connection to the server), and returns seconds per operation.
+fn manager_child(
+    op: Op,
+    l: mproc::ListProxy<u64>,
+    d: mproc::DictProxy<u64, u64>,
+    n: u64,
+    r: usize,
+) -> Vec<f64> {
+    rounds(r, 100.min(n), n, |k| match op {
+        Op::ListAppend => (0..k).for_each(|i| ok("append", l.append(&i))),
+        Op::DictSet => (0..k).for_each(|i| {
+            ok("insert", d.insert(i, i));
+        }),
+        Op::DictGet => (0..k).for_each(|i| assert_eq!(ok("get", d.get(&i)), Some(i))),
+    })
+}
+
+fn manager_ops(op: Op, n: u64, r: usize) -> Vec<f64> {
+    let m = ok("Manager::start", mproc::Manager::start());
+    let l = ok("list", m.list());
+    let d = ok("dict", m.dict());
+    if let Op::DictGet = op {
+        for i in 0..n {
+            ok("insert", d.insert(i, i));
+        }
+    }
+    let mut p = get_context(StartMethod::Fork).process(manager_child, (op, l, d, n, r));
+    ok("start", p.start());
+    let v = ok("result", p.result());
+    ok("shutdown", m.shutdown());
+    v
+}
+
+fn manager_create(n: u64, r: usize) -> Vec<f64> {
+    let m = ok("Manager::start", mproc::Manager::start());
+    rounds(r, 10, n, |k| {
+        for _ in 0..k {
+            let _: mproc::ListProxy<u64> = ok("list", m.list());
+        }
+    })
 }

@@ -92,7 +92,7 @@ pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
 }
 
 impl<T> Connection<T> {
-    fn from_fd(fd: std::os::fd::OwnedFd, readable: bool, writable: bool) -> Self {
+    pub(crate) fn from_fd(fd: std::os::fd::OwnedFd, readable: bool, writable: bool) -> Self {
         Connection {
             fd: HandleFd::new(fd),
             readable,

@@ -87,6 +87,13 @@ pub(crate) fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Ignores SIGINT, as CPython's manager server does: a Ctrl-C at the terminal reaches the
+/// whole foreground process group, and the owner, not the server, decides what it means.
+pub(crate) fn ignore_sigint() {
+    // SAFETY: setting a standard disposition for SIGINT has no preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
 /// Ends the process at once: no atexit handlers, no unwinding, no destructors.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is always safe to call; it does not return.
@@ -174,8 +181,9 @@ pub(crate) unsafe fn clone_parent() -> io::Result<Forked> {
     }
 }
 
-/// Starts `exe` with `fd` inherited (CLOEXEC cleared in the child only), `env` added, and
-/// the parent-death signal armed before exec. Returns the pid.
+/// Starts `exe` with stdio and `fd` inherited (CLOEXEC cleared in the child only) and no
+/// other descriptor, `env` added, and the parent-death signal armed before exec. Returns
+/// the pid.
 pub(crate) fn spawn_exe(
     exe: &Path,
     argv0: &str,
@@ -190,6 +198,9 @@ pub(crate) fn spawn_exe(
     }
     let sig = parent_death_signal();
     let before_exec = move || {
+        // The child gets stdio and `fd`, nothing else: every other descriptor of the
+        // parent (a user's file opened without CLOEXEC, say) closes at exec.
+        mark_all_cloexec_from(3);
         // SAFETY: F_SETFD on an integer descriptor; async-signal-safe.
         if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } == -1 {
             return Err(io::Error::last_os_error());
@@ -202,12 +213,44 @@ pub(crate) fn spawn_exe(
         }
         Ok(())
     };
-    // SAFETY: the closure runs between fork and exec and calls only fcntl and prctl, which
-    // are async-signal-safe; it touches no memory but its captured integers.
+    // SAFETY: the closure runs between fork and exec and calls only close_range (or
+    // getrlimit and fcntl), fcntl and prctl, which are async-signal-safe; it touches no
+    // memory but its captured integers and locals.
     unsafe { cmd.pre_exec(before_exec) };
     let child = cmd.spawn()?;
     // Dropping `std::process::Child` neither waits nor kills: mproc waits through a pidfd.
     Ok(child.id())
+}
+
+/// Sets CLOEXEC on every descriptor from `first` up. Async-signal-safe: runs between fork
+/// and exec. One `close_range` call on Linux 5.11+; on older kernels a loop of `fcntl`
+/// over the descriptor table's size.
+fn mark_all_cloexec_from(first: c_int) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let rc = unsafe {
+        libc::close_range(
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as c_int,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct into a valid local.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 16) as c_int
+    } else {
+        1024
+    };
+    for fd in first..max {
+        // SAFETY: F_SETFD on an integer descriptor; EBADF for a closed one is harmless.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// A pidfd for `pid` (which must be our child, not yet reaped).

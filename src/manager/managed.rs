@@ -1,0 +1,221 @@
+//! Code that runs inside the server: `modify` functions and custom managed types.
+//!
+//! The server runs the same executable as its owner, so a client names a function the way a
+//! parent names a child's target (`target.rs`): the offset of a monomorphized entry from a
+//! fixed anchor, with the executable's fingerprint. The server checks the fingerprint,
+//! accepts offsets only on local (Unix-socket) connections — never from a network peer —
+//! and calls the entry with the object's bytes. A custom object's entry is fixed when the
+//! object is created, so remote clients may `call` it: they send only requests.
+//! A panic inside user code is caught and answered as `TaskPanicked` to that caller alone.
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::handle::Handle;
+use super::wire::{Answer, Bytes, Code, Request};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::target::{self, Target};
+
+/// What the server asks an entry to do.
+pub(crate) enum Call<'a> {
+    /// `modify`: the element's encoded value (`None`: a dict key that is absent).
+    Modify(Option<&'a [u8]>),
+    /// Build a custom object from its encoded state.
+    Create(&'a [u8]),
+    /// Serve one encoded request on a custom object.
+    Handle(&'a mut (dyn Any + Send), &'a [u8]),
+}
+
+/// What an entry gives back.
+pub(crate) enum Done {
+    /// An encoded value: the new element, or a custom object's response.
+    Bytes(Vec<u8>),
+    /// A freshly built custom object.
+    State(Box<dyn Any + Send>),
+}
+
+/// The signature of every server-side entry.
+pub(crate) type ServerEntry = fn(Call<'_>) -> Result<Done>;
+
+/// The code describing `entry` for the wire.
+pub(crate) fn code_of(entry: ServerEntry) -> Code {
+    Code {
+        offset: target::server_entry_offset(entry),
+        fingerprint: target::fingerprint(),
+    }
+}
+
+/// The entry `code` names in this executable.
+pub(crate) fn entry_of(code: Code) -> Result<ServerEntry> {
+    target::server_entry_at(code.offset, code.fingerprint).ok_or(Error::BinaryMismatch)
+}
+
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::TaskPanicked {
+        message: target::panic_message(p.as_ref()),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Done> {
+    let mut out = Vec::new();
+    codec::encode_plain_into(v, &mut out)?;
+    Ok(Done::Bytes(out))
+}
+
+fn misused() -> Error {
+    Error::ValueError("a server entry was called for the wrong kind of operation".into())
+}
+
+/// The entry that runs a list's `modify(i, f)`: `f: fn(T) -> T`.
+pub(crate) fn list_modify_entry<F, T>(call: Call<'_>) -> Result<Done>
+where
+    F: Target<(T,), T>,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    let Call::Modify(Some(bytes)) = call else {
+        return Err(misused());
+    };
+    let old: T = codec::decode_plain(bytes)?;
+    let f: F = target::conjure::<F, (T,), T>();
+    encode(&guarded(|| f.call((old,)))?)
+}
+
+/// The entry that runs a dict's `modify(k, f)`: `f: fn(Option<V>) -> V`.
+pub(crate) fn dict_modify_entry<F, V>(call: Call<'_>) -> Result<Done>
+where
+    F: Target<(Option<V>,), V>,
+    V: Serialize + DeserializeOwned + Send + 'static,
+{
+    let Call::Modify(bytes) = call else {
+        return Err(misused());
+    };
+    let old: Option<V> = bytes.map(codec::decode_plain).transpose()?;
+    let f: F = target::conjure::<F, (Option<V>,), V>();
+    encode(&guarded(|| f.call((old,)))?)
+}
+
+/// A type whose values live in a manager's server and answer requests: Python's
+/// `BaseManager.register`, typed. Create one with [`Manager::create`](super::Manager::create)
+/// and talk to it through the [`Proxy`] it returns; `handle` runs in the server, one request
+/// at a time, so it needs no locking.
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Counter { n: u64 }
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum Op { Add(u64), Get }
+///
+/// impl mproc::Managed for Counter {
+///     type Request = Op;
+///     type Response = u64;
+///     fn handle(&mut self, op: Op) -> u64 {
+///         if let Op::Add(k) = op { self.n += k }
+///         self.n
+///     }
+/// }
+///
+/// fn work(c: mproc::Proxy<Counter>) -> mproc::Result<u64> { c.call(Op::Add(5)) }
+///
+/// let manager = mproc::Manager::start()?;
+/// let counter = manager.create(Counter { n: 1 })?;
+/// mproc::spawn(work, (counter.clone(),))?.result()??;
+/// assert_eq!(counter.call(Op::Get)?, 6);
+/// # Ok(()) }
+/// ```
+pub trait Managed: Serialize + DeserializeOwned + Send + 'static {
+    /// What a client may ask.
+    type Request: Serialize + DeserializeOwned + Send;
+    /// What the object answers.
+    type Response: Serialize + DeserializeOwned + Send;
+    /// Serves one request, in the server.
+    fn handle(&mut self, request: Self::Request) -> Self::Response;
+}
+
+/// The entry that builds and serves a custom object of type `S`.
+pub(crate) fn custom_entry<S: Managed>(call: Call<'_>) -> Result<Done> {
+    match call {
+        Call::Create(bytes) => {
+            let state: S = codec::decode_plain(bytes)?;
+            Ok(Done::State(Box::new(state)))
+        }
+        Call::Handle(state, bytes) => {
+            let state = state.downcast_mut::<S>().ok_or_else(misused)?;
+            let request: S::Request = codec::decode_plain(bytes)?;
+            encode(&guarded(|| state.handle(request))?)
+        }
+        Call::Modify(_) => Err(misused()),
+    }
+}
+
+/// A proxy to a custom [`Managed`] object in a manager's server. Clone it, send it to
+/// children in arguments or messages; every [`call`](Proxy::call) is one round trip.
+pub struct Proxy<S> {
+    pub(crate) handle: Handle,
+    _type: PhantomData<fn(S) -> S>,
+}
+
+impl<S: Managed> Proxy<S> {
+    pub(crate) fn from_handle(handle: Handle) -> Self {
+        Proxy {
+            handle,
+            _type: PhantomData,
+        }
+    }
+
+    /// Sends `request` to the object and returns its response. A panic in `handle` comes
+    /// back as `Err(TaskPanicked)` (the object stays, as the panic left it).
+    pub fn call(&self, request: S::Request) -> Result<S::Response> {
+        let mut buf = Vec::new();
+        codec::encode_plain_into(&request, &mut buf)?;
+        match self
+            .handle
+            .call(&Request::Call(self.handle.id, Bytes(&buf)))?
+        {
+            Answer::One(b) => codec::decode_plain(&b.0),
+            other => Err(super::handle::unexpected(other)),
+        }
+    }
+}
+
+impl<S> Clone for Proxy<S> {
+    fn clone(&self) -> Self {
+        Proxy {
+            handle: self.handle.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<S> fmt::Debug for Proxy<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("type", &std::any::type_name::<S>())
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
+impl<S> Serialize for Proxy<S> {
+    fn serialize<Ser: Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+        self.handle.serialize(s)
+    }
+}
+
+impl<'de, S> Deserialize<'de> for Proxy<S> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Proxy {
+            handle: Handle::deserialize(d)?,
+            _type: PhantomData,
+        })
+    }
+}

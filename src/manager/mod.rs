@@ -1,0 +1,339 @@
+//! Managers: a server process that owns lists, dicts, queues, locks and custom objects, and
+//! proxies that reach them from any process, on this host or another.
+//!
+//! Protocol. The server listens on an address (a private abstract Unix socket by default,
+//! TCP for remote use) and authenticates each connection with the manager's key. A client
+//! process opens one connection per thread and reuses it for every proxy (`client.rs`); on
+//! it, the client writes one request frame and reads one reply frame (`wire.rs`). The server
+//! gives each connection a thread (`server.rs`) that applies requests to the shared store
+//! (`store.rs`) under one mutex, so every request — including a `modify` — is atomic with
+//! respect to all others; blocking calls wait in the server on a condition variable.
+//!
+//! Lifetime. [`Manager::start`] runs the server as a daemon child (any start method); the
+//! child ignores SIGINT (a Ctrl-C is for the owner to handle, as in Python), watches a
+//! lifeline pipe from its owner, and dies with it: owner exit, even by SIGKILL, ends the
+//! server. [`Manager::shutdown`] (or dropping the owning `Manager`) stops it: every
+//! client's connection is shut down, so every proxy call — a blocked `get` too — answers
+//! `Err(Closed)`. Objects live until the server stops.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+mod client;
+mod handle;
+mod managed;
+mod proxy;
+mod server;
+mod store;
+mod sync_proxy;
+mod transport;
+mod wire;
+
+pub(crate) use self::managed::ServerEntry;
+pub use self::managed::{Managed, Proxy};
+pub use self::proxy::{DictProxy, ListProxy, Namespace, ValueProxy};
+pub use self::sync_proxy::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};
+
+use self::client::ServerRef;
+use self::handle::{Handle, unexpected};
+use self::proxy::{done, enc};
+use self::wire::{Answer, Bytes, Kind, Request};
+use crate::codec;
+use crate::connection::{Address, Connection, pipe};
+use crate::context::StartMethod;
+use crate::error::{Error, Result};
+use crate::process::Process;
+
+/// How long an owner waits for its server to come up (a spawned server re-executes the
+/// program, which on a loaded machine takes a while).
+const STARTUP: Duration = Duration::from_secs(30);
+/// How long `shutdown` waits for the server process to exit before killing it.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// What a starting server tells its owner: the address it listens on, or why it could not.
+type Ready = std::result::Result<Address, Error>;
+
+/// A manager: a server process holding shared objects, and the way to create them (Python's
+/// `multiprocessing.Manager()` / `SyncManager` / `BaseManager`).
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// fn worker(l: mproc::ListProxy<u32>, d: mproc::DictProxy<String, u32>) -> mproc::Result<()> {
+///     l.append(&1)?;
+///     d.insert("from".into(), std::process::id())?;
+///     Ok(())
+/// }
+/// let manager = mproc::Manager::start()?;
+/// let (l, d) = (manager.list()?, manager.dict()?);
+/// mproc::spawn(worker, (l.clone(), d.clone()))?.result()??;
+/// assert_eq!(l.to_vec()?, [1]);
+/// assert!(d.contains_key(&"from".to_string())?);
+/// manager.shutdown()?;
+/// assert!(matches!(l.len(), Err(mproc::Error::Closed)));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Manager {
+    server: Arc<ServerRef>,
+    /// The server process, when this manager started it.
+    owner: Option<Mutex<Option<Owned>>>,
+}
+
+#[derive(Debug)]
+struct Owned {
+    process: Process<Result<()>>,
+    _lifeline: Connection<Ready>,
+}
+
+/// Options for a manager's server: where it listens, its key, how it starts.
+#[derive(Debug, Default, Clone)]
+pub struct ManagerBuilder {
+    address: Option<Address>,
+    authkey: Option<Vec<u8>>,
+    start_method: Option<StartMethod>,
+}
+
+impl ManagerBuilder {
+    /// Listens at `address` (default: a private abstract Unix socket). A TCP address makes
+    /// the manager reachable from other hosts.
+    pub fn address(mut self, address: Address) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// The key clients must prove they know (default: 32 fresh random bytes).
+    pub fn authkey(mut self, key: &[u8]) -> Self {
+        self.authkey = Some(key.to_vec());
+        self
+    }
+
+    /// How the server process starts (default: the process-wide start method).
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.start_method = Some(m);
+        self
+    }
+
+    fn resolve(&self) -> Result<(Address, Vec<u8>)> {
+        let authkey = match &self.authkey {
+            Some(k) => k.clone(),
+            None => {
+                let mut k = vec![0u8; 32];
+                crate::sys::net::random_bytes(&mut k)?;
+                k
+            }
+        };
+        let address = match &self.address {
+            Some(a) => a.clone(),
+            None => Address::unique()?,
+        };
+        Ok((address, authkey))
+    }
+
+    /// Starts the server in a new process and connects to it.
+    pub fn start(self) -> Result<Manager> {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let (address, authkey) = self.resolve()?;
+        let (here, there) = pipe::<Ready>()?;
+        let mut process = Process::new(server_main, (address, authkey.clone(), there));
+        process.set_name(&format!(
+            "SyncManager-{}",
+            COUNT.fetch_add(1, Ordering::Relaxed) + 1
+        ));
+        process.set_daemon(true);
+        if let Some(m) = self.start_method {
+            process.set_start_method(m);
+        }
+        process.start()?;
+        let ready = match here.recv_timeout(STARTUP) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.join();
+                return Err(match e {
+                    Error::Closed => {
+                        Error::ValueError("the manager's server died while starting".into())
+                    }
+                    e => e,
+                });
+            }
+        };
+        let address = match ready {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = process.join();
+                return Err(e);
+            }
+        };
+        let server = client::connect(address, authkey)?;
+        Ok(Manager {
+            server,
+            owner: Some(Mutex::new(Some(Owned {
+                process,
+                _lifeline: here,
+            }))),
+        })
+    }
+
+    /// Serves from this process until a client asks for shutdown (Python's
+    /// `get_server().serve_forever()`, for a dedicated server host).
+    pub fn serve_forever(self) -> Result<()> {
+        let (address, authkey) = self.resolve()?;
+        server::Server::bind(&address, &authkey)?.serve::<()>(None)
+    }
+}
+
+/// The server process's body.
+fn server_main(address: Address, authkey: Vec<u8>, lifeline: Connection<Ready>) -> Result<()> {
+    crate::sys::process::ignore_sigint();
+    let server = match server::Server::bind(&address, &authkey) {
+        Ok(s) => s,
+        Err(e) => return lifeline.send(&Err(e)),
+    };
+    lifeline.send(&Ok(server.address()))?;
+    server.serve(Some(lifeline))
+}
+
+impl Manager {
+    /// Starts a manager's server process on a private address with a fresh random key
+    /// (Python's `Manager()`).
+    pub fn start() -> Result<Manager> {
+        Manager::builder().start()
+    }
+
+    /// Options: address, key, start method; or serve from this process.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// Connects to a running manager (Python's `BaseManager(address, authkey).connect()`).
+    /// `Err(AuthenticationError)` for a wrong key. Dropping it does not stop the server.
+    pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
+        Ok(Manager {
+            server: client::connect(address, authkey.to_vec())?,
+            owner: None,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> Address {
+        self.server.address.clone()
+    }
+
+    /// The key clients authenticate with (to hand to processes that will `connect`).
+    pub fn authkey(&self) -> &[u8] {
+        &self.server.authkey
+    }
+
+    /// Stops the server. Afterwards every proxy call, in every process, is `Err(Closed)`.
+    /// Calling it again is `Ok`.
+    pub fn shutdown(&self) -> Result<()> {
+        let asked = client::call(&self.server, &Request::Shutdown, None);
+        self.server.closed.store(true, Ordering::Relaxed);
+        if let Some(owner) = &self.owner {
+            if let Some(mut owned) = owner.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                if !owned.process.join_timeout(EXIT_GRACE)? {
+                    owned.process.kill()?;
+                    owned.process.join()?;
+                }
+            }
+        }
+        match asked {
+            Ok(_) | Err(Error::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn new_object(&self, kind: Kind<'_>) -> Result<Handle> {
+        match client::call(&self.server, &Request::Create(kind), None)? {
+            Answer::Id(id) => Ok(Handle {
+                server: self.server.clone(),
+                id,
+            }),
+            a => Err(unexpected(a)),
+        }
+    }
+
+    /// A new shared list.
+    pub fn list<T>(&self) -> Result<ListProxy<T>> {
+        Ok(ListProxy::from_handle(self.new_object(Kind::List)?))
+    }
+
+    /// A new shared dict.
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
+        Ok(DictProxy::from_handle(self.new_object(Kind::Dict)?))
+    }
+
+    /// A new namespace.
+    pub fn namespace(&self) -> Result<Namespace> {
+        Ok(Namespace::from_handle(self.new_object(Kind::Namespace)?))
+    }
+
+    /// A new (unbounded) queue.
+    pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
+        Ok(QueueProxy::from_handle(self.new_object(Kind::Queue)?))
+    }
+
+    /// A new lock.
+    pub fn lock(&self) -> Result<LockProxy> {
+        Ok(LockProxy::from_handle(self.new_object(Kind::Lock)?))
+    }
+
+    /// A new event, clear.
+    pub fn event(&self) -> Result<EventProxy> {
+        Ok(EventProxy::from_handle(self.new_object(Kind::Event)?))
+    }
+
+    /// A new value holding `v`.
+    pub fn value<T: Serialize>(&self, v: T) -> Result<ValueProxy<T>> {
+        let bytes = enc(&v)?;
+        Ok(ValueProxy::from_handle(
+            self.new_object(Kind::Value(Bytes(&bytes)))?,
+        ))
+    }
+
+    /// Moves `state` into the server and returns a proxy to it (Python's
+    /// `BaseManager.register` plus the call that creates one). Not available over TCP: the
+    /// server finds `S`'s code the way a child finds its target, so the object must be
+    /// created by a local process running the same executable; publish it for remote ones.
+    pub fn create<S: Managed>(&self, state: S) -> Result<Proxy<S>> {
+        let bytes = enc(&state)?;
+        let entry: ServerEntry = managed::custom_entry::<S>;
+        let kind = Kind::Custom {
+            state: Bytes(&bytes),
+            code: managed::code_of(entry),
+        };
+        Ok(Proxy::from_handle(self.new_object(kind)?))
+    }
+
+    /// Publishes `proxy` under `name`, for clients that [`lookup`](Manager::lookup) it
+    /// (Python's `register('get_queue', callable=lambda: queue)`).
+    pub fn publish<P: Serialize>(&self, name: &str, proxy: &P) -> Result<()> {
+        let bytes = enc(proxy)?;
+        done(client::call(
+            &self.server,
+            &Request::Publish(name, Bytes(&bytes)),
+            None,
+        )?)
+    }
+
+    /// The proxy published under `name`; `Err(ValueError)` if there is none. Its calls go to
+    /// the address this manager reached the server by.
+    pub fn lookup<P: DeserializeOwned>(&self, name: &str) -> Result<P> {
+        match client::call(&self.server, &Request::Lookup(name), None)? {
+            Answer::One(b) => handle::rebased(&self.server, || codec::decode_plain(&b.0)),
+            a => Err(unexpected(a)),
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if self.owner.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}

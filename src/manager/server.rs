@@ -1,0 +1,339 @@
+//! The server: one thread per client connection over a shared [`Store`].
+//!
+//! Why threads, not a poll loop: a client's blocking call (`get`, `acquire`, `wait`) simply
+//! parks its own thread on the store's condition variable, a slow or stalled peer stalls only
+//! its own thread, and a thread blocked in `recv` on its connection wakes straight into the
+//! request (no extra `poll` per request). Connections are per process and thread, reused by
+//! all their proxies, so there are few.
+//!
+//! Who wakes whom: a request that may let a waiter proceed (`put`, `release`, `set`, a
+//! holder's connection closing) sets `Store::wake`, and its thread notifies the condition
+//! variable. A waiting thread also wakes every [`PEER_CHECK`] to see whether its client hung
+//! up (then it gives up the wait) or the server is stopping.
+//!
+//! Stopping: a `Shutdown` request (or the owner's lifeline closing) sets `stopping`, shuts
+//! down every client socket both ways — so every client, even one blocked in a `get`, reads
+//! end-of-stream and answers `Err(Closed)` — and wakes the accept loop by connecting to it.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::store::{Caller, ConnId, Store};
+use super::transport::ServerSocket;
+use super::wire::{self, Answer, Buf, Request, Rings};
+use crate::connection::Address;
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+
+/// How often a waiting request checks that its client is still there.
+const PEER_CHECK: Duration = Duration::from_millis(50);
+
+struct Shared {
+    store: Mutex<Store>,
+    cond: Condvar,
+    nonce: u64,
+    remote: bool,
+    address: Address,
+    authkey: Vec<u8>,
+    stopping: AtomicBool,
+    /// A duplicate of each live client socket, so that stopping can shut them all down.
+    sockets: Mutex<HashMap<ConnId, OwnedFd>>,
+    next_conn: AtomicU64,
+    done: Mutex<bool>,
+    done_cond: Condvar,
+}
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic in user code is caught before it can poison; be robust anyway.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stop(&self) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sockets =
+            std::mem::take(&mut *self.sockets.lock().unwrap_or_else(PoisonError::into_inner));
+        for fd in sockets.values() {
+            let _ = crate::sys::fd::shutdown(fd.as_fd(), true);
+            let _ = crate::sys::fd::shutdown(fd.as_fd(), false);
+        }
+        {
+            let _store = self.store();
+            self.cond.notify_all();
+        }
+        // Wake the accept loop: it sees `stopping` and returns.
+        let _ =
+            super::transport::connect_briefly(&self.address, &self.authkey, Duration::from_secs(2));
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.done_cond.notify_all();
+    }
+}
+
+/// A bound server, ready to serve.
+pub(crate) struct Server {
+    socket: ServerSocket,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Binds `address` (the real address is [`Server::address`]).
+    pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Server> {
+        let socket = ServerSocket::bind(address, authkey)?;
+        let real = socket.address();
+        let mut nonce = [0u8; 8];
+        crate::sys::net::random_bytes(&mut nonce)?;
+        Ok(Server {
+            shared: Arc::new(Shared {
+                store: Mutex::new(Store::default()),
+                cond: Condvar::new(),
+                nonce: u64::from_le_bytes(nonce),
+                remote: socket.is_tcp(),
+                address: real,
+                authkey: authkey.to_vec(),
+                stopping: AtomicBool::new(false),
+                sockets: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                done: Mutex::new(false),
+                done_cond: Condvar::new(),
+            }),
+            socket,
+        })
+    }
+
+    pub(crate) fn address(&self) -> Address {
+        self.shared.address.clone()
+    }
+
+    /// Serves until a `Shutdown` request, or until `lifeline` (the owner's end of a pipe)
+    /// closes.
+    pub(crate) fn serve<L: Send + 'static>(self, lifeline: Option<Connection<L>>) -> Result<()> {
+        let Server { socket, shared } = self;
+        if let Some(lifeline) = lifeline {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("mproc-manager-lifeline".into())
+                .spawn(move || {
+                    // Whatever comes (end of stream when the owner exits): stop.
+                    let _ = lifeline.recv_bytes();
+                    shared.stop();
+                })?;
+        }
+        let acceptor = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("mproc-manager-accept".into())
+                .spawn(move || accept_loop(&socket, &shared))?
+        };
+        let mut done = shared.done.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*done {
+            done = shared
+                .done_cond
+                .wait(done)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(done);
+        let _ = acceptor.join();
+        if let Address::Unix(path) = &shared.address {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
+    while !shared.stopping.load(Ordering::Acquire) {
+        let conn = match socket.accept() {
+            Ok(c) => c,
+            // A peer that failed authentication, or a transient error: keep accepting.
+            Err(e) => {
+                ::log::debug!("manager: a connection was refused: {e}");
+                continue;
+            }
+        };
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let Ok(dup) = crate::sys::fd::dup_cloexec(conn.as_fd()) else {
+            continue;
+        };
+        shared
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, dup);
+        let shared2 = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("mproc-manager-conn-{id}"))
+            .spawn(move || serve_conn(&conn, id, &shared2));
+        if spawned.is_err() {
+            shared
+                .sockets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        }
+    }
+}
+
+/// Receives the next request frame into `inp`; `false` when the peer is gone (or the
+/// server stops).
+fn next_request(
+    conn: &Connection<()>,
+    rings: Option<&Rings>,
+    inp: &mut Vec<u8>,
+    shared: &Shared,
+) -> bool {
+    let Some((requests, _)) = rings else {
+        return conn.recv_bytes_into(inp).is_ok();
+    };
+    loop {
+        match requests.get_timeout(PEER_CHECK) {
+            Ok(frame) => {
+                *inp = frame.0;
+                return true;
+            }
+            // A client sends nothing on the socket once upgraded: readable means it left.
+            Err(Error::Empty) => {
+                if shared.stopping.load(Ordering::Acquire)
+                    || conn.poll(Some(Duration::ZERO)).unwrap_or(true)
+                {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
+    let caller = Caller {
+        conn: id,
+        remote: shared.remote,
+    };
+    let mut rings: Option<Rings> = None;
+    let mut inp = Vec::new();
+    let mut out = Vec::new();
+    while next_request(conn, rings.as_ref(), &mut inp, shared) {
+        let request = wire::decode::<Request<'_>>(&inp);
+        let (reply, shutdown) = match request {
+            Ok(Request::Hello) => (Ok(Answer::Nonce(shared.nonce)), false),
+            Ok(Request::Shutdown) => (Ok(Answer::Done), true),
+            Ok(Request::Upgrade) if rings.is_none() && !shared.remote => {
+                if send(conn, None, &Ok(Answer::Done), &mut out).is_err() {
+                    break;
+                }
+                match receive_rings(conn) {
+                    Ok(r) => rings = Some(r),
+                    Err(_) => break,
+                }
+                continue;
+            }
+            Ok(Request::Upgrade) => (
+                Err(Error::ValueError(
+                    "this connection cannot be upgraded".into(),
+                )),
+                false,
+            ),
+            Ok(req) => match handle(&req, caller, conn, shared) {
+                Some(r) => (r, false),
+                None => break, // the peer hung up while waiting
+            },
+            Err(e) => {
+                ::log::warn!("manager: connection {id} sent a malformed request: {e}");
+                (Err(e), false)
+            }
+        };
+        if send(conn, rings.as_ref(), &reply, &mut out).is_err() {
+            break;
+        }
+        if shutdown {
+            shared.stop();
+            break;
+        }
+    }
+    shared
+        .sockets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
+    let mut store = shared.store();
+    store.release_all(id);
+    if std::mem::take(&mut store.wake) {
+        shared.cond.notify_all();
+    }
+}
+
+/// The rings a client sends right after the server accepted its `Upgrade`.
+fn receive_rings(conn: &Connection<()>) -> Result<Rings> {
+    let typed =
+        Connection::<Rings>::from_fd(crate::sys::fd::dup_cloexec(conn.as_fd())?, true, true);
+    typed.recv_timeout(Duration::from_secs(10))
+}
+
+/// Sends one reply on the rings, or the socket.
+fn send(
+    conn: &Connection<()>,
+    rings: Option<&Rings>,
+    reply: &wire::Reply,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    crate::codec::encode_plain_into(reply, out)?;
+    match rings {
+        Some((_, replies)) => replies.put(Buf(out.clone())),
+        None => conn.send_bytes(out),
+    }
+}
+
+/// Runs one request, waiting if it must; `None` if the peer hung up meanwhile.
+fn handle(
+    req: &Request<'_>,
+    caller: Caller,
+    conn: &Connection<()>,
+    shared: &Shared,
+) -> Option<wire::Reply> {
+    // Only these requests can wait; `None` is forever (or a deadline too far to represent).
+    let deadline = match req {
+        Request::QueueGet(_, w) | Request::LockAcquire(_, w) | Request::EventWait(_, w) => {
+            w.and_then(|ns| Instant::now().checked_add(Duration::from_nanos(ns)))
+        }
+        _ => None,
+    };
+    let mut store = shared.store();
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return Some(Err(Error::Closed));
+        }
+        let reply = store.apply(req, caller);
+        if std::mem::take(&mut store.wake) {
+            shared.cond.notify_all();
+        }
+        if let Some(reply) = reply {
+            return Some(reply);
+        }
+        // It must wait: until its deadline, a wake-up, or its peer leaving.
+        let now = Instant::now();
+        let mut slice = PEER_CHECK;
+        if let Some(d) = deadline {
+            if now >= d {
+                return Some(Store::timed_out(req));
+            }
+            slice = slice.min(d - now);
+        }
+        let (guard, timeout) = shared
+            .cond
+            .wait_timeout(store, slice)
+            .unwrap_or_else(PoisonError::into_inner);
+        store = guard;
+        if timeout.timed_out() && conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+            // A client sends nothing while it waits: readable means it hung up.
+            return None;
+        }
+    }
+}

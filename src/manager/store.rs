@@ -1,0 +1,531 @@
+//! The server's objects, and what each request does to them.
+//!
+//! The store keeps every value encoded, exactly as a client sent it: the server never needs
+//! a user's types, except inside `modify` and custom handlers (`managed.rs`). Dict keys are
+//! compared by their encoding (equal keys encode equally for the types a key may be), and
+//! iterate in insertion order, as Python's dicts do. Objects live until the server stops.
+//!
+//! [`Store::apply`] never blocks: a `get` on an empty queue, an `acquire` of a held lock or
+//! a `wait` on a clear event answers `None`, and the connection's thread waits on the
+//! server's condition variable and asks again (`server.rs`). Operations that can let such a
+//! waiter proceed set [`Store::wake`].
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::managed::{Call, Done, ServerEntry, entry_of};
+use super::wire::{Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request};
+use crate::error::Error;
+
+/// The server's name for a client connection (the owner of a held lock).
+pub(crate) type ConnId = u64;
+
+/// A dict that remembers insertion order.
+#[derive(Default)]
+struct Dict {
+    index: HashMap<Vec<u8>, u64>,
+    entries: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    next: u64,
+}
+
+impl Dict {
+    fn get(&self, k: &[u8]) -> Option<&Vec<u8>> {
+        let seq = self.index.get(k)?;
+        self.entries.get(seq).map(|(_, v)| v)
+    }
+
+    fn insert(&mut self, k: &[u8], v: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(seq) = self.index.get(k) {
+            let slot = self.entries.get_mut(seq).expect("index and entries agree");
+            return Some(std::mem::replace(&mut slot.1, v));
+        }
+        let seq = self.next;
+        self.next += 1;
+        self.index.insert(k.to_vec(), seq);
+        self.entries.insert(seq, (k.to_vec(), v));
+        None
+    }
+
+    fn remove(&mut self, k: &[u8]) -> Option<Vec<u8>> {
+        let seq = self.index.remove(k)?;
+        self.entries.remove(&seq).map(|(_, v)| v)
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.entries.clear();
+    }
+}
+
+/// One managed object.
+enum Object {
+    List(Vec<Vec<u8>>),
+    Dict(Dict),
+    Namespace(HashMap<String, Vec<u8>>),
+    Queue(VecDeque<Vec<u8>>),
+    /// A lock: which connection holds it.
+    Lock(Option<ConnId>),
+    Event(bool),
+    Value(Vec<u8>),
+    Custom {
+        state: Box<dyn Any + Send>,
+        entry: ServerEntry,
+    },
+}
+
+impl Object {
+    fn kind(&self) -> &'static str {
+        match self {
+            Object::List(_) => "list",
+            Object::Dict(_) => "dict",
+            Object::Namespace(_) => "namespace",
+            Object::Queue(_) => "queue",
+            Object::Lock(_) => "lock",
+            Object::Event(_) => "event",
+            Object::Value(_) => "value",
+            Object::Custom { .. } => "custom object",
+        }
+    }
+}
+
+/// Who is asking: the connection, and whether it came over the network.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caller {
+    pub(crate) conn: ConnId,
+    pub(crate) remote: bool,
+}
+
+/// Every object of one server.
+#[derive(Default)]
+pub(crate) struct Store {
+    objects: HashMap<ObjectId, Object>,
+    last_id: ObjectId,
+    names: HashMap<String, Vec<u8>>,
+    /// Set when an operation may let a waiting caller proceed.
+    pub(crate) wake: bool,
+}
+
+fn wrong_kind(id: ObjectId, o: &Object, want: &str) -> Error {
+    Error::ValueError(format!(
+        "manager object {id} is a {}, not a {want}",
+        o.kind()
+    ))
+}
+
+fn out_of_range(i: u64, len: usize) -> Error {
+    Error::ValueError(format!("list index {i} out of range (length {len})"))
+}
+
+fn one(v: &[u8]) -> Reply {
+    Ok(Answer::One(Buf(v.to_vec())))
+}
+
+fn maybe(v: Option<Vec<u8>>) -> Reply {
+    Ok(Answer::Maybe(v.map(Buf)))
+}
+
+/// Runs a `modify` entry on an element.
+fn run_modify(code: Code, caller: Caller, old: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    let entry = trusted_entry(code, caller)?;
+    match entry(Call::Modify(old))? {
+        Done::Bytes(b) => Ok(b),
+        Done::State(_) => Err(Error::ValueError("modify returned a state".into())),
+    }
+}
+
+/// The entry `code` names, if this caller may name code at all.
+fn trusted_entry(code: Code, caller: Caller) -> Result<ServerEntry, Error> {
+    if caller.remote {
+        return Err(Error::ValueError(
+            "modify and custom types cannot be created over TCP: function addresses are never \
+             accepted from a network peer (create the object locally, then publish it)"
+                .into(),
+        ));
+    }
+    entry_of(code)
+}
+
+impl Store {
+    fn get(&mut self, id: ObjectId) -> Result<&mut Object, Error> {
+        self.objects
+            .get_mut(&id)
+            .ok_or_else(|| Error::ValueError(format!("no manager object with id {id}")))
+    }
+
+    fn list(&mut self, id: ObjectId) -> Result<&mut Vec<Vec<u8>>, Error> {
+        match self.get(id)? {
+            Object::List(l) => Ok(l),
+            o => Err(wrong_kind(id, o, "list")),
+        }
+    }
+
+    fn dict(&mut self, id: ObjectId) -> Result<&mut Dict, Error> {
+        match self.get(id)? {
+            Object::Dict(d) => Ok(d),
+            o => Err(wrong_kind(id, o, "dict")),
+        }
+    }
+
+    fn create(&mut self, kind: &Kind<'_>, caller: Caller) -> Result<ObjectId, Error> {
+        let object = match kind {
+            Kind::List => Object::List(Vec::new()),
+            Kind::Dict => Object::Dict(Dict::default()),
+            Kind::Namespace => Object::Namespace(HashMap::new()),
+            Kind::Queue => Object::Queue(VecDeque::new()),
+            Kind::Lock => Object::Lock(None),
+            Kind::Event => Object::Event(false),
+            Kind::Value(v) => Object::Value(v.0.to_vec()),
+            Kind::Custom { state, code } => {
+                let entry = trusted_entry(*code, caller)?;
+                match entry(Call::Create(state.0))? {
+                    Done::State(state) => Object::Custom { state, entry },
+                    Done::Bytes(_) => {
+                        return Err(Error::ValueError("custom entry built no state".into()));
+                    }
+                }
+            }
+        };
+        self.last_id += 1;
+        self.objects.insert(self.last_id, object);
+        Ok(self.last_id)
+    }
+
+    /// Frees every lock `conn` holds: its holder is gone.
+    pub(crate) fn release_all(&mut self, conn: ConnId) {
+        for o in self.objects.values_mut() {
+            if let Object::Lock(owner) = o {
+                if *owner == Some(conn) {
+                    *owner = None;
+                    self.wake = true;
+                }
+            }
+        }
+    }
+
+    /// The answer when a waiting request runs out of time.
+    pub(crate) fn timed_out(req: &Request<'_>) -> Reply {
+        match req {
+            Request::QueueGet(..) => Err(Error::Empty),
+            _ => Ok(Answer::Bool(false)),
+        }
+    }
+
+    /// Does `req`; `None` when it must wait (a blocking get, acquire or wait).
+    pub(crate) fn apply(&mut self, req: &Request<'_>, caller: Caller) -> Option<Reply> {
+        match self.try_apply(req, caller) {
+            Ok(Some(a)) => Some(Ok(a)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn try_apply(&mut self, req: &Request<'_>, caller: Caller) -> Result<Option<Answer>, Error> {
+        use Request as R;
+        let answer = match req {
+            R::Hello | R::Upgrade | R::Shutdown => Answer::Done,
+            R::Create(kind) => Answer::Id(self.create(kind, caller)?),
+            R::Len(id) => Answer::Len(match self.get(*id)? {
+                Object::List(l) => l.len(),
+                Object::Dict(d) => d.len(),
+                Object::Queue(q) => q.len(),
+                Object::Namespace(n) => n.len(),
+                o => return Err(wrong_kind(*id, o, "list, dict or queue")),
+            } as u64),
+            R::Clear(id) => {
+                match self.get(*id)? {
+                    Object::List(l) => l.clear(),
+                    Object::Dict(d) => d.clear(),
+                    Object::Queue(q) => q.clear(),
+                    Object::Namespace(n) => n.clear(),
+                    o => return Err(wrong_kind(*id, o, "list, dict or queue")),
+                }
+                Answer::Done
+            }
+            R::Dump(id, what) => match (self.get(*id)?, what) {
+                (Object::List(l), _) => Answer::Many(l.iter().map(|v| Buf(v.clone())).collect()),
+                (Object::Dict(d), DumpWhat::Items) => Answer::Pairs(
+                    d.entries
+                        .values()
+                        .map(|(k, v)| (Buf(k.clone()), Buf(v.clone())))
+                        .collect(),
+                ),
+                (Object::Dict(d), DumpWhat::Keys) => {
+                    Answer::Many(d.entries.values().map(|(k, _)| Buf(k.clone())).collect())
+                }
+                (Object::Dict(d), DumpWhat::Values) => {
+                    Answer::Many(d.entries.values().map(|(_, v)| Buf(v.clone())).collect())
+                }
+                (o, _) => return Err(wrong_kind(*id, o, "list or dict")),
+            },
+            R::ListAppend(id, v) => {
+                self.list(*id)?.push(v.0.to_vec());
+                Answer::Done
+            }
+            R::ListExtend(id, vs) => {
+                self.list(*id)?.extend(vs.iter().map(|v| v.0.to_vec()));
+                Answer::Done
+            }
+            R::ListGet(id, i) => {
+                let l = self.list(*id)?;
+                Answer::Maybe(
+                    usize::try_from(*i)
+                        .ok()
+                        .and_then(|i| l.get(i))
+                        .map(|v| Buf(v.clone())),
+                )
+            }
+            R::ListSet(id, i, v) => {
+                let l = self.list(*id)?;
+                let len = l.len();
+                let slot = usize::try_from(*i).ok().and_then(|i| l.get_mut(i));
+                *slot.ok_or_else(|| out_of_range(*i, len))? = v.0.to_vec();
+                Answer::Done
+            }
+            R::ListInsert(id, i, v) => {
+                // As Python's list.insert: an index past the end appends.
+                let l = self.list(*id)?;
+                let at = usize::try_from(*i).unwrap_or(usize::MAX).min(l.len());
+                l.insert(at, v.0.to_vec());
+                Answer::Done
+            }
+            R::ListRemove(id, i) => {
+                let l = self.list(*id)?;
+                match usize::try_from(*i) {
+                    Ok(at) if at < l.len() => Answer::One(Buf(l.remove(at))),
+                    _ => return Err(out_of_range(*i, l.len())),
+                }
+            }
+            R::ListPop(id) => Answer::Maybe(self.list(*id)?.pop().map(Buf)),
+            R::ListModify(id, i, code) => {
+                let l = self.list(*id)?;
+                let len = l.len();
+                let slot = usize::try_from(*i).ok().and_then(|i| l.get_mut(i));
+                let slot = slot.ok_or_else(|| out_of_range(*i, len))?;
+                let new = run_modify(*code, caller, Some(slot))?;
+                slot.clone_from(&new);
+                Answer::One(Buf(new))
+            }
+            R::DictGet(id, k) => return one_or_none(self.dict(*id)?.get(k.0)),
+            R::DictInsert(id, k, v) => {
+                return maybe(self.dict(*id)?.insert(k.0, v.0.to_vec())).map(Some);
+            }
+            R::DictRemove(id, k) => Answer::Maybe(self.dict(*id)?.remove(k.0).map(Buf)),
+            R::DictContains(id, k) => Answer::Bool(self.dict(*id)?.get(k.0).is_some()),
+            R::DictModify(id, k, code) => {
+                let d = self.dict(*id)?;
+                let new = run_modify(*code, caller, d.get(k.0).map(Vec::as_slice))?;
+                d.insert(k.0, new.clone());
+                Answer::One(Buf(new))
+            }
+            R::NsGet(id, name) => match self.get(*id)? {
+                Object::Namespace(n) => Answer::Maybe(n.get(*name).map(|v| Buf(v.clone()))),
+                o => return Err(wrong_kind(*id, o, "namespace")),
+            },
+            R::NsSet(id, name, v) => match self.get(*id)? {
+                Object::Namespace(n) => {
+                    n.insert(name.to_string(), v.0.to_vec());
+                    Answer::Done
+                }
+                o => return Err(wrong_kind(*id, o, "namespace")),
+            },
+            R::QueuePut(id, v) => match self.get(*id)? {
+                Object::Queue(q) => {
+                    q.push_back(v.0.to_vec());
+                    self.wake = true;
+                    Answer::Done
+                }
+                o => return Err(wrong_kind(*id, o, "queue")),
+            },
+            R::QueueGet(id, _) => match self.get(*id)? {
+                Object::Queue(q) => match q.pop_front() {
+                    Some(v) => Answer::One(Buf(v)),
+                    None => return Ok(None),
+                },
+                o => return Err(wrong_kind(*id, o, "queue")),
+            },
+            R::LockAcquire(id, _) => match self.get(*id)? {
+                Object::Lock(owner @ None) => {
+                    *owner = Some(caller.conn);
+                    Answer::Bool(true)
+                }
+                Object::Lock(Some(holder)) if *holder == caller.conn => {
+                    return Err(Error::ValueError(
+                        "this thread already holds the manager lock: acquiring it again \
+                         would deadlock"
+                            .into(),
+                    ));
+                }
+                Object::Lock(Some(_)) => return Ok(None),
+                o => return Err(wrong_kind(*id, o, "lock")),
+            },
+            R::LockRelease(id) => match self.get(*id)? {
+                Object::Lock(owner @ Some(_)) => {
+                    *owner = None;
+                    self.wake = true;
+                    Answer::Done
+                }
+                Object::Lock(None) => {
+                    return Err(Error::ValueError(
+                        "release of an unlocked manager lock".into(),
+                    ));
+                }
+                o => return Err(wrong_kind(*id, o, "lock")),
+            },
+            R::EventSet(id) | R::EventClear(id) => match self.get(*id)? {
+                Object::Event(flag) => {
+                    *flag = matches!(req, R::EventSet(_));
+                    self.wake = true;
+                    Answer::Done
+                }
+                o => return Err(wrong_kind(*id, o, "event")),
+            },
+            R::EventIsSet(id) | R::EventWait(id, _) => match self.get(*id)? {
+                Object::Event(flag) => {
+                    if !*flag && matches!(req, R::EventWait(..)) {
+                        return Ok(None);
+                    }
+                    Answer::Bool(*flag)
+                }
+                o => return Err(wrong_kind(*id, o, "event")),
+            },
+            R::ValueGet(id) => match self.get(*id)? {
+                Object::Value(v) => return one(v).map(Some),
+                o => return Err(wrong_kind(*id, o, "value")),
+            },
+            R::ValueSet(id, new) => match self.get(*id)? {
+                Object::Value(v) => {
+                    v.clear();
+                    v.extend_from_slice(new.0);
+                    Answer::Done
+                }
+                o => return Err(wrong_kind(*id, o, "value")),
+            },
+            R::Call(id, request) => match self.get(*id)? {
+                Object::Custom { state, entry } => {
+                    match entry(Call::Handle(state.as_mut(), request.0))? {
+                        Done::Bytes(b) => Answer::One(Buf(b)),
+                        Done::State(_) => {
+                            return Err(Error::ValueError("a handler returned a state".into()));
+                        }
+                    }
+                }
+                o => return Err(wrong_kind(*id, o, "custom object")),
+            },
+            R::Publish(name, proxy) => {
+                self.names.insert(name.to_string(), proxy.0.to_vec());
+                Answer::Done
+            }
+            R::Lookup(name) => match self.names.get(*name) {
+                Some(p) => Answer::One(Buf(p.clone())),
+                None => {
+                    return Err(Error::ValueError(format!(
+                        "no proxy is published under the name {name:?}"
+                    )));
+                }
+            },
+        };
+        Ok(Some(answer))
+    }
+}
+
+fn one_or_none(v: Option<&Vec<u8>>) -> Result<Option<Answer>, Error> {
+    Ok(Some(Answer::Maybe(v.map(|v| Buf(v.clone())))))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::manager::wire::{self, Bytes};
+
+    const REMOTE: Caller = Caller {
+        conn: 1,
+        remote: true,
+    };
+
+    /// A store with one object of every kind, ids 1 to 7.
+    fn populated() -> Store {
+        let mut s = Store::default();
+        for kind in [
+            Kind::List,
+            Kind::Dict,
+            Kind::Namespace,
+            Kind::Queue,
+            Kind::Lock,
+            Kind::Event,
+            Kind::Value(Bytes(&[1, 2])),
+        ] {
+            s.create(&kind, REMOTE).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn code_is_never_run_for_a_network_peer() {
+        let mut s = populated();
+        let code = Code {
+            offset: 0,
+            fingerprint: crate::target::fingerprint(),
+        };
+        let kind = Kind::Custom {
+            state: Bytes(&[]),
+            code,
+        };
+        assert!(matches!(s.create(&kind, REMOTE), Err(Error::ValueError(m)) if m.contains("TCP")));
+        s.apply(&Request::ListAppend(1, Bytes(&[0])), REMOTE);
+        let r = s.apply(&Request::ListModify(1, 0, code), REMOTE);
+        assert!(matches!(r, Some(Err(Error::ValueError(m))) if m.contains("TCP")));
+    }
+
+    #[test]
+    fn a_lock_is_freed_when_its_holders_connection_goes() {
+        let mut s = populated();
+        let a = Caller {
+            conn: 10,
+            remote: false,
+        };
+        let b = Caller {
+            conn: 11,
+            remote: false,
+        };
+        assert!(matches!(
+            s.apply(&Request::LockAcquire(5, None), a),
+            Some(Ok(Answer::Bool(true)))
+        ));
+        assert!(
+            s.apply(&Request::LockAcquire(5, None), b).is_none(),
+            "b must wait"
+        );
+        s.release_all(10);
+        assert!(s.wake);
+        assert!(matches!(
+            s.apply(&Request::LockAcquire(5, None), b),
+            Some(Ok(Answer::Bool(true)))
+        ));
+    }
+
+    proptest! {
+        // Hostile requests: whatever bytes arrive, decoding and applying them is an answer
+        // or an error for that peer, never a panic (and never code execution for a TCP peer).
+        #[test]
+        fn arbitrary_requests_never_panic_the_store(
+            tag in 0u8..40,
+            id in 0u8..9,
+            rest in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let mut bytes = vec![tag, id];
+            bytes.extend_from_slice(&rest);
+            let mut s = populated();
+            if let Ok(req) = wire::decode::<Request<'_>>(&bytes) {
+                let _ = s.apply(&req, REMOTE);
+                let _ = s.apply(&req, REMOTE);
+            }
+            let _ = wire::decode::<wire::Reply>(&bytes);
+        }
+    }
+}

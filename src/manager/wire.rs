@@ -1,0 +1,221 @@
+//! What a manager client and its server say to each other.
+//!
+//! The client writes one [`Request`] per frame and reads one [`Reply`] (a
+//! `Result<Answer, Error>`) per frame: strictly one request in flight per connection, so
+//! frames never need ids. Values travel already encoded ([`Bytes`]): the server stores bytes
+//! and never decodes a user's type, except inside a `modify` or a custom object's handler,
+//! which run the client's own code in the server (see `managed.rs`).
+//!
+//! Everything here is decoded from a peer, so it is bounded by the frame it came in: postcard
+//! reads lengths from the input and fails on a short frame before allocating past it.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+
+/// The object ids a server hands out; 0 is never used.
+pub(crate) type ObjectId = u64;
+
+/// Encoded bytes on the wire: serialized as one byte string, not a sequence of `u8`s
+/// (one copy on each side, no per-byte loop).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Bytes<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de [u8]>::deserialize(d).map(Bytes)
+    }
+}
+
+/// Owned bytes that serialize like [`Bytes`].
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Buf(pub(crate) Vec<u8>);
+
+impl fmt::Debug for Buf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buf({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Buf {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Buf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Buf;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Buf, E> {
+                Ok(Buf(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Buf, E> {
+                Ok(Buf(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// A function the client asks the server to run: an offset from the anchor (see
+/// `target.rs`) in an executable whose fingerprint must match the server's.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Code {
+    pub(crate) offset: i64,
+    pub(crate) fingerprint: u64,
+}
+
+/// A new object's kind and initial state.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Kind<'a> {
+    List,
+    Dict,
+    Namespace,
+    Queue,
+    Lock,
+    Event,
+    #[serde(borrow)]
+    Value(Bytes<'a>),
+    /// A custom object: its encoded state, and the code that builds and serves it.
+    Custom {
+        #[serde(borrow)]
+        state: Bytes<'a>,
+        code: Code,
+    },
+}
+
+/// One request. `id` names the object the operation applies to.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request<'a> {
+    /// The first message on a connection; the answer is the server's instance nonce.
+    Hello,
+    /// Local connections only: after the answer, the client sends (on the socket, with
+    /// their descriptors) the two shared-memory rings that carry every later request and
+    /// reply; the socket then only tells either side that the other is gone.
+    Upgrade,
+    #[serde(borrow)]
+    Create(Kind<'a>),
+    Len(ObjectId),
+    Clear(ObjectId),
+    /// The whole list, the dict's keys, values or items, as asked.
+    Dump(ObjectId, DumpWhat),
+    ListAppend(ObjectId, #[serde(borrow)] Bytes<'a>),
+    ListExtend(ObjectId, #[serde(borrow)] Vec<Bytes<'a>>),
+    ListGet(ObjectId, u64),
+    ListSet(ObjectId, u64, #[serde(borrow)] Bytes<'a>),
+    ListInsert(ObjectId, u64, #[serde(borrow)] Bytes<'a>),
+    ListRemove(ObjectId, u64),
+    ListPop(ObjectId),
+    ListModify(ObjectId, u64, Code),
+    DictGet(ObjectId, #[serde(borrow)] Bytes<'a>),
+    DictInsert(
+        ObjectId,
+        #[serde(borrow)] Bytes<'a>,
+        #[serde(borrow)] Bytes<'a>,
+    ),
+    DictRemove(ObjectId, #[serde(borrow)] Bytes<'a>),
+    DictContains(ObjectId, #[serde(borrow)] Bytes<'a>),
+    DictModify(ObjectId, #[serde(borrow)] Bytes<'a>, Code),
+    NsGet(ObjectId, &'a str),
+    NsSet(ObjectId, &'a str, #[serde(borrow)] Bytes<'a>),
+    QueuePut(ObjectId, #[serde(borrow)] Bytes<'a>),
+    /// Take the queue's first item, waiting up to this many nanoseconds (`None`: forever).
+    QueueGet(ObjectId, Option<u64>),
+    /// Acquire the lock, waiting up to this many nanoseconds (`None`: forever).
+    LockAcquire(ObjectId, Option<u64>),
+    LockRelease(ObjectId),
+    EventSet(ObjectId),
+    EventClear(ObjectId),
+    EventIsSet(ObjectId),
+    EventWait(ObjectId, Option<u64>),
+    ValueGet(ObjectId),
+    ValueSet(ObjectId, #[serde(borrow)] Bytes<'a>),
+    Call(ObjectId, #[serde(borrow)] Bytes<'a>),
+    Publish(&'a str, #[serde(borrow)] Bytes<'a>),
+    Lookup(&'a str),
+    Shutdown,
+}
+
+/// Which part of a list or dict a [`Request::Dump`] asks for.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum DumpWhat {
+    Items,
+    Keys,
+    Values,
+}
+
+/// A successful answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    Done,
+    Id(ObjectId),
+    Nonce(u64),
+    Bool(bool),
+    Len(u64),
+    One(Buf),
+    Maybe(Option<Buf>),
+    Many(Vec<Buf>),
+    Pairs(Vec<(Buf, Buf)>),
+}
+
+/// The two rings of an upgraded connection: requests (client to server), replies.
+pub(crate) type Rings = (crate::queue::Queue<Buf>, crate::queue::Queue<Buf>);
+
+/// Bytes in each ring of an upgraded connection: small messages pass in one copy; larger
+/// ones stream through.
+pub(crate) const RING_BYTES: usize = 64 << 10;
+
+/// What the server sends back for each request.
+pub(crate) type Reply = Result<Answer, Error>;
+
+/// Decodes one wire message from exactly `bytes`, borrowing byte strings from it.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> crate::Result<T> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(Error::Codec(format!(
+            "{} trailing bytes after a manager message",
+            rest.len()
+        ))),
+        Err(e) => Err(Error::Codec(format!("malformed manager message: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_borrow() {
+        let v = [1u8, 2, 3];
+        let req = Request::DictInsert(7, Bytes(&v), Bytes(b"xy"));
+        let mut buf = Vec::new();
+        crate::codec::encode_plain_into(&req, &mut buf).unwrap();
+        // A byte string: length then the bytes, not one varint per element.
+        assert!(buf.len() <= 1 + 1 + 1 + 3 + 1 + 2);
+        match decode::<Request<'_>>(&buf) {
+            Ok(Request::DictInsert(7, k, v)) => {
+                assert_eq!((k.0, v.0), (&[1, 2, 3][..], &b"xy"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
