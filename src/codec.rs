@@ -102,10 +102,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
 /// postcard's `take_from_bytes`, with the nesting counted (see [`depth`]).
 fn take_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<(T, &[u8])> {
     let mut de = postcard::Deserializer::from_bytes(bytes);
-    let level = std::cell::Cell::new(0);
+    let budget = depth::Budget::new(bytes.len());
     let value = T::deserialize(depth::Depth {
         de: &mut de,
-        depth: &level,
+        depth: &budget,
     })?;
     Ok((value, de.finalize()?))
 }

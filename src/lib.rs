@@ -192,6 +192,8 @@ mod codec;
 mod connection;
 mod context;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod log;
 mod manager;
 #[cfg(feature = "mpi")]

@@ -169,6 +169,12 @@ pub(crate) fn run_entry(
     Some(entry(args, fds, out))
 }
 
+/// Whether `offset` names an entry record of either kind (for the adversarial tests).
+#[cfg(test)]
+pub(crate) fn resolves(offset: i64) -> bool {
+    record::entry_at(offset).is_some() || record::pool_entry_at(offset).is_some()
+}
+
 /// Reads what resolving entries needs before this process forks children.
 pub(crate) fn warm() {
     record::warm();

@@ -7,8 +7,11 @@
 //! (sequence, tuple, struct, map, enum variant, `Some`, newtype) counts one level, and the
 //! step past [`MAX_DEPTH`] is a decoding error instead of a deeper call.
 //!
-//! The count lives in a `Cell` owned by the caller's stack frame; each wrapper holds a
-//! reference to it and gives the level back when the nested value is done.
+//! The count lives in a [`Budget`] owned by the caller's stack frame; each wrapper holds a
+//! reference to it and gives the level back when the nested value is done. The budget also
+//! clamps the length a sequence or map announces (which serde uses to preallocate) to the
+//! input's length: a 10-byte message cannot make the receiver reserve memory for 2^60
+//! elements, nor 1 MiB (serde's own cap) at each of 128 levels.
 
 use std::cell::Cell;
 use std::fmt;
@@ -30,33 +33,52 @@ pub(crate) const TOO_DEEP: &str =
 /// A deserializer that counts nesting in `depth`.
 pub(crate) struct Depth<'a, D> {
     pub(crate) de: D,
-    pub(crate) depth: &'a Cell<u32>,
+    pub(crate) depth: &'a Budget,
 }
 
 /// Enters one level, or fails past the limit.
-fn enter<E: de::Error>(depth: &Cell<u32>) -> Result<(), E> {
-    let d = depth.get();
+fn enter<E: de::Error>(depth: &Budget) -> Result<(), E> {
+    let d = depth.level.get();
     if d >= MAX_DEPTH {
         return Err(E::custom(super::handle_error(TOO_DEEP)));
     }
-    depth.set(d + 1);
+    depth.level.set(d + 1);
     Ok(())
 }
 
-fn leave(depth: &Cell<u32>) {
-    depth.set(depth.get().saturating_sub(1));
+fn leave(depth: &Budget) {
+    depth.level.set(depth.level.get().saturating_sub(1));
+}
+
+/// What one decoding may spend: nesting levels, and the input's length, which bounds the
+/// element count a sequence may claim for preallocation (every element of a type that
+/// allocates takes at least one byte of input; a claim beyond that is a lie).
+#[derive(Debug)]
+pub(crate) struct Budget {
+    level: Cell<u32>,
+    input: usize,
+}
+
+impl Budget {
+    /// The budget for decoding `input_len` bytes.
+    pub(crate) fn new(input_len: usize) -> Budget {
+        Budget {
+            level: Cell::new(0),
+            input: input_len,
+        }
+    }
 }
 
 /// A visitor that wraps the accesses it is given.
 struct Wrap<'a, V> {
     v: V,
-    depth: &'a Cell<u32>,
+    depth: &'a Budget,
 }
 
 /// A seed that deserializes through [`Depth`].
 struct Seed<'a, S> {
     s: S,
-    depth: &'a Cell<u32>,
+    depth: &'a Budget,
 }
 
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
@@ -219,7 +241,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
 /// A sequence, map, enum or variant access whose elements deserialize through [`Depth`].
 struct Access<'a, A> {
     a: A,
-    depth: &'a Cell<u32>,
+    depth: &'a Budget,
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
@@ -234,7 +256,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
         })
     }
     fn size_hint(&self) -> Option<usize> {
-        self.a.size_hint()
+        self.a.size_hint().map(|n| n.min(self.depth.input))
     }
 }
 
@@ -256,7 +278,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<'_, A> {
         })
     }
     fn size_hint(&self) -> Option<usize> {
-        self.a.size_hint()
+        self.a.size_hint().map(|n| n.min(self.depth.input))
     }
 }
 

@@ -6,7 +6,7 @@
 //! `SharedMemory` is the one named object, in `/dev/shm`.
 
 mod array;
-mod cell;
+pub(crate) mod cell;
 mod pod;
 pub(crate) mod region;
 mod segment;

@@ -69,13 +69,16 @@ impl Client {
         framing::write_frame(self.sock.as_fd(), &buf, fds).map_err(|e| (false, e))?;
         buf.clear();
         framing::read_frame(self.sock.as_fd(), &mut buf, &mut Vec::new()).map_err(|e| (true, e))?;
-        let pid: [u8; 4] = buf.as_slice().try_into().map_err(|_| {
-            (
-                true,
-                Error::Codec("fork server could not start the child".into()),
-            )
-        })?;
-        Ok(u32::from_le_bytes(pid))
+        parse_pid_reply(&buf).map_err(|e| (true, e))
+    }
+}
+
+/// The server's reply to a request: the child's pid (4 bytes, not 0), or anything else for
+/// "could not start the child".
+pub(crate) fn parse_pid_reply(reply: &[u8]) -> Result<u32> {
+    match <[u8; 4]>::try_from(reply).map(u32::from_le_bytes) {
+        Ok(pid) if pid != 0 => Ok(pid),
+        _ => Err(Error::Codec("fork server could not start the child".into())),
     }
 }
 
