@@ -18,6 +18,7 @@ mod cells;
 mod codec;
 mod measure;
 mod mproc_side;
+mod net;
 mod peers;
 mod raw;
 mod report;

@@ -31,6 +31,7 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
             || pi_check(calc_pi(0, 1, 1000)),
             || per_op(1, || pi_check(calc_pi(0, 1, std::hint::black_box(n)))),
         ),
+        w if w.starts_with("listener_") => return crate::net::raw(w, n, r),
         "pi_pool" => reps(
             r,
             || pi_check(fork_pi(1000)),
@@ -62,14 +63,14 @@ pub fn pi_check(pi: f64) {
 }
 
 /// Closes the child's copy of the parent's end, so that the parent's close is the child's EOF.
-fn close_in_child(end: &UnixStream) {
+pub(crate) fn close_in_child(end: &UnixStream) {
     // SAFETY: called only in a forked child, which never uses or drops `end` again (it
     // leaves with _exit).
     unsafe { libc::close(end.as_raw_fd()) };
 }
 
 /// Forks a child that runs `f` and `_exit(0)`s; returns its pid.
-fn fork_with(f: impl FnOnce()) -> libc::pid_t {
+pub(crate) fn fork_with(f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the harness worker forks before it starts any thread of its own; the child
     // only runs `f` (plain syscalls and atomics) and leaves with _exit.
     let pid = unsafe { libc::fork() };
@@ -82,7 +83,7 @@ fn fork_with(f: impl FnOnce()) -> libc::pid_t {
     pid
 }
 
-fn reap(pid: libc::pid_t) {
+pub(crate) fn reap(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: pid is our own child; status is a valid out-pointer.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
