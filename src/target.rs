@@ -345,15 +345,17 @@ where
     unsafe { NonNull::<F>::dangling().as_ptr().read() }
 }
 
-/// A manager server's entry (a `modify` or a custom object's handler) as an offset from
-/// [`anchor`].
-pub(crate) fn server_entry_offset(entry: crate::manager::ServerEntry) -> i64 {
-    offset_of(entry as usize)
+pub(crate) use record::{Record, server_record};
+
+/// A manager server's entry record (a `modify` or a custom object's handler) as an offset
+/// from the anchor.
+pub(crate) fn server_entry_offset(record: &'static Record<crate::manager::ServerEntry>) -> i64 {
+    record::offset_of(record)
 }
 
-/// The manager server's entry at `offset`, if `fingerprint` is this executable's. The
-/// server takes offsets only from local (Unix-socket) clients that authenticated, never
-/// from a network peer.
+/// The manager server's entry at `offset`, if `fingerprint` is this executable's and
+/// `offset` names a real server entry record. The server takes offsets only from local
+/// (Unix-socket) clients that authenticated, never from a network peer.
 pub(crate) fn server_entry_at(
     offset: i64,
     fingerprint: u64,
@@ -361,8 +363,5 @@ pub(crate) fn server_entry_at(
     if fingerprint != self::fingerprint() {
         return None;
     }
-    let addr = address_at(offset);
-    // SAFETY: the fingerprint matched, so this process runs the executable in which the
-    // client computed `offset = entry - anchor` for a `ServerEntry` function.
-    Some(unsafe { std::mem::transmute::<usize, crate::manager::ServerEntry>(addr) })
+    record::server_entry_at(offset)
 }

@@ -20,7 +20,7 @@ use super::handle::Handle;
 use super::wire::{Answer, Bytes, Code, Request};
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::target::{self, Target};
+use crate::target::{self, Record, Target};
 
 /// What the server asks an entry to do.
 pub(crate) enum Call<'a> {
@@ -43,12 +43,42 @@ pub(crate) enum Done {
 /// The signature of every server-side entry.
 pub(crate) type ServerEntry = fn(Call<'_>) -> Result<Done>;
 
-/// The code describing `entry` for the wire.
-pub(crate) fn code_of(entry: ServerEntry) -> Code {
+/// The code describing an entry record for the wire.
+pub(crate) fn code_of(record: &'static Record<ServerEntry>) -> Code {
     Code {
-        offset: target::server_entry_offset(entry),
+        offset: target::server_entry_offset(record),
         fingerprint: target::fingerprint(),
     }
+}
+
+/// The records of the server entries for `(F, T)` and for a managed type `S`: constants
+/// in the executable, the only thing a server accepts an offset to (`target/record.rs`).
+pub(crate) struct Records<F, T>(PhantomData<fn() -> (F, T)>);
+
+impl<F, T> Records<F, T>
+where
+    F: Target<(T,), T>,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// A list's `modify(i, f)`.
+    pub(crate) const LIST_MODIFY: &'static Record<ServerEntry> =
+        &target::server_record(list_modify_entry::<F, T>);
+}
+
+impl<F, V> Records<F, Option<V>>
+where
+    F: Target<(Option<V>,), V>,
+    V: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// A dict's `modify(k, f)`.
+    pub(crate) const DICT_MODIFY: &'static Record<ServerEntry> =
+        &target::server_record(dict_modify_entry::<F, V>);
+}
+
+impl<S: Managed> Records<S, ()> {
+    /// A custom object's builder and handler.
+    pub(crate) const CUSTOM: &'static Record<ServerEntry> =
+        &target::server_record(custom_entry::<S>);
 }
 
 /// The entry `code` names in this executable.

@@ -301,7 +301,7 @@ impl Manager {
     /// created by a local process running the same executable; publish it for remote ones.
     pub fn create<S: Managed>(&self, state: S) -> Result<Proxy<S>> {
         let bytes = enc(&state)?;
-        let entry: ServerEntry = managed::custom_entry::<S>;
+        let entry = managed::Records::<S, ()>::CUSTOM;
         let kind = Kind::Custom {
             state: Bytes(&bytes),
             code: managed::code_of(entry),

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::handle::{Handle, unexpected};
-use super::managed::{ServerEntry, code_of, dict_modify_entry, list_modify_entry};
+use super::managed::{Records, code_of};
 use super::wire::{Answer, Buf, Bytes, DumpWhat, Request};
 use crate::codec;
 use crate::error::Result;
@@ -218,7 +218,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         T: Send + 'static,
     {
         let _ = f;
-        let entry: ServerEntry = list_modify_entry::<F, T>;
+        let entry = Records::<F, T>::LIST_MODIFY;
         one(self
             .handle
             .call(&Request::ListModify(self.id(), i as u64, code_of(entry)))?)
@@ -344,7 +344,7 @@ where
         V: Send + 'static,
     {
         let _ = f;
-        let entry: ServerEntry = dict_modify_entry::<F, V>;
+        let entry = Records::<F, Option<V>>::DICT_MODIFY;
         let k = enc(&k)?;
         one(self
             .handle

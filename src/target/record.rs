@@ -48,6 +48,18 @@ const _: () = {
 /// in the executable only inside records.
 const ENTRY_TAG: [u64; 2] = [0x7972_746e_6520_636f, 0x9e1d_4a53_c2b7_0f61];
 const POOL_TAG: [u64; 2] = [0x6c6f_6f70_2063_6f72, 0x5b83_e6d0_17a9_c42e];
+/// "mproc manager entry": a function a manager's server runs (`modify`, custom types).
+const SERVER_TAG: [u64; 2] = [0x7265_6761_6e61_6d20, 0x3c71_d2a8_96e0_5bf4];
+
+/// A record for a manager server's entry (built in `manager/managed.rs`'s constants).
+pub(crate) const fn server_record(
+    entry: crate::manager::ServerEntry,
+) -> Record<crate::manager::ServerEntry> {
+    Record {
+        tag: SERVER_TAG,
+        entry,
+    }
+}
 
 /// Names the types of a target without owning values of them.
 type Marker<F, Args, R> = PhantomData<fn() -> (F, Args, R)>;
@@ -138,6 +150,14 @@ pub(crate) fn pool_entry_at(offset: i64) -> Option<PoolEntry> {
     // SAFETY: as in `entry_at`, for a record with the pool-entry tag, emitted only by
     // `Records::POOL`, whose `entry` field is a `PoolEntry`.
     Some(unsafe { std::mem::transmute::<usize, PoolEntry>(addr) })
+}
+
+/// The manager server entry at `offset`, if `offset` names one (see the module docs).
+pub(crate) fn server_entry_at(offset: i64) -> Option<crate::manager::ServerEntry> {
+    let addr = resolve(offset, SERVER_TAG)?;
+    // SAFETY: as in `entry_at`, for a record with the server-entry tag, emitted only by
+    // `server_record`, whose `entry` field is a `ServerEntry`.
+    Some(unsafe { std::mem::transmute::<usize, crate::manager::ServerEntry>(addr) })
 }
 
 #[cfg(test)]
