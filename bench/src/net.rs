@@ -22,7 +22,8 @@ pub fn mproc(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
     Some(match w {
         "listener_tcp_rtt" => rtt("127.0.0.1:0".parse().expect("address"), n, r),
         "listener_unix_rtt" => {
-            let path = std::env::temp_dir().join(format!("mproc-bench-{}.sock", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("mproc-bench-{}.sock", std::process::id()));
             rtt(Address::Unix(path), n, r)
         }
         "listener_connect" => connect_handshake(n, r),
@@ -87,8 +88,7 @@ fn connect_handshake(n: u64, r: usize) -> Vec<f64> {
             drop(ok("connect", connect::<u64>(at.clone(), Some(KEY))));
         }
     });
-    ok("join", p.join());
-    ok("server", p.result());
+    ok("server", ok("join", p.result()));
     v
 }
 
