@@ -644,3 +644,71 @@ fn kills_at_arbitrary_points_never_deliver_a_torn_item() {
         assert_eq!(q.qsize(), 0, "{m:?}");
     }
 }
+
+// Items larger than the ring of each shape: a byte string (handed over in the buffer it was
+// gathered in), a `String` (the same, checked as UTF-8), and a `Vec<u8>`, which serde
+// encodes as a sequence (decoded element by element from one gathered buffer).
+#[test]
+fn large_strings_byte_strings_and_byte_vectors_arrive_whole() {
+    let _s = shared();
+    let _w = watchdog("large items of each shape", 60);
+    let blobs = Queue::with_ring_size(0, 64 << 10).unwrap();
+    let strings = Queue::<String>::with_ring_size(0, 64 << 10).unwrap();
+    let vecs = Queue::<Vec<u8>>::with_ring_size(0, 64 << 10).unwrap();
+    let text: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let t = {
+        let (blobs, strings, vecs, text) =
+            (blobs.clone(), strings.clone(), vecs.clone(), text.clone());
+        std::thread::spawn(move || {
+            blobs.put(pattern(1 << 20, 4)).unwrap();
+            strings.put(text).unwrap();
+            strings.put("é".repeat(100_000)).unwrap();
+            vecs.put(pattern(200_000, 5).0).unwrap();
+        })
+    };
+    assert_eq!(blobs.get_timeout(LONG).unwrap(), pattern(1 << 20, 4));
+    assert_eq!(strings.get_timeout(LONG).unwrap(), text);
+    assert_eq!(strings.get_timeout(LONG).unwrap(), "é".repeat(100_000));
+    assert_eq!(vecs.get_timeout(LONG).unwrap(), pattern(200_000, 5).0);
+    t.join().unwrap();
+}
+
+/// CPU time (utime + stime) of the calling thread, in clock ticks (10 ms).
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), counted from the state (field 3) here.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+// The spin before sleeping stops: a consumer blocked for a second on an empty queue, and a
+// producer blocked on a full one, each use at most 2% of a CPU.
+#[test]
+fn a_blocked_get_or_put_burns_no_cpu() {
+    let _s = shared();
+    let _w = watchdog("blocked get and put", 60);
+    let q = Queue::<u64>::bounded(1).unwrap();
+    let q2 = q.clone();
+    let getter = std::thread::spawn(move || {
+        let t0 = thread_cpu_ticks();
+        assert!(matches!(
+            q2.get_timeout(Duration::from_secs(1)),
+            Err(Error::Empty)
+        ));
+        thread_cpu_ticks() - t0
+    });
+    assert!(getter.join().unwrap() <= 2, "a blocked get spun");
+    q.put(1).unwrap();
+    let putter = std::thread::spawn(move || {
+        let t0 = thread_cpu_ticks();
+        assert!(matches!(
+            q.put_timeout(2, Duration::from_secs(1)),
+            Err(Error::Full)
+        ));
+        thread_cpu_ticks() - t0
+    });
+    assert!(putter.join().unwrap() <= 2, "a blocked put spun");
+}

@@ -285,6 +285,38 @@ def pool_map(chunksize):
     return run
 
 
+def sleep_ms(ms):
+    time.sleep(ms / 1000)
+    return ms
+
+
+def pool_hetero(n, r):
+    tasks = [n] + [10] * (n // 10)
+    with mp.Pool(2) as pool:
+        def once(ts):
+            assert len(list(pool.imap_unordered(sleep_ms, ts))) == len(ts)
+
+        return reps(r, lambda: once([1, 1]), lambda: per_op(1, lambda: once(tasks)))
+
+
+def pool_idle_cpu(n, r):
+    import resource
+
+    def cpu():
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    with mp.Pool(2) as pool:
+        assert pool.apply(ident, (1,)) == 1
+
+        def once():
+            before = cpu()
+            time.sleep(n)
+            return (cpu() - before) / max(n, 1)
+
+        return reps(r, lambda: None, once)
+
+
 def calc_pi(rank, nprocs, nsteps):
     dx = 1.0 / nsteps
     s = 0.0
@@ -432,6 +464,8 @@ WORKLOADS = {
     "pool_apply": pool_apply,
     "pool_map": pool_map(None),
     "pool_map_chunk1": pool_map(1),
+    "pool_hetero": pool_hetero,
+    "pool_idle_cpu": pool_idle_cpu,
     "pi_serial": pi_serial,
     "pi_pool": pi_pool,
     "manager_list_append": manager_ops("list_append"),

@@ -23,6 +23,7 @@ mod peers;
 mod raw;
 mod report;
 mod threads;
+mod transport;
 mod workloads;
 
 use std::time::Instant;

@@ -24,6 +24,8 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "start_forkserver" => start(StartMethod::ForkServer, n, r),
         "pipe_rtt" => pipe_rtt(n, r),
         "pipe_bw" => pipe_bw(n, r),
+        "pipe_idle_cpu" => crate::transport::mproc_idle_cpu(n, r),
+        "pipe_oversub" => crate::transport::mproc_oversub(n, r),
         "lock_uncontended" => lock_uncontended(n, r),
         "value_incr" => value_incr(n, r),
         "event_wake" => event_wake(n, r),
@@ -33,6 +35,8 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "pool_apply" => pool_apply(n, r),
         "pool_map" => pool_map(n, r, None),
         "pool_map_chunk1" => pool_map(n, r, Some(1)),
+        "pool_hetero" => pool_hetero(n, r),
+        "pool_idle_cpu" => pool_idle_cpu(n, r),
         "pi_pool" => pi_pool(n, r),
         "manager_list_append" => manager_ops(Op::ListAppend, n, r),
         "manager_dict_set" => manager_ops(Op::DictSet, n, r),
@@ -307,6 +311,41 @@ fn pool_map(n: u64, r: usize, chunksize: Option<usize>) -> Vec<f64> {
         assert_eq!(out.len() as u64, k);
         assert_eq!(out.last().copied(), k.checked_sub(1));
     })
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+/// One long task then many short ones; one operation is the whole batch.
+fn pool_hetero(n: u64, r: usize) -> Vec<f64> {
+    let pool = pool2();
+    let tasks = crate::raw::hetero_tasks(n);
+    let once = |tasks: &[u64]| {
+        let mut done = 0;
+        for x in pool.imap_unordered(sleep_ms, tasks.to_vec()) {
+            ok("imap_unordered", x);
+            done += 1;
+        }
+        assert_eq!(done, tasks.len());
+    };
+    reps(r, || once(&[1, 1]), || per_op(1, || once(&tasks)))
+}
+
+/// CPU seconds the parent of an idle, warm pool uses per idle second.
+fn pool_idle_cpu(n: u64, r: usize) -> Vec<f64> {
+    let pool = pool2();
+    assert_eq!(ok("apply", pool.apply(ident, (1,))), 1);
+    reps(
+        r,
+        || (),
+        || {
+            crate::raw::cpu_per_idle_second(n, || {
+                std::thread::sleep(std::time::Duration::from_secs(n))
+            })
+        },
+    )
 }
 
 /// Pi over 2 strided ranks on a warm Pool(2), like CPython's `starmap`.

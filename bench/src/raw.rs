@@ -17,6 +17,8 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "start_spawn" => reps(r, || reexec(1), || reexec(n)),
         "pipe_rtt" => uds_pingpong(n, r),
         "pipe_bw" => socket_bulk(1 << 20, n, r),
+        "pipe_idle_cpu" => crate::transport::raw_idle_cpu(n, r),
+        "pipe_oversub" => crate::transport::raw_oversub(n, r),
         "queue_64mib" => socket_bulk(64 << 20, n, r),
         "lock_uncontended" => cas_lock(n, r),
         "value_incr" => reps(r, || counter(n / 10 + 1), || counter(n)),
@@ -37,8 +39,57 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
             || pi_check(fork_pi(1000)),
             || per_op(1, || pi_check(fork_pi(n))),
         ),
+        "pool_hetero" => {
+            let tasks = hetero_tasks(n);
+            reps(
+                r,
+                || threads_pull(&[1, 1]),
+                || per_op(1, || threads_pull(&tasks)),
+            )
+        }
         _ => return None,
     })
+}
+
+/// The heterogeneous batch: one sleep of `n` ms, then `n / 10` sleeps of 10 ms (the same
+/// total on the other worker, so the ideal schedule takes `n` ms).
+pub fn hetero_tasks(n: u64) -> Vec<u64> {
+    std::iter::once(n).chain((0..n / 10).map(|_| 10)).collect()
+}
+
+/// The ideal schedule of `tasks` (sleeps, in ms) on 2 workers: two threads that each take
+/// the next task from one shared list when free.
+fn threads_pull(tasks: &[u64]) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while let Some(&ms) =
+                    tasks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+            });
+        }
+    });
+}
+
+/// This process's CPU time (user + system, all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: an all-zero `rusage` is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call's duration.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU seconds this process uses per second while `idle` runs (`secs` seconds of it).
+pub fn cpu_per_idle_second(secs: u64, idle: impl FnOnce()) -> f64 {
+    let before = cpu_seconds();
+    idle();
+    (cpu_seconds() - before) / secs.max(1) as f64
 }
 
 /// The midpoint rule for pi, over ranks `rank, rank + nprocs, ...` of `n` steps.

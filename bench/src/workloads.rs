@@ -177,6 +177,24 @@ pub const WORKLOADS: &[Workload] = &[
         notes: "CPython send_bytes/recv_bytes; ipc-channel `IpcBytesSender`; raw: 1 MiB write()s on a socketpair into a reused buffer",
     },
     Workload {
+        name: "pipe_idle_cpu",
+        op: "CPU burnt by a receiver blocked in recv, per idle second",
+        unit: Unit::Ms,
+        n: (1000, 300),
+        reps: (3, 2),
+        impls: &[Mproc, Raw],
+        notes: "n = idle ms per repetition; the blocked child's run time from /proc/<pid>/schedstat; raw: a child blocked in read() on a UnixStream. Shown as ms of CPU per idle second",
+    },
+    Workload {
+        name: "pipe_oversub",
+        op: "round trip of a u64, 2 × CPUs ping-pong pairs at once (4 pairs on 2 cores)",
+        unit: Unit::Us,
+        n: (5_000, 500),
+        reps: (3, 2),
+        impls: &[Mproc, Raw],
+        notes: "time of the slowest pair over all round trips of all pairs; raw: the same pairs on blocking UnixStreams between forked processes (the plain blocking path a spin must not fall below)",
+    },
+    Workload {
         name: "listener_tcp_rtt",
         op: "round trip of a u64 over an authenticated TCP loopback connection (Listener/connect)",
         unit: Unit::Us,
@@ -285,6 +303,24 @@ pub const WORKLOADS: &[Workload] = &[
         notes: "CPython `map(chunksize=1)`; procspawn `Pool::new(2)` with ≤256 tasks in flight (it has no map)",
     },
     Workload {
+        name: "pool_hetero",
+        op: "Pool(2) imap_unordered over one long sleep (n ms) and n/10 sleeps of 10 ms; ideal: n ms",
+        unit: Unit::Ms,
+        n: (400, 100),
+        reps: (3, 3),
+        impls: &[Mproc, CPython, Raw],
+        notes: "pull scheduling: the short tasks run on the worker the long one does not hold; CPython `imap_unordered`; raw: the ideal schedule, 2 threads pulling from one list (÷ floor is the time over ideal)",
+    },
+    Workload {
+        name: "pool_idle_cpu",
+        op: "CPU time the parent of an idle Pool(2) uses per idle second (warm pool, after a task)",
+        unit: Unit::Ms,
+        n: (2, 1),
+        reps: (3, 3),
+        impls: &[Mproc, CPython],
+        notes: "getrusage(RUSAGE_SELF) user+system over n idle seconds; goal ≤ 20 ms per second",
+    },
+    Workload {
         name: "manager_list_append",
         op: "append of a u64 to a manager list through a proxy, from a child",
         unit: Unit::Us,
@@ -372,7 +408,10 @@ mod tests {
     #[test]
     fn prefixes_stop_at_underscores() {
         assert_eq!(names(&["pi"]), vec!["pi_serial", "pi_pool"]);
-        assert_eq!(names(&["pipe"]), vec!["pipe_rtt", "pipe_bw"]);
+        assert_eq!(
+            names(&["pipe"]),
+            vec!["pipe_rtt", "pipe_bw", "pipe_idle_cpu", "pipe_oversub"]
+        );
         assert_eq!(names(&["pool_map"]), vec!["pool_map", "pool_map_chunk1"]);
         assert_eq!(names(&["start_spawn"]), vec!["start_spawn"]);
         assert!(names(&["nothing"]).is_empty());

@@ -9,6 +9,20 @@
 //! A `Connection` is `Send` but not `Sync`, like Python's: one thread at a time sends or
 //! receives on it, which keeps frames whole without a lock. It keeps its encode and
 //! receive buffers between calls, so steady traffic allocates nothing.
+//!
+//! **Exactly once, whoever holds the end.** A receive takes one frame out of the socket and
+//! nothing more (`recv.rs`: it peeks at the header, then reads exactly that frame), so no
+//! message ever waits in one process's memory: an end shared by several processes (each
+//! `recv` under a `Lock`, Python's pattern) or handed to a child after some reads delivers
+//! every message to exactly one `recv`, in order.
+//!
+//! **Waking.** Before it sleeps in `poll`, a receiver looks at the socket for a short,
+//! adaptive window (`spin.rs`), so a reply that comes within it skips the wake-up of an
+//! idle CPU; a receiver with nothing to read sleeps after at most 100 µs.
+//!
+//! **Bounds.** A message is at most 1 TiB − 1 byte (`framing::MAX_FRAME_LEN`); a header
+//! claiming more is `Error::Codec`, and no reader allocates more than what has actually
+//! arrived plus one step, whatever a header claims.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -31,7 +45,7 @@ mod listener;
 #[cfg(feature = "pickle")]
 mod pickle;
 mod recv;
-mod spin;
+pub(crate) mod spin;
 mod wait;
 mod wire;
 

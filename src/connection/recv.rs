@@ -24,10 +24,14 @@ use super::framing::{
     Format, FrameHeader, MAX_FRAME_LEN, MAX_HEADER_LEN, died_mid_message, fd_mismatch,
     map_recv_error,
 };
-use super::spin::Spin;
+use super::spin::{Spin, Waited};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::sys::stream::Peek;
+
+/// The step in which a large payload's buffer grows (as `sys::fd::recv_exact_into` does):
+/// a reader holds at most this much more than has arrived, whatever a header claims.
+const RECV_STEP: usize = 64 << 20;
 
 /// Reads exactly one frame, blocking, with no spin (handshakes and protocol sockets).
 pub(crate) fn read_exact_frame(
@@ -86,14 +90,19 @@ impl ExactReader {
         // 1. Look at the header, taking nothing.
         let mut hbuf = [0u8; MAX_HEADER_LEN];
         let mut hung_up = false;
+        let mut looked = None;
         let (h, hlen) = loop {
-            match sys::stream::peek(sock, &mut hbuf).map_err(map_recv_error)? {
+            let seen = match looked.take() {
+                Some(p) => p,
+                None => sys::stream::peek(sock, &mut hbuf).map_err(map_recv_error)?,
+            };
+            match seen {
                 Peek::Eof => return Err(Error::Closed),
-                Peek::Empty => {
-                    if !self.spin.wait_readable(sock, deadline)? {
-                        return Err(Error::Timeout);
-                    }
-                }
+                Peek::Empty => match self.spin.wait_peek(sock, deadline, &mut hbuf)? {
+                    Waited::Peeked(p) => looked = Some(p),
+                    Waited::Readable => {}
+                    Waited::TimedOut => return Err(Error::Timeout),
+                },
                 Peek::Bytes(n) => match FrameHeader::parse(format, &hbuf[..n], MAX_FRAME_LEN)? {
                     Some(found) => break found,
                     // The writer is mid-header (or died there).
@@ -113,6 +122,9 @@ impl ExactReader {
         //    as fits the first step, in one `recvmsg`.
         out.clear();
         let first = h.len.min(READ_AHEAD);
+        // Room for the whole payload up to one step (what `recv_exact_into` would reserve
+        // next anyway), so a large message is not copied again when it grows.
+        out.reserve(h.len.min(RECV_STEP));
         out.resize(first, 0);
         let mut got_header = 0;
         let mut body = 0;

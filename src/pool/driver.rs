@@ -103,12 +103,16 @@ impl Shared {
             .min()
     }
 
-    /// Reads every worker's answers, pushes out what waits to be sent, and dispatches;
-    /// true if an answer came. Callers waiting for a result run this too.
-    pub(crate) fn harvest(&self, st: &mut State, callbacks: &mut Vec<Callback>) -> bool {
+    /// Reads the workers' answers, pushes out what waits to be sent, and dispatches; true
+    /// if an answer came. Callers waiting for a result run this too, with `all` false:
+    /// they read only the workers a frame is due from (the driver, woken by any socket,
+    /// reads them all and so notices a worker that breaks protocol or closes).
+    pub(crate) fn harvest(&self, st: &mut State, callbacks: &mut Vec<Callback>, all: bool) -> bool {
         let mut answered = false;
         for i in 0..st.workers.len() {
-            answered |= self.read_answers(st, i, callbacks);
+            if all || st.workers[i].expects_frame() {
+                answered |= self.read_answers(st, i, callbacks, all);
+            }
             st.workers[i].flush();
         }
         self.dispatch(st);
@@ -117,7 +121,7 @@ impl Shared {
 
     /// One round of the driver's work.
     fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>) {
-        self.harvest(st, callbacks);
+        self.harvest(st, callbacks, true);
         // Overdue tasks: kill the worker; its exit reports the timeout.
         if let Some(limit) = self.config.timeout {
             for w in &mut st.workers {
@@ -132,7 +136,7 @@ impl Shared {
         while i < st.workers.len() {
             match st.workers[i].child.exitcode_now() {
                 Some(code) => {
-                    self.read_answers(st, i, callbacks);
+                    self.read_answers(st, i, callbacks, true);
                     let w = st.workers.swap_remove(i);
                     self.on_exit(st, w, code, callbacks);
                 }
@@ -143,8 +147,16 @@ impl Shared {
         self.dispatch(st);
     }
 
-    /// Reads every frame worker `i` has sent; true if one was an answer.
-    fn read_answers(&self, st: &mut State, i: usize, callbacks: &mut Vec<Callback>) -> bool {
+    /// Reads the frames worker `i` has sent; true if one was an answer. A worker holds one
+    /// task, so after its answer nothing more is due: unless `to_end`, reading stops
+    /// there (sparing a receive that would only say "nothing more").
+    fn read_answers(
+        &self,
+        st: &mut State,
+        i: usize,
+        callbacks: &mut Vec<Callback>,
+        to_end: bool,
+    ) -> bool {
         let mut answered = false;
         while !st.workers[i].link.eof {
             let arrival = {
@@ -155,7 +167,9 @@ impl Shared {
             match arrival {
                 Ok(Arrival::Frame(bytes, fds)) => {
                     answered = true;
-                    self.on_frame(st, i, bytes, fds, callbacks);
+                    if self.on_frame(st, i, bytes, fds, callbacks) && !to_end {
+                        break;
+                    }
                 }
                 Ok(Arrival::Pending) => break,
                 Ok(Arrival::Closed) | Err(_) => {
@@ -180,7 +194,7 @@ impl Shared {
         mut bytes: Vec<u8>,
         fds: Vec<OwnedFd>,
         callbacks: &mut Vec<Callback>,
-    ) {
+    ) -> bool {
         match bytes.first().copied() {
             Some(worker::READY) => {
                 st.init_failures = 0;
@@ -194,7 +208,7 @@ impl Shared {
                 let Some(task) = st.workers[i].on_answer(self.config.maxtasks) else {
                     // An answer to nothing: stop trusting this worker.
                     st.workers[i].fail_link();
-                    return;
+                    return false;
                 };
                 let result = if status == worker::CHUNK_OK {
                     bytes.remove(0);
@@ -205,10 +219,12 @@ impl Shared {
                     ))
                 };
                 st.jobs.complete(task.job, task.index, result, callbacks);
+                return true;
             }
             // Not our protocol: stop trusting this worker.
             _ => st.workers[i].fail_link(),
         }
+        false
     }
 
     fn on_exit(&self, st: &mut State, mut w: Slot, code: i32, callbacks: &mut Vec<Callback>) {

@@ -87,11 +87,11 @@ pub(crate) struct State {
     pub(crate) deferred: Deferred,
 }
 
-/// The sockets of workers that may still send something.
+/// The sockets of workers a frame is due from.
 fn live_sockets(st: &State) -> Vec<Arc<HandleFd>> {
     st.workers
         .iter()
-        .filter(|w| !w.link.eof)
+        .filter(|w| w.expects_frame())
         .map(|w| Arc::clone(&w.link.sock))
         .collect()
 }
@@ -271,7 +271,7 @@ impl Shared {
             let mut st = self.lock();
             if readable {
                 let mut callbacks = Vec::new();
-                if self.harvest(&mut st, &mut callbacks) {
+                if self.harvest(&mut st, &mut callbacks, false) {
                     self.progress.fetch_add(1, Ordering::Release);
                     self.cond.notify_all();
                 }

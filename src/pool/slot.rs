@@ -114,6 +114,15 @@ impl Slot {
         matches!(self.phase, Phase::Busy { .. } | Phase::Overdue { .. })
     }
 
+    /// Whether a frame from it is due (READY, or the answer to its task).
+    pub(crate) fn expects_frame(&self) -> bool {
+        !self.link.eof
+            && matches!(
+                self.phase,
+                Phase::Starting | Phase::Busy { .. } | Phase::Overdue { .. }
+            )
+    }
+
     /// When its task started, if `task_timeout` still has to watch it.
     pub(crate) fn busy_since(&self) -> Option<Instant> {
         match &self.phase {

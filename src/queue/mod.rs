@@ -63,6 +63,7 @@
 //! * A message containing a handle (a `Connection`, a `Queue`, ...) cannot cross the ring:
 //!   `put` returns `Error::Codec` and leaves the queue unchanged.
 
+mod bytes;
 pub(crate) mod ring;
 
 mod joinable;

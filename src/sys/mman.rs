@@ -62,3 +62,26 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
 pub(crate) fn page_size() -> usize {
     rustix::param::page_size()
 }
+
+/// Asks for transparent huge pages behind `buf`'s capacity, before it is first written: a
+/// large receive buffer then faults in 2 MiB at a time instead of 4 KiB at a time (on a VM
+/// each fault is a trap to the host, and 16 384 of them cost more than the copy). Best
+/// effort: where THP is off this does nothing. The buffer's contents are unchanged.
+pub(crate) fn advise_huge_pages(buf: &mut Vec<u8>) {
+    let page = page_size();
+    let start = buf.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(page);
+    let end = (start + buf.capacity()) & !(page - 1);
+    if end > first {
+        // SAFETY: `[first, end)` lies inside `buf`'s own allocation, which this process owns
+        // and which stays allocated across the call; MADV_HUGEPAGE only changes how its pages
+        // are backed, never their contents, so no Rust reference is invalidated.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                first as *mut std::ffi::c_void,
+                end - first,
+                rustix::mm::Advice::LinuxHugepage,
+            )
+        };
+    }
+}

@@ -39,6 +39,18 @@ impl Ring {
         deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
+        self.recv_with(deadline, decode, None::<fn(u64, Vec<u8>) -> R>)
+    }
+
+    /// As [`recv`](Ring::recv); and a streamed item whose payload starts with a varint `n`
+    /// (a byte string's length) is gathered without that prefix into a fresh buffer reserved
+    /// for `n` bytes, and handed to `owned(n, body)` to keep (see `queue/bytes.rs`).
+    pub(crate) fn recv_with<R>(
+        &self,
+        deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> R,
+        mut owned: Option<impl FnOnce(u64, Vec<u8>) -> R>,
+    ) -> Result<R> {
         let ctl = self.ctl();
         let (mut c, acquired) = ctl.lock_consumer(deadline).ok_or(Error::Empty)?;
         if acquired == Acquired::OwnerDied {
@@ -47,7 +59,7 @@ impl Ring {
         }
         // A dead consumer may have been halfway through a streamed item: its remaining
         // pieces arrive without a `First`, and are skipped below.
-        let mut partial: Option<Vec<u8>> = None;
+        let mut partial: Option<Gather> = None;
         loop {
             let head = ctl.head.0.load(Ordering::Relaxed);
             let pos = pos_of(head);
@@ -85,31 +97,52 @@ impl Ring {
                     return Ok(out);
                 }
                 Kind::First => {
-                    // Reuse the buffer of the last streamed item: a stream of big items
-                    // then touches no fresh pages on this side.
-                    let mut v = RECV_BUF.take();
-                    v.clear();
-                    self.take_piece(&c, at, len, &mut v);
-                    partial = Some(v);
+                    let (a, b) = self.mem.read(&c, at, len);
+                    let g = match owned.is_some().then(|| byte_string_start(a, b)).flatten() {
+                        Some(announced) => Gather::owned(announced),
+                        None => {
+                            // Reuse the buffer of the last streamed item: a stream of big
+                            // items then touches no fresh pages on this side.
+                            let mut v = RECV_BUF.take();
+                            v.clear();
+                            Gather::Contiguous(v)
+                        }
+                    };
+                    partial = Some(g);
+                    let skip = match &partial {
+                        Some(Gather::Owned { prefix, .. }) => *prefix,
+                        _ => 0,
+                    };
+                    if let Some(g) = partial.as_mut() {
+                        g.take(a, b, skip);
+                    }
                 }
                 Kind::More => {
-                    if let Some(v) = partial.as_mut() {
-                        self.take_piece(&c, at, len, v);
+                    if let Some(g) = partial.as_mut() {
+                        let (a, b) = self.mem.read(&c, at, len);
+                        g.take(a, b, 0);
                     }
                 }
                 Kind::Last => {
-                    if let Some(mut v) = partial.take() {
-                        self.take_piece(&c, at, len, &mut v);
+                    if let Some(mut g) = partial.take() {
+                        let (a, b) = self.mem.read(&c, at, len);
+                        g.take(a, b, 0);
                         self.advance(&mut c, next, count);
-                        let out = decode(&v);
-                        RECV_BUF.set(v);
-                        RECV_BUF_KEPT.set(true);
-                        return Ok(out);
+                        return Ok(match (g, owned.take()) {
+                            (Gather::Owned { n, body, .. }, Some(owned)) => owned(n, body),
+                            (g, _) => {
+                                let v = g.into_vec();
+                                let out = decode(&v);
+                                RECV_BUF.set(v);
+                                RECV_BUF_KEPT.set(true);
+                                out
+                            }
+                        });
                     }
                 }
                 // The item's producer gave up or died: drop what we have of it.
                 Kind::Abort => {
-                    if let Some(v) = partial.take() {
+                    if let Some(Gather::Contiguous(v)) = partial.take() {
                         RECV_BUF.set(v);
                         RECV_BUF_KEPT.set(true);
                     }
@@ -134,13 +167,6 @@ impl Ring {
             };
             Error::Codec(format!("queue ring is corrupt: {why} at unit {pos}"))
         })
-    }
-
-    /// Appends a published piece to `v`.
-    fn take_piece(&self, c: &Guard<'_, Consuming>, at: usize, len: usize, v: &mut Vec<u8>) {
-        let (a, b) = self.mem.read(c, at, len);
-        v.extend_from_slice(a);
-        v.extend_from_slice(b);
     }
 
     /// Units published past `pos`, as of the consumer's freshest view of the tail.
@@ -197,4 +223,76 @@ impl Ring {
             self.ctl().room.wake();
         }
     }
+}
+
+/// A streamed item being gathered.
+enum Gather {
+    /// The whole payload, to decode from one slice.
+    Contiguous(Vec<u8>),
+    /// A byte string's `n` bytes, without the `prefix` bytes of varint before them.
+    Owned {
+        n: u64,
+        prefix: usize,
+        body: Vec<u8>,
+    },
+}
+
+/// The most a byte string's announced length reserves up front (virtual memory only; a
+/// longer item grows the buffer as it comes, and a lying length is caught at the end).
+const MAX_RESERVE: u64 = 1 << 32;
+/// Buffers from this size on ask for huge pages.
+const HUGE: usize = 2 << 20;
+
+impl Gather {
+    fn owned(announced: (u64, usize)) -> Gather {
+        let (n, prefix) = announced;
+        let mut body = Vec::new();
+        if body.try_reserve_exact(n.min(MAX_RESERVE) as usize).is_ok() && body.capacity() >= HUGE {
+            crate::sys::mman::advise_huge_pages(&mut body);
+        }
+        Gather::Owned { n, prefix, body }
+    }
+
+    /// Appends a piece (`a` then `b`), less its first `skip` bytes.
+    fn take(&mut self, a: &[u8], b: &[u8], skip: usize) {
+        let v = match self {
+            Gather::Contiguous(v) => v,
+            Gather::Owned { body, .. } => body,
+        };
+        let (a, b) = if skip <= a.len() {
+            (&a[skip..], b)
+        } else {
+            (&[][..], &b[skip - a.len()..])
+        };
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+    }
+
+    /// The whole payload (a byte string's prefix put back, for the ordinary decoder).
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Gather::Contiguous(v) => v,
+            Gather::Owned { n, prefix, body } => {
+                let mut v = Vec::with_capacity(prefix + body.len());
+                let mut n = n;
+                while n >= 0x80 {
+                    v.push(n as u8 | 0x80);
+                    n >>= 7;
+                }
+                v.push(n as u8);
+                v.extend_from_slice(&body);
+                v
+            }
+        }
+    }
+}
+
+/// The varint at the start of a first piece (`a` then `b`): `(value, its length)`.
+fn byte_string_start(a: &[u8], b: &[u8]) -> Option<(u64, usize)> {
+    let mut head = [0u8; 10];
+    let k = a.len().min(10);
+    head[..k].copy_from_slice(&a[..k]);
+    let m = b.len().min(10 - k);
+    head[k..k + m].copy_from_slice(&b[..m]);
+    crate::queue::bytes::varint(&head[..k + m])
 }

@@ -168,7 +168,7 @@ fn epoch() -> Instant {
 
 /// Whether more threads are runnable than this process has CPUs (cached for
 /// [`LOAD_REFRESH`]).
-fn oversubscribed(now: Instant) -> bool {
+pub(crate) fn oversubscribed(now: Instant) -> bool {
     let now_us = now.saturating_duration_since(epoch()).as_micros() as u64;
     let cached = LOAD.load(Ordering::Relaxed);
     if cached >> 1 > now_us {
