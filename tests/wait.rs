@@ -132,10 +132,12 @@ fn listeners_mix_with_pipes_and_processes() {
     assert_eq!(ready, vec![1]);
     let conn = l.accept().unwrap();
     assert_eq!(conn.recv().unwrap(), 9);
-    assert!(
-        wait(&[&conn, &p], Some(Duration::from_secs(20)))
-            .unwrap()
-            .contains(&1)
+    assert_eq!(wait(&[&p], Some(Duration::from_secs(20))).unwrap(), vec![0]);
+    // The child has exited, so its end is closed too: both are ready.
+    assert_eq!(
+        wait(&[&conn, &p], Some(Duration::ZERO)).unwrap(),
+        vec![0, 1]
     );
+    assert!(matches!(conn.recv(), Err(Error::Closed)));
     p.result().unwrap().unwrap();
 }
