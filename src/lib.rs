@@ -167,13 +167,14 @@
 //!
 //! # Cargo features
 //!
-//! The default build is the whole crate described above; no feature is needed for it. On
-//! [docs.rs](https://docs.rs/mproc) every feature is built, and an item that needs one
-//! says which.
-//!
-//! - `pickle`: connections made by [`Listener`] or [`connect`] can encode typed messages
-//!   as Python pickles ([`Codec`]`::Pickle`, through serde-pickle), so a Python peer's
-//!   `conn.send({'a': [1, 2]})` arrives as a Rust value.
+//! The default build is the whole crate described above; no feature is needed for it.
+//! `mpi` (off by default) adds `mproc::mpi`: the same `Pool` whose
+//! workers are MPI ranks on many hosts, launched by `mpirun` or `srun` (see the README,
+//! "Beyond one machine"); it needs an MPI library and libclang to build. `pickle` (off by
+//! default) lets connections made by [`Listener`] or [`connect`] encode typed messages as
+//! Python pickles ([`Codec`]`::Pickle`, through serde-pickle), so a Python peer's
+//! `conn.send({'a': [1, 2]})` arrives as a Rust value. An item that needs a feature says
+//! which.
 //!
 //! # Codec
 //!
@@ -197,6 +198,7 @@ mod fuzz_tests;
 mod log;
 mod manager;
 #[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
 pub mod mpi;
 mod pool;
 mod process;

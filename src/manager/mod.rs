@@ -233,6 +233,9 @@ impl Manager {
     pub fn shutdown(&self) -> Result<()> {
         let asked = client::call(&self.server, &Request::Shutdown, None);
         self.server.closed.store(true, Ordering::Relaxed);
+        // This thread's connection is of no further use; other threads' and processes'
+        // see the end of stream and are dropped at their next call.
+        client::forget_client(&self.server);
         if let Some(owner) = &self.owner {
             if let Some(mut owned) = owner.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 if !owned.process.join_timeout(EXIT_GRACE)? {
