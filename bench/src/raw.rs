@@ -17,7 +17,7 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "start_spawn" => reps(r, || reexec(1), || reexec(n)),
         "pipe_rtt" => uds_pingpong(n, r),
         "pipe_bw" => socket_bulk(1 << 20, n, r),
-        "pipe_idle_cpu" => crate::transport::raw_idle_cpu(n, r),
+        "pipe_idle_cpu" | "queue_idle_cpu" => crate::transport::raw_idle_cpu(n, r),
         "pipe_oversub" => crate::transport::raw_oversub(n, r),
         "queue_64mib" => socket_bulk(64 << 20, n, r),
         "lock_uncontended" => cas_lock(n, r),

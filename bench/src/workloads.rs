@@ -276,6 +276,15 @@ pub const WORKLOADS: &[Workload] = &[
         notes: "items are bytes (`serde_bytes::ByteBuf` in Rust); CPython `Queue.put(bytes)`; ipc-channel `IpcBytesSender`; raw: socketpair write() into a reused 64 MiB buffer",
     },
     Workload {
+        name: "queue_idle_cpu",
+        op: "CPU burnt by a consumer blocked in Queue::get, per idle second",
+        unit: Unit::Ms,
+        n: (1000, 300),
+        reps: (3, 2),
+        impls: &[Mproc, Raw],
+        notes: "n = idle ms per repetition; the blocked child's run time from /proc/<pid>/schedstat (its backoff must stop spinning and sleep); raw: a child blocked in read() on a UnixStream. Shown as ms of CPU per idle second",
+    },
+    Workload {
         name: "pool_apply",
         op: "Pool(2) apply of an identity task, round trip",
         unit: Unit::Us,
