@@ -107,6 +107,20 @@ pub(crate) fn advise_huge_pages(buf: &mut Vec<u8>) {
     }
 }
 
+/// A memfd of `len` bytes without seals: what a careless or hostile peer could send.
+#[cfg(test)]
+pub(crate) fn unsealed_memfd(len: usize) -> OwnedFd {
+    let fd = rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, len as u64).unwrap();
+    fd
+}
+
+/// Cuts the object behind `fd` to `len` bytes, as a hostile peer would.
+#[cfg(test)]
+pub(crate) fn truncate(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    Ok(rustix::fs::ftruncate(fd, len as u64)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,18 +146,4 @@ mod tests {
         let fd = unsealed_memfd(4096);
         assert!(!is_size_sealed(fd.as_fd()).unwrap());
     }
-}
-
-/// A memfd of `len` bytes without seals: what a careless or hostile peer could send.
-#[cfg(test)]
-pub(crate) fn unsealed_memfd(len: usize) -> OwnedFd {
-    let fd = rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC).unwrap();
-    rustix::fs::ftruncate(&fd, len as u64).unwrap();
-    fd
-}
-
-/// Cuts the object behind `fd` to `len` bytes, as a hostile peer would.
-#[cfg(test)]
-pub(crate) fn truncate(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
-    Ok(rustix::fs::ftruncate(fd, len as u64)?)
 }
