@@ -292,6 +292,9 @@ where
 
 /// Runs the pool entry at `offset` on one chunk, if `offset` names a real pool entry
 /// record (`target/record.rs`); otherwise nothing is called and the chunk fails.
+/// With the `mpi` feature, MPI worker ranks call it too, with offsets from rank 0 of the
+/// same MPI job, which compared every rank's build fingerprint (the executable's content)
+/// with its own before sending any (`mpi::init`).
 pub(crate) fn run_pool_entry(
     offset: i64,
     args: &[u8],

@@ -44,6 +44,19 @@ pub fn worker(args: &[String]) {
     };
     let n: u64 = n.parse().expect("N is a number");
     let r: usize = r.parse().expect("REPS is a number");
+    #[cfg(feature = "mpi")]
+    if w.starts_with("mpi_") {
+        let outcome = match Impl::from_key(imp) {
+            Some(Impl::Mproc) => Outcome::Samples(crate::mpi_side::mproc(w, n, r)),
+            Some(Impl::Raw) => or_failed(crate::mpi_side::raw(w, n, r)),
+            _ => Outcome::Failed(format!("no MPI cell for {imp}")),
+        };
+        println!(
+            "{MARK}{}",
+            serde_json::to_string(&outcome).expect("plain data")
+        );
+        return;
+    }
     let outcome = match Impl::from_key(imp) {
         Some(Impl::Mproc) => match mproc_side::run(w, n, r) {
             MprocCell::Samples(v) => Outcome::Samples(v),
@@ -124,6 +137,12 @@ pub fn run_row(w: &'static Workload, quick: bool, python: &Python) -> Row {
                 }
                 None => Outcome::Failed("python3 not found".into()),
             },
+            #[cfg(feature = "mpi")]
+            _ if w.name.starts_with("mpi_") => run_bounded(
+                crate::mpi_side::command(w.name, imp.key(), n, reps),
+                deadline,
+                rust_outcome,
+            ),
             _ => {
                 let mut cmd =
                     Command::new(std::env::current_exe().expect("the harness knows its own path"));

@@ -17,6 +17,8 @@
 mod cells;
 mod codec;
 mod measure;
+#[cfg(feature = "mpi")]
+mod mpi_side;
 mod mproc_side;
 mod peers;
 mod raw;
@@ -31,8 +33,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: mproc-bench [all | codec | WORKLOAD | PREFIX ...] [--quick] [--json]\n\
          workloads: codec {}",
-        workloads::WORKLOADS
-            .iter()
+        workloads::all()
             .map(|w| w.name)
             .collect::<Vec<_>>()
             .join(" ")

@@ -349,11 +349,72 @@ pub const WORKLOADS: &[Workload] = &[
     },
 ];
 
+/// The MPI rows (cargo feature `mpi`): mproc's Pool over 2 worker ranks (`mpirun -np 3`),
+/// beside the local pool's rows above; the raw floor is an rsmpi ping-pong on the same
+/// transport (`mpirun -np 2`).
+#[cfg(feature = "mpi")]
+pub const MPI_WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "mpi_map_shm",
+        op: "one task of map(identity, 0..1 000 000) on 2 MPI ranks, default chunking, shared memory",
+        unit: Unit::Ns,
+        n: (1_000_000, 100_000),
+        reps: (3, 3),
+        impls: &[Mproc],
+        notes: "beside `pool_map` (a local Pool(2)); OpenMPI's shared-memory transport",
+    },
+    Workload {
+        name: "mpi_map_tcp",
+        op: "the same over TCP (`OMPI_MCA_btl=tcp,self`)",
+        unit: Unit::Ns,
+        n: (1_000_000, 100_000),
+        reps: (3, 3),
+        impls: &[Mproc],
+        notes: "beside `pool_map`; TCP on loopback, the path used across hosts",
+    },
+    Workload {
+        name: "mpi_map_chunk1_shm",
+        op: "one task of map_chunked(identity, .., 1) on 2 MPI ranks, shared memory",
+        unit: Unit::Us,
+        n: (20_000, 2_000),
+        reps: (3, 3),
+        impls: &[Mproc, Raw],
+        notes: "beside `pool_map_chunk1`; raw: one 8-byte rsmpi send/receive round trip between 2 ranks",
+    },
+    Workload {
+        name: "mpi_map_chunk1_tcp",
+        op: "the same over TCP",
+        unit: Unit::Us,
+        n: (20_000, 2_000),
+        reps: (3, 3),
+        impls: &[Mproc, Raw],
+        notes: "beside `pool_map_chunk1`; raw: the rsmpi round trip over TCP",
+    },
+    Workload {
+        name: "mpi_pi",
+        op: "pi split over 2 MPI worker ranks (warm pool), shared memory",
+        unit: Unit::S,
+        n: (100_000_000, 1_000_000),
+        reps: (5, 3),
+        impls: &[Mproc],
+        notes: "beside `pi_pool` (a local Pool(2)); rank 0 shares the 2 cores with the 2 workers",
+    },
+];
+
+/// Without the `mpi` feature there are no MPI rows.
+#[cfg(not(feature = "mpi"))]
+pub const MPI_WORKLOADS: &[Workload] = &[];
+
+/// Every row: [`WORKLOADS`], then the MPI rows if built.
+pub fn all() -> impl Iterator<Item = &'static Workload> {
+    WORKLOADS.iter().chain(MPI_WORKLOADS)
+}
+
 /// Selects workloads by exact name or by prefix up to an underscore (`start` → every
 /// `start_*`, `pi` → `pi_serial`, `pi_pool` but not `pipe_*`); `all` is every workload.
 pub fn select(names: &[String]) -> Vec<&'static Workload> {
     if names.is_empty() || names.iter().any(|n| n == "all") {
-        return WORKLOADS.iter().collect();
+        return all().collect();
     }
     let hit = |w: &Workload, n: &str| {
         w.name == n
@@ -361,10 +422,7 @@ pub fn select(names: &[String]) -> Vec<&'static Workload> {
                 .strip_prefix(n)
                 .is_some_and(|rest| rest.starts_with('_'))
     };
-    WORKLOADS
-        .iter()
-        .filter(|w| names.iter().any(|n| hit(w, n)))
-        .collect()
+    all().filter(|w| names.iter().any(|n| hit(w, n))).collect()
 }
 
 #[cfg(test)]
@@ -388,7 +446,7 @@ mod tests {
         assert_eq!(names(&["pool_map"]), vec!["pool_map", "pool_map_chunk1"]);
         assert_eq!(names(&["start_spawn"]), vec!["start_spawn"]);
         assert!(names(&["nothing"]).is_empty());
-        assert_eq!(names(&["all"]).len(), WORKLOADS.len());
+        assert_eq!(names(&["all"]).len(), all().count());
     }
 
     #[test]

@@ -164,7 +164,8 @@ fn client_for(server: &ServerRef) -> Result<Rc<Client>> {
     })
 }
 
-fn forget_client(server: &ServerRef) {
+/// Closes this thread's connection to `server` (it is shut down).
+pub(crate) fn forget_client(server: &ServerRef) {
     let _ = CACHE.try_with(|cache| cache.borrow_mut().clients.remove(&server.key));
 }
 

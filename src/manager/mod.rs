@@ -188,7 +188,9 @@ impl ManagerBuilder {
 
 /// The server process's body.
 fn server_main(address: Address, authkey: Vec<u8>, lifeline: Connection<Ready>) -> Result<()> {
-    crate::sys::process::ignore_sigint();
+    // As CPython's manager server does: Ctrl-C reaches the whole process group, and the
+    // owner, not the server, decides what it means.
+    crate::sys::signal::ignore_interrupts();
     let server = match server::Server::bind(&address, &authkey) {
         Ok(s) => s,
         Err(e) => return lifeline.send(&Err(e)),
@@ -233,6 +235,9 @@ impl Manager {
     pub fn shutdown(&self) -> Result<()> {
         let asked = client::call(&self.server, &Request::Shutdown, None);
         self.server.closed.store(true, Ordering::Relaxed);
+        // This thread's connection is of no further use; other threads' and processes'
+        // see the end of stream and are dropped at their next call.
+        client::forget_client(&self.server);
         if let Some(owner) = &self.owner {
             if let Some(mut owned) = owner.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 if !owned.process.join_timeout(EXIT_GRACE)? {

@@ -278,7 +278,10 @@ impl Driver {
                 continue;
             }
             let holding = !r.out.is_empty() || matches!(r.phase, Phase::Stuck { .. });
-            if holding && self.link.silent_for(rank) > DEAD_AFTER {
+            // Silent since the later of its last message and its current task's start (an
+            // idle rank says nothing, so the silence before its first task does not count).
+            let silence = self.link.silent_for(rank).min(r.head_since.elapsed());
+            if holding && silence > DEAD_AFTER {
                 let err = Error::Io(std::io::Error::other(format!(
                     "MPI rank {rank} has been silent for {DEAD_AFTER:?}: it is taken for dead"
                 )));
@@ -315,6 +318,7 @@ impl Driver {
             return;
         };
         r.phase = Phase::Lost;
+        self.link.forget(rank);
         let mut out = std::mem::take(&mut r.out);
         if let Some(head) = out.pop_front() {
             st.jobs.complete(

@@ -68,7 +68,7 @@ struct Inner {
     next_seq: Vec<u64>,
     /// Per rank: when it was last heard from.
     last_heard: Vec<Instant>,
-    /// Per rank: whether it said `BYE`.
+    /// Per rank: whether it said `BYE` (or was given up for dead): no more sends to it.
     gone: Vec<bool>,
 }
 
@@ -208,6 +208,14 @@ impl Link {
             if let Some(i) = inner.take(m) {
                 return Some(i);
             }
+        }
+    }
+
+    /// `rank` is dead or broken: nothing more is sent to it, and `shutdown` does not wait
+    /// for its `BYE`.
+    pub(crate) fn forget(&self, rank: usize) {
+        if let Some(g) = self.lock().gone.get_mut(rank) {
+            *g = true;
         }
     }
 

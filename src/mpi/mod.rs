@@ -10,8 +10,8 @@
 //! rank 0 waits for all of them in `init` and refuses a different build with
 //! `Error::BinaryMismatch`. Then rank 0 sends `TASK`s (the same `entry ++ args` payload a
 //! local worker gets), several in flight per rank; a worker answers each with a `RESULT`,
-//! in order, and says `BEAT` when it has been silent for a while. At the end rank 0 sends
-//! `STOP`, keeps reading until every worker answered `BYE`, and finalizes.
+//! in order, and says `BEAT` while it holds tasks and is otherwise silent. At the end
+//! rank 0 sends `STOP`, keeps reading until every worker answered `BYE`, and finalizes.
 //!
 //! **Who polls.** MPI receives busy-poll, so neither side blocks in MPI: rank 0's pool
 //! driver and each worker's communication thread probe with `MPI_Improbe` and back off
@@ -46,7 +46,9 @@ const IN_FLIGHT: usize = 4;
 /// The MPI job as rank 0 sees it: its size, and the pool of the other ranks.
 ///
 /// Dropping it (at the end of `main`) stops the worker ranks and finalizes MPI, from the
-/// thread that called [`init`] as MPI requires.
+/// thread that called [`init`] as MPI requires. The job's `MPI_COMM_WORLD` belongs to the
+/// pool: mproc's messages use tags of their own, and a message it does not know from a
+/// worker rank makes the pool stop trusting that rank.
 #[derive(Debug)]
 pub struct World {
     link: Arc<Link>,

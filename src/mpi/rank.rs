@@ -3,7 +3,8 @@
 //! Two threads. The communication thread (the one that called `init`, as MPI wants for
 //! `MPI_Finalize`) is the only one that talks MPI: it receives `TASK`s into a queue, sends
 //! each finished task's `RESULT`, answers `CANCEL` by dropping the queued tasks (a
-//! `CANCELLED` result each), says `BEAT` when it has been silent for [`wire::BEAT_EVERY`],
+//! `CANCELLED` result each), says `BEAT` when it holds tasks and has been silent for
+//! [`wire::BEAT_EVERY`],
 //! and on `STOP` says `BYE`, finalizes and exits the process — without waiting for a task
 //! still running, which the exit ends. The runner thread takes tasks from the queue in
 //! order, runs each (catching its panics per item, like a local pool worker), and hands the
@@ -63,9 +64,12 @@ pub(super) fn serve(universe: Universe) -> ! {
         while let Ok((seq, result)) = done_rx.try_recv() {
             let message = wire::result(seq, &result_status(&result));
             comm.send_draining(Kind::Result, &message, &shared);
+            comm.outstanding -= 1;
             busy = true;
         }
-        if comm.last_send.elapsed() >= wire::BEAT_EVERY {
+        // Beats matter only while rank 0 waits on us; an idle rank stays quiet, so that
+        // nothing piles up at a rank 0 that has no pool reading.
+        if comm.outstanding > 0 && comm.last_send.elapsed() >= wire::BEAT_EVERY {
             comm.send(Kind::Beat, &[]);
         }
         if busy {
@@ -96,6 +100,8 @@ struct Comm {
     last_send: Instant,
     /// The next `seq` expected from rank 0.
     next_seq: u64,
+    /// Tasks received and not yet answered (queued or running).
+    outstanding: u64,
     stopping: bool,
 }
 
@@ -105,6 +111,7 @@ impl Comm {
             world: ::mpi::topology::SimpleCommunicator::world(),
             last_send: Instant::now(),
             next_seq: 0,
+            outstanding: 0,
             stopping: false,
         }
     }
@@ -174,6 +181,7 @@ impl Comm {
                     )));
                 }
                 self.next_seq += 1;
+                self.outstanding += 1;
                 let task = Queued {
                     seq,
                     entry,
@@ -191,6 +199,7 @@ impl Comm {
                         &wire::result(t.seq, &Status::Cancelled),
                         shared,
                     );
+                    self.outstanding -= 1;
                 }
             }
             Some(Kind::Stop) => {

@@ -10,8 +10,8 @@
 //!   `CANCELLED`: empty (the task was still queued when rank 0 cancelled it);
 //! - rank 0 → worker: `CANCEL` (empty): drop the queued tasks that have not started;
 //!   `STOP` (empty): finalize MPI and exit;
-//! - worker → rank 0: `BEAT` (empty), at least every [`BEAT_EVERY`] while the worker has
-//!   nothing else to say, so that rank 0 can tell a silent rank from a dead one; `BYE`
+//! - worker → rank 0: `BEAT` (empty), at least every [`BEAT_EVERY`] while the worker holds
+//!   tasks and has nothing else to say, so that rank 0 can tell a silent rank from a dead one; `BYE`
 //!   (empty), its last message, after `STOP`.
 //!
 //! Every byte here comes from another process, maybe over a network: decoding checks kinds,
