@@ -46,7 +46,9 @@ const IN_FLIGHT: usize = 4;
 /// The MPI job as rank 0 sees it: its size, and the pool of the other ranks.
 ///
 /// Dropping it (at the end of `main`) stops the worker ranks and finalizes MPI, from the
-/// thread that called [`init`] as MPI requires.
+/// thread that called [`init`] as MPI requires. The job's `MPI_COMM_WORLD` belongs to the
+/// pool: mproc's messages use tags of their own, and a message it does not know from a
+/// worker rank makes the pool stop trusting that rank.
 #[derive(Debug)]
 pub struct World {
     link: Arc<Link>,
