@@ -98,6 +98,12 @@ fn seeds(pool: &Pool) -> mproc::Result<Vec<String>> {
         "apply_async: {}",
         pool.apply_async(square, (12,)).get()?
     ));
+    // The async form: an AsyncResult is a future, whatever kind of worker runs it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(mproc::Error::Io)?;
+    let awaited = rt.block_on(async { pool.apply_async(square, (11,)).await })?;
+    out.push(format!("apply_async(..).await: {awaited}"));
     let a = pool.map_async(square, 0..10);
     let b = pool.starmap_async(multiply, (0..10).map(|i| (i, i + 1)));
     out.push(format!("map_async: {:?}", a.get()?));
