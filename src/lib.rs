@@ -131,6 +131,40 @@
 //! `Spawn` re-executes the program. Children are routed before `main` runs, so `main`
 //! needs no guard; [`init`] is the explicit alternative.
 //!
+//! # What a child inherits
+//!
+//! What a child starts with, under each start method. "At `start`" means as the parent had
+//! it when it called `start`, not when the program began.
+//!
+//! | | `Fork` | `Spawn` | `ForkServer` (the default) |
+//! |---|---|---|---|
+//! | environment, working directory | the parent's at `start` | the parent's at `start` | the parent's at `start` (sent with each request; the server `chdir`s and sets the environment in the new child) |
+//! | globals (`static`s, `thread_local!`s, lazies) | copies of the parent's values at `start` | fresh: as the program starts, `main` not run | fresh: as the program starts, `main` not run |
+//! | `log` logger | a copy of the parent's logger | records forwarded to the parent's logger | records forwarded to the parent's logger |
+//! | start method ([`get_start_method`]) | the parent's | the parent's | the parent's |
+//! | threads | only the one that called `start` | only the main thread | only the main thread |
+//! | descriptors | all of the parent's but mproc handles it was not given | stdio and the handles it was given | stdio and the handles it was given |
+//! | signal handlers | the parent's | default, but SIGPIPE ignored (as Rust's `main` does) | default, but SIGPIPE ignored |
+//! | ignored signals | the parent's | the parent's (`exec` keeps "ignore") | the server's: what the parent ignored when the server started, and SIGPIPE |
+//! | signal mask | the calling thread's | empty | the server's: empty |
+//! | rlimits, umask, nice value | the parent's at `start` | the parent's at `start` | the fork server's: the parent's when the server started (a later `setrlimit` or `umask` is not seen) |
+//! | daemon flag, name, pid of the parent | set by the parent ([`current_process`], [`parent_process`]) | the same | the same |
+//!
+//! Every child dies with its parent (a parent-death signal, checked against thread exits).
+//! Pool workers, the fork server and manager servers ignore SIGINT: Ctrl-C goes to the whole process group,
+//! so the parent decides. By default it dies, and every child follows at once; a parent
+//! that handles SIGINT keeps its pool. A child started by a pool worker inherits the
+//! ignored SIGINT under `Spawn` (`exec` keeps it), as in Python.
+//!
+//! **When the target returns, the child exits**, like a Rust program when `main` returns:
+//! threads the target started are cut off, whether or not they finished. Python joins a
+//! child's non-daemon threads first; Rust threads have no daemon flag, and joining every
+//! thread would hang on the first background thread that never ends (a runtime, a logger).
+//! Join the threads whose work matters before returning.
+//!
+//! [`Process::set_daemon`] after `start` panics, as Python's assertion fails: the flag is
+//! fixed when the child starts.
+//!
 //! # Logging
 //!
 //! Install any [`log`](https://docs.rs/log) logger in `main` (env_logger, your own, or
@@ -148,11 +182,14 @@
 //!
 //! # Cargo features
 //!
-//! The default build is the whole crate described above; no feature is needed for it.
-//! `mpi` (off by default) adds `mproc::mpi`: the same `Pool` whose
-//! workers are MPI ranks on many hosts, launched by `mpirun` or `srun` (see the README,
-//! "Beyond one machine"); it needs an MPI library and libclang to build. An item that
-//! needs a feature says which.
+//! The default build is the whole crate described above; no feature is needed for it. On
+//! [docs.rs](https://docs.rs/mproc) every feature is built, and an item that needs one
+//! says which.
+//!
+//! | feature | what it adds | what it needs to build |
+//! |---|---|---|
+//! | `mpi` | `mproc::mpi`: the same [`Pool`] API with its workers on MPI ranks, across hosts, launched by `mpirun` or `srun` (README, "Beyond one machine") | an MPI library (Open MPI or MPICH) and libclang |
+//! | `pickle` | `Codec::Pickle` for [`connect_with`]/[`Listener`] connections: typed messages as Python pickles (serde-pickle), so a Python peer's `conn.send({'a': 1})` arrives as a Rust value | nothing more |
 //!
 //! # Codec
 //!

@@ -223,9 +223,18 @@ impl<R> Process<R> {
         &self.name
     }
 
-    /// Makes the process a daemon (or not); only before `start`. A daemon is terminated
-    /// when its parent exits, instead of being waited for.
+    /// Makes the process a daemon (or not). A daemon is terminated when its parent exits,
+    /// instead of being waited for.
+    ///
+    /// # Panics
+    /// If the process was started: the flag is fixed at `start` (the child and the exit hook
+    /// act on it), so changing it later would make [`daemon`](Process::daemon) lie. Python
+    /// asserts the same ("process has already started").
     pub fn set_daemon(&mut self, on: bool) {
+        assert!(
+            self.args.is_some() && self.child.is_none(),
+            "set_daemon: process has already started"
+        );
         self.daemon = on;
     }
 
@@ -272,6 +281,7 @@ impl<R> Process<R> {
             parent_pid,
             args,
             log,
+            start_method: start::method::chosen(),
         };
         let launched = start::launch(method, &boot, fds)?;
         self.args = None;

@@ -90,6 +90,7 @@ struct ForgedBootstrap {
     parent_pid: u32,
     args: Vec<u8>,
     log: Option<u8>,
+    start_method: Option<mproc::StartMethod>,
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -176,6 +177,7 @@ fn a_forged_entry_offset_is_refused_without_a_jump() {
             parent_pid: std::process::id(),
             args: vec![],
             log: None,
+            start_method: None,
         };
         ours.write_all(&frame(&postcard::to_allocvec(&boot).unwrap()))
             .unwrap();

@@ -287,3 +287,36 @@ fn log_to_stderr_prints_python_format() {
         assert!(!err.contains("hidden"), "{method}: the level holds: {err}");
     }
 }
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Echo;
+
+impl mproc::Managed for Echo {
+    type Request = u32;
+    type Response = u32;
+    fn handle(&mut self, x: u32) -> u32 {
+        log::info!("managed {x}");
+        x
+    }
+}
+
+// A manager's server is a child like any other: what it logs reaches this logger.
+#[test]
+fn manager_servers_forward_records() {
+    let _s = shared();
+    let _w = watchdog("log manager", 60);
+    install();
+    let manager = mproc::Manager::start().unwrap();
+    let echo = manager.create(Echo).unwrap();
+    for x in 0..3 {
+        assert_eq!(echo.call(x).unwrap(), x);
+    }
+    let got = wait_for("managed", 3);
+    let messages: Vec<&str> = got.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(messages, ["managed 0", "managed 1", "managed 2"]);
+    assert!(
+        got.iter()
+            .all(|r| r.pid.is_some() && r.process_name.is_some())
+    );
+    manager.shutdown().unwrap();
+}

@@ -188,7 +188,9 @@ impl ManagerBuilder {
 
 /// The server process's body.
 fn server_main(address: Address, authkey: Vec<u8>, lifeline: Connection<Ready>) -> Result<()> {
-    crate::sys::process::ignore_sigint();
+    // As CPython's manager server does: Ctrl-C reaches the whole process group, and the
+    // owner, not the server, decides what it means.
+    crate::sys::signal::ignore_interrupts();
     let server = match server::Server::bind(&address, &authkey) {
         Ok(s) => s,
         Err(e) => return lifeline.send(&Err(e)),

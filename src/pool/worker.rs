@@ -56,6 +56,9 @@ pub(crate) fn init_for_worker(init: &Option<InitSpec>) -> crate::Result<Option<I
 
 /// The worker's main function (a process target).
 pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks: u64) {
+    // Ctrl-C reaches the whole process group: the parent decides (it dies, and its workers
+    // with it through the parent-death watch; or it handles SIGINT and keeps its pool).
+    crate::sys::signal::ignore_interrupts();
     let sock = conn.as_fd();
     if let Some(init) = init {
         let fds: crate::Result<Vec<_>> = init.fds.into_iter().map(HandleFd::into_owned).collect();

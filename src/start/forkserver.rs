@@ -7,15 +7,25 @@
 //! as under `Fork`.
 //!
 //! Protocol on the client's socket (frames): server → client `hello` = its fingerprint
-//! (u64 LE). Then per child: client → server the bootstrap, with descriptors
-//! `[result end, argument descriptors...]`; server → client the child's pid (i32 LE).
-//! The server exits when the client's end closes, or when the client dies (parent-death
-//! signal).
+//! (u64 LE). Then per child: client → server a [`Request`] (the bootstrap, the client's
+//! working directory, and its environment if it differs from the one the server started
+//! with), with descriptors `[result end, argument descriptors...]`; server → client the
+//! child's pid (u32 LE). The server exits when the client's end closes, or when the client
+//! dies (parent-death signal).
+//!
+//! **Inheritance.** A child sees its requester's cwd and environment at `start`, as under
+//! `Fork` and `Spawn`: it `chdir`s and, if the client sent one, replaces its environment
+//! before the target runs. The server ignores SIGINT (Ctrl-C is its parent's to decide; it
+//! dies with its parent); each child gets SIGINT's default action back.
 
 // Forking is this file's purpose; the one `unsafe` call is the fork itself.
 #![allow(unsafe_code)]
 
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use serde::{Deserialize, Serialize};
 
 use super::{Bootstrap, ENV_FORKSERVER, Launched, child, launched, state};
 use crate::codec::{self, HandleFd};
@@ -29,12 +39,33 @@ use crate::sys::process::Forked;
 pub(crate) struct Client {
     sock: HandleFd,
     pidfd: HandleFd,
+    /// The environment the server started with (so inherited by its children).
+    env: Vec<(OsString, OsString)>,
+}
+
+/// One request for a child, as the server reads it.
+#[derive(Deserialize)]
+struct Request {
+    boot: Bootstrap,
+    /// The requester's working directory, as bytes.
+    cwd: Option<Vec<u8>>,
+    /// The requester's environment, when it is not the one the server started with.
+    env: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// A [`Request`] as the client writes it (the same fields, the bootstrap borrowed).
+#[derive(Serialize)]
+struct RequestRef<'a> {
+    boot: &'a Bootstrap,
+    cwd: Option<Vec<u8>>,
+    env: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl Client {
     fn start() -> Result<Client> {
         let (ours, theirs) = sys::fd::socketpair()?;
         let route = format!("{}:{}", theirs.as_raw_fd(), sys::pid::current());
+        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
         let pid = sys::process::spawn_exe(
             &super::method::executable(),
             &super::spawn::argv0(),
@@ -47,6 +78,7 @@ impl Client {
         let client = Client {
             sock: HandleFd::new(ours),
             pidfd,
+            env,
         };
         let mut hello = Vec::new();
         framing::read_frame(client.sock.as_fd(), &mut hello, &mut Vec::new())?;
@@ -64,8 +96,20 @@ impl Client {
         boot: &Bootstrap,
         fds: &[BorrowedFd<'_>],
     ) -> std::result::Result<u32, (bool, Error)> {
+        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        let request = RequestRef {
+            boot,
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|d| d.into_os_string().into_vec()),
+            env: (env != self.env).then(|| {
+                env.into_iter()
+                    .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                    .collect()
+            }),
+        };
         let mut buf = Vec::new();
-        codec::encode_plain_into(boot, &mut buf).map_err(|e| (false, e))?;
+        codec::encode_plain_into(&request, &mut buf).map_err(|e| (false, e))?;
         framing::write_frame(self.sock.as_fd(), &buf, fds).map_err(|e| (false, e))?;
         buf.clear();
         framing::read_frame(self.sock.as_fd(), &mut buf, &mut Vec::new()).map_err(|e| (true, e))?;
@@ -132,6 +176,7 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
 /// The fork server's main loop; never returns.
 pub(super) fn serve(route: &str) -> ! {
     let (sock, _parent) = super::enter_routed(route);
+    sys::signal::ignore_interrupts();
     // Read once here, so every child resolves its entry without touching `/proc`.
     crate::target::warm();
     if framing::write_frame(
@@ -151,8 +196,8 @@ pub(super) fn serve(route: &str) -> ! {
             Err(Error::Closed) => sys::process::exit_now(0),
             Err(_) => sys::process::exit_now(72),
         }
-        let boot: Bootstrap = match codec::decode_plain(&buf) {
-            Ok(b) => b,
+        let Request { boot, cwd, env } = match codec::decode_plain(&buf) {
+            Ok(r) => r,
             Err(_) => sys::process::exit_now(73),
         };
         if fds.is_empty() {
@@ -164,6 +209,8 @@ pub(super) fn serve(route: &str) -> ! {
         match unsafe { sys::process::clone_parent() } {
             Ok(Forked::Child) => {
                 drop(sock);
+                sys::signal::default_interrupts();
+                take_on(cwd, env);
                 state().become_child(&boot);
                 child::run(boot.parent_pid, &boot, fds, result_end)
             }
@@ -179,5 +226,22 @@ pub(super) fn serve(route: &str) -> ! {
                 let _ = framing::write_frame(sock.as_fd(), &[], &[]);
             }
         }
+    }
+}
+
+/// In a child just forked by the server: the requester's working directory and environment.
+/// A directory that no longer exists leaves the server's (the child of a `Fork` or `Spawn`
+/// would be in a deleted directory; this one cannot be).
+fn take_on(cwd: Option<Vec<u8>>, env: Option<Vec<(Vec<u8>, Vec<u8>)>>) {
+    if let Some(dir) = cwd {
+        let _ = sys::process::chdir(std::path::Path::new(std::ffi::OsStr::from_bytes(&dir)));
+    }
+    if let Some(env) = env {
+        let vars: Vec<(OsString, OsString)> = env
+            .into_iter()
+            .map(|(k, v)| (OsString::from_vec(k), OsString::from_vec(v)))
+            .collect();
+        // SAFETY: the child of the single-threaded server is single-threaded.
+        unsafe { sys::process::replace_env(&vars) };
     }
 }

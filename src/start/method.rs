@@ -50,9 +50,21 @@ pub fn set_start_method(m: StartMethod) -> Result<()> {
     METHOD.set(m).map_err(|_| Error::ContextAlreadySet)
 }
 
-/// The start method in use: the one set with [`set_start_method`], else `ForkServer`.
+/// The start method in use: the one set with [`set_start_method`], else `ForkServer`. In a
+/// child it is its parent's: a child, a grandchild and a pool worker of a program that
+/// chose `Spawn` report `Spawn`, and start their own children that way.
 pub fn get_start_method() -> StartMethod {
     METHOD.get().copied().unwrap_or_default()
+}
+
+/// The method set with [`set_start_method`], if any: what a child inherits.
+pub(crate) fn chosen() -> Option<StartMethod> {
+    METHOD.get().copied()
+}
+
+/// In a new child: takes on its parent's choice (a forked child already has it).
+pub(crate) fn inherit(m: StartMethod) {
+    let _ = METHOD.set(m);
 }
 
 /// Every start method available on this platform, the default first.

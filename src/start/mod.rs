@@ -78,6 +78,9 @@ pub(crate) struct Bootstrap {
     /// The parent's log level, if the child forwards its `log` records; then the last
     /// descriptor is the socket to send them to (`crate::log`).
     pub(crate) log: Option<u8>,
+    /// The parent's `set_start_method` choice, which the child's `get_start_method` returns
+    /// and its own children and pools use.
+    pub(crate) start_method: Option<StartMethod>,
 }
 
 /// A started child, as the parent sees it.
@@ -152,6 +155,9 @@ impl State {
         self.identity = boot.identity.clone();
         self.daemon = boot.daemon;
         self.parent = Some((boot.parent_name.clone(), boot.parent_pid));
+        if let Some(m) = boot.start_method {
+            method::inherit(m);
+        }
         self.counter = 0;
         // The handles are the parent's: forget them without running their destructors
         // (their descriptors were closed with the registry, or never existed here).

@@ -87,13 +87,6 @@ pub(crate) fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
-/// Ignores SIGINT, as CPython's manager server does: a Ctrl-C at the terminal reaches the
-/// whole foreground process group, and the owner, not the server, decides what it means.
-pub(crate) fn ignore_sigint() {
-    // SAFETY: setting a standard disposition for SIGINT has no preconditions.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-}
-
 /// Ends the process at once: no atexit handlers, no unwinding, no destructors.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is always safe to call; it does not return.
@@ -348,4 +341,32 @@ pub(crate) fn uid() -> u32 {
 pub(crate) unsafe fn remove_env(key: &str) {
     // SAFETY: the caller guarantees no concurrent environment access.
     unsafe { std::env::remove_var(key) };
+}
+
+/// Replaces this process's whole environment with `vars` (entries the platform cannot hold,
+/// an empty name or one with `=` or NUL, are skipped).
+///
+/// # Safety
+/// No other thread may read or write the environment concurrently: call it only while the
+/// process is single-threaded (a child just forked by the fork server).
+pub(crate) unsafe fn replace_env(vars: &[(std::ffi::OsString, std::ffi::OsString)]) {
+    use std::os::unix::ffi::OsStrExt;
+    let old: Vec<std::ffi::OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in old {
+        // SAFETY: the caller guarantees no concurrent environment access.
+        unsafe { std::env::remove_var(k) };
+    }
+    for (k, v) in vars {
+        let (kb, vb) = (k.as_bytes(), v.as_bytes());
+        if kb.is_empty() || kb.contains(&b'=') || kb.contains(&0) || vb.contains(&0) {
+            continue;
+        }
+        // SAFETY: as above; the name and value were checked to be valid.
+        unsafe { std::env::set_var(k, v) };
+    }
+}
+
+/// Changes the working directory.
+pub(crate) fn chdir(dir: &Path) -> io::Result<()> {
+    Ok(rustix::process::chdir(dir)?)
 }

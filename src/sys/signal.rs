@@ -101,3 +101,18 @@ fn main_stack_low() -> Option<usize> {
     unsafe { libc::pthread_attr_destroy(&mut attr) };
     (rc == 0).then_some(addr as usize)
 }
+
+/// Ignores SIGINT (Ctrl-C): pool workers, the fork server and manager servers, whose fate
+/// is their parent's to decide (they die with it through the parent-death watch). A Ctrl-C
+/// at the terminal reaches the whole foreground process group.
+pub(crate) fn ignore_interrupts() {
+    // SAFETY: setting a standard disposition for SIGINT has no preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
+/// Restores SIGINT's default action (terminate): a child forked by the fork server must
+/// not keep the server's "ignore".
+pub(crate) fn default_interrupts() {
+    // SAFETY: setting a standard disposition for SIGINT has no preconditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+}
