@@ -18,6 +18,12 @@ fn greet(conn: Connection<String>) -> mproc::Result<()> {
     ))
 }
 
+fn dial(at: mproc::Address) -> mproc::Result<()> {
+    // Python's `Client(address, authkey=...)`: a Python program could be on either end.
+    let conn = mproc::connect::<String>(at, Some(b"tour key"))?;
+    conn.send(&"hello through a Listener".to_string())
+}
+
 fn crash(kind: String) {
     match kind.as_str() {
         "panic" => panic!("something went wrong"),
@@ -104,6 +110,30 @@ fn main() -> mproc::Result<()> {
     let p = mproc::spawn(relay, (tx,))?;
     println!("the grandchild sent {}", rx.recv()?);
     p.result()??;
+
+    println!("\n== listeners: authenticated connections on TCP, and wait() over anything");
+    let listener = mproc::Listener::<String>::bind("127.0.0.1:0".parse()?, Some(b"tour key"))?;
+    let p = mproc::spawn(dial, (listener.address(),))?;
+    let ready = mproc::wait(&[&listener, &p], Some(Duration::from_secs(10)))?;
+    println!("wait() says ready: {ready:?} (0: a peer is waiting to be accepted)");
+    let conn = listener.accept()?;
+    println!(
+        "{} (over {}, after a mutual HMAC handshake)",
+        conn.recv()?,
+        listener.address()
+    );
+    p.result()??;
+    let at = listener.address();
+    let guesser = std::thread::spawn(move || mproc::connect::<String>(at, Some(b"a guess")));
+    let refused = listener.accept().map(drop);
+    let guessed = guesser
+        .join()
+        .map_err(|_| Error::ValueError("guesser panicked".into()))?;
+    println!(
+        "a client with the wrong key: accept() -> {:?}, connect() -> {:?}",
+        refused,
+        guessed.map(drop)
+    );
 
     println!("\n== failures are values: panic, abort, exit(3)");
     for kind in ["panic", "abort", "exit"] {

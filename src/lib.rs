@@ -105,6 +105,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Listen and connect across processes and hosts ([`Listener`], [`connect`]: Python's
+//! `Listener` and `Client`, with the same mutual HMAC authentication), and [`wait`] on
+//! connections, listeners and processes at once. It is CPython's own wire protocol, so the
+//! peer may be a Python program (see the README's "Talking to Python"):
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn client(at: mproc::Address) -> mproc::Result<()> {
+//!     let conn = mproc::connect::<String>(at, Some(b"secret"))?;
+//!     conn.send(&"hi".to_string())
+//! }
+//! let listener = mproc::Listener::<String>::bind("127.0.0.1:0".parse()?, Some(b"secret"))?;
+//! let p = mproc::spawn(client, (listener.address(),))?;
+//! assert_eq!(mproc::wait(&[&listener], None)?, [0]); // a peer is waiting
+//! assert_eq!(listener.accept()?.recv()?, "hi");
+//! p.result()??;
+//! # Ok(()) }
+//! ```
+//!
 //! A [`Manager`] keeps lists, dicts, queues, locks and your own types in a server process;
 //! its proxies travel to children like any handle, and `modify` updates an entry atomically
 //! in the server (Python's `d[k] += 1` through a proxy loses updates):

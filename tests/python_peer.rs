@@ -176,3 +176,74 @@ fn mproc_client_against_a_python_listener() {
         );
     }
 }
+
+#[cfg(feature = "pickle")]
+mod pickle {
+    use super::*;
+    use mproc::Codec;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Record {
+        name: String,
+        values: Vec<i64>,
+        ratio: f64,
+        missing: Option<i32>,
+    }
+
+    const PY_PICKLER: &str = r#"
+import sys
+from multiprocessing.connection import Client
+c = Client(eval(sys.argv[1]), authkey=sys.argv[2].encode())
+c.send({'name': 'héllo', 'values': [1, -2, 3 * 10**12], 'ratio': 0.25, 'missing': None})
+r = c.recv()
+print(type(r).__name__, sorted(r.items()))
+c.send([None, 1, 2.5, 'three', [4], {'five': 5}])
+print(repr(c.recv()))
+"#;
+
+    // With `Codec::Pickle`, Python's dict arrives as a Rust struct and a Rust struct
+    // arrives as a dict; None, int, float, str and lists cross both ways.
+    #[test]
+    fn pickled_values_cross_both_ways() {
+        let _s = shared();
+        let _w = watchdog("pickle_round_trip", 60);
+        let l =
+            Listener::<Record>::bind_with("127.0.0.1:0".parse().unwrap(), Some(KEY), Codec::Pickle)
+                .unwrap();
+        let py = python(
+            PY_PICKLER,
+            &[&py_address(&l.address()), std::str::from_utf8(KEY).unwrap()],
+        );
+        let conn = l.accept().unwrap();
+        let got = conn.recv().unwrap();
+        assert_eq!(
+            got,
+            Record {
+                name: "héllo".into(),
+                values: vec![1, -2, 3_000_000_000_000],
+                ratio: 0.25,
+                missing: None
+            }
+        );
+        conn.send(&Record {
+            name: "from rust".into(),
+            values: vec![],
+            ratio: -1.5,
+            missing: Some(7),
+        })
+        .unwrap();
+        // The same connection read as loose Python values.
+        let mut raw = Vec::new();
+        conn.recv_bytes_into(&mut raw).unwrap();
+        let loose = serde_pickle::value_from_slice(&raw, serde_pickle::DeOptions::new()).unwrap();
+        let back = serde_pickle::value_to_vec(&loose, serde_pickle::SerOptions::new()).unwrap();
+        conn.send_bytes(&back).unwrap();
+        let said = finish(py);
+        assert_eq!(
+            said,
+            "dict [('missing', 7), ('name', 'from rust'), ('ratio', -1.5), ('values', [])]\n\
+             [None, 1, 2.5, 'three', [4], {'five': 5}]\n"
+        );
+    }
+}

@@ -385,6 +385,70 @@ def manager_create(n, r):
         return reps(r, lambda: batch(10), lambda: per_op(n, lambda: batch(n)))
 
 
+# ---- Listener / Client ---------------------------------------------------------------
+
+KEY = b"bench key"
+
+
+def listener_echo(address):
+    from multiprocessing.connection import Client
+    c = Client(address, authkey=KEY)
+    while True:
+        x = c.recv()
+        if x is None:
+            break
+        c.send(x)
+
+
+def listener_rtt(family):
+    def run(n, r):
+        import os
+        import tempfile
+        from multiprocessing.connection import Listener
+        if family == "tcp":
+            address = ("127.0.0.1", 0)
+        else:
+            address = os.path.join(tempfile.gettempdir(), f"mp-bench-{os.getpid()}.sock")
+        with Listener(address, authkey=KEY) as listener:
+            p = mp.Process(target=listener_echo, args=(listener.address,))
+            p.start()
+            conn = listener.accept()
+
+            def batch(k):
+                send, recv = conn.send, conn.recv
+                for i in range(k):
+                    send(i)
+                    recv()
+
+            out = reps(r, lambda: batch(1000), lambda: per_op(n, lambda: batch(n)))
+            conn.send(None)
+            p.join()
+            return out
+    return run
+
+
+def listener_serve(listener, total):
+    for _ in range(total):
+        listener.accept().close()
+
+
+def listener_connect(n, r):
+    from multiprocessing.connection import Client, Listener
+    warm = 20
+    with Listener(("127.0.0.1", 0), authkey=KEY, backlog=128) as listener:
+        p = mp.Process(target=listener_serve, args=(listener, warm + n * r))
+        p.start()
+        address = listener.address
+
+        def batch(k):
+            for _ in range(k):
+                Client(address, authkey=KEY).close()
+
+        out = reps(r, lambda: batch(warm), lambda: per_op(n, lambda: batch(n)))
+        p.join()
+        return out
+
+
 WORKLOADS = {
     "start_fork": lambda n, r: start("fork", n, r),
     "start_spawn": lambda n, r: start("spawn", n, r),
@@ -408,6 +472,9 @@ WORKLOADS = {
     "manager_dict_set": manager_ops("dict_set"),
     "manager_dict_get": manager_ops("dict_get"),
     "manager_create": manager_create,
+    "listener_tcp_rtt": listener_rtt("tcp"),
+    "listener_unix_rtt": listener_rtt("unix"),
+    "listener_connect": listener_connect,
 }
 
 

@@ -20,6 +20,7 @@ mod measure;
 #[cfg(feature = "mpi")]
 mod mpi_side;
 mod mproc_side;
+mod net;
 mod peers;
 mod raw;
 mod report;

@@ -32,6 +32,7 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "queue_stream" => queue_stream(n, r),
         "queue_rtt" => queue_rtt(n, r),
         "queue_64mib" => queue_64mib(n, r),
+        "queue_idle_cpu" => queue_idle_cpu(n, r),
         "pool_apply" => pool_apply(n, r),
         "pool_map" => pool_map(n, r, None),
         "pool_map_chunk1" => pool_map(n, r, Some(1)),
@@ -42,6 +43,10 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "manager_dict_set" => manager_ops(Op::DictSet, n, r),
         "manager_dict_get" => manager_ops(Op::DictGet, n, r),
         "manager_create" => manager_create(n, r),
+        w if w.starts_with("listener_") => match crate::net::mproc(w, n, r) {
+            Some(v) => v,
+            None => return MprocCell::NotBuilt,
+        },
         _ => return MprocCell::NotBuilt,
     })
 }
@@ -243,6 +248,30 @@ fn queue_rtt(n: u64, r: usize) -> Vec<f64> {
     ok("put", inq.put(u64::MAX));
     ok("join", p.join());
     v
+}
+
+fn idle_consumer(q: Queue<u64>, ready: Event) {
+    ready.set();
+    let _ = q.get();
+}
+
+/// A child says it is ready, then blocks in `get` on an empty queue; `ms` idle
+/// milliseconds per repetition.
+fn queue_idle_cpu(ms: u64, r: usize) -> Vec<f64> {
+    let once = || {
+        let q = ok("Queue::new", Queue::<u64>::new());
+        let ready = ok("Event::new", Event::new());
+        let mut p =
+            get_context(StartMethod::Fork).process(idle_consumer, (q.clone(), ready.clone()));
+        ok("start", p.start());
+        ready.wait();
+        let pid = p.pid().expect("started");
+        let v = crate::transport::cpu_per_second(pid, std::time::Duration::from_millis(ms));
+        ok("release", q.put(0));
+        ok("join", p.join());
+        v
+    };
+    reps(r, once, once)
 }
 
 fn big_sink(q: Queue<ByteBuf>, acks: Queue<u64>, rounds: u64, k: u64) {

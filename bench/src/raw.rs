@@ -17,7 +17,7 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
         "start_spawn" => reps(r, || reexec(1), || reexec(n)),
         "pipe_rtt" => uds_pingpong(n, r),
         "pipe_bw" => socket_bulk(1 << 20, n, r),
-        "pipe_idle_cpu" => crate::transport::raw_idle_cpu(n, r),
+        "pipe_idle_cpu" | "queue_idle_cpu" => crate::transport::raw_idle_cpu(n, r),
         "pipe_oversub" => crate::transport::raw_oversub(n, r),
         "queue_64mib" => socket_bulk(64 << 20, n, r),
         "lock_uncontended" => cas_lock(n, r),
@@ -33,6 +33,7 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
             || pi_check(calc_pi(0, 1, 1000)),
             || per_op(1, || pi_check(calc_pi(0, 1, std::hint::black_box(n)))),
         ),
+        w if w.starts_with("listener_") => return crate::net::raw(w, n, r),
         "pi_pool" => reps(
             r,
             || pi_check(fork_pi(1000)),

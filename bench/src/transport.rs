@@ -38,7 +38,7 @@ fn cpu_ns(pid: u32) -> u64 {
 }
 
 /// CPU seconds that `pid` used per second of `idle`, measured over `idle`.
-fn cpu_per_second(pid: u32, idle: Duration) -> f64 {
+pub fn cpu_per_second(pid: u32, idle: Duration) -> f64 {
     let c0 = cpu_ns(pid);
     std::thread::sleep(idle);
     let c1 = cpu_ns(pid);

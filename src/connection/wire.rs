@@ -49,6 +49,7 @@ pub enum Codec {
     /// in Python as a dict. Handles cannot travel this way. Messages are checked before
     /// they are decoded: only plain data, bounded in size and depth, is accepted.
     #[cfg(feature = "pickle")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
     Pickle,
 }
 
