@@ -46,8 +46,8 @@ use ::log::{Level, LevelFilter, Log, Metadata, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, HandleFd};
-use crate::context::StartMethod;
 use crate::error::{Error, Result};
+use crate::start::method::StartMethod;
 use crate::sys;
 
 /// The largest datagram a child sends, and the hub's receive buffer.
@@ -146,7 +146,9 @@ impl Log for Forwarder {
         }
         let mut kvs = Collect(Vec::new());
         let _ = record.key_values().visit(&mut kvs);
-        let me = crate::process::current_process();
+        // Who this process is, from `start` (below `process`: a record sent while a child
+        // starts must not reach back up).
+        let me_name = crate::start::state().name();
         let wire = WireRecord {
             level: record.level() as u8,
             target: bounded(record.target(), MAX_NAME),
@@ -154,8 +156,8 @@ impl Log for Forwarder {
             module_path: record.module_path().map(|m| bounded(m, MAX_NAME)),
             file: record.file().map(|f| bounded(f, MAX_NAME)),
             line: record.line(),
-            process_name: bounded(me.name(), MAX_NAME),
-            pid: me.pid(),
+            process_name: bounded(&me_name, MAX_NAME),
+            pid: crate::sys::pid::current(),
             kvs: kvs.0,
         };
         let mut buf = Vec::new();
@@ -376,7 +378,7 @@ impl Log for Stderr {
         }
         let name = match record.key_values().get(Key::from_str("process_name")) {
             Some(v) => v.to_string(),
-            None => crate::process::current_process().name().to_string(),
+            None => crate::start::state().name(),
         };
         let line = format!(
             "[{}/{}] {}\n",

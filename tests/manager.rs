@@ -590,6 +590,38 @@ fn wrong_keys_and_malformed_requests_hurt_only_their_peer() {
     assert_eq!(l.to_vec().unwrap(), [1, 2]);
 }
 
+// Peers that connect and say nothing (knowing no key) must not lock honest clients out: the
+// handshake runs on each peer's own thread, not on the accepting one (as CPython's
+// `Server.accepter` does), so an honest client is served at once, not after the 20 s
+// handshake timeout.
+#[test]
+fn silent_peers_do_not_block_honest_clients() {
+    let _s = shared();
+    let _w = watchdog("silent_peers_do_not_block_honest_clients", 60);
+    let m = Manager::builder()
+        .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+        .start()
+        .unwrap();
+    let Address::Tcp(at) = m.address() else {
+        panic!("a TCP manager has a TCP address")
+    };
+    let silent: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(at).unwrap())
+        .collect();
+    // Let the manager accept them before the honest client comes.
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let honest = Manager::connect(m.address(), m.authkey()).unwrap();
+    assert_eq!(honest.list::<u8>().unwrap().len().unwrap(), 0);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "an honest client waited {took:?} behind silent peers"
+    );
+    drop(silent);
+    m.shutdown().unwrap();
+}
+
 // A manager started and shut down leaves no descriptor and no child behind.
 #[test]
 fn start_and_shutdown_leak_nothing() {

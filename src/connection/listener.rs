@@ -7,7 +7,9 @@
 //! (`wire.rs`), so either end may be a Python program.
 //!
 //! The handshake is bounded in time ([`HANDSHAKE_TIMEOUT`], or the caller's deadline if
-//! sooner): a peer that connects and says nothing cannot hold `accept` forever. A peer that
+//! sooner): a peer that connects and says nothing cannot hold `accept` forever. `accept`
+//! runs it inline; the crate's servers take the raw peer (`accept_unauthenticated`) and run
+//! the handshake on that peer's own thread, so a silent peer blocks nobody else. A peer that
 //! fails the handshake costs only its own connection: `accept` returns the error and the
 //! next `accept` serves the next peer.
 
@@ -117,6 +119,12 @@ impl<T> Listener<T> {
     /// Waits for a peer and returns the connection to it, authenticated if the listener
     /// has an authkey. `Err(AuthenticationError)` for a peer that failed the handshake
     /// (the listener stays usable).
+    ///
+    /// The handshake runs here, on the calling thread, bounded by [`HANDSHAKE_TIMEOUT`]: a
+    /// peer that connects and says nothing holds this call for that long. A server that
+    /// must keep serving others meanwhile should accept on one thread and hand each peer
+    /// on (as the crate's manager does, authenticating on the peer's own thread), or use
+    /// [`accept_timeout`](Listener::accept_timeout).
     pub fn accept(&self) -> Result<Connection<T>> {
         self.accept_until(None)
     }
@@ -128,6 +136,17 @@ impl<T> Listener<T> {
     }
 
     fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection<T>> {
+        self.take_peer(deadline)?.handshake(deadline)
+    }
+
+    /// Takes the next peer without authenticating it: a server that serves each peer on
+    /// its own thread calls [`Unauthenticated::handshake`] there, so a peer that stalls
+    /// the handshake holds up only its own thread, never the accepting one.
+    pub(crate) fn accept_unauthenticated(&self) -> Result<Unauthenticated<T>> {
+        self.take_peer(None)
+    }
+
+    fn take_peer(&self, deadline: Option<Instant>) -> Result<Unauthenticated<T>> {
         let tcp = matches!(self.address, Address::Tcp(_));
         let sock = loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -138,13 +157,10 @@ impl<T> Listener<T> {
                 break s;
             }
         };
-        let conn = Connection::from_python(sock, tcp, self.codec);
-        if let Some(key) = &self.authkey {
-            let mut io = Handshake::new(&conn, deadline);
-            auth::deliver_challenge(&mut io, key).map_err(|e| io.explain(e))?;
-            auth::answer_challenge(&mut io, key).map_err(|e| io.explain(e))?;
-        }
-        Ok(conn)
+        Ok(Unauthenticated {
+            conn: Connection::from_python(sock, tcp, self.codec),
+            authkey: self.authkey.clone(),
+        })
     }
 
     /// Stops listening (dropping the listener does the same); a Unix socket file is
@@ -177,6 +193,32 @@ impl<T> fmt::Debug for Listener<T> {
             .field("authenticated", &self.authkey.is_some())
             .field("codec", &self.codec)
             .finish()
+    }
+}
+
+/// An accepted peer that has not yet been through the handshake: nothing may be read from
+/// it or sent to it before [`handshake`](Unauthenticated::handshake) succeeds.
+pub(crate) struct Unauthenticated<T> {
+    conn: Connection<T>,
+    authkey: Option<Vec<u8>>,
+}
+
+impl<T> Unauthenticated<T> {
+    /// The peer's socket (to shut it down from another thread while the handshake runs).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn.as_fd()
+    }
+
+    /// Runs the listener side of the handshake (deliver a challenge, then answer the
+    /// peer's), bounded by [`HANDSHAKE_TIMEOUT`] or `deadline` if sooner. Without an
+    /// authkey there is nothing to check.
+    pub(crate) fn handshake(self, deadline: Option<Instant>) -> Result<Connection<T>> {
+        if let Some(key) = &self.authkey {
+            let mut io = Handshake::new(&self.conn, deadline);
+            auth::deliver_challenge(&mut io, key).map_err(|e| io.explain(e))?;
+            auth::answer_challenge(&mut io, key).map_err(|e| io.explain(e))?;
+        }
+        Ok(self.conn)
     }
 }
 

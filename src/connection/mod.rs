@@ -50,6 +50,7 @@ mod wait;
 mod wire;
 
 pub use address::Address;
+pub(crate) use listener::Unauthenticated;
 pub use listener::{HANDSHAKE_TIMEOUT, Listener, connect, connect_timeout, connect_with};
 pub use wait::{Waitable, wait};
 pub use wire::Codec;

@@ -90,6 +90,7 @@ impl ExactReader {
         // 1. Look at the header, taking nothing.
         let mut hbuf = [0u8; MAX_HEADER_LEN];
         let mut hung_up = false;
+        let mut backoff = FIRST_PAUSE;
         let mut looked = None;
         let (h, hlen) = loop {
             let seen = match looked.take() {
@@ -106,7 +107,7 @@ impl ExactReader {
                 Peek::Bytes(n) => match FrameHeader::parse(format, &hbuf[..n], MAX_FRAME_LEN)? {
                     Some(found) => break found,
                     // The writer is mid-header (or died there).
-                    None => wait_for_more(sock, deadline, &mut hung_up)?,
+                    None => wait_for_more(sock, deadline, &mut hung_up, &mut backoff)?,
                 },
             }
         };
@@ -115,7 +116,7 @@ impl ExactReader {
         //    at all.
         if deadline.is_some() && total <= READ_AHEAD {
             while sys::stream::queued(sock).map_err(map_recv_error)? < total as u64 {
-                wait_for_more(sock, deadline, &mut hung_up)?;
+                wait_for_more(sock, deadline, &mut hung_up, &mut backoff)?;
             }
         }
         // 3. Take exactly this frame: header and descriptors, and as much of the payload
@@ -202,23 +203,82 @@ impl ExactReader {
     }
 }
 
+/// The first pause while a frame's start is queued and its rest is not.
+const FIRST_PAUSE: Duration = Duration::from_micros(50);
+/// The longest: a writer that stalls mid-frame (or a peer that sends part of a header and
+/// stays) costs a reader about a hundred looks a second, not tens of thousands.
+const MAX_PAUSE: Duration = Duration::from_millis(10);
+
 /// Waits a little for more of a frame whose start is already queued: the writer is in the
 /// middle of it. Errs if the writer has gone (it never will finish) or `deadline` passes.
 /// `hung_up` carries what the last call saw: once the writer is known gone, the caller
 /// looks once more (bytes may have come just before the hang-up), then this errs.
+/// `backoff` is the pause to take, doubled each call up to [`MAX_PAUSE`]: readability
+/// cannot tell us more has come (the queued start already makes the socket readable).
 fn wait_for_more(
     sock: BorrowedFd<'_>,
     deadline: Option<Instant>,
     hung_up: &mut bool,
+    backoff: &mut Duration,
 ) -> Result<()> {
     if *hung_up {
         return Err(died_mid_message());
     }
     *hung_up = sys::stream::peer_hung_up(sock).map_err(map_recv_error)?;
-    if deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(Error::Timeout);
+    let mut pause = *backoff;
+    if let Some(d) = deadline {
+        let now = Instant::now();
+        if now >= d {
+            return Err(Error::Timeout);
+        }
+        pause = pause.min(d - now);
     }
+    *backoff = (*backoff * 2).min(MAX_PAUSE);
     sys::stream::yield_cpu();
-    sys::stream::pause(Duration::from_micros(50));
+    sys::stream::pause(pause);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// This thread's CPU time (user + system), from `/proc/thread-self/stat`, in ticks.
+    fn thread_cpu_ticks() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime), counted from the state at field 3.
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    // A peer that sends part of a header and stays connected must not make the reader spin:
+    // over a second of waiting it uses a small part of a second of CPU.
+    #[test]
+    fn a_partial_header_does_not_busy_wait() {
+        let (a, b) = sys::fd::socketpair().unwrap();
+        // The first bytes of a header (its magic), then nothing.
+        sys::fd::send_all(a.as_fd(), b"MP").unwrap();
+        let mut reader = ExactReader::with_spin(Spin::off());
+        let before = thread_cpu_ticks();
+        let start = Instant::now();
+        let r = reader.read(
+            b.as_fd(),
+            Format::Mproc,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            Some(start + Duration::from_secs(1)),
+        );
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(start.elapsed() >= Duration::from_secs(1));
+        let used = thread_cpu_ticks() - before;
+        // Ticks are usually 1/100 s. Pausing 50 µs between looks used ~10 ticks here on a
+        // busy machine (more on a quiet one); backing off to 10 ms uses ~0.
+        assert!(
+            used < 5,
+            "waiting on a partial header used {used} ticks of CPU"
+        );
+        drop(a);
+    }
 }

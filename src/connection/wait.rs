@@ -5,7 +5,7 @@
 //! message (or the peer's end of stream) is waiting, a listener when a peer is waiting to be
 //! accepted, a process when it has exited (its pidfd).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use super::{Connection, Listener, Receiver};
@@ -92,5 +92,25 @@ impl<R> Waitable for Process<R> {
 impl Waitable for BorrowedFd<'_> {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
         Ok(self.as_fd())
+    }
+}
+
+// The raw numbers, for code that polls them itself (Python's `fileno()`).
+
+impl<T> AsRawFd for Connection<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl<T> AsRawFd for Receiver<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl<T> AsRawFd for Listener<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }

@@ -4,7 +4,10 @@
 //! parks its own thread on the store's condition variable, a slow or stalled peer stalls only
 //! its own thread, and a thread blocked in `recv` on its connection wakes straight into the
 //! request (no extra `poll` per request). Connections are per process and thread, reused by
-//! all their proxies, so there are few.
+//! all their proxies, so there are few. The accept loop only takes peers; each peer's
+//! thread runs the authentication handshake first (as CPython's `Server.accepter` hands
+//! `deliver_challenge` to the connection's thread), so a peer that connects and stays
+//! silent costs its own thread until the handshake timeout, and delays no one.
 //!
 //! Who wakes whom: a request that may let a waiter proceed (`put`, `release`, `set`, a
 //! holder's connection closing) sets `Store::wake`, and its thread notifies the condition
@@ -147,9 +150,11 @@ impl Server {
 
 fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
     while !shared.stopping.load(Ordering::Acquire) {
+        // The handshake runs on the peer's own thread (below): a peer that connects and
+        // says nothing must not hold up everyone else for the handshake timeout.
         let conn = match socket.accept() {
             Ok(c) => c,
-            // A peer that failed authentication, or a transient error: keep accepting.
+            // A transient error: keep accepting.
             Err(e) => {
                 ::log::debug!("manager: a connection was refused: {e}");
                 continue;
@@ -170,15 +175,30 @@ fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
         let shared2 = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("mproc-manager-conn-{id}"))
-            .spawn(move || serve_conn(&conn, id, &shared2));
+            .spawn(move || {
+                // However the thread ends, a panic included.
+                let _cleanup = ConnCleanup {
+                    id,
+                    shared: &shared2,
+                };
+                match conn.handshake(None) {
+                    Ok(conn) => serve_conn(&conn, id, &shared2),
+                    Err(e) => ::log::debug!("manager: a connection was refused: {e}"),
+                }
+            });
         if spawned.is_err() {
-            shared
-                .sockets
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            forget(id, shared);
         }
     }
+}
+
+/// Drops the duplicate of connection `id`'s socket (the connection is over).
+fn forget(id: ConnId, shared: &Shared) {
+    shared
+        .sockets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
 }
 
 /// Receives the next request frame into `inp`; `false` when the peer is gone (or the
@@ -212,7 +232,6 @@ fn next_request(
 }
 
 fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
-    let _cleanup = ConnCleanup { id, shared };
     let caller = Caller {
         conn: id,
         remote: shared.remote,
@@ -260,8 +279,7 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
     }
 }
 
-/// A connection's cleanup, run when its thread leaves `serve_conn` however it leaves (a
-/// panic included): forget its socket dup, and release every lock it held so no other
+/// A connection's cleanup, run when its thread ends however it ends (a panic included): forget its socket dup, and release every lock it held so no other
 /// client waits for a connection that is gone.
 struct ConnCleanup<'a> {
     id: ConnId,
@@ -271,11 +289,7 @@ struct ConnCleanup<'a> {
 impl Drop for ConnCleanup<'_> {
     fn drop(&mut self) {
         let shared = self.shared;
-        shared
-            .sockets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        forget(self.id, shared);
         let mut store = shared.store();
         store.release_all(self.id);
         if std::mem::take(&mut store.wake) {

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::connection::{Address, Connection, Listener, connect as connect_to, connect_timeout};
+use crate::connection::{
+    Address, Connection, Listener, Unauthenticated, connect as connect_to, connect_timeout,
+};
 use crate::error::{Error, Result};
 
 /// A server's listening socket.
@@ -26,9 +28,10 @@ impl ServerSocket {
         self.listener.address()
     }
 
-    /// The next authenticated peer; an error for a peer that failed the handshake.
-    pub(crate) fn accept(&self) -> Result<Connection<()>> {
-        self.listener.accept()
+    /// The next peer, not yet authenticated: the caller runs the handshake on the peer's
+    /// own thread, so a peer that stalls it holds up no one else.
+    pub(crate) fn accept(&self) -> Result<Unauthenticated<()>> {
+        self.listener.accept_unauthenticated()
     }
 
     /// Whether peers come over the network.

@@ -70,6 +70,8 @@ struct Inner {
     last_heard: Vec<Instant>,
     /// Per rank: whether it said `BYE` (or was given up for dead): no more sends to it.
     gone: Vec<bool>,
+    /// A rank was given up for dead: MPI cannot finalize without it.
+    lost: bool,
 }
 
 /// A message as it came off MPI.
@@ -94,6 +96,7 @@ impl Link {
                 next_seq: vec![0; size],
                 last_heard: vec![now; size],
                 gone: vec![false; size],
+                lost: false,
             }),
             claimed: AtomicBool::new(false),
         };
@@ -214,8 +217,10 @@ impl Link {
     /// `rank` is dead or broken: nothing more is sent to it, and `shutdown` does not wait
     /// for its `BYE`.
     pub(crate) fn forget(&self, rank: usize) {
-        if let Some(g) = self.lock().gone.get_mut(rank) {
+        let mut inner = self.lock();
+        if let Some(g) = inner.gone.get_mut(rank) {
             *g = true;
+            inner.lost = true;
         }
     }
 
@@ -225,11 +230,19 @@ impl Link {
     }
 
     /// Stops every worker rank and finalizes MPI; later calls fail with `Closed`. Call it
-    /// from the thread that called `init` (MPI requires it of `MPI_Finalize`).
+    /// from the thread that called `init` (MPI requires it of `MPI_Finalize`). If a rank was
+    /// given up for dead, it aborts the job instead: finalizing would wait for that rank.
     pub(crate) fn shutdown(&self) {
         let mut inner = self.lock();
         if inner.universe.is_none() {
             return;
+        }
+        if inner.lost {
+            // `MPI_Finalize` waits for every rank, the lost ones too: it would hang.
+            eprintln!(
+                "mproc: MPI ranks were lost during the job: aborting it instead of finalizing"
+            );
+            abort_job(1);
         }
         for rank in 1..self.size {
             if !inner.gone[rank] {

@@ -25,7 +25,7 @@
 //!
 //! **Who wakes whom.** Two eventcounts (`DATA`, `ROOM`): a futex sequence word and a waiter
 //! count. A waiter backs off (`sync::raw::backoff`: spins ~20 µs with growing pauses between
-//! looks, so it does not steal the cache line it watches on every cycle, or only yields on an
+//! looks, so it does not steal the cache line it watches on every cycle, or not at all on an
 //! oversubscribed machine), then registers in the count, fences (SeqCst),
 //! re-checks, and sleeps on the sequence. A producer publishes with a SeqCst swap (the
 //! store and the fence in one instruction) and, only if the count is non-zero, bumps the

@@ -2,8 +2,8 @@
 //! how the other side wakes it without a syscall when nobody sleeps.
 //!
 //! An [`EventCount`] is a futex sequence word `seq` and a count of `waiters`. A waiter backs
-//! off first (the crate's [`Backoff`]: spin ~20 µs, yield, or only yield on an
-//! oversubscribed machine), then registers in `waiters`, fences (SeqCst), checks its
+//! off first (the crate's [`Backoff`]: spin ~20 µs, then yield; on an
+//! oversubscribed machine, nothing), then registers in `waiters`, fences (SeqCst), checks its
 //! condition again, and sleeps on `seq` as it read it before registering. The other side
 //! changes the state (its own SeqCst store or fence), then reads `waiters`: only if it is
 //! non-zero does it bump `seq` and `futex_wake`. The two fences pair up: either the waiter's
