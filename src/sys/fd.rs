@@ -104,7 +104,7 @@ pub(crate) fn try_recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<Option<usize>> {
-    match recvmsg_fds(sock, buf, fds, RecvFlags::DONTWAIT) {
+    match recvmsg_fds(sock, &mut [IoSliceMut::new(buf)], fds, RecvFlags::DONTWAIT) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         other => other.map(Some),
     }
@@ -162,24 +162,24 @@ pub(crate) fn recv_with_fds(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
-    recvmsg_fds(sock, buf, fds, RecvFlags::empty())
+    recvmsg_fds(sock, &mut [IoSliceMut::new(buf)], fds, RecvFlags::empty())
 }
 
-/// One `recvmsg` that appends received descriptors (CLOEXEC) to `fds`.
-fn recvmsg_fds(
+/// One `recvmsg` into `bufs` that appends received descriptors (CLOEXEC) to `fds`; every
+/// socket read that can carry descriptors goes through here.
+pub(crate) fn recvmsg_fds(
     sock: BorrowedFd<'_>,
-    buf: &mut [u8],
+    bufs: &mut [IoSliceMut<'_>],
     fds: &mut Vec<OwnedFd>,
     flags: RecvFlags,
 ) -> io::Result<usize> {
     let mut space =
         [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [IoSliceMut::new(buf)];
     let msg = retry_eintr(|| {
         rustix::net::recvmsg(
             sock,
-            &mut iov,
+            &mut *bufs,
             &mut control,
             RecvFlags::CMSG_CLOEXEC | flags,
         )

@@ -78,25 +78,5 @@ pub(crate) fn recv_vectored_with_fds(
     bufs: &mut [std::io::IoSliceMut<'_>],
     fds: &mut Vec<std::os::fd::OwnedFd>,
 ) -> io::Result<usize> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit();
-        rustix::cmsg_space!(ScmRights(super::fd::MAX_FDS_PER_MESSAGE))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = loop {
-        match rustix::net::recvmsg(sock, bufs, &mut control, RecvFlags::CMSG_CLOEXEC) {
-            Err(Errno::INTR) => continue,
-            other => break other?,
-        }
-    };
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = message {
-            fds.extend(received);
-        }
-    }
-    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-        return Err(io::Error::other(
-            "descriptors were lost in transit (control data truncated)",
-        ));
-    }
-    Ok(msg.bytes)
+    super::fd::recvmsg_fds(sock, bufs, fds, RecvFlags::empty())
 }
