@@ -85,6 +85,20 @@ struct Cache {
     clients: HashMap<String, Rc<Client>>,
 }
 
+impl Cache {
+    /// A cache inherited through fork holds the parent's connections: the fork closed or
+    /// shares their descriptors, so they are forgotten without closing anything.
+    fn forget_if_forked(&mut self) {
+        let pid = crate::sys::pid::current();
+        if self.pid != pid {
+            for (_, c) in self.clients.drain() {
+                std::mem::forget(c);
+            }
+            self.pid = pid;
+        }
+    }
+}
+
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
@@ -141,15 +155,7 @@ pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<(Link, u64)> {
 fn client_for(server: &ServerRef) -> Result<Rc<Client>> {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let pid = crate::sys::pid::current();
-        if cache.pid != pid {
-            // Inherited through fork: the descriptors belong to the parent's story (the fork
-            // closed or shares them). Forget them without closing anything.
-            for (_, c) in cache.clients.drain() {
-                std::mem::forget(c);
-            }
-            cache.pid = pid;
-        }
+        cache.forget_if_forked();
         if let Some(c) = cache.clients.get(&server.key) {
             return Ok(c.clone());
         }
@@ -233,13 +239,7 @@ pub(crate) fn connect(address: Address, authkey: Vec<u8>) -> Result<Arc<ServerRe
     let server = ServerRef::new(address, authkey, nonce);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let pid = crate::sys::pid::current();
-        if cache.pid != pid {
-            for (_, c) in cache.clients.drain() {
-                std::mem::forget(c);
-            }
-            cache.pid = pid;
-        }
+        cache.forget_if_forked();
         cache
             .clients
             .insert(server.key.clone(), Rc::new(Client::new(link)));
