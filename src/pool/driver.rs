@@ -43,6 +43,11 @@ impl Shared {
                 if self.shutdown_if_done(&mut st) {
                     return;
                 }
+                // While a caller reads the answers itself, leave the sockets to it (a frame
+                // still to be sent is watched all the same); see `State::blind` for who
+                // wakes us.
+                st.blind = st.harvesting > 0;
+                let blind = st.blind;
                 // A socket at its end would poll readable for ever, one we cannot send on
                 // writable: leave them out, and wait for those workers' exits.
                 let socks: Vec<(Arc<HandleFd>, bool)> = st
@@ -53,6 +58,7 @@ impl Shared {
                         let want_write = !w.link.broken && !w.link.outgoing.is_empty();
                         (Arc::clone(&w.link.sock), want_write)
                     })
+                    .filter(|(_, want_write)| !blind || *want_write)
                     .collect();
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
@@ -66,13 +72,18 @@ impl Shared {
             drop(set);
             let callbacks = {
                 let mut st = self.lock();
+                st.blind = false;
                 self.drain_wake();
+                let signals = st.jobs.signals();
                 let mut callbacks = std::mem::take(&mut st.deferred.0);
                 self.service(&mut st, &mut callbacks);
+                // Waiters wait for a job, an `imap` result, or the end: wake them only
+                // when one of those may have come.
+                if st.jobs.signals() != signals {
+                    self.notify(&st);
+                }
                 callbacks
             };
-            self.progress.fetch_add(1, Ordering::Release);
-            self.cond.notify_all();
             for cb in callbacks {
                 // A panicking callback must not take the pool down with it (the panic hook
                 // has already reported it).

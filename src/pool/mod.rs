@@ -259,8 +259,14 @@ impl Pool {
         self.shared.config.processes
     }
 
-    /// Submits `items` (argument tuples) in chunks of `chunksize` as one job.
-    fn submit_chunks<F, Args, R>(&self, items: Vec<Args>, chunksize: usize) -> Result<u64>
+    /// Submits `items` (argument tuples) in chunks of `chunksize` as one job; `watched`:
+    /// the caller waits for it at once (see `Shared::submit`).
+    fn submit_chunks<F, Args, R>(
+        &self,
+        items: Vec<Args>,
+        chunksize: usize,
+        watched: bool,
+    ) -> Result<u64>
     where
         F: Target<Args, R>,
         Args: Serialize + DeserializeOwned + Send + 'static,
@@ -274,7 +280,9 @@ impl Pool {
         };
         // Each chunk goes out as soon as it is encoded, so workers start while the rest
         // is still being encoded. Until the job is sealed the pool counts it as work to
-        // come.
+        // come. Only a job of one chunk is left to the caller alone to watch: while a
+        // longer one is still being encoded, the driver reads the first answers.
+        let single = items.len() <= chunksize;
         for c in items.chunks(chunksize) {
             let encoded = encode_chunk(entry, c);
             let mut st = self.shared.lock();
@@ -290,7 +298,7 @@ impl Pool {
                         payload,
                         fds,
                     };
-                    self.shared.submit(&mut st, task);
+                    self.shared.submit(&mut st, task, watched && single);
                 }
                 Err(e) => {
                     st.abandon(id);
@@ -300,8 +308,14 @@ impl Pool {
                 }
             }
         }
-        self.shared.lock().jobs.seal(id);
-        self.shared.wake(); // the driver may be waiting for this job to be whole
+        let closed = {
+            let mut st = self.shared.lock();
+            st.jobs.seal(id);
+            st.closed
+        };
+        if closed {
+            self.shared.wake(); // the driver may be waiting for this job to be whole
+        }
         Ok(id)
     }
 
@@ -319,7 +333,9 @@ impl Pool {
         Args: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async(f, args).get()
+        let _ = f;
+        let job = self.submit_chunks::<F, Args, R>(vec![args], 1, true);
+        self.async_result(job, result::decode_one::<R>).get()
     }
 
     /// Runs `f(args...)` in a worker; the result comes through the returned handle.
@@ -330,7 +346,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let job = self.submit_chunks::<F, Args, R>(vec![args], 1);
+        let job = self.submit_chunks::<F, Args, R>(vec![args], 1, false);
         self.async_result(job, result::decode_one::<R>)
     }
 
@@ -342,7 +358,11 @@ impl Pool {
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, items).get()
+        let _ = f;
+        let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
+        let chunksize = default_chunksize(items.len(), self.processes());
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize, true);
+        self.async_result(job, result::decode_all::<R>).get()
     }
 
     /// `map` with an explicit chunk size (items per task); 0 is `Err(ValueError)`, as in
@@ -360,7 +380,7 @@ impl Pool {
     {
         let _ = f;
         let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
-        let job = self.submit_chunks::<F, (T,), R>(items, chunksize);
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize, true);
         self.async_result(job, result::decode_all::<R>).get()
     }
 
@@ -378,7 +398,7 @@ impl Pool {
         let _ = f;
         let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
         let chunksize = default_chunksize(items.len(), self.processes());
-        let job = self.submit_chunks::<F, (T,), R>(items, chunksize);
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize, false);
         self.async_result(job, result::decode_all::<R>)
     }
 
@@ -389,7 +409,11 @@ impl Pool {
         Args: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.starmap_async(f, items).get()
+        let _ = f;
+        let items: Vec<Args> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes());
+        let job = self.submit_chunks::<F, Args, R>(items, chunksize, true);
+        self.async_result(job, result::decode_all::<R>).get()
     }
 
     /// `starmap` without waiting.
@@ -406,7 +430,7 @@ impl Pool {
         let _ = f;
         let items: Vec<Args> = items.into_iter().collect();
         let chunksize = default_chunksize(items.len(), self.processes());
-        let job = self.submit_chunks::<F, Args, R>(items, chunksize);
+        let job = self.submit_chunks::<F, Args, R>(items, chunksize, false);
         self.async_result(job, result::decode_all::<R>)
     }
 
