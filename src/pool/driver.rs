@@ -23,6 +23,38 @@ use crate::pool::worker;
 use crate::start::children::ChildHandle;
 use crate::sys;
 
+/// What the driver's poll saw: which sockets and pidfds are ready (`all`: look at
+/// everything, the poll failed).
+struct Woken {
+    all: bool,
+    wake: bool,
+    socks: Vec<*const HandleFd>,
+    exited: Vec<*const ChildHandle>,
+}
+
+impl Woken {
+    fn everything() -> Woken {
+        Woken {
+            all: true,
+            wake: true,
+            socks: Vec::new(),
+            exited: Vec::new(),
+        }
+    }
+
+    /// Whether `w`'s socket polled readable (a worker spawned since was not polled: its
+    /// READY is read in a later round).
+    fn readable(&self, w: &Slot) -> bool {
+        self.all || self.socks.contains(&Arc::as_ptr(&w.link.sock))
+    }
+
+    /// Whether `w`'s pidfd polled readable: it exited. An exit always shows there, in this
+    /// round's poll or the next one.
+    fn exited(&self, w: &Slot) -> bool {
+        self.all || self.exited.contains(&Arc::as_ptr(&w.child))
+    }
+}
+
 impl Shared {
     /// The driver thread. If it ever panics, the pool is terminated (workers killed and
     /// reaped, every waiting result failed) rather than left with nobody to finish it.
@@ -68,15 +100,31 @@ impl Shared {
                 vec![(self.wake_rx.as_fd(), false)];
             set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
             set.extend(children.iter().map(|c| (c.pidfd(), false)));
-            let _ = sys::fd::poll_rw(&set, timeout);
+            let woken = match sys::fd::poll_rw(&set, timeout) {
+                Ok(ready) => Woken {
+                    all: false,
+                    wake: ready[0].0,
+                    socks: (socks.iter().zip(&ready[1..]))
+                        .filter(|(_, r)| r.0)
+                        .map(|((s, _), _)| Arc::as_ptr(s))
+                        .collect(),
+                    exited: (children.iter().zip(&ready[1 + socks.len()..]))
+                        .filter(|(_, r)| r.0)
+                        .map(|(c, _)| Arc::as_ptr(c))
+                        .collect(),
+                },
+                Err(_) => Woken::everything(),
+            };
             drop(set);
             let callbacks = {
                 let mut st = self.lock();
                 st.blind = false;
-                self.drain_wake();
+                if woken.all || woken.wake {
+                    self.drain_wake();
+                }
                 let signals = st.jobs.signals();
                 let mut callbacks = std::mem::take(&mut st.deferred.0);
-                self.service(&mut st, &mut callbacks);
+                self.service(&mut st, &mut callbacks, &woken);
                 // Waiters wait for a job, an `imap` result, or the end: wake them only
                 // when one of those may have come.
                 if st.jobs.signals() != signals {
@@ -115,14 +163,26 @@ impl Shared {
     }
 
     /// Reads the workers' answers, pushes out what waits to be sent, and dispatches; true
-    /// if an answer came. Callers waiting for a result run this too, with `all` false:
-    /// they read only the workers a frame is due from (the driver, woken by any socket,
-    /// reads them all and so notices a worker that breaks protocol or closes).
-    pub(crate) fn harvest(&self, st: &mut State, callbacks: &mut Vec<Callback>, all: bool) -> bool {
+    /// if an answer came. Callers waiting for a result run this: they read the workers a
+    /// frame is due from.
+    pub(crate) fn harvest(&self, st: &mut State, callbacks: &mut Vec<Callback>) -> bool {
+        self.harvest_where(st, callbacks, Slot::expects_frame)
+    }
+
+    /// [`harvest`](Shared::harvest) from the workers `read` picks. Reading stops after an
+    /// answer: a worker holds one task, so nothing more is due, and anything else it sends
+    /// (a protocol violation, its end of stream) keeps its socket readable for the next
+    /// round.
+    fn harvest_where(
+        &self,
+        st: &mut State,
+        callbacks: &mut Vec<Callback>,
+        read: impl Fn(&Slot) -> bool,
+    ) -> bool {
         let mut answered = false;
         for i in 0..st.workers.len() {
-            if all || st.workers[i].expects_frame() {
-                answered |= self.read_answers(st, i, callbacks, all);
+            if read(&st.workers[i]) {
+                answered |= self.read_answers(st, i, callbacks, false);
             }
             st.workers[i].flush();
         }
@@ -130,9 +190,9 @@ impl Shared {
         answered
     }
 
-    /// One round of the driver's work.
-    fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>) {
-        self.harvest(st, callbacks, true);
+    /// One round of the driver's work, on what its poll saw.
+    fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>, woken: &Woken) {
+        self.harvest_where(st, callbacks, |w| woken.readable(w));
         // Overdue tasks: kill the worker; its exit reports the timeout.
         if let Some(limit) = self.config.timeout {
             for w in &mut st.workers {
@@ -145,7 +205,12 @@ impl Shared {
         // first, or a result written just before the exit would be lost.
         let mut i = 0;
         while i < st.workers.len() {
-            match st.workers[i].child.exitcode_now() {
+            let exit = if woken.exited(&st.workers[i]) {
+                st.workers[i].child.exitcode_now()
+            } else {
+                None
+            };
+            match exit {
                 Some(code) => {
                     self.read_answers(st, i, callbacks, true);
                     let w = st.workers.swap_remove(i);

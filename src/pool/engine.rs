@@ -306,7 +306,7 @@ impl Shared {
             if readable {
                 let mut callbacks = Vec::new();
                 let signals = st.jobs.signals();
-                if self.harvest(&mut st, &mut callbacks, false) {
+                if self.harvest(&mut st, &mut callbacks) {
                     backoff = Backoff::with_budget(SPIN);
                 }
                 if st.jobs.signals() != signals {
