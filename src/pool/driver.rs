@@ -1,11 +1,13 @@
 //! The driver thread: reads answers, supervises workers, and winds the pool down.
 //!
 //! Each round it sleeps until something happens on a worker's socket or pidfd, or on the
-//! wake-up socket (it never spins: a caller waiting for a quick answer reads it itself, see
-//! `engine.rs`), then, under the state lock: reads every answer, sends
-//! what did not fit before, kills workers whose task ran past `task_timeout`, accounts for
-//! exits (a dead worker fails exactly the task it held), starts replacements, dispatches
-//! pending tasks, and finally wakes every waiter. User callbacks run after the lock is
+//! wake-up socket (it never spins: a caller waiting for a quick answer reads it itself, and
+//! meanwhile the driver does not watch the answer sockets, see `engine.rs`), then, under
+//! the state lock, acts on what the poll saw: reads the answers of the sockets that polled
+//! readable, sends what did not fit before, kills workers whose task ran past
+//! `task_timeout`, accounts for the exits its pidfds showed (a dead worker fails exactly
+//! the task it held), starts replacements, dispatches pending tasks, and wakes the waiters
+//! if a job or an `imap` result may be ready. User callbacks run after the lock is
 //! released, on this thread.
 
 use std::os::fd::{AsFd, OwnedFd};

@@ -10,8 +10,10 @@
 //! holding the lock: all socket I/O under it is non-blocking.
 //!
 //! **Who wakes whom.** A caller wakes the driver (a byte on its wake-up socket) only when
-//! it needs it: a frame that did not fit, a timeout to watch, a job sealed or dropped. The
-//! driver wakes callers through `cond` after each round.
+//! it needs it: a frame that did not fit, a timeout to watch, a job dropped, a job sealed
+//! in a closed pool, work left unwatched (below). Whoever records a result that lets a
+//! waiter proceed — a job done, an `imap` result ([`JobTable::signals`]) — bumps
+//! `progress` and notifies `cond` if anyone sleeps on it; other rounds wake nobody.
 //!
 //! **Fewer hops.** A caller waiting for a result does not leave the reading to the driver
 //! at first: for a short while ([`SPIN`], through the shared [`Backoff`]) it looks at the
@@ -21,6 +23,15 @@
 //! neither pays the ~30 µs wake-up of a sleeping CPU; the worker likewise looks for its
 //! next task a while before it sleeps. Past the window the caller sleeps on `cond` and the
 //! driver, which never spins, does the reading: an idle pool costs no CPU.
+//!
+//! **One reader per answer.** While a caller harvests (`State::harvesting`), the driver
+//! sleeps *blind*: on its wake-up socket, the pidfds and the sockets it still has to write,
+//! but not the sockets answers come on — else every answer would also wake the driver, a
+//! third runnable thread on a two-CPU machine, and the spin would stop for everyone.
+//! Work is never left unwatched: the last harvester to stop while a worker still owes a
+//! frame wakes the driver, and so does a caller that submits without waiting at once
+//! (`apply_async`, `imap`, a `map` of many chunks); `apply` and one-chunk `map`s are read
+//! by their caller, who enters `lock_when` right after submitting.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
