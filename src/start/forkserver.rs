@@ -117,12 +117,51 @@ impl Client {
     }
 }
 
-/// The server's reply to a request: the child's pid (4 bytes, not 0), or anything else for
-/// "could not start the child".
+/// The server's reply to a request: the child's pid (4 bytes, not 0), or a pid of 0 and
+/// the OS error code of the failed fork (8 bytes).
 pub(crate) fn parse_pid_reply(reply: &[u8]) -> Result<u32> {
-    match <[u8; 4]>::try_from(reply).map(u32::from_le_bytes) {
-        Ok(pid) if pid != 0 => Ok(pid),
-        _ => Err(Error::Codec("fork server could not start the child".into())),
+    if let Ok(pid) = <[u8; 4]>::try_from(reply).map(u32::from_le_bytes)
+        && pid != 0
+    {
+        return Ok(pid);
+    }
+    if let Ok(failure) = <[u8; 8]>::try_from(reply)
+        && failure[..4] == [0; 4]
+    {
+        let errno = i32::from_le_bytes([failure[4], failure[5], failure[6], failure[7]]);
+        let os = std::io::Error::from_raw_os_error(errno);
+        return Err(Error::Io(std::io::Error::new(os.kind(), ForkFailed(os))));
+    }
+    Err(Error::Codec(format!(
+        "malformed reply from the fork server: {} bytes, expected a pid or an error code",
+        reply.len()
+    )))
+}
+
+/// The reply for a fork that failed with `e`: a pid of 0, then the OS error code.
+fn failure_reply(e: &std::io::Error) -> [u8; 8] {
+    let mut reply = [0; 8];
+    // A fork error always has an OS code (it comes from clone); EIO stands in otherwise.
+    let errno = e
+        .raw_os_error()
+        .unwrap_or(rustix::io::Errno::IO.raw_os_error());
+    reply[4..].copy_from_slice(&errno.to_le_bytes());
+    reply
+}
+
+/// "fork server could not fork the child: ...", with the OS error as its source.
+#[derive(Debug)]
+struct ForkFailed(std::io::Error);
+
+impl std::fmt::Display for ForkFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fork server could not fork the child: {}", self.0)
+    }
+}
+
+impl std::error::Error for ForkFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -221,9 +260,9 @@ pub(super) fn serve(route: &str) -> ! {
                     sys::process::exit_now(0);
                 }
             }
-            Err(_) => {
-                // Tell the client by a malformed (empty) reply; it reports the failure.
-                let _ = framing::write_frame(sock.as_fd(), &[], &[]);
+            Err(e) => {
+                // Tell the client why: a pid of 0 and the OS error code.
+                let _ = framing::write_frame(sock.as_fd(), &failure_reply(&e), &[]);
             }
         }
     }
