@@ -31,7 +31,11 @@
 //!   logger, level and configuration, and writes where the parent's would (stderr, a
 //!   file). Such records are not tagged by mproc (a logger that prints the pid, or
 //!   [`log_to_stderr`], shows who logged), and a logger that keeps records in memory
-//!   keeps them in the child. No hub is opened for `Fork` children.
+//!   keeps them in the child. No hub is opened for `Fork` children. (The `log` crate has
+//!   no way to replace a logger once set, so a user's logger cannot be swapped for a
+//!   forwarder in the fork.) A child forked by a process that forwards (a spawned or
+//!   fork-server child, a pool worker) forwards too, under its own name and pid: its logger
+//!   is mproc's forwarder, which reads who it runs in at each record.
 //!
 //! Every datagram is bounded ([`MAX_DATAGRAM`]), every string in it too (a longer message is
 //! cut, and says so); the hub drops a datagram that does not decode.
@@ -47,7 +51,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, HandleFd};
 use crate::error::{Error, Result};
-use crate::start::method::StartMethod;
 use crate::sys;
 
 /// The largest datagram a child sends, and the hub's receive buffer.
@@ -146,9 +149,8 @@ impl Log for Forwarder {
         }
         let mut kvs = Collect(Vec::new());
         let _ = record.key_values().visit(&mut kvs);
-        // Who this process is, from `start` (below `process`: a record sent while a child
-        // starts must not reach back up).
-        let me_name = crate::start::state().name();
+        // Who this process is (`name.rs`: no lock of `start`'s is taken to log).
+        let me_name = crate::name::get();
         let wire = WireRecord {
             level: record.level() as u8,
             target: bounded(record.target(), MAX_NAME),
@@ -192,10 +194,10 @@ pub(crate) fn enter_child(level: Option<u8>, mut fds: Vec<OwnedFd>) -> Vec<Owned
 // ---------------------------------------------------------------------------------------
 // The parent's side.
 
-/// What a process that starts a child by `method` gives it for logging: the level and the
-/// socket to send records to, or `None` if this process logs nothing (or the child is
-/// forked and keeps a copy of this process's logger).
-pub(crate) fn for_child(method: StartMethod) -> Result<Option<(u8, HandleFd)>> {
+/// What a process gives a child it starts (by `fork` if `forked`) for logging: the level
+/// and the socket to send records to, or `None` if this process logs nothing (or the child
+/// is forked and keeps a copy of this process's logger).
+pub(crate) fn for_child(forked: bool) -> Result<Option<(u8, HandleFd)>> {
     let level = ::log::max_level();
     if level == LevelFilter::Off {
         return Ok(None);
@@ -206,7 +208,7 @@ pub(crate) fn for_child(method: StartMethod) -> Result<Option<(u8, HandleFd)>> {
             return Ok(Some((level_to_wire(level), HandleFd::new(dup))));
         }
     }
-    if method == StartMethod::Fork {
+    if forked {
         return Ok(None);
     }
     let send = hub_sender()?;
@@ -378,7 +380,7 @@ impl Log for Stderr {
         }
         let name = match record.key_values().get(Key::from_str("process_name")) {
             Some(v) => v.to_string(),
-            None => crate::start::state().name(),
+            None => crate::name::get(),
         };
         let line = format!(
             "[{}/{}] {}\n",

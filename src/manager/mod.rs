@@ -33,7 +33,6 @@ mod sync_proxy;
 mod transport;
 mod wire;
 
-pub(crate) use self::managed::ServerEntry;
 pub use self::managed::{Managed, Proxy};
 pub use self::proxy::{DictProxy, ListProxy, Namespace, ValueProxy};
 pub use self::sync_proxy::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};

@@ -120,22 +120,17 @@ impl Client {
 /// The server's reply to a request: the child's pid (4 bytes, not 0), or a pid of 0 and
 /// the OS error code of the failed fork (8 bytes).
 pub(crate) fn parse_pid_reply(reply: &[u8]) -> Result<u32> {
-    if let Ok(pid) = <[u8; 4]>::try_from(reply).map(u32::from_le_bytes)
-        && pid != 0
-    {
-        return Ok(pid);
+    match *reply {
+        [a, b, c, d] if [a, b, c, d] != [0; 4] => Ok(u32::from_le_bytes([a, b, c, d])),
+        [0, 0, 0, 0, a, b, c, d] => {
+            let os = std::io::Error::from_raw_os_error(i32::from_le_bytes([a, b, c, d]));
+            Err(Error::Io(std::io::Error::new(os.kind(), ForkFailed(os))))
+        }
+        _ => Err(Error::Codec(format!(
+            "malformed reply from the fork server: {} bytes, expected a pid or an error code",
+            reply.len()
+        ))),
     }
-    if let Ok(failure) = <[u8; 8]>::try_from(reply)
-        && failure[..4] == [0; 4]
-    {
-        let errno = i32::from_le_bytes([failure[4], failure[5], failure[6], failure[7]]);
-        let os = std::io::Error::from_raw_os_error(errno);
-        return Err(Error::Io(std::io::Error::new(os.kind(), ForkFailed(os))));
-    }
-    Err(Error::Codec(format!(
-        "malformed reply from the fork server: {} bytes, expected a pid or an error code",
-        reply.len()
-    )))
 }
 
 /// The reply for a fork that failed with `e`: a pid of 0, then the OS error code.
@@ -250,7 +245,7 @@ pub(super) fn serve(route: &str) -> ! {
                 drop(sock);
                 sys::signal::default_interrupts();
                 take_on(cwd, env);
-                state().become_child(&boot);
+                state().become_child(&boot, &mut crate::name::hold());
                 child::run(boot.parent_pid, &boot, fds, result_end)
             }
             Ok(Forked::Parent(pid)) => {

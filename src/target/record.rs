@@ -22,6 +22,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::server::ServerEntry;
 use super::{Entry, PoolEntry, Target, entry, pool_entry};
 use crate::sys::pid::{ImageMapping, image_mappings};
 
@@ -55,9 +56,7 @@ const POOL_TAG: [u64; 2] = [0x6c6f_6f70_2063_6f72, 0x5b83_e6d0_17a9_c42e];
 const SERVER_TAG: [u64; 2] = [0x7265_6761_6e61_6d20, 0x3c71_d2a8_96e0_5bf4];
 
 /// A record for a manager server's entry (built in `manager/managed.rs`'s constants).
-pub(crate) const fn server_record(
-    entry: crate::manager::ServerEntry,
-) -> Record<crate::manager::ServerEntry> {
+pub(crate) const fn server_record(entry: ServerEntry) -> Record<ServerEntry> {
     Record {
         tag: SERVER_TAG,
         entry,
@@ -173,11 +172,11 @@ pub(crate) fn pool_entry_at(offset: i64) -> Option<PoolEntry> {
 }
 
 /// The manager server entry at `offset`, if `offset` names one (see the module docs).
-pub(crate) fn server_entry_at(offset: i64) -> Option<crate::manager::ServerEntry> {
+pub(crate) fn server_entry_at(offset: i64) -> Option<ServerEntry> {
     let addr = resolve(offset, SERVER_TAG)?;
     // SAFETY: as in `entry_at`, for a record with the server-entry tag, emitted only by
     // `server_record`, whose `entry` field is a `ServerEntry`.
-    Some(unsafe { std::mem::transmute::<usize, crate::manager::ServerEntry>(addr) })
+    Some(unsafe { std::mem::transmute::<usize, ServerEntry>(addr) })
 }
 
 #[cfg(test)]
