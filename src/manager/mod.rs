@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 mod client;
 mod handle;
 mod managed;
+mod object;
 mod proxy;
 mod server;
 mod store;
