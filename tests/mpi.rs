@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 use mproc::{Error, Pool};
 
 const ROLE: &str = "MPROC_MPI_TEST";
+/// Set on every job this run starts, to this process's pid: the stray check looks only at
+/// processes carrying it, so another MPI run on the machine (another checkout's tests, a
+/// user's job) is never mistaken for a leak of ours. An environment variable, not a
+/// process tree or group: a leaked rank is reparented when its `mpirun` exits, and
+/// launchers may move ranks to process groups of their own, but the environment stays.
+const OWNER: &str = "MPROC_MPI_TEST_OWNER";
 
 fn main() {
     match std::env::var(ROLE) {
@@ -264,6 +270,7 @@ fn mpirun_with(
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env(OWNER, std::process::id().to_string())
         .env(ROLE, program);
     if tcp {
         cmd.env("OMPI_MCA_btl", "tcp,self");
@@ -282,9 +289,9 @@ fn me() -> std::path::PathBuf {
     std::env::current_exe().expect("the test binary's path")
 }
 
-/// Processes still running one of our MPI programs (leaks after a job ended).
+/// Processes still running one of this run's MPI programs (leaks after a job ended).
 fn strays() -> Vec<u32> {
-    let marker = format!("{ROLE}=");
+    let marker = format!("{OWNER}={}", std::process::id());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -298,10 +305,7 @@ fn strays() -> Vec<u32> {
             continue;
         }
         if let Ok(env) = std::fs::read(entry.path().join("environ")) {
-            if env
-                .split(|&b| b == 0)
-                .any(|kv| kv.starts_with(marker.as_bytes()))
-            {
+            if env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()) {
                 found.push(pid);
             }
         }
@@ -511,6 +515,7 @@ fn mpi_pi_case() -> Result<(), String> {
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env(OWNER, std::process::id().to_string())
         .env("OMPI_MCA_btl", "tcp,self");
     let t = Instant::now();
     let out = cmd.output().map_err(|e| e.to_string())?;
@@ -522,7 +527,8 @@ fn mpi_pi_case() -> Result<(), String> {
         job.code() == Some(0) && job.stdout().contains("pi = 3.14159265"),
         "mpi_pi did not print pi",
         &job,
-    )
+    )?;
+    no_strays()
 }
 
 /// One test: `Err` says what went wrong.
@@ -557,6 +563,14 @@ fn run_cases() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    // A process of another run, as if another checkout's tests ran beside these: the
+    // stray checks must not take it for a leak of ours.
+    let mut decoy = Command::new("sleep")
+        .arg("600")
+        .env(ROLE, "seeds")
+        .env(OWNER, "1")
+        .spawn()
+        .expect("cannot run `sleep`");
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
@@ -578,6 +592,8 @@ fn run_cases() {
             }
         }
     }
+    let _ = decoy.kill();
+    let _ = decoy.wait();
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);
