@@ -274,57 +274,39 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        enter::<D::Error>(self.depth)?;
-        let r = self.v.visit_some(Depth {
-            de: d,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_some(Depth { de: d, depth }))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        enter::<D::Error>(self.depth)?;
-        let r = self.v.visit_newtype_struct(Depth {
-            de: d,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || {
+            self.v.visit_newtype_struct(Depth { de: d, depth })
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_seq(Access {
-            a,
-            depth: self.depth,
-            mark: 0,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_seq(Access::new(a, depth)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_map(Access {
-            a,
-            depth: self.depth,
-            mark: 0,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_map(Access::new(a, depth)))
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_enum(Access {
-            a,
-            depth: self.depth,
-            mark: 0,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_enum(Access::new(a, depth)))
     }
+}
+
+/// Decodes one nested value with `visit`, one level deeper (or fails past the limit).
+fn nested<T, E: de::Error>(depth: &Budget, visit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    enter::<E>(depth)?;
+    let r = visit();
+    leave(depth);
+    r
 }
 
 /// A sequence, map, enum or variant access whose elements deserialize through [`Depth`].
@@ -333,6 +315,12 @@ struct Access<'a, A> {
     depth: &'a Budget,
     /// Input left when the current map entry's key began (for [`Budget::charge`]).
     mark: usize,
+}
+
+impl<'a, A> Access<'a, A> {
+    fn new(a: A, depth: &'a Budget) -> Self {
+        Access { a, depth, mark: 0 }
+    }
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
@@ -390,14 +378,7 @@ impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Access<'a, A> {
     ) -> Result<(T::Value, Self::Variant), A::Error> {
         let depth = self.depth;
         let (value, variant) = self.a.variant_seed(Seed { s, depth })?;
-        Ok((
-            value,
-            Access {
-                a: variant,
-                depth,
-                mark: 0,
-            },
-        ))
+        Ok((value, Access::new(variant, depth)))
     }
 }
 
