@@ -235,6 +235,23 @@ fn varint(mut c: u64, out: &mut Vec<u8>) {
     }
 }
 
+/// Empty fields of tuples and structs are as many as their type says: only elements of
+/// sequences and maps whose length the message claims are charged to the allowance, so an
+/// honest vector of two million `(u8, PhantomData)` (one byte each) decodes.
+#[test]
+fn empty_fields_of_non_empty_elements_are_not_charged() {
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Tagged(u8, std::marker::PhantomData<u64>, ());
+    let n = 2 * codec::MAX_EMPTY;
+    let v: Vec<Tagged> = (0..n)
+        .map(|i| Tagged(i as u8, std::marker::PhantomData, ()))
+        .collect();
+    let mut bytes = Vec::new();
+    codec::encode_plain_into(&v, &mut bytes).unwrap();
+    let back = codec::decode_plain::<Vec<Tagged>>(&bytes).unwrap();
+    assert_eq!(back.len(), n);
+}
+
 /// A `Vec<()>` claiming 2^64 - 1 elements: an `Error::Codec` naming the limit, at once.
 /// (Before the allowance, this decode looped for centuries: the watchdog turns that into a
 /// failure.)

@@ -37,6 +37,11 @@
 //!   fork-server child, a pool worker) forwards too, under its own name and pid: its logger
 //!   is mproc's forwarder, which reads who it runs in at each record.
 //!
+//! - **MPI worker ranks** (feature `mpi`) have no parent process to hold a hub: once rank 0
+//!   says its level, a rank's forwarder writes into a socket of the rank's own, which the
+//!   rank relays to rank 0 over MPI; rank 0 hands each record to its logger as the hub
+//!   would (`mpi/rank.rs`, `mpi/link.rs`), tagged `Rank-N`.
+//!
 //! Every datagram is bounded ([`MAX_DATAGRAM`]), every string in it too (a longer message is
 //! cut, and says so); the hub drops a datagram that does not decode.
 
@@ -55,11 +60,13 @@ use crate::sys;
 mod hub;
 mod stderr;
 
+#[cfg(feature = "mpi")]
+pub(crate) use hub::deliver;
 pub(crate) use hub::flush;
 pub use stderr::log_to_stderr;
 
 /// The largest datagram a child sends, and the hub's receive buffer.
-const MAX_DATAGRAM: usize = 96 * 1024;
+pub(crate) const MAX_DATAGRAM: usize = 96 * 1024;
 /// The longest message forwarded; longer ones are cut at a character boundary.
 const MAX_MESSAGE: usize = 48 * 1024;
 /// The longest target, module path, file name or key.
@@ -84,6 +91,16 @@ struct WireRecord {
 
 fn level_to_wire(l: LevelFilter) -> u8 {
     l as u8
+}
+
+/// The highest level number on the wire (`Trace`).
+#[cfg(feature = "mpi")]
+pub(crate) const MAX_WIRE_LEVEL: u8 = LevelFilter::Trace as u8;
+
+/// This process's level as its children are told it (0: off).
+#[cfg(feature = "mpi")]
+pub(crate) fn wire_level() -> u8 {
+    level_to_wire(::log::max_level())
 }
 
 fn level_filter_from_wire(n: u8) -> LevelFilter {
@@ -194,6 +211,26 @@ pub(crate) fn enter_child(level: Option<u8>, mut fds: Vec<OwnedFd>) -> Vec<Owned
     }
     // Otherwise a logger came with a fork: it stays (see the module docs).
     fds
+}
+
+/// In an MPI worker rank (`mpi/rank.rs`), told rank 0's level: the first time the level is
+/// not off, installs the forwarder on a new datagram socket and returns its receiving end,
+/// from which the rank relays each record to rank 0 (a rank has no parent to hold a hub);
+/// afterwards only follows the level. `None` if there is nothing (new) to relay from.
+#[cfg(feature = "mpi")]
+pub(crate) fn forward_from_rank(level: u8) -> Result<Option<OwnedFd>> {
+    if FORWARDING.load(Ordering::Acquire) {
+        ::log::set_max_level(level_filter_from_wire(level));
+        return Ok(None);
+    }
+    if level_filter_from_wire(level) == LevelFilter::Off {
+        return Ok(None);
+    }
+    let (recv, send) = sys::dgram::pair()?;
+    let rest = enter_child(Some(level), vec![send]);
+    debug_assert!(rest.is_empty());
+    // A logger the program installed itself stays (as in a forked child): nothing to relay.
+    Ok(FORWARDING.load(Ordering::Acquire).then_some(recv))
 }
 
 // ---------------------------------------------------------------------------------------

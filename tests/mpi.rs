@@ -52,6 +52,13 @@ fn nap(ms: u64) -> u64 {
     ms
 }
 
+/// Logs at info (forwarded at rank 0's level) and at debug (not), then returns `n`.
+fn logs(n: i64) -> i64 {
+    log::info!("task {n} on a worker rank");
+    log::debug!("hidden {n}");
+    n
+}
+
 fn abort_on_5(n: i64) -> i64 {
     if n == 5 {
         std::process::abort();
@@ -194,6 +201,12 @@ fn mpi_program(program: &str) -> i32 {
                 let pool = world.pool()?;
                 let _pending = pool.map_async(nap, vec![50; 20]);
                 panic!("rank 0 panics with work in flight");
+            }
+            "log" => {
+                mproc::log_to_stderr(log::LevelFilter::Info)?;
+                let pool = world.pool()?;
+                println!("logged: {:?}", pool.map_chunked(logs, 0..8, 1)?);
+                log::info!("rank 0 done");
             }
             "alone" => match world.pool() {
                 Err(e) => println!("pool of one rank: {e}"),
@@ -357,6 +370,42 @@ fn seeds_case(np: usize, tcp: bool) -> Result<(), String> {
             job.explain()
         ));
     }
+    no_strays()
+}
+
+/// Records logged in tasks on worker ranks reach rank 0's logger (here `log_to_stderr`),
+/// each once, at rank 0's level, tagged with the rank, before the results come back.
+fn log_case() -> Result<(), String> {
+    let job = mpirun("log", &[(3, &me())], false);
+    expect(job.code() == Some(0), "the job failed", &job)?;
+    expect(
+        job.stdout().contains("logged: [0, 1, 2, 3, 4, 5, 6, 7]"),
+        "the tasks did not run",
+        &job,
+    )?;
+    let err = job.stderr();
+    for n in 0..8 {
+        let line = format!("] task {n} on a worker rank");
+        let found: Vec<&str> = err.lines().filter(|l| l.ends_with(&line)).collect();
+        expect(
+            found.len() == 1
+                && (found[0].starts_with("[INFO/Rank-1]") || found[0].starts_with("[INFO/Rank-2]")),
+            &format!(
+                "task {n}'s record did not reach rank 0 once, tagged with its rank: {found:?}"
+            ),
+            &job,
+        )?;
+    }
+    expect(
+        !err.contains("hidden"),
+        "a debug record passed rank 0's info level",
+        &job,
+    )?;
+    expect(
+        err.contains("[INFO/MainProcess] rank 0 done"),
+        "rank 0's own record",
+        &job,
+    )?;
     no_strays()
 }
 
@@ -546,6 +595,7 @@ fn run_cases() {
         ("seeds on 3 ranks, TCP", || seeds_case(3, true)),
         ("seeds on 2 ranks (one worker)", || seeds_case(2, false)),
         ("seeds on 4 ranks, oversubscribed", || seeds_case(4, false)),
+        ("worker ranks' log records reach rank 0's logger", log_case),
         ("task_timeout", timeout_case),
         ("a killed rank ends the job", || die_case(false)),
         ("a killed rank ends the job, TCP", || die_case(true)),

@@ -159,6 +159,9 @@ impl Budget {
 struct Wrap<'a, V> {
     v: V,
     depth: &'a Budget,
+    /// Whether the sequence or map it may visit has a length the message claims (a `Vec`,
+    /// a map), rather than one its type fixes (a tuple, a struct's fields).
+    claimed: bool,
 }
 
 /// A seed that deserializes through [`Depth`].
@@ -180,7 +183,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* v: V) -> Result<V::Value, D::Error> {
-            self.de.$method($($arg,)* Wrap { v, depth: self.depth })
+            self.de.$method($($arg,)* Wrap { v, depth: self.depth, claimed: false })
         }
     )*};
 }
@@ -212,14 +215,28 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Depth<'_, D> {
         deserialize_unit();
         deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str);
-        deserialize_seq();
         deserialize_tuple(len: usize);
         deserialize_tuple_struct(name: &'static str, len: usize);
-        deserialize_map();
         deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier();
         deserialize_ignored_any();
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.de.deserialize_seq(Wrap {
+            v,
+            depth: self.depth,
+            claimed: true,
+        })
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.de.deserialize_map(Wrap {
+            v,
+            depth: self.depth,
+            claimed: true,
+        })
     }
 
     fn is_human_readable(&self) -> bool {
@@ -274,57 +291,41 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        enter::<D::Error>(self.depth)?;
-        let r = self.v.visit_some(Depth {
-            de: d,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_some(Depth { de: d, depth }))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        enter::<D::Error>(self.depth)?;
-        let r = self.v.visit_newtype_struct(Depth {
-            de: d,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || {
+            self.v.visit_newtype_struct(Depth { de: d, depth })
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_seq(Access {
-            a,
-            depth: self.depth,
-            mark: 0,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        let claimed = self.claimed;
+        nested(depth, || self.v.visit_seq(Access::new(a, depth, claimed)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_map(Access {
-            a,
-            depth: self.depth,
-            mark: 0,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        let claimed = self.claimed;
+        nested(depth, || self.v.visit_map(Access::new(a, depth, claimed)))
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_enum(Access {
-            a,
-            depth: self.depth,
-            mark: 0,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_enum(Access::new(a, depth, false)))
     }
+}
+
+/// Decodes one nested value with `visit`, one level deeper (or fails past the limit).
+fn nested<T, E: de::Error>(depth: &Budget, visit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    enter::<E>(depth)?;
+    let r = visit();
+    leave(depth);
+    r
 }
 
 /// A sequence, map, enum or variant access whose elements deserialize through [`Depth`].
@@ -333,6 +334,20 @@ struct Access<'a, A> {
     depth: &'a Budget,
     /// Input left when the current map entry's key began (for [`Budget::charge`]).
     mark: usize,
+    /// Whether the message claims the length (only then can empty elements be charged:
+    /// a tuple's or struct's fields are as many as its type says).
+    claimed: bool,
+}
+
+impl<'a, A> Access<'a, A> {
+    fn new(a: A, depth: &'a Budget, claimed: bool) -> Self {
+        Access {
+            a,
+            depth,
+            mark: 0,
+            claimed,
+        }
+    }
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
@@ -346,7 +361,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
             s,
             depth: self.depth,
         })?;
-        if r.is_some() {
+        if self.claimed && r.is_some() {
             self.depth.charge(before)?;
         }
         Ok(r)
@@ -373,7 +388,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<'_, A> {
             s,
             depth: self.depth,
         })?;
-        self.depth.charge(self.mark)?;
+        if self.claimed {
+            self.depth.charge(self.mark)?;
+        }
         Ok(v)
     }
     fn size_hint(&self) -> Option<usize> {
@@ -390,14 +407,7 @@ impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Access<'a, A> {
     ) -> Result<(T::Value, Self::Variant), A::Error> {
         let depth = self.depth;
         let (value, variant) = self.a.variant_seed(Seed { s, depth })?;
-        Ok((
-            value,
-            Access {
-                a: variant,
-                depth,
-                mark: 0,
-            },
-        ))
+        Ok((value, Access::new(variant, depth, false)))
     }
 }
 
@@ -418,6 +428,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Access<'_, A> {
             Wrap {
                 v,
                 depth: self.depth,
+                claimed: false,
             },
         )
     }
@@ -431,6 +442,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Access<'_, A> {
             Wrap {
                 v,
                 depth: self.depth,
+                claimed: false,
             },
         )
     }

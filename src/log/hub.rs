@@ -149,3 +149,15 @@ fn dispatch(wire: &WireRecord) {
             .build(),
     );
 }
+
+/// A record relayed by an MPI worker rank (`mpi/link.rs`): handed to this process's logger
+/// like a child's datagram, or dropped if it is not one.
+#[cfg(feature = "mpi")]
+pub(crate) fn deliver(bytes: &[u8]) {
+    if bytes.len() > MAX_DATAGRAM {
+        return;
+    }
+    if let Some(wire) = decode(bytes) {
+        dispatch(&wire);
+    }
+}
