@@ -42,6 +42,8 @@ mod auth;
 mod buffer;
 pub(crate) mod framing;
 mod listener;
+mod records;
+mod shm;
 #[cfg(feature = "pickle")]
 mod pickle;
 mod recv;
@@ -72,6 +74,9 @@ pub use wire::Codec;
 /// ```
 pub struct Connection<T> {
     fd: HandleFd,
+    /// The rings of a pipe made by `pipe()`/`pipe_simplex()` (`shm.rs`); `None` for socket
+    /// connections (`Listener`/`connect`, mproc's internal protocol sockets).
+    link: Option<shm::Link>,
     readable: bool,
     writable: bool,
     send_buf: RefCell<Vec<u8>>,
@@ -83,7 +88,37 @@ pub struct Connection<T> {
 }
 
 /// A duplex pipe: two connected ends, each able to send and receive.
+///
+/// Data goes through shared memory, one ring per direction; a socket between the ends
+/// carries descriptors, wake-ups and end of stream (see `connection/shm.rs`).
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
+    let (a, b) = sys::fd::seqpacket_pair()?;
+    let (la, lb) = shm::Link::duplex()?;
+    Ok((
+        Connection::with_link(a, true, true, la),
+        Connection::with_link(b, true, true, lb),
+    ))
+}
+
+/// A one-way pipe (Python's `Pipe(duplex=False)`): `(receiving end, sending end)`.
+pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
+    let (r, w) = sys::fd::seqpacket_pair()?;
+    let (lr, lw) = shm::Link::simplex()?;
+    Ok((
+        Receiver {
+            conn: Connection::with_link(r, true, false, lr),
+        },
+        Sender {
+            conn: Connection::with_link(w, false, true, lw),
+        },
+    ))
+}
+
+/// A duplex pipe over a plain stream socketpair, with no shared memory: for mproc's own
+/// protocols that read and write the socket directly (the pool's workers, the manager's
+/// start-up), and for tests of the socket path. Not part of the API.
+#[doc(hidden)]
+pub fn socket_pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
     let (a, b) = sys::fd::socketpair()?;
     Ok((
         Connection::from_fd(a, true, true),
@@ -91,25 +126,19 @@ pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
     ))
 }
 
-/// A one-way pipe (Python's `Pipe(duplex=False)`): `(receiving end, sending end)`.
-pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
-    let (r, w) = sys::fd::socketpair()?;
-    sys::fd::shutdown(r.as_fd(), true)?;
-    sys::fd::shutdown(w.as_fd(), false)?;
-    Ok((
-        Receiver {
-            conn: Connection::from_fd(r, true, false),
-        },
-        Sender {
-            conn: Connection::from_fd(w, false, true),
-        },
-    ))
-}
-
 impl<T> Connection<T> {
     pub(crate) fn from_fd(fd: std::os::fd::OwnedFd, readable: bool, writable: bool) -> Self {
+        Connection::build(HandleFd::new(fd), readable, writable, None)
+    }
+
+    fn with_link(fd: std::os::fd::OwnedFd, readable: bool, writable: bool, l: shm::Link) -> Self {
+        Connection::build(HandleFd::new(fd), readable, writable, Some(l))
+    }
+
+    fn build(fd: HandleFd, readable: bool, writable: bool, link: Option<shm::Link>) -> Self {
         Connection {
-            fd: HandleFd::new(fd),
+            fd,
+            link,
             readable,
             writable,
             send_buf: RefCell::new(Vec::new()),
@@ -142,6 +171,9 @@ impl<T> Connection<T> {
     /// Sends raw bytes as one message, without encoding them.
     pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
         self.check_writable()?;
+        if let Some(l) = &self.link {
+            return l.send(self.fd.as_fd(), b, &[], None, &self.torn);
+        }
         framing::write_frame_as(self.fd.as_fd(), self.format, b, &[])
     }
 
@@ -154,6 +186,10 @@ impl<T> Connection<T> {
     }
 
     fn write_until(&self, payload: &[u8], fds: &[BorrowedFd<'_>], d: Duration) -> Result<()> {
+        if let Some(l) = &self.link {
+            let deadline = std::time::Instant::now().checked_add(d);
+            return l.send(self.fd.as_fd(), payload, fds, deadline, &self.torn);
+        }
         let Some(deadline) = std::time::Instant::now().checked_add(d) else {
             return framing::write_frame_as(self.fd.as_fd(), self.format, payload, fds);
         };
@@ -185,9 +221,7 @@ impl<T> Connection<T> {
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.check_readable()?;
         let mut fds = Vec::new();
-        self.reader
-            .borrow_mut()
-            .read(self.fd.as_fd(), self.format, buf, &mut fds, None)?;
+        self.read(buf, &mut fds, None)?;
         Ok(buf.len())
     }
 
@@ -195,14 +229,41 @@ impl<T> Connection<T> {
     /// for one (`None`: forever, `Some(ZERO)`: just look).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_readable()?;
+        if let Some(l) = &self.link {
+            let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+            return Ok(l.wait(self.fd.as_fd(), deadline)? != shm::Ready::TimedOut);
+        }
         self.reader.borrow().poll(self.fd.as_fd(), timeout)
+    }
+
+    /// Reads one message from the rings or the socket.
+    fn read(
+        &self,
+        buf: &mut Vec<u8>,
+        fds: &mut Vec<std::os::fd::OwnedFd>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<()> {
+        match &self.link {
+            Some(l) => l.recv(self.fd.as_fd(), buf, fds, deadline),
+            None => self
+                .reader
+                .borrow_mut()
+                .read(self.fd.as_fd(), self.format, buf, fds, deadline),
+        }
+    }
+
+    /// The shared-memory half of a pipe end, if it has one.
+    pub(crate) fn link(&self) -> Option<&shm::Link> {
+        self.link.as_ref()
     }
 
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
 
-    /// The underlying handle, for mproc's own protocols.
+    /// The underlying handle, for mproc's own protocols (ends made by [`socket_pipe`]: a
+    /// pipe end's data is not on its socket).
     pub(crate) fn into_handle(self) -> HandleFd {
+        debug_assert!(self.link.is_none(), "into_handle on a shared-memory pipe end");
         self.fd
     }
 }
@@ -215,6 +276,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         buf.clear();
         let mut fds = Vec::new();
         wire::encode_into(self.format, item, &mut buf, &mut fds)?;
+        if let Some(l) = &self.link {
+            return l.send(self.fd.as_fd(), &buf, &sys::fd::borrowed(&fds), None, &self.torn);
+        }
         framing::write_frame_as(self.fd.as_fd(), self.format, &buf, &sys::fd::borrowed(&fds))
     }
 
@@ -235,9 +299,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.check_readable()?;
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        self.reader
-            .borrow_mut()
-            .read(self.fd.as_fd(), self.format, &mut buf, &mut fds, None)?;
+        self.read(&mut buf, &mut fds, None)?;
         wire::decode(self.format, &buf, fds)
     }
 
@@ -250,13 +312,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let deadline = std::time::Instant::now().checked_add(d);
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        self.reader.borrow_mut().read(
-            self.fd.as_fd(),
-            self.format,
-            &mut buf,
-            &mut fds,
-            deadline,
-        )?;
+        self.read(&mut buf, &mut fds, deadline)?;
         wire::decode(self.format, &buf, fds)
     }
 }
@@ -278,11 +334,12 @@ impl<T> fmt::Debug for Connection<T> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Wire<F> {
+struct Wire<F, L> {
     fd: F,
     readable: bool,
     writable: bool,
     format: framing::Format,
+    link: Option<L>,
 }
 
 impl<T> Serialize for Connection<T> {
@@ -298,6 +355,7 @@ impl<T> Serialize for Connection<T> {
             readable: self.readable,
             writable: self.writable,
             format: self.format,
+            link: self.link.as_ref().map(shm::Link::wire),
         }
         .serialize(s)
     }
@@ -305,18 +363,15 @@ impl<T> Serialize for Connection<T> {
 
 impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let w = Wire::<HandleFd>::deserialize(d)?;
-        Ok(Connection {
-            fd: w.fd,
-            readable: w.readable,
-            writable: w.writable,
-            send_buf: RefCell::new(Vec::new()),
-            recv_buf: RefCell::new(Vec::new()),
-            reader: RefCell::new(recv::ExactReader::default()),
-            format: w.format,
-            torn: std::cell::Cell::new(false),
-            _type: PhantomData,
-        })
+        let w = Wire::<HandleFd, shm::LinkWire<crate::shared::region::Region>>::deserialize(d)?;
+        let link = w
+            .link
+            .map(shm::Link::from_wire)
+            .transpose()
+            .map_err(serde::de::Error::custom)?;
+        let mut c = Connection::build(w.fd, w.readable, w.writable, link);
+        c.format = w.format;
+        Ok(c)
     }
 }
 

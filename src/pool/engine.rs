@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::codec::HandleFd;
-use crate::connection::pipe;
+use crate::connection::socket_pipe;
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::pool::jobs::{Callback, ChunkResult, JobId, JobTable, Order};
@@ -296,7 +296,7 @@ impl Shared {
     }
 
     pub(crate) fn spawn_worker(&self, st: &mut State) -> Result<()> {
-        let (ours, theirs) = pipe::<()>()?;
+        let (ours, theirs) = socket_pipe::<()>()?;
         let init = worker::init_for_worker(&self.config.init)?;
         let mut p =
             crate::process::Process::new(worker::worker_main, (theirs, init, self.config.maxtasks));

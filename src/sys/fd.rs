@@ -25,6 +25,17 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// A connected pair of Unix seqpacket sockets (each send is one record, kept whole), both
+/// CLOEXEC: the side channel of a shared-memory pipe (`connection/shm.rs`).
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
 /// Half-closes a socket: `how_write` shuts down sending, otherwise receiving.
 pub(crate) fn shutdown(fd: BorrowedFd<'_>, how_write: bool) -> io::Result<()> {
     let how = if how_write {

@@ -106,6 +106,7 @@ impl Ring {
         _p: &Guard<'_, Producing>,
         need: u32,
         deadline: Option<Instant>,
+        gone: Option<&dyn Fn() -> bool>,
     ) -> bool {
         let ctl = self.ctl();
         let tail = pos_of(ctl.tail.0.load(Ordering::Relaxed));
@@ -139,7 +140,7 @@ impl Ring {
                 if free() >= need {
                     return true;
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if deadline.is_some_and(|d| Instant::now() >= d) || gone.is_some_and(|g| g()) {
                     return false;
                 }
             }
