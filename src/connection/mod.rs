@@ -1,24 +1,34 @@
 //! Pipes between processes: typed, framed, able to carry handles.
 //!
-//! A pipe is a Unix stream socketpair (duplex), or the same with one direction shut down
-//! (simplex). Each message is one frame (`framing.rs`): typed messages are serde values
-//! encoded by the crate's codec, with the descriptors of any handles inside them attached
-//! (SCM_RIGHTS); `send_bytes` frames raw bytes with no encoding at all. A connection is
-//! itself a handle: it can be sent over another connection or passed to a child.
+//! A pipe made by [`pipe`] or [`pipe_simplex`] carries its messages through shared
+//! memory, one ring per direction, and keeps sockets between its ends for what only a
+//! socket can do: descriptors (SCM_RIGHTS), wake-ups of a receiver asleep in `poll` (so
+//! [`wait`] works), and end of stream when the peer's end is closed everywhere (`shm.rs`
+//! tells the protocol; `records.rs` the descriptor records). Connections made by
+//! [`Listener`]/[`connect`] (CPython's wire, also over TCP) and mproc's own protocol
+//! sockets ([`socket_pipe`]) are a plain stream socket: each message one frame
+//! (`framing.rs`). Typed messages are serde values encoded by the crate's codec, with the
+//! descriptors of any handles inside them attached; `send_bytes` sends raw bytes with no
+//! encoding at all. A connection is itself a handle: it can be sent over another
+//! connection or passed to a child (a pipe end travels as its socket and its rings).
 //!
 //! A `Connection` is `Send` but not `Sync`, like Python's: one thread at a time sends or
 //! receives on it, which keeps frames whole without a lock. It keeps its encode and
 //! receive buffers between calls, so steady traffic allocates nothing.
 //!
-//! **Exactly once, whoever holds the end.** A receive takes one frame out of the socket and
-//! nothing more (`recv.rs`: it peeks at the header, then reads exactly that frame), so no
-//! message ever waits in one process's memory: an end shared by several processes (each
-//! `recv` under a `Lock`, Python's pattern) or handed to a child after some reads delivers
-//! every message to exactly one `recv`, in order.
+//! **Exactly once, whoever holds the end.** A pipe's read state (the ring's head, its
+//! consumer lock) lives in the shared memory and travels with the end; a socket
+//! connection's receive takes one frame out of the socket and nothing more (`recv.rs`:
+//! it peeks at the header, then reads exactly that frame). Either way no message ever
+//! waits in one process's memory: an end shared by several processes (each `recv` under a
+//! `Lock`, Python's pattern) or handed to a child after some reads delivers every message
+//! to exactly one `recv`, in order.
 //!
-//! **Waking.** Before it sleeps in `poll`, a receiver looks at the socket for a short,
-//! adaptive window (`spin.rs`), so a reply that comes within it skips the wake-up of an
-//! idle CPU; a receiver with nothing to read sleeps after at most 100 µs.
+//! **Waking.** A pipe's receiver spins briefly on its ring (the crate's one `Backoff`,
+//! which parks at once on an oversubscribed machine), then sleeps in `poll` on its socket
+//! until a sender rings the doorbell (`shm.rs`). A socket connection's receiver looks at
+//! the socket for a short, adaptive window (`spin.rs`) before it sleeps in `poll`. Either
+//! way a receiver with nothing to read sleeps after at most about 100 µs.
 //!
 //! **Bounds.** A message is at most 1 TiB − 1 byte (`framing::MAX_FRAME_LEN`); a header
 //! claiming more is `Error::Codec`, and no reader allocates more than what has actually
@@ -92,7 +102,7 @@ pub struct Connection<T> {
 /// Data goes through shared memory, one ring per direction; a socket between the ends
 /// carries descriptors, wake-ups and end of stream (see `connection/shm.rs`).
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
-    let (a, b) = sys::fd::seqpacket_pair()?;
+    let (a, b) = sys::fd::socketpair()?;
     let (la, lb) = shm::Link::duplex()?;
     Ok((
         Connection::with_link(a, true, true, la),
@@ -102,7 +112,8 @@ pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
 
 /// A one-way pipe (Python's `Pipe(duplex=False)`): `(receiving end, sending end)`.
 pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
-    let (r, w) = sys::fd::seqpacket_pair()?;
+    // Both directions stay open: the sending end writes doorbells to the receiving one.
+    let (r, w) = sys::fd::socketpair()?;
     let (lr, lw) = shm::Link::simplex()?;
     Ok((
         Receiver {
@@ -363,7 +374,8 @@ impl<T> Serialize for Connection<T> {
 
 impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let w = Wire::<HandleFd, shm::LinkWire<crate::shared::region::Region>>::deserialize(d)?;
+        type LinkWire = shm::LinkWire<HandleFd, crate::shared::region::Region>;
+        let w = Wire::<HandleFd, LinkWire>::deserialize(d)?;
         let link = w
             .link
             .map(shm::Link::from_wire)

@@ -1,22 +1,17 @@
-//! The side channel of a shared-memory pipe: what travels over its seqpacket socket.
+//! The descriptor records of a shared-memory pipe (`shm.rs`): what travels over its
+//! seqpacket socket.
 //!
-//! Data never does (it goes through the rings, `shm.rs`). The socket carries records, each
-//! one `sendmsg` kept whole by `SOCK_SEQPACKET`, so two kinds can never be confused:
-//!
-//! * a **doorbell**: exactly one byte, [`DOORBELL`], no descriptors. A producer sends one
-//!   (never blocking: a full socket already wakes the receiver) when it published a frame
-//!   and saw a receiver counted as asleep in `poll`.
-//! * a **descriptor record**: exactly [`RECORD_LEN`] bytes, `b"mpFD"`, `seq: u32`,
-//!   `nfds: u32`, `0u32` (little-endian), with exactly `nfds` descriptors attached
-//!   (SCM_RIGHTS). `seq` matches the trailer of the ring item the descriptors belong to.
+//! Data never does (it goes through the rings), nor do wake-ups (they have their own
+//! stream socket). This socket carries only **descriptor records**, each one `sendmsg` kept
+//! whole by `SOCK_SEQPACKET`: exactly [`RECORD_LEN`] bytes, `b"mpFD"`, `seq: u32`,
+//! `nfds: u32`, `0u32` (little-endian), with exactly `nfds` descriptors attached
+//! (SCM_RIGHTS). `seq` matches the trailer of the ring item the descriptors belong to.
 //!
 //! Anything else (another length, a wrong magic, a count that disagrees with what arrived)
 //! is refused by [`parse_record`], which every received record goes through.
 
 use crate::sys::fd::MAX_FDS_PER_MESSAGE;
 
-/// A doorbell record's one byte.
-pub(crate) const DOORBELL: u8 = 0xdb;
 /// Bytes of a descriptor record.
 pub(crate) const RECORD_LEN: usize = 16;
 const MAGIC: [u8; 4] = *b"mpFD";
@@ -30,24 +25,13 @@ pub(crate) fn encode_record(seq: u32, nfds: usize) -> [u8; RECORD_LEN] {
     r
 }
 
-/// What a received record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Record {
-    Doorbell,
-    /// The descriptors of the ring item whose trailer carries `seq`.
-    Fds { seq: u32 },
-}
-
 /// Decodes a record of `bytes` (as received: a longer record shows as more bytes than
 /// [`RECORD_LEN`], since callers read into a larger buffer) that arrived with `nfds`
-/// descriptors. `Err` names what is wrong.
-pub(crate) fn parse_record(bytes: &[u8], nfds: usize) -> Result<Record, String> {
-    if bytes == [DOORBELL] && nfds == 0 {
-        return Ok(Record::Doorbell);
-    }
+/// descriptors: the `seq` of the ring item they belong to. `Err` names what is wrong.
+pub(crate) fn parse_record(bytes: &[u8], nfds: usize) -> Result<u32, String> {
     if bytes.len() != RECORD_LEN {
         return Err(format!(
-            "a {}-byte record (doorbells are 1 byte, descriptor records {RECORD_LEN})",
+            "a {}-byte record (descriptor records are {RECORD_LEN})",
             bytes.len()
         ));
     }
@@ -64,12 +48,7 @@ pub(crate) fn parse_record(bytes: &[u8], nfds: usize) -> Result<Record, String> 
             "a record announcing {announced} descriptors arrived with {nfds}"
         ));
     }
-    Ok(Record::Fds { seq })
-}
-
-/// What a peek at the socket's next record shows, from its first bytes.
-pub(crate) fn looks_like_doorbell(peeked: &[u8]) -> bool {
-    peeked == [DOORBELL]
+    Ok(seq)
 }
 
 #[cfg(test)]
@@ -79,10 +58,9 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        assert_eq!(parse_record(&[DOORBELL], 0), Ok(Record::Doorbell));
-        assert!(parse_record(&[DOORBELL], 1).is_err());
+        assert!(parse_record(&[0xdb], 0).is_err());
         let r = encode_record(7, 3);
-        assert_eq!(parse_record(&r, 3), Ok(Record::Fds { seq: 7 }));
+        assert_eq!(parse_record(&r, 3), Ok(7));
         assert!(parse_record(&r, 2).is_err());
         assert!(parse_record(&encode_record(7, 0), 0).is_err());
         assert!(parse_record(&encode_record(7, 300), 300).is_err());
@@ -92,19 +70,15 @@ mod tests {
     }
 
     proptest! {
-        /// Any bytes and any descriptor count: a doorbell only for the exact doorbell, a
-        /// descriptor record only when its count agrees with what arrived and is in range.
+        /// Any bytes and any descriptor count: a record only when its count agrees with
+        /// what arrived and is in range, and it is exactly what the encoder makes.
         #[test]
         fn arbitrary_records_never_mislead(bytes in proptest::collection::vec(any::<u8>(), 0..40),
                                            nfds in 0usize..300) {
-            match parse_record(&bytes, nfds) {
-                Ok(Record::Doorbell) => prop_assert!(bytes == [DOORBELL] && nfds == 0),
-                Ok(Record::Fds { seq }) => {
-                    prop_assert_eq!(bytes.len(), RECORD_LEN);
-                    prop_assert!(nfds >= 1 && nfds <= MAX_FDS_PER_MESSAGE);
-                    prop_assert_eq!(&bytes[..], &encode_record(seq, nfds)[..]);
-                }
-                Err(_) => {}
+            if let Ok(seq) = parse_record(&bytes, nfds) {
+                prop_assert_eq!(bytes.len(), RECORD_LEN);
+                prop_assert!((1..=MAX_FDS_PER_MESSAGE).contains(&nfds));
+                prop_assert_eq!(&bytes[..], &encode_record(seq, nfds)[..]);
             }
         }
     }

@@ -2,10 +2,14 @@
 //! through a ring in shared memory, one per direction, and keep a socket for what only a
 //! socket can do.
 //!
-//! **What is where.** A pipe is a `SOCK_SEQPACKET` socketpair plus, per direction, one
-//! ring (`queue/ring/`: a memfd holding a control page and a [`RING_CAPACITY`]-byte data
-//! area, pages touched only as the ring cycles). An end holds its socket, the ring it sends
-//! into (`tx`) and the ring it receives from (`rx`); a simplex end holds one of the two.
+//! **What is where.** A pipe is, per direction, one ring (`queue/ring/`: a memfd holding a
+//! control page and a [`RING_CAPACITY`]-byte data area, pages touched only as the ring
+//! cycles), and two socketpairs: a stream one (the connection's own descriptor) that
+//! carries only doorbell bytes and end of stream, and a `SOCK_SEQPACKET` one that carries
+//! only descriptor records (`records.rs`). An end holds its two sockets, the ring it sends
+//! into (`tx`) and the ring it receives from (`rx`); a simplex end holds one of the two
+//! rings. Keeping doorbells and records apart means a receiver drains doorbells blindly,
+//! in one `recv`, and can never take a record by mistake.
 //! All read and write state (head, tail, side locks) lives in the shared memory, so an end
 //! sent to another process, inherited by a child, or shared by several processes under a
 //! `Lock` delivers every message exactly once, in order: there is nothing in any process's
@@ -19,25 +23,26 @@
 //! ring are streamed through it while the receiver drains it, so any size passes, in
 //! order, with no other transport.
 //!
-//! **Descriptors** travel over the socket as a record (`records.rs`) numbered `seq`. The
+//! **Descriptors** travel over the record socket as a record numbered `seq`. The
 //! sender takes the ring's producer lock first, takes the next `seq` there, sends the
 //! record, then writes the item, all under the lock: records are queued in the order of
 //! their items, and a record is always queued before its item is visible. The receiver
 //! reads the item's descriptors while it still holds the consumer lock (inside the ring's
-//! decode callback), skipping doorbells and closing any record with another number: one
-//! whose item was never published (its sender died or timed out in between).
+//! decode callback), closing any record with another number: one whose item was never
+//! published (its sender died or timed out in between).
 //!
 //! **Waking.** A receiver looks at the ring, spins on it with the crate's one `Backoff`
 //! (which parks at once on an oversubscribed machine), then counts itself in the ring's
-//! `sleepers`, looks once more, and sleeps in `poll` on its socket. A sender publishes
-//! (a SeqCst swap) and, only if it then sees a sleeper, sends a one-byte doorbell record,
-//! never blocking (a full socket wakes the receiver anyway). The two SeqCst orders pair
-//! (`queue/ring/pipe.rs`): no lost wake-up, no syscall while the receiver is awake, and no
-//! CPU while it sleeps. Doorbells are drained under the consumer lock (so a drain never
-//! takes a descriptor record another receiver is about to read). Receivers that share an
-//! end without a lock around `recv` may consume each other's doorbells; their sleeps come
-//! in [`SLEEP_SLICE`]s, after which they look at the ring again, so that costs latency,
-//! never a hang.
+//! `sleepers`, looks once more, and sleeps in `poll` on its stream socket. A sender
+//! publishes (a SeqCst swap) and, only if it then sees a sleeper, writes a doorbell byte,
+//! never blocking (a full socket wakes the receiver anyway); a sender that has to wait for
+//! room in the ring rings too, so a large message is drained while it streams. The two
+//! SeqCst orders pair (`queue/ring/pipe.rs`): no lost wake-up, no syscall while the
+//! receiver is awake, and no CPU while it sleeps. Receivers that share an end without a
+//! lock around `recv` may drain each other's doorbells; their sleeps come in
+//! [`SLEEP_SLICE`]s, after which they look at the ring again, so that costs latency, never
+//! a hang. A receiver that dies while counted as a sleeper leaves the count high: its
+//! pipe's senders then write a (harmless) doorbell per message.
 //!
 //! **End of stream and death.** When every copy of the peer's end is closed, the socket
 //! reads end of stream; a receiver reports `Closed` only after it saw that and then found
@@ -46,27 +51,36 @@
 //! `OWNER_DIED`; the receiver waiting for the rest repairs the ring (an `Abort` frame) and
 //! gets the same "in the middle of a message" error the socket path gives. A sender
 //! waiting for room asks every few milliseconds whether the peer is gone (socket hang-up),
-//! so a closed receiver makes it fail with `Closed`, never hang; each send also looks
-//! once (one `poll`), so a send to a closed peer fails at once, as on a socket.
+//! so a closed receiver makes it fail with `Closed`, never hang. A send also looks (one
+//! `poll`) unless the end looked in the last [`ALIVE_FOR`]: a send to a peer closed for
+//! longer fails at once, as on a socket; one racing the close may succeed, its message
+//! dropped with the ring, as a socket's buffer is.
+//!
+//! **Deadlines.** A `recv_timeout` deadline bounds the wait for a message to begin; one
+//! that has begun is read to its end (which its sender's progress, death or own timeout
+//! bounds). A `send_timeout` that runs out before any of its message is visible leaves
+//! nothing; one that runs out half-way through streaming a large message closes it with an
+//! `Abort` (its receiver gets the "in the middle of a message" error) and the end refuses
+//! further sends, as a socket connection does.
 //!
 //! Connections made by `Listener`/`connect` (CPython's wire) and mproc's internal protocol
 //! sockets ([`super::socket_pipe`]) have no rings and stay on the socket path.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{self, RECORD_LEN, Record};
+use super::records::{self, RECORD_LEN};
+use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::queue::ring::Ring;
 use crate::shared::region::Region;
 use crate::sync::raw::backoff::{self, Backoff};
 use crate::sys;
-use crate::sys::stream::Peek;
 
 /// Bytes of frames in each direction's ring. Measured (1 MiB `send_bytes` between two
 /// processes): 256 KiB streams as fast as larger rings while its working set stays in the
@@ -77,15 +91,21 @@ pub(crate) const RING_CAPACITY: usize = 256 << 10;
 pub(crate) const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// The longest one attempt waits for the consumer lock before looking again.
 const TAKE_SLICE: Duration = Duration::from_millis(1);
-const FIRST_PAUSE: Duration = Duration::from_micros(50);
-const MAX_PAUSE: Duration = Duration::from_millis(10);
+/// How long a look that found the peer alive counts for (see the module docs).
+pub(crate) const ALIVE_FOR: Duration = Duration::from_millis(1);
+/// A doorbell's byte.
+const DOORBELL: u8 = 0xdb;
 
 /// The shared-memory half of a pipe end.
 pub(crate) struct Link {
+    /// The seqpacket socket of descriptor records.
+    records: HandleFd,
     tx: Option<Ring>,
     rx: Option<Ring>,
     /// Scratch for the ring writer's small-item buffer, reused between sends.
     scratch: RefCell<Vec<u8>>,
+    /// When a look last found the peer alive.
+    alive_at: Cell<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -97,9 +117,10 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// How a link travels: its rings' regions (each a memfd handle).
+/// How a link travels: its record socket and its rings' regions (each a memfd handle).
 #[derive(Serialize, Deserialize)]
-pub(crate) struct LinkWire<R> {
+pub(crate) struct LinkWire<F, R> {
+    records: F,
     tx: Option<R>,
     rx: Option<R>,
 }
@@ -111,46 +132,69 @@ fn new_ring() -> Result<(Ring, Arc<Region>)> {
 }
 
 impl Link {
-    fn new(tx: Option<Ring>, rx: Option<Ring>) -> Link {
+    fn new(records: HandleFd, tx: Option<Ring>, rx: Option<Ring>) -> Link {
         Link {
+            records,
             tx,
             rx,
             scratch: RefCell::new(Vec::new()),
+            alive_at: Cell::new(None),
         }
     }
 
     /// The links of a duplex pipe's two ends.
     pub(crate) fn duplex() -> Result<(Link, Link)> {
+        let (ra, rb) = sys::fd::seqpacket_pair()?;
         let (ab, ab_region) = new_ring()?;
         let (ba, ba_region) = new_ring()?;
-        let a = Link::new(Some(ab), Some(Ring::attach(ba_region)?));
-        let b = Link::new(Some(ba), Some(Ring::attach(ab_region)?));
+        let a = Link::new(HandleFd::new(ra), Some(ab), Some(Ring::attach(ba_region)?));
+        let b = Link::new(HandleFd::new(rb), Some(ba), Some(Ring::attach(ab_region)?));
         Ok((a, b))
     }
 
     /// The links of a simplex pipe: `(receiving end, sending end)`.
     pub(crate) fn simplex() -> Result<(Link, Link)> {
+        let (rr, rw) = sys::fd::seqpacket_pair()?;
         let (ring, region) = new_ring()?;
         Ok((
-            Link::new(None, Some(Ring::attach(region)?)),
-            Link::new(Some(ring), None),
+            Link::new(HandleFd::new(rr), None, Some(Ring::attach(region)?)),
+            Link::new(HandleFd::new(rw), Some(ring), None),
         ))
     }
 
-    pub(crate) fn wire(&self) -> LinkWire<&Region> {
+    pub(crate) fn wire(&self) -> LinkWire<&HandleFd, &Region> {
         fn region(r: &Option<Ring>) -> Option<&Region> {
             r.as_ref().and_then(|r| r.region()).map(|r| &**r)
         }
         LinkWire {
+            records: &self.records,
             tx: region(&self.tx),
             rx: region(&self.rx),
         }
     }
 
     /// Rebuilds a link that arrived in a message; the regions are checked by `attach`.
-    pub(crate) fn from_wire(w: LinkWire<Region>) -> Result<Link> {
+    pub(crate) fn from_wire(w: LinkWire<HandleFd, Region>) -> Result<Link> {
         let attach = |r: Option<Region>| r.map(|r| Ring::attach(Arc::new(r))).transpose();
-        Ok(Link::new(attach(w.tx)?, attach(w.rx)?))
+        Ok(Link::new(w.records, attach(w.tx)?, attach(w.rx)?))
+    }
+
+    /// Whether the peer may still receive; looks (one `poll`) at most every
+    /// [`ALIVE_FOR`].
+    fn peer_alive(&self, sock: BorrowedFd<'_>) -> bool {
+        let now = Instant::now();
+        if self
+            .alive_at
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < ALIVE_FOR)
+        {
+            return true;
+        }
+        let alive = !peer_gone(sock);
+        if alive {
+            self.alive_at.set(Some(now));
+        }
+        alive
     }
 
     fn tx(&self) -> Result<&Ring> {
@@ -187,9 +231,16 @@ impl Link {
                 super::framing::MAX_FRAME_LEN
             )));
         }
-        if peer_gone(sock) {
+        if !self.peer_alive(sock) {
             return Err(Error::Closed);
         }
+        // Waiting for room: wake the receiver to drain, and give up if it is gone.
+        let stalled = || {
+            if ring.has_sleepers() {
+                ring_doorbell(sock);
+            }
+            peer_gone(sock)
+        };
         let gone = || peer_gone(sock);
         let trailer = if fds.is_empty() { 1 } else { 5 };
         let mut var = [0u8; 10];
@@ -197,14 +248,14 @@ impl Link {
         let mut scratch = self.scratch.borrow_mut();
         let (mut w, seq) = if fds.is_empty() {
             let mut w = ring.writer(deadline, std::mem::take(&mut *scratch));
-            w.abandon_if(&gone);
+            w.on_stall(&stalled);
             (w, None)
         } else {
             let (w, seq) = ring
-                .locked_writer(deadline, Some(&gone))
+                .locked_writer(deadline, Some(&stalled))
                 .map_err(|e| full_means(e, &gone))?;
             // Under the producer lock, before the item: see the module docs.
-            send_record(sock, seq, fds, deadline)?;
+            send_record(self.records.as_fd(), sock, seq, fds, deadline)?;
             (w, Some(seq))
         };
         let wrote = (|| {
@@ -248,6 +299,7 @@ impl Link {
         deadline: Option<Instant>,
     ) -> Result<()> {
         let rx = self.rx()?;
+        let rec = self.records.as_fd();
         // Both callbacks fill these (only one runs per item).
         let out = RefCell::new(out);
         let fds = RefCell::new(fds);
@@ -270,7 +322,7 @@ impl Link {
                     let mut out = out.borrow_mut();
                     out.clear();
                     out.extend_from_slice(&body[..len]);
-                    take_fds(sock, fd_seq, &mut fds.borrow_mut())
+                    take_fds(rec, fd_seq, &mut fds.borrow_mut())
                 },
                 Some(|m: u64, mut body: Vec<u8>| {
                     if m != body.len() as u64 {
@@ -279,7 +331,7 @@ impl Link {
                     let (len, fd_seq) = trailer(&body)?;
                     body.truncate(len);
                     **out.borrow_mut() = body;
-                    take_fds(sock, fd_seq, &mut fds.borrow_mut())
+                    take_fds(rec, fd_seq, &mut fds.borrow_mut())
                 }),
             );
             match got {
@@ -303,31 +355,16 @@ impl Link {
         {
             return Ok(Ready::Data);
         }
-        let mut pause = FIRST_PAUSE;
         loop {
-            let head = drain_doorbells(rx, sock)?;
+            let ended = drain_doorbells(sock)?;
+            // Whatever was sent before the peer closed is in the ring by now.
             if rx.pending() {
                 return Ok(Ready::Data);
             }
-            let now = Instant::now();
-            match head {
-                Head::Eof => return Ok(Ready::Eof),
-                Head::Record => {
-                    // A descriptor record with no item in the ring: its sender is between
-                    // the two (wait a moment), or it died or gave up there (drop it).
-                    if rx.when_idle(|| discard_records(sock)) {
-                        continue;
-                    }
-                    if deadline.is_some_and(|d| now >= d) {
-                        return Ok(Ready::TimedOut);
-                    }
-                    let p = deadline.map_or(pause, |d| pause.min(d - now));
-                    sys::stream::pause(p);
-                    pause = (pause * 2).min(MAX_PAUSE);
-                    continue;
-                }
-                Head::Empty | Head::Busy => {}
+            if ended {
+                return Ok(Ready::Eof);
             }
+            let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(Ready::TimedOut);
             }
@@ -370,69 +407,44 @@ pub(crate) enum Ready {
     TimedOut,
 }
 
-/// What is at the head of the socket once doorbells are drained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Head {
-    Empty,
-    Eof,
-    /// A descriptor record (or something that will be refused as one).
-    Record,
-    /// Another receiver holds the consumer lock: it drains.
-    Busy,
-}
-
-/// Takes the doorbells at the head of the socket, under the consumer lock (so no
-/// descriptor record is taken by mistake), and says what is left at the head.
-fn drain_doorbells(rx: &Ring, sock: BorrowedFd<'_>) -> Result<Head> {
-    let head = rx.with_consumer(|| {
-        let mut peeked = [0u8; RECORD_LEN + 1];
-        loop {
-            match sys::stream::peek(sock, &mut peeked).map_err(super::framing::map_recv_error)? {
-                Peek::Empty => return Ok(Head::Empty),
-                Peek::Eof => return Ok(Head::Eof),
-                Peek::Bytes(n) if records::looks_like_doorbell(&peeked[..n]) => {
-                    let mut fds = Vec::new();
-                    sys::fd::try_recv_with_fds(sock, &mut [0u8; RECORD_LEN + 1], &mut fds)
-                        .map_err(super::framing::map_recv_error)?;
-                }
-                Peek::Bytes(_) => return Ok(Head::Record),
-            }
-        }
-    });
-    head.unwrap_or(Ok(Head::Busy))
-}
-
-/// Drops every record queued on the socket (called with both side locks held and the ring
-/// empty, when none of them can belong to an item).
-fn discard_records(sock: BorrowedFd<'_>) {
-    let mut buf = [0u8; RECORD_LEN + 1];
+/// Takes every doorbell byte queued on the stream socket (one `recv` in the usual case);
+/// `true` if the stream has ended (every copy of the peer's end is closed).
+fn drain_doorbells(sock: BorrowedFd<'_>) -> Result<bool> {
+    let mut buf = [0u8; 256];
     loop {
-        let mut fds = Vec::new();
-        match sys::fd::try_recv_with_fds(sock, &mut buf, &mut fds) {
-            Ok(Some(n)) if n > 0 => {}
-            _ => return,
+        match sys::fd::try_recv_with_fds(sock, &mut buf, &mut Vec::new())
+            .map_err(super::framing::map_recv_error)
+        {
+            Ok(None) => return Ok(false),
+            Ok(Some(0)) | Err(Error::Closed) => return Ok(true),
+            Ok(Some(n)) if n < buf.len() => return Ok(false),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(e),
         }
     }
 }
 
 /// Reads the descriptors of the item whose trailer said `seq` (if any) off the socket.
 /// Runs under the consumer lock, after the item was published: its record is queued.
-fn take_fds(sock: BorrowedFd<'_>, seq: Option<(u32, usize)>, fds: &mut Vec<OwnedFd>) -> Result<()> {
+fn take_fds(
+    records: BorrowedFd<'_>,
+    seq: Option<(u32, usize)>,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<()> {
     let Some((seq, nfds)) = seq else {
         return Ok(());
     };
     let mut buf = [0u8; RECORD_LEN + 1];
     loop {
         let mut got = Vec::new();
-        let n = sys::fd::try_recv_with_fds(sock, &mut buf, &mut got)
+        let n = sys::fd::try_recv_with_fds(records, &mut buf, &mut got)
             .map_err(super::framing::map_recv_error)?;
         let n = match n {
             Some(n) if n > 0 => n,
             _ => return Err(corrupt("a message's descriptors never arrived")),
         };
         match records::parse_record(&buf[..n], got.len()) {
-            Ok(Record::Doorbell) => {}
-            Ok(Record::Fds { seq: s }) if s == seq => {
+            Ok(s) if s == seq => {
                 if got.len() != nfds {
                     return Err(super::framing::fd_mismatch(nfds, got.len()));
                 }
@@ -440,7 +452,7 @@ fn take_fds(sock: BorrowedFd<'_>, seq: Option<(u32, usize)>, fds: &mut Vec<Owned
                 return Ok(());
             }
             // A record whose item was never published: its descriptors close here.
-            Ok(Record::Fds { .. }) => {}
+            Ok(_) => {}
             Err(why) => return Err(corrupt(&why)),
         }
     }
@@ -481,13 +493,15 @@ fn peer_gone(sock: BorrowedFd<'_>) -> bool {
     sys::stream::peer_hung_up(sock).unwrap_or(true)
 }
 
-/// Sends a one-byte doorbell record, never blocking; a full socket already wakes.
+/// Writes a doorbell byte, never blocking; a full socket already wakes.
 fn ring_doorbell(sock: BorrowedFd<'_>) {
-    let _ = sys::fd::try_send_with_fds(sock, &[IoSlice::new(&[records::DOORBELL])], &[]);
+    let _ = sys::fd::try_send_with_fds(sock, &[IoSlice::new(&[DOORBELL])], &[]);
 }
 
-/// Sends the descriptor record numbered `seq`, waiting for room until `deadline`.
+/// Sends the descriptor record numbered `seq` on `records`, waiting for room until
+/// `deadline` (and not past the peer's end: `sock` says when it is gone).
 fn send_record(
+    records: BorrowedFd<'_>,
     sock: BorrowedFd<'_>,
     seq: u32,
     fds: &[BorrowedFd<'_>],
@@ -495,7 +509,7 @@ fn send_record(
 ) -> Result<()> {
     let record = records::encode_record(seq, fds.len());
     loop {
-        match sys::fd::try_send_with_fds(sock, &[IoSlice::new(&record)], fds) {
+        match sys::fd::try_send_with_fds(records, &[IoSlice::new(&record)], fds) {
             Ok(0) => {}
             Ok(_) => return Ok(()),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe) => {
@@ -516,7 +530,8 @@ fn send_record(
         if peer_gone(sock) {
             return Err(Error::Closed);
         }
-        sys::fd::poll_rw(&[(sock, true)], Some(left.map_or(SLEEP_SLICE, |l| l.min(SLEEP_SLICE))))?;
+        let slice = left.map_or(SLEEP_SLICE, |l| l.min(SLEEP_SLICE));
+        sys::fd::poll_rw(&[(records, true)], Some(slice))?;
     }
 }
 

@@ -206,11 +206,6 @@ impl Control {
         self.plock.try_lock()
     }
 
-    /// Takes the consumer lock if it is free (or its owner died); never waits.
-    pub(crate) fn try_lock_consumer(&self) -> Option<(Guard<'_, Consuming>, Acquired)> {
-        self.clock.try_lock()
-    }
-
     /// Takes the consumer lock, waiting until `deadline` at most.
     #[inline]
     pub(crate) fn lock_consumer(

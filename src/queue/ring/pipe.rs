@@ -7,15 +7,13 @@
 //! two SeqCst orders pair up as in `eventcount.rs`, so either the receiver's second look
 //! sees the frame or the producer sees the sleeper and rings the socket's doorbell.
 //!
-//! A pipe's descriptors travel over the socket beside the ring, one record per item, each
-//! numbered from `producer.fd_seq` by the producer-lock holder ([`Ring::locked_writer`](super::Ring::locked_writer)).
-//! A record whose item was never published (its producer died or timed out in between)
-//! is stale; [`Ring::when_idle`] is how a receiver knows that no record in the socket
-//! can still be claimed: both side locks free, and no frame in the ring.
+//! A pipe's descriptors travel over a socket beside the ring, one record per item, each
+//! numbered from `producer.fd_seq` by the producer-lock holder
+//! ([`Ring::locked_writer`](super::Ring::locked_writer)), so a receiver can tell its
+//! item's record from one whose item was never published.
 
 use std::sync::atomic::{Ordering, fence};
 
-use super::control::{Acquired, NO_ITEM};
 use super::{Ring, pos_of};
 
 impl Ring {
@@ -47,40 +45,5 @@ impl Ring {
     #[inline]
     pub(crate) fn has_sleepers(&self) -> bool {
         self.ctl().pipe.sleepers.load(Ordering::SeqCst) != 0
-    }
-
-    /// Runs `f` holding the consumer lock, if it is free (or its owner died); `None` if
-    /// another consumer holds it.
-    pub(crate) fn with_consumer<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
-        let (_c, acquired) = self.ctl().try_lock_consumer()?;
-        if acquired == Acquired::OwnerDied {
-            self.ctl().data.waiters.store(0, Ordering::Relaxed);
-        }
-        Some(f())
-    }
-
-    /// Runs `f` if, at one instant, no producer and no consumer is in the middle of an
-    /// item and the ring is empty (both side locks taken without waiting; a dead holder's
-    /// work repaired first). Returns whether `f` ran.
-    pub(crate) fn when_idle(&self, f: impl FnOnce()) -> bool {
-        let Some((_c, acquired)) = self.ctl().try_lock_consumer() else {
-            return false;
-        };
-        if acquired == Acquired::OwnerDied {
-            self.ctl().data.waiters.store(0, Ordering::Relaxed);
-        }
-        let Some((p, acquired)) = self.ctl().try_lock_producer() else {
-            return false;
-        };
-        if acquired == Acquired::OwnerDied
-            || self.ctl().producer.stream.load(Ordering::Relaxed) != NO_ITEM
-        {
-            self.repair_producer(&p);
-        }
-        if self.pending() {
-            return false;
-        }
-        f();
-        true
     }
 }

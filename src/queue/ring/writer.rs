@@ -42,9 +42,9 @@ pub(crate) struct ItemWriter<'r> {
     /// Whether a piece of this item is visible to consumers.
     published: bool,
     finished: bool,
-    /// Asked while waiting for room: whether the consumers are gone for good (a pipe's
-    /// peer closed), so waiting is pointless.
-    gone: Option<&'r dyn Fn() -> bool>,
+    /// Called while waiting for room (see `Ring::wait_room`): a pipe wakes its receiver
+    /// and says whether the peer is gone for good, so waiting is pointless.
+    stalled: Option<&'r dyn Fn() -> bool>,
 }
 
 impl fmt::Debug for ItemWriter<'_> {
@@ -76,7 +76,7 @@ impl Ring {
             first: true,
             published: false,
             finished: false,
-            gone: None,
+            stalled: None,
         }
     }
 
@@ -87,10 +87,10 @@ impl Ring {
     pub(crate) fn locked_writer<'a>(
         &'a self,
         deadline: Option<Instant>,
-        gone: Option<&'a dyn Fn() -> bool>,
+        stalled: Option<&'a dyn Fn() -> bool>,
     ) -> Result<(ItemWriter<'a>, u32)> {
         let mut w = self.writer(deadline, Vec::new());
-        w.gone = gone;
+        w.stalled = stalled;
         let p = self.acquire_producer(deadline)?;
         let seq = &self.ctl().producer.fd_seq;
         let n = seq.load(Ordering::Relaxed).wrapping_add(1);
@@ -102,10 +102,10 @@ impl Ring {
 }
 
 impl<'r> ItemWriter<'r> {
-    /// Makes waits for room end (as if the deadline passed) once `gone()` says the
-    /// consumers are gone for good; asked every few milliseconds while waiting.
-    pub(crate) fn abandon_if(&mut self, gone: &'r dyn Fn() -> bool) {
-        self.gone = Some(gone);
+    /// Calls `stalled()` when a wait for room begins and every few milliseconds during
+    /// it; the wait ends (as if the deadline passed) once it returns `true`.
+    pub(crate) fn on_stall(&mut self, stalled: &'r dyn Fn() -> bool) {
+        self.stalled = Some(stalled);
     }
 
     /// Whether a piece of this item has been published (an error now leaves an `Abort`).
@@ -184,7 +184,7 @@ impl<'r> ItemWriter<'r> {
         let ring = self.ring;
         let p = self.held.as_ref().expect("streaming holds the lock");
         let need = units(HEADER + UNIT) + ABORT_RESERVE;
-        if !ring.wait_room(p, need, self.deadline, self.gone) {
+        if !ring.wait_room(p, need, self.deadline, self.stalled) {
             return Err(Error::Full);
         }
         let free = (ring.free_units(p) - ABORT_RESERVE) as usize * UNIT;
@@ -220,7 +220,7 @@ impl<'r> ItemWriter<'r> {
         } else {
             let ring = self.ring;
             let p = ring.acquire_producer(self.deadline)?;
-            if !ring.wait_room(&p, units(self.buf.len()), self.deadline, self.gone) {
+            if !ring.wait_room(&p, units(self.buf.len()), self.deadline, self.stalled) {
                 return Err(Error::Full);
             }
             let len = self.buf.len() - HEADER;
