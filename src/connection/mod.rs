@@ -102,7 +102,7 @@ pub struct Connection<T> {
 /// Data goes through shared memory, one ring per direction; a socket between the ends
 /// carries descriptors, wake-ups and end of stream (see `connection/shm.rs`).
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
-    let (a, b) = sys::fd::socketpair()?;
+    let (a, b) = shm::wake_pair()?;
     let (la, lb) = shm::Link::duplex()?;
     Ok((
         Connection::with_link(a, true, true, la),
@@ -113,7 +113,7 @@ pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
 /// A one-way pipe (Python's `Pipe(duplex=False)`): `(receiving end, sending end)`.
 pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
     // Both directions stay open: the sending end writes doorbells to the receiving one.
-    let (r, w) = sys::fd::socketpair()?;
+    let (r, w) = shm::wake_pair()?;
     let (lr, lw) = shm::Link::simplex()?;
     Ok((
         Receiver {
