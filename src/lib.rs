@@ -243,14 +243,14 @@ mod sync;
 mod sys;
 mod target;
 
-pub use crate::connection::{
-    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, Sender, Waitable, connect,
-    connect_timeout, connect_with, pipe, pipe_simplex, wait,
-};
 /// A pipe over a plain socket, without shared memory (mproc's internal protocols and tests
 /// of the socket path). Not part of the API.
 #[doc(hidden)]
 pub use crate::connection::socket_pipe;
+pub use crate::connection::{
+    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, Sender, Waitable, connect,
+    connect_timeout, connect_with, pipe, pipe_simplex, wait,
+};
 pub use crate::context::{
     Context, StartMethod, cpu_count, get_all_start_methods, get_context, get_start_method, init,
     set_executable, set_start_method,

@@ -10,17 +10,23 @@ mod util;
 use std::time::{Duration, Instant};
 
 use mproc::{
-    Connection, Error, RawValue, Receiver, Sender, Waitable, get_context, pipe, pipe_simplex,
-    wait,
+    Connection, Error, RawValue, Receiver, Sender, Waitable, get_context, pipe, pipe_simplex, wait,
 };
 use serde::{Deserialize, Serialize};
 use util::*;
 
 #[derive(Serialize, Deserialize, Debug)]
 enum Item {
-    Plain { from: u32, i: u32 },
+    Plain {
+        from: u32,
+        i: u32,
+    },
     /// A handle (a memfd descriptor) whose value says which item it belongs to.
-    Tagged { from: u32, i: u32, v: RawValue<u64> },
+    Tagged {
+        from: u32,
+        i: u32,
+        v: RawValue<u64>,
+    },
 }
 
 const PER_PRODUCER: u32 = 150;
@@ -134,7 +140,10 @@ fn end_of_stream_when_the_peer_exits_or_is_killed() {
         }
         let err = a.recv_timeout(Duration::from_secs(20)).unwrap_err();
         assert!(matches!(err, Error::Closed), "kill {kill}: {err}");
-        assert!(a.poll(Some(Duration::ZERO)).unwrap(), "EOF counts as readable");
+        assert!(
+            a.poll(Some(Duration::ZERO)).unwrap(),
+            "EOF counts as readable"
+        );
         p.join().unwrap();
     }
 }

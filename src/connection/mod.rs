@@ -52,11 +52,11 @@ mod auth;
 mod buffer;
 pub(crate) mod framing;
 mod listener;
-mod records;
-mod shm;
 #[cfg(feature = "pickle")]
 mod pickle;
+mod records;
 mod recv;
+mod shm;
 pub(crate) mod spin;
 mod wait;
 mod wire;
@@ -274,7 +274,10 @@ impl<T> Connection<T> {
     /// The underlying handle, for mproc's own protocols (ends made by [`socket_pipe`]: a
     /// pipe end's data is not on its socket).
     pub(crate) fn into_handle(self) -> HandleFd {
-        debug_assert!(self.link.is_none(), "into_handle on a shared-memory pipe end");
+        debug_assert!(
+            self.link.is_none(),
+            "into_handle on a shared-memory pipe end"
+        );
         self.fd
     }
 }
@@ -288,7 +291,13 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let mut fds = Vec::new();
         wire::encode_into(self.format, item, &mut buf, &mut fds)?;
         if let Some(l) = &self.link {
-            return l.send(self.fd.as_fd(), &buf, &sys::fd::borrowed(&fds), None, &self.torn);
+            return l.send(
+                self.fd.as_fd(),
+                &buf,
+                &sys::fd::borrowed(&fds),
+                None,
+                &self.torn,
+            );
         }
         framing::write_frame_as(self.fd.as_fd(), self.format, &buf, &sys::fd::borrowed(&fds))
     }

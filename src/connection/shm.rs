@@ -391,9 +391,9 @@ impl Link {
                 // The usual sleep: a blocking `recv` that takes the doorbell that ends it
                 // (one syscall per wake-up, as a plain socket read), in slices of the
                 // socket's receive timeout.
-                Some(l) if l < SLEEP_SLICE => {
-                    sys::fd::poll_readable(sock, Some(l)).map_err(Error::from).and_then(|_| drain_doorbells(sock))
-                }
+                Some(l) if l < SLEEP_SLICE => sys::fd::poll_readable(sock, Some(l))
+                    .map_err(Error::from)
+                    .and_then(|_| drain_doorbells(sock)),
                 _ => sleep_in_recv(sock),
             };
             rx.end_sleep();
