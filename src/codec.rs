@@ -6,7 +6,9 @@
 //! see the crate docs for the figures that decided it.
 //!
 //! **Depth.** Decoding counts nesting (`codec/depth.rs`): a message nested deeper than
-//! 128 levels is an `Error::Codec` naming the limit, never a stack overflow in the receiver.
+//! 128 levels is an `Error::Codec` naming the limit, never a stack overflow in the receiver;
+//! so is one claiming more than a million elements that encode as nothing (a `Vec<()>` of
+//! length 2^63), which would otherwise keep the receiver looping.
 //!
 //! **Handles.** A [`HandleFd`] (inside a `Connection`, a `Queue`, a `Lock`, ...) cannot be
 //! written as bytes. While a value is encoded for a channel that can carry descriptors, a
@@ -33,6 +35,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 
 mod depth;
+
+#[cfg(test)]
+pub(crate) use depth::MAX_EMPTY;
 
 thread_local! {
     /// Descriptors collected while encoding, in index order: duplicates, so they stay valid
@@ -89,25 +94,25 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     let result = take_from_bytes::<T>(bytes);
     DECODE_TABLE.with(|t| *t.borrow_mut() = previous);
     match result {
-        Ok((value, [])) => Ok(value),
+        Ok((value, 0)) => Ok(value),
         Ok((_, rest)) => Err(Error::Codec(format!(
-            "could not decode a `{}`: {} trailing bytes after the message",
+            "could not decode a `{}`: {rest} trailing bytes after the message",
             std::any::type_name::<T>(),
-            rest.len()
         ))),
         Err(e) => Err(codec_error::<T>("decode", e)),
     }
 }
 
 /// postcard's `take_from_bytes`, with the nesting counted (see [`depth`]).
-fn take_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<(T, &[u8])> {
-    let mut de = postcard::Deserializer::from_bytes(bytes);
+/// Returns the value and how many bytes were left after it.
+fn take_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<(T, usize)> {
     let budget = depth::Budget::new(bytes.len());
+    let mut de = postcard::Deserializer::from_flavor(depth::Counted::new(bytes, &budget));
     let value = T::deserialize(depth::Depth {
         de: &mut de,
         depth: &budget,
     })?;
-    Ok((value, de.finalize()?))
+    Ok((value, de.finalize()?.len()))
 }
 
 /// Decodes a value from a channel that carries no descriptors.

@@ -182,15 +182,135 @@ proptest! {
     }
 }
 
-/// The fork server's replies as the client reads them: a pid is exactly 4 bytes; anything
-/// else is the server's "could not start the child".
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Elements that encode as zero bytes consume no input, so the clamp above does not
+    /// bound them: any claimed count of them (in a vector, a set, a map, nested inside
+    /// another sequence or behind an option) decodes quickly or is an `Error::Codec`
+    /// naming the limit, never a loop of 2^63 turns.
+    #[test]
+    fn claimed_counts_of_empty_elements_are_bounded(
+        claim in prop_oneof![0u64..2000, (codec::MAX_EMPTY as u64 - 2)..(codec::MAX_EMPTY as u64 + 2), any::<u64>()],
+        shape in 0usize..7,
+    ) {
+        #[derive(Deserialize, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        struct Nothing;
+        let mut bytes = Vec::new();
+        if shape == 4 {
+            bytes.extend_from_slice(&[1, 1]); // Some, then a vector of one vector of:
+        }
+        varint(claim, &mut bytes);
+        let start = Instant::now();
+        let (r, kind) = match shape {
+            0 => (codec::decode_plain::<Vec<()>>(&bytes).map(|v| v.len()), "Vec<()>"),
+            1 => (codec::decode_plain::<Vec<Nothing>>(&bytes).map(|v| v.len()), "Vec<Nothing>"),
+            2 => (codec::decode_plain::<Vec<std::marker::PhantomData<u64>>>(&bytes).map(|v| v.len()), "Vec<PhantomData>"),
+            3 => (codec::decode_plain::<Vec<((), [u8; 0])>>(&bytes).map(|v| v.len()), "Vec<((), [u8; 0])>"),
+            4 => (codec::decode_plain::<Option<Vec<Vec<()>>>>(&bytes).map(|v| v.map_or(0, |v| v[0].len())), "Option<Vec<Vec<()>>>"),
+            5 => (codec::decode_plain::<std::collections::HashSet<()>>(&bytes).map(|_| claim as usize), "HashSet<()>"),
+            _ => (codec::decode_plain::<std::collections::BTreeMap<Nothing, ()>>(&bytes).map(|_| claim as usize), "BTreeMap<Nothing, ()>"),
+        };
+        prop_assert!(start.elapsed() < Duration::from_secs(5), "{kind} of {claim} took {:?}", start.elapsed());
+        match r {
+            Ok(n) => prop_assert!(claim <= codec::MAX_EMPTY as u64 && n as u64 == claim, "{kind} of {claim}: {n}"),
+            Err(crate::Error::Codec(m)) => prop_assert!(
+                claim > codec::MAX_EMPTY as u64 && m.contains("zero bytes"),
+                "{kind} of {claim}: {m}"
+            ),
+            Err(e) => prop_assert!(false, "{kind}: {e:?}"),
+        }
+    }
+}
+
+fn varint(mut c: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (c & 0x7f) as u8;
+        c >>= 7;
+        if c == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Empty fields of tuples and structs are as many as their type says: only elements of
+/// sequences and maps whose length the message claims are charged to the allowance, so an
+/// honest vector of two million `(u8, PhantomData)` (one byte each) decodes.
+#[test]
+fn empty_fields_of_non_empty_elements_are_not_charged() {
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Tagged(u8, std::marker::PhantomData<u64>, ());
+    let n = 2 * codec::MAX_EMPTY;
+    let v: Vec<Tagged> = (0..n)
+        .map(|i| Tagged(i as u8, std::marker::PhantomData, ()))
+        .collect();
+    let mut bytes = Vec::new();
+    codec::encode_plain_into(&v, &mut bytes).unwrap();
+    let back = codec::decode_plain::<Vec<Tagged>>(&bytes).unwrap();
+    assert_eq!(back.len(), n);
+}
+
+/// A `Vec<()>` claiming 2^64 - 1 elements: an `Error::Codec` naming the limit, at once.
+/// (Before the allowance, this decode looped for centuries: the watchdog turns that into a
+/// failure.)
+#[test]
+fn a_vec_of_units_claiming_u64_max_is_refused_promptly() {
+    let mut bytes = Vec::new();
+    varint(u64::MAX, &mut bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(codec::decode_plain::<Vec<()>>(&bytes).map(|v| v.len()));
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Err(crate::Error::Codec(m))) => {
+            assert!(m.contains("zero bytes"), "{m}");
+            assert!(m.starts_with("could not decode"), "{m}");
+        }
+        Ok(other) => panic!("expected Error::Codec, got {other:?}"),
+        Err(_) => panic!("decoding a Vec<()> of claimed length u64::MAX did not finish in 10 s"),
+    }
+}
+
+/// The fork server's replies as the client reads them: a pid is exactly 4 bytes (not 0); a
+/// failed fork is a pid of 0 and the OS error, reported as the I/O error it is (with the
+/// OS error as its source), not as a codec error; anything else is a malformed reply.
 #[test]
 fn fork_server_replies_are_checked() {
-    for reply in [&[][..], &[1, 2, 3], &[1, 2, 3, 4, 5], &[0; 64], &[0; 4]] {
-        assert!(crate::start::forkserver::parse_pid_reply(reply).is_err());
+    use crate::start::forkserver::parse_pid_reply;
+    for reply in [
+        &[][..],
+        &[1, 2, 3],
+        &[1, 2, 3, 4, 5],
+        &[0; 64],
+        &[0; 4],
+        &[1; 8],
+    ] {
+        match parse_pid_reply(reply) {
+            Err(crate::Error::Codec(m)) => {
+                assert!(m.starts_with("malformed reply from the fork server"), "{m}")
+            }
+            other => panic!("{reply:?}: {other:?}"),
+        }
     }
+    assert_eq!(parse_pid_reply(&42u32.to_le_bytes()).unwrap(), 42);
+    // A fork that failed with EAGAIN (11).
+    let e = parse_pid_reply(&[0, 0, 0, 0, 11, 0, 0, 0]).unwrap_err();
+    let crate::Error::Io(io) = &e else {
+        panic!("a failed fork is not an I/O error: {e:?}")
+    };
+    assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);
+    let text = e.to_string();
+    assert!(
+        text.starts_with("i/o error: fork server could not fork the child: "),
+        "{text}"
+    );
+    let source = std::error::Error::source(&e).expect("the io::Error is the source");
+    let os = std::error::Error::source(source).expect("the OS error is the io::Error's source");
     assert_eq!(
-        crate::start::forkserver::parse_pid_reply(&42u32.to_le_bytes()).unwrap(),
-        42
+        os.downcast_ref::<std::io::Error>()
+            .and_then(|o| o.raw_os_error()),
+        Some(11)
     );
 }

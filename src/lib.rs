@@ -234,6 +234,7 @@ mod manager;
 #[cfg(feature = "mpi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
 pub mod mpi;
+mod name;
 mod pool;
 mod process;
 mod queue;

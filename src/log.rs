@@ -31,27 +31,42 @@
 //!   logger, level and configuration, and writes where the parent's would (stderr, a
 //!   file). Such records are not tagged by mproc (a logger that prints the pid, or
 //!   [`log_to_stderr`], shows who logged), and a logger that keeps records in memory
-//!   keeps them in the child. No hub is opened for `Fork` children.
+//!   keeps them in the child. No hub is opened for `Fork` children. (The `log` crate has
+//!   no way to replace a logger once set, so a user's logger cannot be swapped for a
+//!   forwarder in the fork.) A child forked by a process that forwards (a spawned or
+//!   fork-server child, a pool worker) forwards too, under its own name and pid: its logger
+//!   is mproc's forwarder, which reads who it runs in at each record.
+//!
+//! - **MPI worker ranks** (feature `mpi`) have no parent process to hold a hub: once rank 0
+//!   says its level, a rank's forwarder writes into a socket of the rank's own, which the
+//!   rank relays to rank 0 over MPI; rank 0 hands each record to its logger as the hub
+//!   would (`mpi/rank.rs`, `mpi/link.rs`), tagged `Rank-N`.
 //!
 //! Every datagram is bounded ([`MAX_DATAGRAM`]), every string in it too (a longer message is
 //! cut, and says so); the hub drops a datagram that does not decode.
 
-use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ::log::kv::{self, Key, Value, VisitSource};
 use ::log::{Level, LevelFilter, Log, Metadata, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, HandleFd};
-use crate::error::{Error, Result};
-use crate::start::method::StartMethod;
+use crate::error::Result;
 use crate::sys;
 
+mod hub;
+mod stderr;
+
+#[cfg(feature = "mpi")]
+pub(crate) use hub::deliver;
+pub(crate) use hub::flush;
+pub use stderr::log_to_stderr;
+
 /// The largest datagram a child sends, and the hub's receive buffer.
-const MAX_DATAGRAM: usize = 96 * 1024;
+pub(crate) const MAX_DATAGRAM: usize = 96 * 1024;
 /// The longest message forwarded; longer ones are cut at a character boundary.
 const MAX_MESSAGE: usize = 48 * 1024;
 /// The longest target, module path, file name or key.
@@ -76,6 +91,16 @@ struct WireRecord {
 
 fn level_to_wire(l: LevelFilter) -> u8 {
     l as u8
+}
+
+/// The highest level number on the wire (`Trace`).
+#[cfg(feature = "mpi")]
+pub(crate) const MAX_WIRE_LEVEL: u8 = LevelFilter::Trace as u8;
+
+/// This process's level as its children are told it (0: off).
+#[cfg(feature = "mpi")]
+pub(crate) fn wire_level() -> u8 {
+    level_to_wire(::log::max_level())
 }
 
 fn level_filter_from_wire(n: u8) -> LevelFilter {
@@ -146,9 +171,8 @@ impl Log for Forwarder {
         }
         let mut kvs = Collect(Vec::new());
         let _ = record.key_values().visit(&mut kvs);
-        // Who this process is, from `start` (below `process`: a record sent while a child
-        // starts must not reach back up).
-        let me_name = crate::start::state().name();
+        // Who this process is (`name.rs`: no lock of `start`'s is taken to log).
+        let me_name = crate::name::get();
         let wire = WireRecord {
             level: record.level() as u8,
             target: bounded(record.target(), MAX_NAME),
@@ -189,13 +213,33 @@ pub(crate) fn enter_child(level: Option<u8>, mut fds: Vec<OwnedFd>) -> Vec<Owned
     fds
 }
 
+/// In an MPI worker rank (`mpi/rank.rs`), told rank 0's level: the first time the level is
+/// not off, installs the forwarder on a new datagram socket and returns its receiving end,
+/// from which the rank relays each record to rank 0 (a rank has no parent to hold a hub);
+/// afterwards only follows the level. `None` if there is nothing (new) to relay from.
+#[cfg(feature = "mpi")]
+pub(crate) fn forward_from_rank(level: u8) -> Result<Option<OwnedFd>> {
+    if FORWARDING.load(Ordering::Acquire) {
+        ::log::set_max_level(level_filter_from_wire(level));
+        return Ok(None);
+    }
+    if level_filter_from_wire(level) == LevelFilter::Off {
+        return Ok(None);
+    }
+    let (recv, send) = sys::dgram::pair()?;
+    let rest = enter_child(Some(level), vec![send]);
+    debug_assert!(rest.is_empty());
+    // A logger the program installed itself stays (as in a forked child): nothing to relay.
+    Ok(FORWARDING.load(Ordering::Acquire).then_some(recv))
+}
+
 // ---------------------------------------------------------------------------------------
 // The parent's side.
 
-/// What a process that starts a child by `method` gives it for logging: the level and the
-/// socket to send records to, or `None` if this process logs nothing (or the child is
-/// forked and keeps a copy of this process's logger).
-pub(crate) fn for_child(method: StartMethod) -> Result<Option<(u8, HandleFd)>> {
+/// What a process gives a child it starts (by `fork` if `forked`) for logging: the level
+/// and the socket to send records to, or `None` if this process logs nothing (or the child
+/// is forked and keeps a copy of this process's logger).
+pub(crate) fn for_child(forked: bool) -> Result<Option<(u8, HandleFd)>> {
     let level = ::log::max_level();
     if level == LevelFilter::Off {
         return Ok(None);
@@ -206,225 +250,17 @@ pub(crate) fn for_child(method: StartMethod) -> Result<Option<(u8, HandleFd)>> {
             return Ok(Some((level_to_wire(level), HandleFd::new(dup))));
         }
     }
-    if method == StartMethod::Fork {
+    if forked {
         return Ok(None);
     }
-    let send = hub_sender()?;
+    let send = hub::sender()?;
     Ok(Some((level_to_wire(level), send)))
-}
-
-/// The hub of this process: the sending end children get duplicates of, the receiving end
-/// and the lock that orders draining (shared with the hub thread).
-struct Hub {
-    send: HandleFd,
-    recv: Arc<HandleFd>,
-    drain: Arc<Mutex<()>>,
-}
-
-static HUB: Mutex<Option<Hub>> = Mutex::new(None);
-/// The pid of the process whose hub [`HUB`] holds: a forked child finds its parent's.
-static HUB_PID: AtomicU32 = AtomicU32::new(0);
-
-/// A duplicate of this process's hub sending end, opening the hub on first use.
-fn hub_sender() -> Result<HandleFd> {
-    let mut hub = HUB.lock().unwrap_or_else(PoisonError::into_inner);
-    let me = sys::pid::current();
-    if HUB_PID.load(Ordering::Acquire) != me {
-        // A forked child's copy of its parent's hub: its descriptors were registered, so
-        // the fork closed them; its thread does not exist here. Forget it, never drop it.
-        std::mem::forget(hub.take());
-    }
-    if hub.is_none() {
-        let (recv, send) = sys::dgram::pair()?;
-        let recv = Arc::new(HandleFd::new(recv));
-        let drain = Arc::new(Mutex::new(()));
-        let (r, d) = (Arc::clone(&recv), Arc::clone(&drain));
-        std::thread::Builder::new()
-            .name("mproc-log".into())
-            .spawn(move || serve(&r, &d))
-            .map_err(Error::Io)?;
-        *hub = Some(Hub {
-            send: HandleFd::new(send),
-            recv,
-            drain,
-        });
-        HUB_PID.store(me, Ordering::Release);
-    }
-    let send = &hub.as_ref().expect("opened above").send;
-    send.try_clone()
-}
-
-/// The hub thread: wait for datagrams, drain them into the logger, for ever.
-fn serve(recv: &HandleFd, drain: &Mutex<()>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match sys::fd::poll_readable(recv.as_fd(), None) {
-            Ok(_) => {
-                let _g = drain.lock().unwrap_or_else(PoisonError::into_inner);
-                drain_into_logger(recv.as_fd(), &mut buf);
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-        }
-    }
-}
-
-/// Delivers every queued record now: `join` calls this once a child has exited, so its
-/// records are in the logger when `join` returns.
-pub(crate) fn flush() {
-    if HUB_PID.load(Ordering::Acquire) != sys::pid::current() {
-        return;
-    }
-    let (recv, drain) = {
-        let hub = HUB.lock().unwrap_or_else(PoisonError::into_inner);
-        match hub.as_ref() {
-            Some(h) => (Arc::clone(&h.recv), Arc::clone(&h.drain)),
-            None => return,
-        }
-    };
-    let _g = drain.lock().unwrap_or_else(PoisonError::into_inner);
-    drain_into_logger(recv.as_fd(), &mut vec![0u8; MAX_DATAGRAM]);
-}
-
-/// Reads datagrams until none is queued, dispatching each. The caller holds the drain lock.
-fn drain_into_logger(recv: BorrowedFd<'_>, buf: &mut [u8]) {
-    while let Ok(Some(len)) = sys::dgram::try_recv(recv, buf) {
-        if len > buf.len() {
-            continue; // cut by the kernel: not one of ours
-        }
-        if let Some(wire) = decode(&buf[..len]) {
-            dispatch(&wire);
-        }
-    }
-}
-
-/// A datagram as a record, or `None` if it is not one.
-fn decode(bytes: &[u8]) -> Option<WireRecord> {
-    let wire: WireRecord = codec::decode_plain(bytes).ok()?;
-    level_from_wire(wire.level)?;
-    (wire.kvs.len() <= MAX_KVS).then_some(wire)
-}
-
-/// A forwarded record's tags and key-values, as `log` key-values.
-struct Tags<'a>(&'a WireRecord);
-
-impl kv::Source for Tags<'_> {
-    fn visit<'kvs>(
-        &'kvs self,
-        v: &mut dyn VisitSource<'kvs>,
-    ) -> std::result::Result<(), kv::Error> {
-        v.visit_pair(
-            Key::from_str("process_name"),
-            Value::from(self.0.process_name.as_str()),
-        )?;
-        v.visit_pair(Key::from_str("pid"), Value::from(self.0.pid))?;
-        for (k, val) in &self.0.kvs {
-            v.visit_pair(Key::from_str(k), Value::from(val.as_str()))?;
-        }
-        Ok(())
-    }
-}
-
-/// Hands a forwarded record to this process's logger.
-fn dispatch(wire: &WireRecord) {
-    let Some(level) = level_from_wire(wire.level) else {
-        return;
-    };
-    if level > ::log::max_level() {
-        return;
-    }
-    let tags = Tags(wire);
-    ::log::logger().log(
-        &Record::builder()
-            .level(level)
-            .target(&wire.target)
-            .args(format_args!("{}", wire.message))
-            .module_path(wire.module_path.as_deref())
-            .file(wire.file.as_deref())
-            .line(wire.line)
-            .key_values(&tags)
-            .build(),
-    );
-}
-
-// ---------------------------------------------------------------------------------------
-// log_to_stderr
-
-/// Python's `log_to_stderr` logger.
-#[derive(Debug)]
-struct Stderr;
-
-static STDERR: Stderr = Stderr;
-static STDERR_INSTALLED: AtomicBool = AtomicBool::new(false);
-
-/// Python's level names (`WARNING`, not `WARN`); `TRACE` has no Python name.
-fn python_level(l: Level) -> &'static str {
-    match l {
-        Level::Error => "ERROR",
-        Level::Warn => "WARNING",
-        Level::Info => "INFO",
-        Level::Debug => "DEBUG",
-        Level::Trace => "TRACE",
-    }
-}
-
-impl Log for Stderr {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= ::log::max_level()
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let name = match record.key_values().get(Key::from_str("process_name")) {
-            Some(v) => v.to_string(),
-            None => crate::start::state().name(),
-        };
-        let line = format!(
-            "[{}/{}] {}\n",
-            python_level(record.level()),
-            name,
-            record.args()
-        );
-        // One write per line, so lines from several threads never interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
-
-    fn flush(&self) {
-        let _ = std::io::stderr().flush();
-    }
-}
-
-/// Python's `multiprocessing.log_to_stderr()`: installs a logger that prints
-/// `[LEVEL/ProcessName] message` on stderr, at `level`. Records logged in children (every
-/// start method, pool workers) are printed by this process with the child's name.
-///
-/// Calling it again changes the level. `Err(Error::LoggerAlreadySet)` if another logger is
-/// installed (Python would add a handler; the `log` crate has one logger per process).
-/// Level names are Python's: `ERROR`, `WARNING`, `INFO`, `DEBUG`, and `TRACE`.
-///
-/// ```
-/// # fn main() -> mproc::Result<()> {
-/// fn work(n: u32) -> u32 {
-///     log::info!("working on {n}");   // printed by the parent: [INFO/Process-1] working on 3
-///     n * 2
-/// }
-/// mproc::log_to_stderr(log::LevelFilter::Info)?;
-/// log::warn!("doomed");               // [WARNING/MainProcess] doomed
-/// assert_eq!(mproc::spawn(work, (3,))?.result()?, 6);
-/// # Ok(()) }
-/// ```
-pub fn log_to_stderr(level: LevelFilter) -> Result<()> {
-    if !STDERR_INSTALLED.load(Ordering::Acquire) {
-        ::log::set_logger(&STDERR).map_err(|_| Error::LoggerAlreadySet)?;
-        STDERR_INSTALLED.store(true, Ordering::Release);
-    }
-    ::log::set_max_level(level);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::hub::decode;
+    use super::stderr::python_level;
     use super::*;
 
     fn sample() -> WireRecord {

@@ -267,7 +267,7 @@ impl<R> Process<R> {
             .encode(&mut args, &mut fds)?;
         let (parent_name, parent_pid) = (state().name(), sys::pid::current());
         let method = self.method.unwrap_or_else(get_start_method);
-        let log = crate::log::for_child(method)?.map(|(level, sock)| {
+        let log = crate::log::for_child(method == StartMethod::Fork)?.map(|(level, sock)| {
             fds.push(sock);
             level
         });

@@ -24,6 +24,7 @@ use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 
 mod record;
+pub(crate) mod server;
 
 /// A function another process can run with `Args` and return `R`: any fn item or
 /// non-capturing closure taking 0 to 8 serde arguments. Implemented automatically.
@@ -352,17 +353,14 @@ pub(crate) use record::{Record, server_record};
 
 /// A manager server's entry record (a `modify` or a custom object's handler) as an offset
 /// from the anchor.
-pub(crate) fn server_entry_offset(record: &'static Record<crate::manager::ServerEntry>) -> i64 {
+pub(crate) fn server_entry_offset(record: &'static Record<server::ServerEntry>) -> i64 {
     record::offset_of(record)
 }
 
 /// The manager server's entry at `offset`, if `fingerprint` is this executable's and
 /// `offset` names a real server entry record. The server takes offsets only from local
 /// (Unix-socket) clients that authenticated, never from a network peer.
-pub(crate) fn server_entry_at(
-    offset: i64,
-    fingerprint: u64,
-) -> Option<crate::manager::ServerEntry> {
+pub(crate) fn server_entry_at(offset: i64, fingerprint: u64) -> Option<server::ServerEntry> {
     if fingerprint != self::fingerprint() {
         return None;
     }

@@ -149,31 +149,40 @@ fn nothing_is_lost_when_a_child_exits_right_after_logging() {
     check_child(ForkServer, true);
 }
 
-fn grandparent(tag: String) -> String {
+/// Starts a grandchild that logs (by `Fork` if `fork`, else `Spawn`); its name and pid.
+fn grandparent(tag: String, fork: bool) -> (String, u32) {
     let mut p = Process::new(chatty, (tag, 3, false));
-    p.set_start_method(Spawn);
+    p.set_start_method(if fork { StartMethod::Fork } else { Spawn });
     p.start().unwrap();
     p.join().unwrap();
-    p.name().to_string()
+    (p.name().to_string(), p.pid().unwrap())
 }
 
-// A grandchild's records go straight to the top, under the grandchild's name.
+// A grandchild's records go straight to the top, under the grandchild's name and pid,
+// whether its parent (a forwarding child) spawned or forked it.
 #[test]
 fn grandchildren_forward_to_the_top() {
     let _s = shared();
     let _w = watchdog("log grandchild", 60);
     install();
-    let mut p = Process::new(grandparent, ("grandchild".to_string(),));
-    p.set_start_method(ForkServer);
-    p.start().unwrap();
-    let name = p.result().unwrap();
-    let got = wait_for("grandchild", 4);
-    assert_eq!(got.len(), 4, "{got:?}");
-    assert!(name.contains(':'), "{name}");
-    assert!(
-        got.iter()
-            .all(|r| r.process_name.as_deref() == Some(&*name))
-    );
+    for fork in [false, true] {
+        let tag = format!("grandchild-fork-{fork}");
+        let mut p = Process::new(grandparent, (tag.clone(), fork));
+        p.set_start_method(ForkServer);
+        p.start().unwrap();
+        let (name, pid) = p.result().unwrap();
+        let got = wait_for(&tag, 4);
+        assert_eq!(got.len(), 4, "fork {fork}: {got:?}");
+        assert!(name.contains(':'), "{name}");
+        for r in &got {
+            assert_eq!(
+                r.process_name.as_deref(),
+                Some(&*name),
+                "fork {fork}: {r:?}"
+            );
+            assert_eq!(r.pid, Some(u64::from(pid)), "fork {fork}: {r:?}");
+        }
+    }
 }
 
 fn pool_task(x: u32) -> u32 {

@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 use mproc::{Error, Pool};
 
 const ROLE: &str = "MPROC_MPI_TEST";
+/// Set on every job this run starts, to this process's pid: the stray check looks only at
+/// processes carrying it, so another MPI run on the machine (another checkout's tests, a
+/// user's job) is never mistaken for a leak of ours. An environment variable, not a
+/// process tree or group: a leaked rank is reparented when its `mpirun` exits, and
+/// launchers may move ranks to process groups of their own, but the environment stays.
+const OWNER: &str = "MPROC_MPI_TEST_OWNER";
 
 fn main() {
     match std::env::var(ROLE) {
@@ -44,6 +50,13 @@ fn fail_on_3(n: i64) -> i64 {
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
+}
+
+/// Logs at info (forwarded at rank 0's level) and at debug (not), then returns `n`.
+fn logs(n: i64) -> i64 {
+    log::info!("task {n} on a worker rank");
+    log::debug!("hidden {n}");
+    n
 }
 
 fn abort_on_5(n: i64) -> i64 {
@@ -189,6 +202,12 @@ fn mpi_program(program: &str) -> i32 {
                 let _pending = pool.map_async(nap, vec![50; 20]);
                 panic!("rank 0 panics with work in flight");
             }
+            "log" => {
+                mproc::log_to_stderr(log::LevelFilter::Info)?;
+                let pool = world.pool()?;
+                println!("logged: {:?}", pool.map_chunked(logs, 0..8, 1)?);
+                log::info!("rank 0 done");
+            }
             "alone" => match world.pool() {
                 Err(e) => println!("pool of one rank: {e}"),
                 Ok(_) => println!("pool of one rank: UNEXPECTED Ok"),
@@ -264,6 +283,7 @@ fn mpirun_with(
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env(OWNER, std::process::id().to_string())
         .env(ROLE, program);
     if tcp {
         cmd.env("OMPI_MCA_btl", "tcp,self");
@@ -282,9 +302,9 @@ fn me() -> std::path::PathBuf {
     std::env::current_exe().expect("the test binary's path")
 }
 
-/// Processes still running one of our MPI programs (leaks after a job ended).
+/// Processes still running one of this run's MPI programs (leaks after a job ended).
 fn strays() -> Vec<u32> {
-    let marker = format!("{ROLE}=");
+    let marker = format!("{OWNER}={}", std::process::id());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -298,10 +318,7 @@ fn strays() -> Vec<u32> {
             continue;
         }
         if let Ok(env) = std::fs::read(entry.path().join("environ")) {
-            if env
-                .split(|&b| b == 0)
-                .any(|kv| kv.starts_with(marker.as_bytes()))
-            {
+            if env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()) {
                 found.push(pid);
             }
         }
@@ -353,6 +370,42 @@ fn seeds_case(np: usize, tcp: bool) -> Result<(), String> {
             job.explain()
         ));
     }
+    no_strays()
+}
+
+/// Records logged in tasks on worker ranks reach rank 0's logger (here `log_to_stderr`),
+/// each once, at rank 0's level, tagged with the rank, before the results come back.
+fn log_case() -> Result<(), String> {
+    let job = mpirun("log", &[(3, &me())], false);
+    expect(job.code() == Some(0), "the job failed", &job)?;
+    expect(
+        job.stdout().contains("logged: [0, 1, 2, 3, 4, 5, 6, 7]"),
+        "the tasks did not run",
+        &job,
+    )?;
+    let err = job.stderr();
+    for n in 0..8 {
+        let line = format!("] task {n} on a worker rank");
+        let found: Vec<&str> = err.lines().filter(|l| l.ends_with(&line)).collect();
+        expect(
+            found.len() == 1
+                && (found[0].starts_with("[INFO/Rank-1]") || found[0].starts_with("[INFO/Rank-2]")),
+            &format!(
+                "task {n}'s record did not reach rank 0 once, tagged with its rank: {found:?}"
+            ),
+            &job,
+        )?;
+    }
+    expect(
+        !err.contains("hidden"),
+        "a debug record passed rank 0's info level",
+        &job,
+    )?;
+    expect(
+        err.contains("[INFO/MainProcess] rank 0 done"),
+        "rank 0's own record",
+        &job,
+    )?;
     no_strays()
 }
 
@@ -511,6 +564,7 @@ fn mpi_pi_case() -> Result<(), String> {
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env(OWNER, std::process::id().to_string())
         .env("OMPI_MCA_btl", "tcp,self");
     let t = Instant::now();
     let out = cmd.output().map_err(|e| e.to_string())?;
@@ -522,7 +576,8 @@ fn mpi_pi_case() -> Result<(), String> {
         job.code() == Some(0) && job.stdout().contains("pi = 3.14159265"),
         "mpi_pi did not print pi",
         &job,
-    )
+    )?;
+    no_strays()
 }
 
 /// One test: `Err` says what went wrong.
@@ -540,6 +595,7 @@ fn run_cases() {
         ("seeds on 3 ranks, TCP", || seeds_case(3, true)),
         ("seeds on 2 ranks (one worker)", || seeds_case(2, false)),
         ("seeds on 4 ranks, oversubscribed", || seeds_case(4, false)),
+        ("worker ranks' log records reach rank 0's logger", log_case),
         ("task_timeout", timeout_case),
         ("a killed rank ends the job", || die_case(false)),
         ("a killed rank ends the job, TCP", || die_case(true)),
@@ -557,6 +613,14 @@ fn run_cases() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    // A process of another run, as if another checkout's tests ran beside these: the
+    // stray checks must not take it for a leak of ours.
+    let mut decoy = Command::new("sleep")
+        .arg("600")
+        .env(ROLE, "seeds")
+        .env(OWNER, "1")
+        .spawn()
+        .expect("cannot run `sleep`");
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
@@ -578,6 +642,8 @@ fn run_cases() {
             }
         }
     }
+    let _ = decoy.kill();
+    let _ = decoy.wait();
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);

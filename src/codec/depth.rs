@@ -12,6 +12,13 @@
 //! clamps the length a sequence or map announces (which serde uses to preallocate) to the
 //! input's length: a 10-byte message cannot make the receiver reserve memory for 2^60
 //! elements, nor 1 MiB (serde's own cap) at each of 128 levels.
+//!
+//! **Empty elements.** That clamp rests on every element taking input, which elements of a
+//! type that encodes as nothing (`()`, a unit struct, `PhantomData`) do not: a 10-byte
+//! `Vec<()>` may claim 2^63 of them, and the decoder would loop for centuries building it.
+//! The input is read through [`Counted`], which tells the budget how much is left; an
+//! element (or map entry) that consumed none of it is charged to a per-message allowance of
+//! [`MAX_EMPTY`], and the one past it is a decoding error naming the limit.
 
 use std::cell::Cell;
 use std::fmt;
@@ -29,6 +36,66 @@ pub(crate) const MAX_DEPTH: u32 = 128;
 /// reports this one by name).
 pub(crate) const TOO_DEEP: &str =
     "the message nests deeper than 128 levels, the codec's depth limit";
+
+/// How many elements that encode as zero bytes one message may hold, over all its
+/// sequences and maps. Decoding one costs a loop turn and no memory, so a million of them
+/// take milliseconds; no honest message needs more.
+pub(crate) const MAX_EMPTY: usize = 1 << 20;
+
+/// The message of the error past [`MAX_EMPTY`].
+pub(crate) const TOO_MANY_EMPTY: &str =
+    "the message claims more than 1048576 elements that encode as zero bytes, the codec's limit";
+
+/// postcard's input, a byte slice, read through a cursor that keeps the budget told how
+/// many bytes are left (so an access can see whether an element consumed any).
+pub(crate) struct Counted<'a> {
+    rest: &'a [u8],
+    left: &'a Cell<usize>,
+}
+
+impl<'a> Counted<'a> {
+    /// Reads `bytes`, reporting what is left to `budget`.
+    pub(crate) fn new(bytes: &'a [u8], budget: &'a Budget) -> Counted<'a> {
+        budget.left.set(bytes.len());
+        Counted {
+            rest: bytes,
+            left: &budget.left,
+        }
+    }
+}
+
+impl<'a> postcard::de_flavors::Flavor<'a> for Counted<'a> {
+    type Remainder = &'a [u8];
+    type Source = &'a [u8];
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        let (&b, rest) = self
+            .rest
+            .split_first()
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.rest = rest;
+        self.left.set(rest.len());
+        Ok(b)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.rest.len())
+    }
+
+    fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'a [u8]> {
+        if ct > self.rest.len() {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        let (taken, rest) = self.rest.split_at(ct);
+        self.rest = rest;
+        self.left.set(rest.len());
+        Ok(taken)
+    }
+
+    fn finalize(self) -> postcard::Result<&'a [u8]> {
+        Ok(self.rest)
+    }
+}
 
 /// A deserializer that counts nesting in `depth`.
 pub(crate) struct Depth<'a, D> {
@@ -57,6 +124,10 @@ fn leave(depth: &Budget) {
 pub(crate) struct Budget {
     level: Cell<u32>,
     input: usize,
+    /// Input bytes not yet read (kept by [`Counted`]).
+    left: Cell<usize>,
+    /// Elements so far that consumed no input.
+    empty: Cell<usize>,
 }
 
 impl Budget {
@@ -65,7 +136,22 @@ impl Budget {
         Budget {
             level: Cell::new(0),
             input: input_len,
+            left: Cell::new(input_len),
+            empty: Cell::new(0),
         }
+    }
+
+    /// Charges an element that began with `left_before` bytes unread, if it read none.
+    fn charge<E: de::Error>(&self, left_before: usize) -> Result<(), E> {
+        if self.left.get() != left_before {
+            return Ok(());
+        }
+        let n = self.empty.get() + 1;
+        if n > MAX_EMPTY {
+            return Err(E::custom(super::handle_error(TOO_MANY_EMPTY)));
+        }
+        self.empty.set(n);
+        Ok(())
     }
 }
 
@@ -73,6 +159,9 @@ impl Budget {
 struct Wrap<'a, V> {
     v: V,
     depth: &'a Budget,
+    /// Whether the sequence or map it may visit has a length the message claims (a `Vec`,
+    /// a map), rather than one its type fixes (a tuple, a struct's fields).
+    claimed: bool,
 }
 
 /// A seed that deserializes through [`Depth`].
@@ -94,7 +183,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* v: V) -> Result<V::Value, D::Error> {
-            self.de.$method($($arg,)* Wrap { v, depth: self.depth })
+            self.de.$method($($arg,)* Wrap { v, depth: self.depth, claimed: false })
         }
     )*};
 }
@@ -126,14 +215,28 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Depth<'_, D> {
         deserialize_unit();
         deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str);
-        deserialize_seq();
         deserialize_tuple(len: usize);
         deserialize_tuple_struct(name: &'static str, len: usize);
-        deserialize_map();
         deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier();
         deserialize_ignored_any();
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.de.deserialize_seq(Wrap {
+            v,
+            depth: self.depth,
+            claimed: true,
+        })
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.de.deserialize_map(Wrap {
+            v,
+            depth: self.depth,
+            claimed: true,
+        })
     }
 
     fn is_human_readable(&self) -> bool {
@@ -188,60 +291,63 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        enter::<D::Error>(self.depth)?;
-        let r = self.v.visit_some(Depth {
-            de: d,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_some(Depth { de: d, depth }))
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        enter::<D::Error>(self.depth)?;
-        let r = self.v.visit_newtype_struct(Depth {
-            de: d,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || {
+            self.v.visit_newtype_struct(Depth { de: d, depth })
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_seq(Access {
-            a,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        let claimed = self.claimed;
+        nested(depth, || self.v.visit_seq(Access::new(a, depth, claimed)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_map(Access {
-            a,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        let claimed = self.claimed;
+        nested(depth, || self.v.visit_map(Access::new(a, depth, claimed)))
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, a: A) -> Result<V::Value, A::Error> {
-        enter::<A::Error>(self.depth)?;
-        let r = self.v.visit_enum(Access {
-            a,
-            depth: self.depth,
-        });
-        leave(self.depth);
-        r
+        let depth = self.depth;
+        nested(depth, || self.v.visit_enum(Access::new(a, depth, false)))
     }
+}
+
+/// Decodes one nested value with `visit`, one level deeper (or fails past the limit).
+fn nested<T, E: de::Error>(depth: &Budget, visit: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    enter::<E>(depth)?;
+    let r = visit();
+    leave(depth);
+    r
 }
 
 /// A sequence, map, enum or variant access whose elements deserialize through [`Depth`].
 struct Access<'a, A> {
     a: A,
     depth: &'a Budget,
+    /// Input left when the current map entry's key began (for [`Budget::charge`]).
+    mark: usize,
+    /// Whether the message claims the length (only then can empty elements be charged:
+    /// a tuple's or struct's fields are as many as its type says).
+    claimed: bool,
+}
+
+impl<'a, A> Access<'a, A> {
+    fn new(a: A, depth: &'a Budget, claimed: bool) -> Self {
+        Access {
+            a,
+            depth,
+            mark: 0,
+            claimed,
+        }
+    }
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
@@ -250,10 +356,15 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
         &mut self,
         s: T,
     ) -> Result<Option<T::Value>, A::Error> {
-        self.a.next_element_seed(Seed {
+        let before = self.depth.left.get();
+        let r = self.a.next_element_seed(Seed {
             s,
             depth: self.depth,
-        })
+        })?;
+        if self.claimed && r.is_some() {
+            self.depth.charge(before)?;
+        }
+        Ok(r)
     }
     fn size_hint(&self) -> Option<usize> {
         self.a.size_hint().map(|n| n.min(self.depth.input))
@@ -266,16 +377,21 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<'_, A> {
         &mut self,
         s: K,
     ) -> Result<Option<K::Value>, A::Error> {
+        self.mark = self.depth.left.get();
         self.a.next_key_seed(Seed {
             s,
             depth: self.depth,
         })
     }
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, s: T) -> Result<T::Value, A::Error> {
-        self.a.next_value_seed(Seed {
+        let v = self.a.next_value_seed(Seed {
             s,
             depth: self.depth,
-        })
+        })?;
+        if self.claimed {
+            self.depth.charge(self.mark)?;
+        }
+        Ok(v)
     }
     fn size_hint(&self) -> Option<usize> {
         self.a.size_hint().map(|n| n.min(self.depth.input))
@@ -291,7 +407,7 @@ impl<'a, 'de, A: EnumAccess<'de>> EnumAccess<'de> for Access<'a, A> {
     ) -> Result<(T::Value, Self::Variant), A::Error> {
         let depth = self.depth;
         let (value, variant) = self.a.variant_seed(Seed { s, depth })?;
-        Ok((value, Access { a: variant, depth }))
+        Ok((value, Access::new(variant, depth, false)))
     }
 }
 
@@ -312,6 +428,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Access<'_, A> {
             Wrap {
                 v,
                 depth: self.depth,
+                claimed: false,
             },
         )
     }
@@ -325,6 +442,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Access<'_, A> {
             Wrap {
                 v,
                 depth: self.depth,
+                claimed: false,
             },
         )
     }

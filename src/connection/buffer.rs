@@ -1,16 +1,31 @@
 //! Read-ahead readers for mproc's private protocol sockets.
 //!
 //! One [`ReadBuf`] holds what has been read from a socket but not yet consumed: bytes, and
-//! descriptors in arrival order (each frame's ride on its header, so by the time a header
-//! has been read its descriptors have arrived). [`Reader`] blocks, [`Incoming`] never does;
-//! both read ahead (a burst of small frames costs one `recvmsg`), which is right only where
-//! one process reads the socket for its whole life — a pool worker's task socket, the
-//! pool's and a parent's result sockets. A user's `Connection` uses the exact reader in
-//! `recv.rs` instead.
+//! the descriptors that came with them. [`Reader`] blocks, [`Incoming`] never does; both
+//! read ahead (a burst of small frames costs one `recvmsg`), which is right only where one
+//! process reads the socket for its whole life — a pool worker's task socket, the pool's
+//! and a parent's result sockets. A user's `Connection` uses the exact reader in `recv.rs`
+//! instead.
 //!
 //! The buffer never grows by what a header claims: to complete a frame it grows to at most
 //! twice the bytes already buffered (at least [`READ_AHEAD`]), so its size stays within
 //! `max(READ_AHEAD, 2 × bytes that really arrived)` whatever a peer announces.
+//!
+//! **Descriptors belong to the frame that declares them, and to no other.** A sender
+//! attaches a frame's descriptors to the frame's first byte (`SCM_RIGHTS` on the header),
+//! and the kernel ends a `recvmsg` right after the stretch of bytes they rode on, so one
+//! read brings at most one frame's descriptors, and they belong to the *last* header that
+//! starts in that read. Each read's descriptors are kept as a [`Batch`] with the stream
+//! offsets of the bytes that came in the same read. A header at offset `h` declaring
+//! `n > 0` descriptors takes the oldest batch only if that batch's bytes include `h`, no
+//! later header starts in them (its frame reaches their end), and it holds exactly `n`. A
+//! batch that a frame declaring none would have to own, or whose bytes have all gone by
+//! without a header claiming it, was never declared: its descriptors are closed and the
+//! stream refused (`Error::Codec`). (The kernel does not say where in a read descriptors
+//! rode, so a peer that attaches a frame's own descriptors to its payload instead of its
+//! header may see them accepted or refused — but never given to another frame.)
+//! An honest stream never has more than [`MAX_BATCHES`] batches waiting (the front frame's
+//! and one read ahead), so a third is refused before it is stored.
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -23,13 +38,35 @@ use crate::sys::fd;
 /// header and payload together.
 pub(crate) const READ_AHEAD: usize = 64 * 1024;
 
+/// Descriptor batches a reader keeps waiting for their frame: the front frame's, and one
+/// more frame's read ahead with the front frame's last bytes. More is a forged stream.
+pub(crate) const MAX_BATCHES: usize = 2;
+
+/// The descriptors one `recvmsg` brought, and the stream offsets `[start, end)` of the
+/// bytes that came with them (the frame they belong to starts in that range).
+#[derive(Debug)]
+struct Batch {
+    start: u64,
+    end: u64,
+    fds: Vec<OwnedFd>,
+}
+
 /// Bytes read from a socket and not yet consumed, with the descriptors that came with them.
 #[derive(Debug, Default)]
 pub(crate) struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    fds: VecDeque<OwnedFd>,
+    /// The stream offset of `buf[start]`: bytes consumed so far.
+    offset: u64,
+    batches: VecDeque<Batch>,
+}
+
+/// Descriptors that arrived with no frame declaring them.
+fn undeclared(n: usize) -> Error {
+    Error::Codec(format!(
+        "corrupt frame: {n} descriptors arrived that no frame header declares (closed)"
+    ))
 }
 
 impl ReadBuf {
@@ -42,16 +79,28 @@ impl ReadBuf {
     pub(crate) fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.end - self.start);
         self.start += n;
+        self.offset += n as u64;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
     }
 
+    /// The stream offset just past the buffered bytes.
+    fn stream_end(&self) -> u64 {
+        self.offset + (self.end - self.start) as u64
+    }
+
     /// The allocated size (for the bound checked by the property tests).
     #[cfg(test)]
     pub(crate) fn allocated(&self) -> usize {
         self.buf.capacity()
+    }
+
+    /// Descriptors held for frames not yet read (for the tests).
+    #[cfg(test)]
+    pub(crate) fn held_fds(&self) -> usize {
+        self.batches.iter().map(|b| b.fds.len()).sum()
     }
 
     /// Makes free room after the buffered bytes, toward holding `want` bytes in all, but
@@ -75,6 +124,25 @@ impl ReadBuf {
         }
     }
 
+    /// Keeps the descriptors one read brought with the bytes `[start, end)`; refuses them
+    /// (closing them) if no honest stream could have that many batches waiting.
+    fn keep(&mut self, start: u64, end: u64, fds: Vec<OwnedFd>) -> Result<()> {
+        if fds.is_empty() {
+            return Ok(());
+        }
+        if self.batches.len() >= MAX_BATCHES || end == start {
+            let n = fds.len() + self.held();
+            self.batches.clear();
+            return Err(undeclared(n));
+        }
+        self.batches.push_back(Batch { start, end, fds });
+        Ok(())
+    }
+
+    fn held(&self) -> usize {
+        self.batches.iter().map(|b| b.fds.len()).sum()
+    }
+
     /// One `recvmsg` into the free room (`want`: the bytes a frame needs in all). Returns
     /// `Ok(None)` when a non-blocking read finds nothing, `Ok(Some(0))` at end of stream.
     fn fill(&mut self, sock: BorrowedFd<'_>, want: usize, block: bool) -> Result<Option<usize>> {
@@ -86,37 +154,104 @@ impl ReadBuf {
         } else {
             fd::try_recv_with_fds(sock, room, &mut fds)
         };
-        self.fds.extend(fds);
+        let start = self.stream_end();
+        let n = match &got {
+            Ok(Some(n)) => *n,
+            _ => 0,
+        };
+        self.keep(start, start + n as u64, fds)?;
         let got = got.map_err(map_recv_error)?;
-        if let Some(n) = got {
-            self.end += n;
-        }
+        self.end += n;
         Ok(got)
     }
 
-    /// Parses the header at the front, checking that its descriptors have arrived.
+    /// Parses the header at the front and checks that its descriptors, and only they, have
+    /// come with it (see the module docs): `Ok(None)` if more bytes are needed. A corrupt
+    /// header or a descriptor mismatch closes every descriptor held.
     fn header(&mut self, format: Format, max_len: usize) -> Result<Option<(FrameHeader, usize)>> {
         let parsed = FrameHeader::parse(format, self.pending(), max_len);
-        let parsed = match parsed {
+        let (h, hlen) = match parsed {
             Err(e) => {
-                self.fds.clear();
+                self.batches.clear();
                 return Err(e);
             }
-            Ok(p) => p,
+            Ok(None) => return Ok(None),
+            Ok(Some(p)) => p,
         };
-        if let Some((h, _)) = parsed {
-            if h.nfds > self.fds.len() {
-                let arrived = self.fds.len();
-                self.fds.clear();
-                return Err(fd_mismatch(h.nfds, arrived));
-            }
+        if let Err(e) = self.check_fds(h.nfds, hlen + h.len) {
+            self.batches.clear();
+            return Err(e);
         }
-        Ok(parsed)
+        Ok(Some((h, hlen)))
     }
 
-    /// Takes the descriptors of the frame at the front.
-    fn take_fds(&mut self, n: usize) -> impl Iterator<Item = OwnedFd> + '_ {
-        self.fds.drain(..n)
+    /// Whether the frame at the front (`nfds` declared, `total` bytes long) has its
+    /// descriptors first in line, and no undeclared ones came before or with it.
+    fn check_fds(&self, nfds: usize, total: usize) -> Result<()> {
+        let at = self.offset;
+        let none = || {
+            if nfds == 0 {
+                Ok(())
+            } else {
+                Err(fd_mismatch(nfds, 0))
+            }
+        };
+        let Some(front) = self.batches.front() else {
+            return none();
+        };
+        if front.end <= at {
+            // Its bytes have all gone by, and no header claimed it.
+            return Err(undeclared(front.fds.len()));
+        }
+        if front.start > at {
+            // It rode on a later read: not this frame's.
+            return none();
+        }
+        // It came in a read with this frame's header. The kernel ends a read after the
+        // stretch descriptors rode on, so they belong to the last header in the read: this
+        // one if its frame covers the rest of the read, else a later one.
+        if at + (total as u64) < front.end {
+            return none();
+        }
+        if nfds == 0 {
+            return Err(undeclared(front.fds.len()));
+        }
+        if front.fds.len() != nfds {
+            return Err(fd_mismatch(nfds, front.fds.len()));
+        }
+        Ok(())
+    }
+
+    /// After a frame's bytes are consumed: refuses it (closing every descriptor held) if a
+    /// batch came wholly inside its bytes, which no header declared.
+    fn check_passed(&mut self) -> Result<()> {
+        match self.batches.front() {
+            Some(b) if b.end <= self.offset => {
+                let n = self.held();
+                self.batches.clear();
+                Err(undeclared(n))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// At the end of the stream: descriptors still held were never declared.
+    fn check_end(&mut self) -> Result<()> {
+        if self.batches.is_empty() {
+            return Ok(());
+        }
+        let n = self.held();
+        self.batches.clear();
+        Err(undeclared(n))
+    }
+
+    /// Takes the descriptors of the frame at the front, once [`check_fds`](Self::check_fds)
+    /// has passed for it.
+    fn take_fds(&mut self, nfds: usize) -> Vec<OwnedFd> {
+        if nfds == 0 {
+            return Vec::new();
+        }
+        self.batches.pop_front().map(|b| b.fds).unwrap_or_default()
     }
 
     /// Test access: appends bytes as if they had been read.
@@ -141,6 +276,9 @@ pub(crate) struct Reader {
     rb: ReadBuf,
 }
 
+/// The step in which a large payload's buffer grows: as bytes arrive, never by a claim.
+const GROW_STEP: usize = 64 << 20;
+
 impl Reader {
     /// Whether bytes of a frame are waiting here (so a poll must say readable).
     pub(crate) fn has_buffered(&self) -> bool {
@@ -160,6 +298,7 @@ impl Reader {
                 break found;
             }
             if self.rb.fill(sock, framing::MAX_HEADER_LEN, true)? == Some(0) {
+                self.rb.check_end()?;
                 return Err(if self.rb.pending().is_empty() {
                     Error::Closed
                 } else {
@@ -167,18 +306,46 @@ impl Reader {
                 });
             }
         };
-        self.rb.consume(hlen);
         out_fds.extend(self.rb.take_fds(h.nfds));
+        self.rb.consume(hlen);
         out.clear();
         let buffered = self.rb.pending().len().min(h.len);
         out.extend_from_slice(&self.rb.pending()[..buffered]);
         self.rb.consume(buffered);
-        if buffered < h.len
-            && !fd::recv_exact_into(sock, out, h.len - buffered).map_err(map_recv_error)?
-        {
-            return Err(died_mid_message());
+        if buffered < h.len {
+            self.read_rest(sock, out, h.len - buffered)?;
+        }
+        self.rb.check_passed()
+    }
+
+    /// Reads the last `want` bytes of the current frame straight into `out`. No other
+    /// frame starts in them, so descriptors arriving with them were never declared.
+    fn read_rest(&mut self, sock: BorrowedFd<'_>, out: &mut Vec<u8>, want: usize) -> Result<()> {
+        let target = out.len() + want;
+        let mut fds = Vec::new();
+        while out.len() < target {
+            let at = out.len();
+            let step = (target - at).min(GROW_STEP);
+            out.resize(at + step, 0);
+            let n = fd::recv_with_fds(sock, &mut out[at..], &mut fds);
+            out.truncate(at + *n.as_ref().unwrap_or(&0));
+            if !fds.is_empty() {
+                let n = fds.len() + self.rb.held();
+                self.rb.batches.clear();
+                return Err(undeclared(n));
+            }
+            match n.map_err(map_recv_error)? {
+                0 => return Err(died_mid_message()),
+                n => self.rb.offset += n as u64,
+            }
         }
         Ok(())
+    }
+
+    /// Descriptors held for frames not yet read (for the tests).
+    #[cfg(test)]
+    pub(crate) fn held_fds(&self) -> usize {
+        self.rb.held_fds()
     }
 }
 
@@ -209,7 +376,8 @@ type Parsed = std::result::Result<(Vec<u8>, Vec<OwnedFd>), usize>;
 
 impl Incoming {
     /// A whole frame at the front of the buffer, if there is one; else how many bytes the
-    /// frame at the front needs in all.
+    /// frame at the front needs in all. The header's descriptors are checked as soon as the
+    /// header is whole, and taken with the frame.
     fn parse(&mut self) -> Result<Parsed> {
         let Some((h, hlen)) = self
             .rb
@@ -219,11 +387,14 @@ impl Incoming {
         };
         let total = hlen + h.len;
         if self.rb.pending().len() < total {
+            // Not whole yet: its descriptors stay queued, at the front, until it is.
             return Ok(Err(total));
         }
+        let fds = self.rb.take_fds(h.nfds);
         let payload = self.rb.pending()[hlen..total].to_vec();
         self.rb.consume(total);
-        Ok(Ok((payload, self.rb.take_fds(h.nfds).collect())))
+        self.rb.check_passed()?;
+        Ok(Ok((payload, fds)))
     }
 
     /// Reads what is available and returns the next whole frame, if one is complete.
@@ -234,6 +405,7 @@ impl Incoming {
                 Err(want) => want,
             };
             if self.eof {
+                self.rb.check_end()?;
                 return if self.rb.pending().is_empty() {
                     Ok(Arrival::Closed)
                 } else {
@@ -259,5 +431,270 @@ impl Incoming {
     #[cfg(test)]
     pub(crate) fn allocated(&self) -> usize {
         self.rb.allocated()
+    }
+
+    /// Descriptors held for frames not yet read (for the tests).
+    #[cfg(test)]
+    pub(crate) fn held_fds(&self) -> usize {
+        self.rb.held_fds()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Adversarial senders: descriptors attached where no header declares them, counts that
+    //! disagree with the header, batches in the middle of a payload. Both readers must hand
+    //! every honest frame its own descriptors, refuse the first dishonest one, and hold no
+    //! descriptor after refusing.
+    use std::io::IoSlice;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One frame as sent: payload length, descriptors declared, descriptors attached and
+    /// to which piece (0 is the header's first byte, where they belong), and where the
+    /// frame's bytes are cut into separate sends.
+    #[derive(Debug, Clone)]
+    struct Sent {
+        len: usize,
+        declared: usize,
+        attached: usize,
+        piece: usize,
+        cuts: Vec<usize>,
+    }
+
+    impl Sent {
+        /// Where the frame's bytes are cut (each a piece's end), and the piece the
+        /// descriptors ride on.
+        fn pieces(&self) -> (Vec<usize>, usize) {
+            let total = HEADER + self.len;
+            let mut cuts: Vec<usize> = self
+                .cuts
+                .iter()
+                .map(|c| c % total)
+                .filter(|&c| c > 0)
+                .collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            cuts.push(total);
+            let piece = self.piece.min(cuts.len() - 1);
+            (cuts, piece)
+        }
+
+        fn honest(&self) -> bool {
+            self.declared == self.attached && (self.attached == 0 || self.pieces().1 == 0)
+        }
+
+        /// Declares other than it attaches: must be refused.
+        fn dishonest(&self) -> bool {
+            self.declared != self.attached
+        }
+    }
+
+    const HEADER: usize = framing::HEADER_LEN;
+
+    fn frame_strategy() -> impl Strategy<Value = Sent> {
+        (
+            0usize..300,
+            0usize..3,
+            0usize..3,
+            0usize..4,
+            proptest::collection::vec(1usize..400, 0..3),
+        )
+            .prop_map(|(len, declared, attached, piece, cuts)| Sent {
+                len,
+                declared,
+                attached,
+                piece,
+                cuts,
+            })
+    }
+
+    /// An honest frame usually: a dishonest one now and then.
+    fn mostly_honest() -> impl Strategy<Value = Sent> {
+        prop_oneof![
+            4 => (0usize..300, 0usize..3, proptest::collection::vec(1usize..400, 0..3))
+                .prop_map(|(len, n, cuts)| Sent { len, declared: n, attached: n, piece: 0, cuts }),
+            1 => frame_strategy(),
+        ]
+    }
+
+    /// Sends `frames` on `tx`, frame `i`'s descriptors being clones of `marks[i]`, then
+    /// shuts the sending side.
+    fn send_all(tx: &OwnedFd, frames: &[Sent], marks: &[OwnedFd]) {
+        for (i, f) in frames.iter().enumerate() {
+            let (h, hlen) = FrameHeader {
+                nfds: f.declared,
+                len: f.len,
+            }
+            .encode(Format::Mproc);
+            let mut bytes = h[..hlen].to_vec();
+            bytes.extend((0..f.len).map(|k| (k + i) as u8));
+            let (cuts, piece) = f.pieces();
+            let fds: Vec<OwnedFd> = (0..f.attached)
+                .map(|_| marks[i].try_clone().unwrap())
+                .collect();
+            let mut from = 0;
+            for (k, &to) in cuts.iter().enumerate() {
+                let with = if k == piece {
+                    fd::borrowed(&fds)
+                } else {
+                    Vec::new()
+                };
+                let mut sent =
+                    fd::send_with_fds(tx.as_fd(), &[IoSlice::new(&bytes[from..to])], &with)
+                        .unwrap();
+                // Only the first send of a piece carries the descriptors.
+                while from + sent < to {
+                    sent += fd::send_with_fds(
+                        tx.as_fd(),
+                        &[IoSlice::new(&bytes[from + sent..to])],
+                        &[],
+                    )
+                    .unwrap();
+                }
+                from = to;
+            }
+        }
+        fd::shutdown(tx.as_fd(), true).unwrap();
+    }
+
+    fn inode(fd: &OwnedFd) -> u64 {
+        std::fs::File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino()
+    }
+
+    /// Checks one delivered frame against what was sent as frame `i`.
+    fn check_frame(i: usize, f: &Sent, payload: &[u8], fds: &[OwnedFd], mark: u64) {
+        assert_eq!(payload.len(), f.len, "frame {i}");
+        assert!(
+            payload.iter().enumerate().all(|(k, &b)| b == (k + i) as u8),
+            "frame {i}"
+        );
+        assert_eq!(fds.len(), f.declared, "frame {i}");
+        assert!(
+            fds.iter().all(|d| inode(d) == mark),
+            "frame {i}: another frame's descriptor"
+        );
+    }
+
+    /// Runs both readers over `frames`: frames before the first that is not honest arrive
+    /// whole with their own descriptors; a dishonest one is never delivered (one with its
+    /// own descriptors on its payload may be); a refusal holds no descriptor.
+    fn run(frames: &[Sent]) -> std::result::Result<(), TestCaseError> {
+        let first_odd = frames
+            .iter()
+            .position(|f| !f.honest())
+            .unwrap_or(frames.len());
+        let first_bad = frames
+            .iter()
+            .position(Sent::dishonest)
+            .unwrap_or(frames.len());
+        for blocking in [false, true] {
+            let (tx, rx) = fd::socketpair().unwrap();
+            let marks: Vec<OwnedFd> = frames.iter().map(|_| fd::socketpair().unwrap().0).collect();
+            let inodes: Vec<u64> = marks.iter().map(inode).collect();
+            send_all(&tx, frames, &marks);
+            let mut got = 0;
+            let outcome = if blocking {
+                let mut r = Reader::default();
+                let res = loop {
+                    let mut out = Vec::new();
+                    let mut fds = Vec::new();
+                    match r.read_frame(rx.as_fd(), &mut out, &mut fds) {
+                        Ok(()) => {
+                            prop_assert!(got < first_bad, "dishonest frame {got} delivered");
+                            check_frame(got, &frames[got], &out, &fds, inodes[got]);
+                            got += 1;
+                        }
+                        Err(e) => break e,
+                    }
+                };
+                prop_assert_eq!(r.held_fds(), 0);
+                res
+            } else {
+                let mut inc = Incoming::default();
+                let res = loop {
+                    match inc.poll_frame(rx.as_fd()) {
+                        Ok(Arrival::Frame(out, fds)) => {
+                            prop_assert!(got < first_bad, "dishonest frame {got} delivered");
+                            check_frame(got, &frames[got], &out, &fds, inodes[got]);
+                            got += 1;
+                        }
+                        Ok(Arrival::Pending) => panic!("the sender has finished"),
+                        Ok(Arrival::Closed) => break Error::Closed,
+                        Err(e) => break e,
+                    }
+                };
+                prop_assert_eq!(inc.held_fds(), 0);
+                res
+            };
+            prop_assert!(
+                first_odd <= got && got <= first_bad,
+                "blocking: {}",
+                blocking
+            );
+            if got == frames.len() {
+                prop_assert!(matches!(outcome, Error::Closed), "{outcome}");
+            } else {
+                prop_assert!(matches!(outcome, Error::Codec(_)), "{outcome}");
+                prop_assert!(outcome.to_string().contains("descriptors"), "{outcome}");
+            }
+        }
+        Ok(())
+    }
+
+    fn sent(len: usize, declared: usize, attached: usize, piece: usize) -> Sent {
+        Sent {
+            len,
+            declared,
+            attached,
+            piece,
+            cuts: vec![3, 20],
+        }
+    }
+
+    #[test]
+    fn descriptors_go_only_to_the_frame_that_declares_them() {
+        // Undeclared descriptors on a frame, then an honest frame that declares some: they
+        // must not be handed on to it.
+        run(&[sent(10, 0, 2, 0), sent(10, 2, 2, 0)]).unwrap();
+        // Descriptors in the middle of a payload.
+        run(&[sent(100, 0, 1, 2), sent(5, 0, 0, 0)]).unwrap();
+        run(&[sent(100, 1, 1, 2)]).unwrap();
+        // Fewer or more than declared.
+        run(&[sent(4, 2, 1, 0), sent(4, 1, 1, 0)]).unwrap();
+        run(&[sent(4, 1, 2, 0)]).unwrap();
+        // Honest streams, with and without descriptors, cut anywhere.
+        run(&[
+            sent(0, 2, 2, 0),
+            sent(7, 0, 0, 0),
+            sent(300, 1, 1, 0),
+            sent(1, 0, 0, 3),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn a_third_waiting_batch_is_refused_before_it_is_stored() {
+        let mut rb = ReadBuf::default();
+        let fds = || vec![fd::socketpair().unwrap().0];
+        rb.keep(0, 10, fds()).unwrap();
+        rb.keep(10, 20, fds()).unwrap();
+        assert!(matches!(rb.keep(20, 30, fds()), Err(Error::Codec(_))));
+        assert_eq!(rb.held_fds(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn adversarial_descriptor_placement(frames in proptest::collection::vec(mostly_honest(), 0..12)) {
+            run(&frames)?;
+        }
     }
 }

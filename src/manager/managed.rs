@@ -8,7 +8,6 @@
 //! object is created, so remote clients may `call` it: they send only requests.
 //! A panic inside user code is caught and answered as `TaskPanicked` to that caller alone.
 
-use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,26 +21,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::target::{self, Record, Target};
 
-/// What the server asks an entry to do.
-pub(crate) enum Call<'a> {
-    /// `modify`: the element's encoded value (`None`: a dict key that is absent).
-    Modify(Option<&'a [u8]>),
-    /// Build a custom object from its encoded state.
-    Create(&'a [u8]),
-    /// Serve one encoded request on a custom object.
-    Handle(&'a mut (dyn Any + Send), &'a [u8]),
-}
-
-/// What an entry gives back.
-pub(crate) enum Done {
-    /// An encoded value: the new element, or a custom object's response.
-    Bytes(Vec<u8>),
-    /// A freshly built custom object.
-    State(Box<dyn Any + Send>),
-}
-
-/// The signature of every server-side entry.
-pub(crate) type ServerEntry = fn(Call<'_>) -> Result<Done>;
+pub(crate) use crate::target::server::{Call, Done, ServerEntry};
 
 /// The code describing an entry record for the wire.
 pub(crate) fn code_of(record: &'static Record<ServerEntry>) -> Code {

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 mod client;
 mod handle;
 mod managed;
+mod object;
 mod proxy;
 mod server;
 mod store;
@@ -33,7 +34,6 @@ mod sync_proxy;
 mod transport;
 mod wire;
 
-pub(crate) use self::managed::ServerEntry;
 pub use self::managed::{Managed, Proxy};
 pub use self::proxy::{DictProxy, ListProxy, Namespace, ValueProxy};
 pub use self::sync_proxy::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};

@@ -10,87 +10,15 @@
 //! server's condition variable and asks again (`server.rs`). Operations that can let such a
 //! waiter proceed set [`Store::wake`].
 
-use std::any::Any;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use super::managed::{Call, Done, ServerEntry, entry_of};
+use super::object::{Dict, Object, wrong_kind};
 use super::wire::{Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request};
 use crate::error::Error;
 
 /// The server's name for a client connection (the owner of a held lock).
 pub(crate) type ConnId = u64;
-
-/// A dict that remembers insertion order.
-#[derive(Default)]
-struct Dict {
-    index: HashMap<Vec<u8>, u64>,
-    entries: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
-    next: u64,
-}
-
-impl Dict {
-    fn get(&self, k: &[u8]) -> Option<&Vec<u8>> {
-        let seq = self.index.get(k)?;
-        self.entries.get(seq).map(|(_, v)| v)
-    }
-
-    fn insert(&mut self, k: &[u8], v: Vec<u8>) -> Option<Vec<u8>> {
-        if let Some(seq) = self.index.get(k) {
-            let slot = self.entries.get_mut(seq).expect("index and entries agree");
-            return Some(std::mem::replace(&mut slot.1, v));
-        }
-        let seq = self.next;
-        self.next += 1;
-        self.index.insert(k.to_vec(), seq);
-        self.entries.insert(seq, (k.to_vec(), v));
-        None
-    }
-
-    fn remove(&mut self, k: &[u8]) -> Option<Vec<u8>> {
-        let seq = self.index.remove(k)?;
-        self.entries.remove(&seq).map(|(_, v)| v)
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    fn clear(&mut self) {
-        self.index.clear();
-        self.entries.clear();
-    }
-}
-
-/// One managed object.
-enum Object {
-    List(Vec<Vec<u8>>),
-    Dict(Dict),
-    Namespace(HashMap<String, Vec<u8>>),
-    Queue(VecDeque<Vec<u8>>),
-    /// A lock: which connection holds it.
-    Lock(Option<ConnId>),
-    Event(bool),
-    Value(Vec<u8>),
-    Custom {
-        state: Box<dyn Any + Send>,
-        entry: ServerEntry,
-    },
-}
-
-impl Object {
-    fn kind(&self) -> &'static str {
-        match self {
-            Object::List(_) => "list",
-            Object::Dict(_) => "dict",
-            Object::Namespace(_) => "namespace",
-            Object::Queue(_) => "queue",
-            Object::Lock(_) => "lock",
-            Object::Event(_) => "event",
-            Object::Value(_) => "value",
-            Object::Custom { .. } => "custom object",
-        }
-    }
-}
 
 /// Who is asking: the connection, and whether it came over the network.
 #[derive(Clone, Copy, Debug)]
@@ -107,13 +35,6 @@ pub(crate) struct Store {
     names: HashMap<String, Vec<u8>>,
     /// Set when an operation may let a waiting caller proceed.
     pub(crate) wake: bool,
-}
-
-fn wrong_kind(id: ObjectId, o: &Object, want: &str) -> Error {
-    Error::ValueError(format!(
-        "manager object {id} is a {}, not a {want}",
-        o.kind()
-    ))
 }
 
 fn out_of_range(i: u64, len: usize) -> Error {

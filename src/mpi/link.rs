@@ -5,7 +5,8 @@
 //! MPI: a send that cannot complete at once (a large task, while its worker is itself
 //! sending) keeps reading incoming messages into a stash meanwhile, and polling is a
 //! single `MPI_Improbe`. `shutdown` sends `STOP` to every worker and reads until each said
-//! `BYE` (so a worker's last send always completes), then finalizes MPI.
+//! `BYE` (so a worker's last send always completes), then finalizes MPI. Log records that
+//! workers relay (`LOG`) go to this process's logger as they are read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,8 @@ struct Inner {
     next_seq: Vec<u64>,
     /// Per rank: when it was last heard from.
     last_heard: Vec<Instant>,
+    /// Per rank: the `log` level it was last told (`LEVEL`), if any.
+    level_sent: Vec<Option<u8>>,
     /// Per rank: whether it said `BYE` (or was given up for dead): no more sends to it.
     gone: Vec<bool>,
     /// A rank was given up for dead: MPI cannot finalize without it.
@@ -95,6 +98,7 @@ impl Link {
                 stash: VecDeque::new(),
                 next_seq: vec![0; size],
                 last_heard: vec![now; size],
+                level_sent: vec![None; size],
                 gone: vec![false; size],
                 lost: false,
             }),
@@ -184,6 +188,13 @@ impl Link {
         }
         let seq = inner.next_seq[rank];
         let message = wire::task(seq, payload).map_err(|m| Error::ValueError(m.0))?;
+        // The worker logs at our level: tell it first if that changed (it forwards what
+        // passes, and we hand each record to our logger in `take`).
+        let level = crate::log::wire_level();
+        if inner.level_sent[rank] != Some(level) {
+            inner.send_draining(rank, Kind::Level, &wire::level(level));
+            inner.level_sent[rank] = Some(level);
+        }
         inner.send_draining(rank, Kind::Task, &message);
         inner.next_seq[rank] += 1;
         Ok(seq)
@@ -316,6 +327,12 @@ impl Inner {
             },
             Some(Kind::Bye) => {
                 self.gone[m.rank] = true;
+                None
+            }
+            Some(Kind::Log) => {
+                // Checked and bounded like a child's datagram; one that is not a record is
+                // dropped (it cannot mislead anything but a log line).
+                crate::log::deliver(&m.bytes);
                 None
             }
             _ => broken(format!("unexpected message with tag {}", m.tag)),

@@ -10,10 +10,17 @@
 //! order, runs each (catching its panics per item, like a local pool worker), and hands the
 //! encoded result back over a channel.
 //!
+//! Logging: rank 0 says its `log` level (`LEVEL`) before the first task and whenever it
+//! changes; from the first level that is not off, this rank's records go through `log.rs`'s
+//! forwarder into a datagram socket that the communication thread drains, relaying each
+//! record to rank 0 (`LOG`) before the next `RESULT` and before `BYE`, so every record a
+//! task logged reaches rank 0 before its result, tagged `Rank-N` and this process's pid.
+//!
 //! A task's entry offset is trusted because rank 0 checked, at `HELLO`, that this rank runs
 //! the very same build (its fingerprint); rank 0 is the launcher's rank 0 of this same job.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -47,6 +54,10 @@ type Shared = Arc<(Mutex<Queue>, Condvar)>;
 pub(super) fn serve(universe: Universe) -> ! {
     set_on_panic(OnPanic::Abort);
     let mut comm = Comm::new();
+    {
+        use ::mpi::topology::Communicator;
+        *crate::name::hold() = format!("Rank-{}", comm.world.rank());
+    }
     comm.send(Kind::Hello, &wire::hello(super::build_fingerprint()));
     let shared: Shared = Arc::default();
     let (done_tx, done_rx) = mpsc::channel();
@@ -62,6 +73,8 @@ pub(super) fn serve(universe: Universe) -> ! {
     while !comm.stopping {
         let mut busy = comm.receive(&shared);
         while let Ok((seq, result)) = done_rx.try_recv() {
+            // What the task logged goes first (it was queued before the result).
+            comm.relay_logs(&shared);
             let message = wire::result(seq, &result_status(&result));
             comm.send_draining(Kind::Result, &message, &shared);
             comm.outstanding -= 1;
@@ -72,12 +85,14 @@ pub(super) fn serve(universe: Universe) -> ! {
         if comm.outstanding > 0 && comm.last_send.elapsed() >= wire::BEAT_EVERY {
             comm.send(Kind::Beat, &[]);
         }
+        busy |= comm.relay_logs(&shared);
         if busy {
             backoff.reset();
         } else {
             backoff.idle();
         }
     }
+    comm.relay_logs(&shared);
     // Rank 0 reads until it has every BYE, so this send completes.
     comm.send(Kind::Bye, &[]);
     drop(universe); // MPI_Finalize, on the thread that initialized MPI
@@ -103,6 +118,9 @@ struct Comm {
     /// Tasks received and not yet answered (queued or running).
     outstanding: u64,
     stopping: bool,
+    /// Where this rank's log records wait to be relayed, once rank 0 asked for them, and
+    /// the buffer to read one into.
+    log: Option<(OwnedFd, Vec<u8>)>,
 }
 
 impl Comm {
@@ -113,7 +131,24 @@ impl Comm {
             next_seq: 0,
             outstanding: 0,
             stopping: false,
+            log: None,
         }
+    }
+
+    /// Relays every log record waiting in the forwarding socket to rank 0; whether any was.
+    fn relay_logs(&mut self, shared: &Shared) -> bool {
+        let Some((log, mut buf)) = self.log.take() else {
+            return false;
+        };
+        let mut any = false;
+        while let Ok(Some(len)) = crate::sys::dgram::try_recv(log.as_fd(), &mut buf) {
+            any = true;
+            if len <= buf.len() {
+                self.send_draining(Kind::Log, &buf[..len], shared);
+            }
+        }
+        self.log = Some((log, buf));
+        any
     }
 
     /// A small message that rank 0 always reads (it never blocks on us): a plain send.
@@ -200,6 +235,14 @@ impl Comm {
                         shared,
                     );
                     self.outstanding -= 1;
+                }
+            }
+            Some(Kind::Level) => {
+                let level = wire::read_level(&bytes)?;
+                match crate::log::forward_from_rank(level) {
+                    Ok(Some(recv)) => self.log = Some((recv, vec![0; crate::log::MAX_DATAGRAM])),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("mproc: an MPI worker rank cannot forward its log: {e}"),
                 }
             }
             Some(Kind::Stop) => {

@@ -13,6 +13,11 @@
 //! - worker → rank 0: `BEAT` (empty), at least every [`BEAT_EVERY`] while the worker holds
 //!   tasks and has nothing else to say, so that rank 0 can tell a silent rank from a dead one; `BYE`
 //!   (empty), its last message, after `STOP`.
+//! - rank 0 → worker: `LEVEL [level u8]`, the `log` level rank 0 runs at (`log.rs`'s
+//!   numbering, 0 for off), before a task whenever it changed since the last one;
+//! - worker → rank 0: `LOG [record]`, one `log` record logged on the worker, encoded as a
+//!   child forwards one to its parent (`log.rs`), before the `RESULT` of the task that
+//!   logged it; rank 0 hands it to its own logger.
 //!
 //! Every byte here comes from another process, maybe over a network: decoding checks kinds,
 //! lengths and status bytes and returns an error instead of trusting them. A message is at
@@ -43,10 +48,12 @@ pub(crate) enum Kind {
     Stop,
     Beat,
     Bye,
+    Level,
+    Log,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 9] = [
         Kind::Hello,
         Kind::Task,
         Kind::Result,
@@ -54,6 +61,8 @@ impl Kind {
         Kind::Stop,
         Kind::Beat,
         Kind::Bye,
+        Kind::Level,
+        Kind::Log,
     ];
 
     /// The MPI tag carrying this kind.
@@ -114,6 +123,22 @@ pub(crate) fn read_hello(bytes: &[u8]) -> Result<u64, Malformed> {
         (_, rest) => Err(Malformed(format!(
             "hello message has {} trailing bytes",
             rest.len()
+        ))),
+    }
+}
+
+/// `LEVEL`.
+pub(crate) fn level(level: u8) -> Vec<u8> {
+    vec![level]
+}
+
+/// Reads a `LEVEL`: one byte, a level `log.rs` knows.
+pub(crate) fn read_level(bytes: &[u8]) -> Result<u8, Malformed> {
+    match *bytes {
+        [l] if l <= crate::log::MAX_WIRE_LEVEL => Ok(l),
+        _ => Err(Malformed(format!(
+            "level message of {} bytes is not one known level",
+            bytes.len()
         ))),
     }
 }
@@ -226,7 +251,7 @@ mod tests {
             assert_eq!(Kind::from_tag(k.tag()), Some(k));
         }
         assert_eq!(Kind::from_tag(0), None);
-        assert_eq!(Kind::from_tag(TAG_BASE + 7), None);
+        assert_eq!(Kind::from_tag(TAG_BASE + 9), None);
     }
 
     #[test]

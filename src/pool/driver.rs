@@ -1,11 +1,13 @@
 //! The driver thread: reads answers, supervises workers, and winds the pool down.
 //!
 //! Each round it sleeps until something happens on a worker's socket or pidfd, or on the
-//! wake-up socket (it never spins: a caller waiting for a quick answer reads it itself, see
-//! `engine.rs`), then, under the state lock: reads every answer, sends
-//! what did not fit before, kills workers whose task ran past `task_timeout`, accounts for
-//! exits (a dead worker fails exactly the task it held), starts replacements, dispatches
-//! pending tasks, and finally wakes every waiter. User callbacks run after the lock is
+//! wake-up socket (it never spins: a caller waiting for a quick answer reads it itself, and
+//! meanwhile the driver does not watch the answer sockets, see `engine.rs`), then, under
+//! the state lock, acts on what the poll saw: reads the answers of the sockets that polled
+//! readable, sends what did not fit before, kills workers whose task ran past
+//! `task_timeout`, accounts for the exits its pidfds showed (a dead worker fails exactly
+//! the task it held), starts replacements, dispatches pending tasks, and wakes the waiters
+//! if a job or an `imap` result may be ready. User callbacks run after the lock is
 //! released, on this thread.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,6 +24,38 @@ use crate::pool::slot::{ExitOutcome, Slot, Task};
 use crate::pool::worker;
 use crate::start::children::ChildHandle;
 use crate::sys;
+
+/// What the driver's poll saw: which sockets and pidfds are ready (`all`: look at
+/// everything, the poll failed).
+struct Woken {
+    all: bool,
+    wake: bool,
+    socks: Vec<*const HandleFd>,
+    exited: Vec<*const ChildHandle>,
+}
+
+impl Woken {
+    fn everything() -> Woken {
+        Woken {
+            all: true,
+            wake: true,
+            socks: Vec::new(),
+            exited: Vec::new(),
+        }
+    }
+
+    /// Whether `w`'s socket polled readable (a worker spawned since was not polled: its
+    /// READY is read in a later round).
+    fn readable(&self, w: &Slot) -> bool {
+        self.all || self.socks.contains(&Arc::as_ptr(&w.link.sock))
+    }
+
+    /// Whether `w`'s pidfd polled readable: it exited. An exit always shows there, in this
+    /// round's poll or the next one.
+    fn exited(&self, w: &Slot) -> bool {
+        self.all || self.exited.contains(&Arc::as_ptr(&w.child))
+    }
+}
 
 impl Shared {
     /// The driver thread. If it ever panics, the pool is terminated (workers killed and
@@ -43,6 +77,11 @@ impl Shared {
                 if self.shutdown_if_done(&mut st) {
                     return;
                 }
+                // While a caller reads the answers itself, leave the sockets to it (a frame
+                // still to be sent is watched all the same); see `State::blind` for who
+                // wakes us.
+                st.blind = st.harvesting > 0;
+                let blind = st.blind;
                 // A socket at its end would poll readable for ever, one we cannot send on
                 // writable: leave them out, and wait for those workers' exits.
                 let socks: Vec<(Arc<HandleFd>, bool)> = st
@@ -53,6 +92,7 @@ impl Shared {
                         let want_write = !w.link.broken && !w.link.outgoing.is_empty();
                         (Arc::clone(&w.link.sock), want_write)
                     })
+                    .filter(|(_, want_write)| !blind || *want_write)
                     .collect();
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
@@ -62,17 +102,38 @@ impl Shared {
                 vec![(self.wake_rx.as_fd(), false)];
             set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
             set.extend(children.iter().map(|c| (c.pidfd(), false)));
-            let _ = sys::fd::poll_rw(&set, timeout);
+            let woken = match sys::fd::poll_rw(&set, timeout) {
+                Ok(ready) => Woken {
+                    all: false,
+                    wake: ready[0].0,
+                    socks: (socks.iter().zip(&ready[1..]))
+                        .filter(|(_, r)| r.0)
+                        .map(|((s, _), _)| Arc::as_ptr(s))
+                        .collect(),
+                    exited: (children.iter().zip(&ready[1 + socks.len()..]))
+                        .filter(|(_, r)| r.0)
+                        .map(|(c, _)| Arc::as_ptr(c))
+                        .collect(),
+                },
+                Err(_) => Woken::everything(),
+            };
             drop(set);
             let callbacks = {
                 let mut st = self.lock();
-                self.drain_wake();
+                st.blind = false;
+                if woken.all || woken.wake {
+                    self.drain_wake();
+                }
+                let signals = st.jobs.signals();
                 let mut callbacks = std::mem::take(&mut st.deferred.0);
-                self.service(&mut st, &mut callbacks);
+                self.service(&mut st, &mut callbacks, &woken);
+                // Waiters wait for a job, an `imap` result, or the end: wake them only
+                // when one of those may have come.
+                if st.jobs.signals() != signals {
+                    self.notify(&st);
+                }
                 callbacks
             };
-            self.progress.fetch_add(1, Ordering::Release);
-            self.cond.notify_all();
             for cb in callbacks {
                 // A panicking callback must not take the pool down with it (the panic hook
                 // has already reported it).
@@ -104,14 +165,26 @@ impl Shared {
     }
 
     /// Reads the workers' answers, pushes out what waits to be sent, and dispatches; true
-    /// if an answer came. Callers waiting for a result run this too, with `all` false:
-    /// they read only the workers a frame is due from (the driver, woken by any socket,
-    /// reads them all and so notices a worker that breaks protocol or closes).
-    pub(crate) fn harvest(&self, st: &mut State, callbacks: &mut Vec<Callback>, all: bool) -> bool {
+    /// if an answer came. Callers waiting for a result run this: they read the workers a
+    /// frame is due from.
+    pub(crate) fn harvest(&self, st: &mut State, callbacks: &mut Vec<Callback>) -> bool {
+        self.harvest_where(st, callbacks, Slot::expects_frame)
+    }
+
+    /// [`harvest`](Shared::harvest) from the workers `read` picks. Reading stops after an
+    /// answer: a worker holds one task, so nothing more is due, and anything else it sends
+    /// (a protocol violation, its end of stream) keeps its socket readable for the next
+    /// round.
+    fn harvest_where(
+        &self,
+        st: &mut State,
+        callbacks: &mut Vec<Callback>,
+        read: impl Fn(&Slot) -> bool,
+    ) -> bool {
         let mut answered = false;
         for i in 0..st.workers.len() {
-            if all || st.workers[i].expects_frame() {
-                answered |= self.read_answers(st, i, callbacks, all);
+            if read(&st.workers[i]) {
+                answered |= self.read_answers(st, i, callbacks, false);
             }
             st.workers[i].flush();
         }
@@ -119,9 +192,9 @@ impl Shared {
         answered
     }
 
-    /// One round of the driver's work.
-    fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>) {
-        self.harvest(st, callbacks, true);
+    /// One round of the driver's work, on what its poll saw.
+    fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>, woken: &Woken) {
+        self.harvest_where(st, callbacks, |w| woken.readable(w));
         // Overdue tasks: kill the worker; its exit reports the timeout.
         if let Some(limit) = self.config.timeout {
             for w in &mut st.workers {
@@ -134,7 +207,12 @@ impl Shared {
         // first, or a result written just before the exit would be lost.
         let mut i = 0;
         while i < st.workers.len() {
-            match st.workers[i].child.exitcode_now() {
+            let exit = if woken.exited(&st.workers[i]) {
+                st.workers[i].child.exitcode_now()
+            } else {
+                None
+            };
+            match exit {
                 Some(code) => {
                     self.read_answers(st, i, callbacks, true);
                     let w = st.workers.swap_remove(i);

@@ -10,8 +10,10 @@
 //! holding the lock: all socket I/O under it is non-blocking.
 //!
 //! **Who wakes whom.** A caller wakes the driver (a byte on its wake-up socket) only when
-//! it needs it: a frame that did not fit, a timeout to watch, a job sealed or dropped. The
-//! driver wakes callers through `cond` after each round.
+//! it needs it: a frame that did not fit, a timeout to watch, a job dropped, a job sealed
+//! in a closed pool, work left unwatched (below). Whoever records a result that lets a
+//! waiter proceed — a job done, an `imap` result ([`JobTable::signals`]) — bumps
+//! `progress` and notifies `cond` if anyone sleeps on it; other rounds wake nobody.
 //!
 //! **Fewer hops.** A caller waiting for a result does not leave the reading to the driver
 //! at first: for a short while ([`SPIN`], through the shared [`Backoff`]) it looks at the
@@ -21,6 +23,15 @@
 //! neither pays the ~30 µs wake-up of a sleeping CPU; the worker likewise looks for its
 //! next task a while before it sleeps. Past the window the caller sleeps on `cond` and the
 //! driver, which never spins, does the reading: an idle pool costs no CPU.
+//!
+//! **One reader per answer.** While a caller harvests (`State::harvesting`), the driver
+//! sleeps *blind*: on its wake-up socket, the pidfds and the sockets it still has to write,
+//! but not the sockets answers come on — else every answer would also wake the driver, a
+//! third runnable thread on a two-CPU machine, and the spin would stop for everyone.
+//! Work is never left unwatched: the last harvester to stop while a worker still owes a
+//! frame wakes the driver, and so does a caller that submits without waiting at once
+//! (`apply_async`, `imap`, a `map` of many chunks); `apply` and one-chunk `map`s are read
+//! by their caller, who enters `lock_when` right after submitting.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -85,6 +96,16 @@ pub(crate) struct State {
     pub(crate) init_failures: u32,
     /// Callbacks of jobs completed outside the driver, for the driver to run.
     pub(crate) deferred: Deferred,
+    /// Callers reading the workers' sockets themselves right now ([`Shared::lock_when`]).
+    /// While there are any, the driver leaves those sockets to them, so that an answer
+    /// wakes one thread, not two.
+    pub(crate) harvesting: usize,
+    /// The driver sleeps without watching the workers' sockets (it saw a harvester). Who
+    /// leaves work unwatched wakes it: the last harvester to stop while a worker still owes
+    /// a frame, a caller that submits and does not wait.
+    pub(crate) blind: bool,
+    /// Threads asleep on `cond`: no one to notify when there are none.
+    pub(crate) sleepers: usize,
 }
 
 /// The sockets of workers a frame is due from.
@@ -126,7 +147,8 @@ impl State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) cond: Condvar,
-    /// Bumped after each driver round: spinning waiters look again when it moves.
+    /// Bumped when a waiter may proceed (see `JobTable::signals`): spinning waiters look
+    /// again when it moves.
     pub(crate) progress: AtomicU64,
     pub(crate) wake_tx: OwnedFd,
     pub(crate) wake_rx: OwnedFd,
@@ -158,6 +180,9 @@ impl Shared {
                 broken: None,
                 init_failures: 0,
                 deferred: Deferred::default(),
+                harvesting: 0,
+                blind: false,
+                sleepers: 0,
             }),
             cond: Condvar::new(),
             progress: AtomicU64::new(0),
@@ -224,34 +249,52 @@ impl Shared {
     /// once the deadline has passed.
     pub(crate) fn wait_change<'a>(
         &self,
-        st: MutexGuard<'a, State>,
+        mut st: MutexGuard<'a, State>,
         deadline: Option<Instant>,
     ) -> Option<MutexGuard<'a, State>> {
-        match deadline {
-            None => Some(self.cond.wait(st).unwrap_or_else(PoisonError::into_inner)),
+        let mut st = match deadline {
+            None => {
+                st.sleepers += 1;
+                self.cond.wait(st).unwrap_or_else(PoisonError::into_inner)
+            }
             Some(d) => {
                 let now = Instant::now();
                 if now >= d {
                     return None;
                 }
+                st.sleepers += 1;
                 let waited = self.cond.wait_timeout(st, d - now);
-                Some(waited.unwrap_or_else(PoisonError::into_inner).0)
+                waited.unwrap_or_else(PoisonError::into_inner).0
             }
+        };
+        st.sleepers -= 1;
+        Some(st)
+    }
+
+    /// Wakes the threads asleep on `cond` (call after changing what they wait for, with
+    /// the lock still held or just released): none, cheaply, if none sleeps.
+    pub(crate) fn notify(&self, st: &State) {
+        self.progress.fetch_add(1, Ordering::Release);
+        if st.sleepers > 0 {
+            self.cond.notify_all();
         }
     }
 
     /// Locks the state once `ready` holds, or once the spin has passed without it (then
     /// the caller sleeps on `cond`). While it spins it reads answers itself (see the module
-    /// docs), and looks again whenever the driver has made progress.
+    /// docs), and looks again whenever a waiter may proceed. An answer it reads starts its
+    /// spin afresh: while answers flow (a `map` of quick tasks) the caller keeps the
+    /// workers fed itself.
     pub(crate) fn lock_when(
         &self,
         deadline: Option<Instant>,
         mut ready: impl FnMut(&State) -> bool,
     ) -> MutexGuard<'_, State> {
-        let st = self.lock();
+        let mut st = self.lock();
         if ready(&st) || st.finished {
             return st;
         }
+        st.harvesting += 1;
         let mut socks = live_sockets(&st);
         drop(st);
         let mut seen = self.progress.load(Ordering::Acquire);
@@ -259,7 +302,9 @@ impl Shared {
         loop {
             backoff.snooze();
             if backoff.is_completed() || deadline.is_some_and(|d| Instant::now() >= d) {
-                return self.lock();
+                let mut st = self.lock();
+                self.stop_harvest(&mut st);
+                return st;
             }
             let moved = self.progress.load(Ordering::Acquire) != seen;
             let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
@@ -271,9 +316,12 @@ impl Shared {
             let mut st = self.lock();
             if readable {
                 let mut callbacks = Vec::new();
-                if self.harvest(&mut st, &mut callbacks, false) {
-                    self.progress.fetch_add(1, Ordering::Release);
-                    self.cond.notify_all();
+                let signals = st.jobs.signals();
+                if self.harvest(&mut st, &mut callbacks) {
+                    backoff = Backoff::with_budget(SPIN);
+                }
+                if st.jobs.signals() != signals {
+                    self.notify(&st);
                 }
                 if !callbacks.is_empty() {
                     // Callbacks run on the driver thread, never on a caller's.
@@ -284,8 +332,19 @@ impl Shared {
             }
             seen = self.progress.load(Ordering::Acquire);
             if ready(&st) || st.finished {
+                self.stop_harvest(&mut st);
                 return st;
             }
+        }
+    }
+
+    /// A harvester stops reading: if it was the last, and a worker still owes a frame, the
+    /// driver must watch the sockets again.
+    fn stop_harvest(&self, st: &mut State) {
+        st.harvesting -= 1;
+        if st.harvesting == 0 && st.blind && st.workers.iter().any(Slot::expects_frame) {
+            st.blind = false;
+            self.wake();
         }
     }
 
@@ -324,7 +383,9 @@ impl Shared {
     }
 
     /// Queues `task` (a chunk already added to its job) and dispatches what it can.
-    pub(crate) fn submit(&self, st: &mut State, task: Task) {
+    /// `watched`: the caller waits for the result at once (`lock_when`), so it reads the
+    /// answer itself; otherwise a driver asleep without the workers' sockets is woken.
+    pub(crate) fn submit(&self, st: &mut State, task: Task, watched: bool) {
         let refused = if st.terminated || st.finished {
             Some(Error::PoolClosed)
         } else {
@@ -349,6 +410,10 @@ impl Shared {
             None => {
                 st.pending.push_back(task);
                 self.dispatch(st);
+                if !watched && st.blind && st.harvesting == 0 {
+                    st.blind = false;
+                    self.wake();
+                }
             }
         }
     }

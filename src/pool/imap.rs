@@ -167,7 +167,7 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                         payload,
                         fds,
                     };
-                    self.shared.submit(&mut st, task);
+                    self.shared.submit(&mut st, task, false);
                     self.submitted += 1;
                     self.outstanding += nitems;
                 }

@@ -155,6 +155,10 @@ impl Job {
 pub(crate) struct JobTable {
     jobs: HashMap<JobId, Job>,
     next: JobId,
+    /// Bumped whenever a waiter may now proceed: a job done, or a result an `imap` can
+    /// hand out. The driver wakes waiters only when it moved (a `map`'s caller sleeps
+    /// through the completions of all its chunks but the last).
+    signals: u64,
 }
 
 impl JobTable {
@@ -231,6 +235,9 @@ impl JobTable {
         if j.order == Order::Completion {
             j.completed.push_back(index);
         }
+        if j.order == Order::Completion || index == j.base || j.is_done() {
+            self.signals += 1;
+        }
         self.finish_if_done(id, callbacks);
     }
 
@@ -251,6 +258,11 @@ impl JobTable {
         if j.reader == Reader::Detached {
             self.jobs.remove(&id);
         }
+    }
+
+    /// Moves whenever a waiter may now proceed (see the field).
+    pub(crate) fn signals(&self) -> u64 {
+        self.signals
     }
 
     /// Whether the job is done (a job that is gone counts as done: nothing will change).

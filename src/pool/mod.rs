@@ -7,7 +7,8 @@
 //!   scheduling (a worker gets a task only when it is idle);
 //! - `engine.rs`: the shared state, dispatch, and the spin-then-sleep waits;
 //! - `driver.rs`: the thread that reads answers and supervises workers;
-//! - `worker.rs`: the worker process's loop; `result.rs`, `imap.rs`: the handles.
+//! - `worker.rs`: the worker process's loop; `result.rs`, `imap.rs`: the handles;
+//! - `builder.rs`: [`PoolBuilder`]; `submit.rs`: chunking, encoding and submitting a job.
 //!
 //! A worker that dies costs only the chunk it was running (`Error::WorkerDied` for each of
 //! its items) and is replaced; a chunk that runs past `task_timeout` gets its worker killed
@@ -27,23 +28,26 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec;
-use crate::context::{StartMethod, get_start_method};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::target::{self, Target};
 
+mod builder;
 mod driver;
 mod engine;
 mod imap;
 mod jobs;
 mod result;
 mod slot;
+mod submit;
 mod worker;
+
+pub use builder::PoolBuilder;
 
 pub use imap::IMap;
 pub use result::{AsyncResult, ResultFuture};
 
-use engine::{Config, Shared};
+use engine::Shared;
+use submit::{ChunkFeed, check_chunksize, default_chunksize};
 
 /// What the MPI driver (`src/mpi/driver.rs`) uses of the pool: the state it feeds.
 #[cfg(feature = "mpi")]
@@ -52,8 +56,6 @@ pub(crate) mod mpi_hooks {
     pub(crate) use super::jobs::{Callback, ChunkResult};
     pub(crate) use super::slot::Task;
 }
-use jobs::{Job, Order};
-use slot::Task;
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -72,177 +74,6 @@ pub struct Pool {
     shared: Arc<Shared>,
 }
 
-/// Configures a [`Pool`] (Python's `Pool(processes, initializer, initargs,
-/// maxtasksperchild, context)`, plus a per-task timeout).
-#[derive(Debug, Default)]
-pub struct PoolBuilder {
-    processes: usize,
-    init: Option<worker::InitSpec>,
-    init_error: Option<Error>,
-    maxtasks: Option<usize>,
-    method: Option<StartMethod>,
-    timeout: Option<Duration>,
-}
-
-impl PoolBuilder {
-    /// The number of workers; 0 (the default) means [`crate::cpu_count`].
-    pub fn processes(mut self, n: usize) -> Self {
-        self.processes = n;
-        self
-    }
-
-    /// A function each worker runs once when it starts (Python's `initializer`,
-    /// `initargs`). If it panics in every worker, tasks fail with `TaskPanicked` instead
-    /// of the pool retrying for ever.
-    pub fn initializer<F, Args>(mut self, f: F, args: Args) -> Self
-    where
-        F: Target<Args, ()>,
-        Args: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let mut buf = Vec::new();
-        let mut fds = Vec::new();
-        match codec::encode_into(&[args][..], &mut buf, &mut fds) {
-            Ok(()) => {
-                self.init = Some(worker::InitSpec {
-                    entry: target::pool_entry_offset::<F, Args, ()>(),
-                    args: buf,
-                    fds,
-                })
-            }
-            Err(e) => self.init_error = Some(e),
-        }
-        self
-    }
-
-    /// Replaces each worker after it has run `n` tasks (chunks); must be positive.
-    pub fn maxtasksperchild(mut self, n: usize) -> Self {
-        self.maxtasks = Some(n);
-        self
-    }
-
-    /// The start method of the workers (default: the global one).
-    pub fn start_method(mut self, m: StartMethod) -> Self {
-        self.method = Some(m);
-        self
-    }
-
-    /// Kills the worker of a task (chunk) that runs longer than `d`; the task fails with
-    /// `Error::TaskTimedOut` and a fresh worker takes the dead one's place.
-    pub fn task_timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
-        self
-    }
-
-    /// Starts the workers.
-    pub fn build(self) -> Result<Pool> {
-        if let Some(e) = self.init_error {
-            return Err(e);
-        }
-        if self.maxtasks == Some(0) {
-            return Err(Error::ValueError(
-                "maxtasksperchild must be a positive number".into(),
-            ));
-        }
-        let processes = if self.processes == 0 {
-            crate::cpu_count()
-        } else {
-            self.processes
-        };
-        let shared = Shared::start(Config {
-            processes,
-            method: self.method.unwrap_or_else(get_start_method),
-            maxtasks: self.maxtasks.unwrap_or(0) as u64,
-            timeout: self.timeout,
-            init: self.init,
-        })?;
-        Ok(Pool { shared })
-    }
-}
-
-impl Pool {
-    /// A pool of `processes` workers that live elsewhere (MPI ranks), served by `drive`,
-    /// the driver thread's body.
-    #[cfg(feature = "mpi")]
-    pub(crate) fn with_remote_workers(
-        processes: usize,
-        drive: Box<dyn FnOnce(Arc<Shared>) + Send>,
-    ) -> Result<Pool> {
-        let config = Config {
-            processes,
-            method: get_start_method(),
-            maxtasks: 0,
-            timeout: None,
-            init: None,
-        };
-        let shared = Shared::start_with(config, engine::Workers::Remote(drive))?;
-        Ok(Pool { shared })
-    }
-}
-
-/// Python's default chunk size: `ceil(len / (4 × workers))`.
-fn default_chunksize(len: usize, processes: usize) -> usize {
-    len.div_ceil(processes * 4).max(1)
-}
-
-/// Encodes one chunk: `[entry][Vec<Args>]` and the descriptors of handles inside.
-fn encode_chunk<A: Serialize>(entry: i64, items: &[A]) -> Result<(Vec<u8>, Vec<codec::HandleFd>)> {
-    let mut buf = entry.to_le_bytes().to_vec();
-    let mut fds = Vec::new();
-    codec::encode_into(items, &mut buf, &mut fds)?;
-    if fds.len() > MAX_HANDLES_PER_TASK {
-        return Err(Error::TooManyHandles {
-            count: fds.len(),
-            max: MAX_HANDLES_PER_TASK,
-        });
-    }
-    Ok((buf, fds))
-}
-
-/// Python's check: `chunksize` must be 1 or more.
-fn check_chunksize(chunksize: usize) -> Result<()> {
-    if chunksize == 0 {
-        return Err(Error::ValueError(
-            "chunksize must be 1 or more, not 0".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// An `imap`'s input, encoded a chunk at a time as the iterator asks for it.
-struct ChunkFeed<I> {
-    input: I,
-    chunksize: usize,
-    entry: i64,
-}
-
-impl<I, T> imap::Feed for ChunkFeed<I>
-where
-    I: Iterator<Item = T>,
-    T: Serialize,
-{
-    fn next_chunk(&mut self) -> Option<imap::EncodedChunk> {
-        let chunk: Vec<(T,)> = self
-            .input
-            .by_ref()
-            .take(self.chunksize)
-            .map(|t| (t,))
-            .collect();
-        if chunk.is_empty() {
-            return None;
-        }
-        let n = chunk.len();
-        Some((encode_chunk(self.entry, &chunk), n))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.input.size_hint()
-    }
-}
-
-/// Descriptors one message can carry (the kernel's `SCM_MAX_FD`).
-const MAX_HANDLES_PER_TASK: usize = 253;
-
 impl Pool {
     /// A pool of `processes` workers (0 means [`crate::cpu_count`]).
     pub fn new(processes: usize) -> Result<Pool> {
@@ -259,59 +90,6 @@ impl Pool {
         self.shared.config.processes
     }
 
-    /// Submits `items` (argument tuples) in chunks of `chunksize` as one job.
-    fn submit_chunks<F, Args, R>(&self, items: Vec<Args>, chunksize: usize) -> Result<u64>
-    where
-        F: Target<Args, R>,
-        Args: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        check_chunksize(chunksize)?;
-        let entry = target::pool_entry_offset::<F, Args, R>();
-        let id = {
-            let mut st = self.shared.lock();
-            self.shared.new_job(&mut st, Order::InOrder)?
-        };
-        // Each chunk goes out as soon as it is encoded, so workers start while the rest
-        // is still being encoded. Until the job is sealed the pool counts it as work to
-        // come.
-        for c in items.chunks(chunksize) {
-            let encoded = encode_chunk(entry, c);
-            let mut st = self.shared.lock();
-            match encoded {
-                Ok((payload, fds)) => {
-                    let Some(index) = st.jobs.add_chunk(id, c.len()) else {
-                        return Err(Error::PoolClosed);
-                    };
-                    let payload = Arc::new(payload);
-                    let task = Task {
-                        job: id,
-                        index,
-                        payload,
-                        fds,
-                    };
-                    self.shared.submit(&mut st, task);
-                }
-                Err(e) => {
-                    st.abandon(id);
-                    drop(st);
-                    self.shared.wake();
-                    return Err(e);
-                }
-            }
-        }
-        self.shared.lock().jobs.seal(id);
-        self.shared.wake(); // the driver may be waiting for this job to be whole
-        Ok(id)
-    }
-
-    fn async_result<T>(&self, job: Result<u64>, decode: fn(&Job) -> Result<T>) -> AsyncResult<T> {
-        match job {
-            Ok(id) => AsyncResult::new(Arc::clone(&self.shared), id, decode),
-            Err(e) => AsyncResult::failed(Arc::clone(&self.shared), e, decode),
-        }
-    }
-
     /// Runs `f(args...)` in a worker and waits for the result.
     pub fn apply<F, Args, R>(&self, f: F, args: Args) -> Result<R>
     where
@@ -319,7 +97,9 @@ impl Pool {
         Args: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async(f, args).get()
+        let _ = f;
+        let job = self.submit_chunks::<F, Args, R>(vec![args], 1, true);
+        self.async_result(job, result::decode_one::<R>).get()
     }
 
     /// Runs `f(args...)` in a worker; the result comes through the returned handle.
@@ -330,7 +110,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let job = self.submit_chunks::<F, Args, R>(vec![args], 1);
+        let job = self.submit_chunks::<F, Args, R>(vec![args], 1, false);
         self.async_result(job, result::decode_one::<R>)
     }
 
@@ -342,7 +122,11 @@ impl Pool {
         T: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, items).get()
+        let _ = f;
+        let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
+        let chunksize = default_chunksize(items.len(), self.processes());
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize, true);
+        self.async_result(job, result::decode_all::<R>).get()
     }
 
     /// `map` with an explicit chunk size (items per task); 0 is `Err(ValueError)`, as in
@@ -360,7 +144,7 @@ impl Pool {
     {
         let _ = f;
         let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
-        let job = self.submit_chunks::<F, (T,), R>(items, chunksize);
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize, true);
         self.async_result(job, result::decode_all::<R>).get()
     }
 
@@ -378,7 +162,7 @@ impl Pool {
         let _ = f;
         let items: Vec<(T,)> = items.into_iter().map(|t| (t,)).collect();
         let chunksize = default_chunksize(items.len(), self.processes());
-        let job = self.submit_chunks::<F, (T,), R>(items, chunksize);
+        let job = self.submit_chunks::<F, (T,), R>(items, chunksize, false);
         self.async_result(job, result::decode_all::<R>)
     }
 
@@ -389,7 +173,11 @@ impl Pool {
         Args: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.starmap_async(f, items).get()
+        let _ = f;
+        let items: Vec<Args> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes());
+        let job = self.submit_chunks::<F, Args, R>(items, chunksize, true);
+        self.async_result(job, result::decode_all::<R>).get()
     }
 
     /// `starmap` without waiting.
@@ -406,7 +194,7 @@ impl Pool {
         let _ = f;
         let items: Vec<Args> = items.into_iter().collect();
         let chunksize = default_chunksize(items.len(), self.processes());
-        let job = self.submit_chunks::<F, Args, R>(items, chunksize);
+        let job = self.submit_chunks::<F, Args, R>(items, chunksize, false);
         self.async_result(job, result::decode_all::<R>)
     }
 

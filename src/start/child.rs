@@ -64,7 +64,7 @@ pub(super) fn run_spawned(route: &str) -> ! {
     if framing::write_frame(sock.as_fd(), &[u8::from(same)], &[]).is_err() || !same {
         sys::process::exit_now(1);
     }
-    state().become_child(&boot);
+    state().become_child(&boot, &mut crate::name::hold());
     run(parent, &boot, fds, sock)
 }
 

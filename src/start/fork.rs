@@ -28,8 +28,9 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     let parent_pid = sys::pid::current();
     let mut st = state();
     let mut registry = codec::registry();
-    // SAFETY: both mproc locks are held across the call, so the child finds them consistent
-    // and held by its own thread; what else a multithreaded parent's child may touch is the
+    let mut name = crate::name::hold();
+    // SAFETY: the three mproc locks are held across the call, so the child finds them
+    // consistent and held by its own thread; what else a multithreaded parent's child may touch is the
     // documented hazard of `Fork` (warned about above).
     match unsafe { sys::process::fork() }? {
         Forked::Child => {
@@ -45,7 +46,8 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
                 .filter_map(|f| f.into_owned().ok())
                 .collect();
             drop(parent_end);
-            st.become_child(boot);
+            st.become_child(boot, &mut name);
+            drop(name);
             drop(st);
             if threaded {
                 // Another thread may have held stdout's lock at the fork: flushing it at
@@ -55,6 +57,7 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
             child::run(parent_pid, boot, fds, child_end)
         }
         Forked::Parent(pid) => {
+            drop(name);
             drop(registry);
             drop(st);
             drop(child_end);

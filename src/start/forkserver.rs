@@ -117,12 +117,46 @@ impl Client {
     }
 }
 
-/// The server's reply to a request: the child's pid (4 bytes, not 0), or anything else for
-/// "could not start the child".
+/// The server's reply to a request: the child's pid (4 bytes, not 0), or a pid of 0 and
+/// the OS error code of the failed fork (8 bytes).
 pub(crate) fn parse_pid_reply(reply: &[u8]) -> Result<u32> {
-    match <[u8; 4]>::try_from(reply).map(u32::from_le_bytes) {
-        Ok(pid) if pid != 0 => Ok(pid),
-        _ => Err(Error::Codec("fork server could not start the child".into())),
+    match *reply {
+        [a, b, c, d] if [a, b, c, d] != [0; 4] => Ok(u32::from_le_bytes([a, b, c, d])),
+        [0, 0, 0, 0, a, b, c, d] => {
+            let os = std::io::Error::from_raw_os_error(i32::from_le_bytes([a, b, c, d]));
+            Err(Error::Io(std::io::Error::new(os.kind(), ForkFailed(os))))
+        }
+        _ => Err(Error::Codec(format!(
+            "malformed reply from the fork server: {} bytes, expected a pid or an error code",
+            reply.len()
+        ))),
+    }
+}
+
+/// The reply for a fork that failed with `e`: a pid of 0, then the OS error code.
+fn failure_reply(e: &std::io::Error) -> [u8; 8] {
+    let mut reply = [0; 8];
+    // A fork error always has an OS code (it comes from clone); EIO stands in otherwise.
+    let errno = e
+        .raw_os_error()
+        .unwrap_or(rustix::io::Errno::IO.raw_os_error());
+    reply[4..].copy_from_slice(&errno.to_le_bytes());
+    reply
+}
+
+/// "fork server could not fork the child: ...", with the OS error as its source.
+#[derive(Debug)]
+struct ForkFailed(std::io::Error);
+
+impl std::fmt::Display for ForkFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fork server could not fork the child: {}", self.0)
+    }
+}
+
+impl std::error::Error for ForkFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -211,7 +245,7 @@ pub(super) fn serve(route: &str) -> ! {
                 drop(sock);
                 sys::signal::default_interrupts();
                 take_on(cwd, env);
-                state().become_child(&boot);
+                state().become_child(&boot, &mut crate::name::hold());
                 child::run(boot.parent_pid, &boot, fds, result_end)
             }
             Ok(Forked::Parent(pid)) => {
@@ -221,9 +255,9 @@ pub(super) fn serve(route: &str) -> ! {
                     sys::process::exit_now(0);
                 }
             }
-            Err(_) => {
-                // Tell the client by a malformed (empty) reply; it reports the failure.
-                let _ = framing::write_frame(sock.as_fd(), &[], &[]);
+            Err(e) => {
+                // Tell the client why: a pid of 0 and the OS error code.
+                let _ = framing::write_frame(sock.as_fd(), &failure_reply(&e), &[]);
             }
         }
     }

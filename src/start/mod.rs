@@ -107,8 +107,6 @@ pub(crate) fn launch(
 /// Who this process is, and what it owns.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// This process's name ("MainProcess" at the top).
-    pub(crate) name: String,
     /// This process's identity: empty at the top, parent's identity + counter below.
     pub(crate) identity: Vec<u32>,
     /// Whether this process is a daemon.
@@ -124,7 +122,6 @@ pub(crate) struct State {
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
-    name: String::new(),
     identity: Vec::new(),
     daemon: false,
     parent: None,
@@ -139,19 +136,16 @@ pub(crate) fn state() -> MutexGuard<'static, State> {
 }
 
 impl State {
-    /// This process's name.
+    /// This process's name (kept in `name.rs`, below logging).
     pub(crate) fn name(&self) -> String {
-        if self.name.is_empty() {
-            "MainProcess".to_string()
-        } else {
-            self.name.clone()
-        }
+        crate::name::get()
     }
 
     /// Becomes the child described by `boot`, forgetting the parent's children and fork
-    /// server (whose descriptors the caller has closed).
-    pub(crate) fn become_child(&mut self, boot: &Bootstrap) {
-        self.name = boot.name.clone();
+    /// server (whose descriptors the caller has closed). `name` is the held name
+    /// (`name::hold()`; `fork.rs` holds it across the fork).
+    pub(crate) fn become_child(&mut self, boot: &Bootstrap, name: &mut String) {
+        name.clone_from(&boot.name);
         self.identity = boot.identity.clone();
         self.daemon = boot.daemon;
         self.parent = Some((boot.parent_name.clone(), boot.parent_pid));

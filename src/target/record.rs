@@ -4,11 +4,14 @@
 //! at the function: it points at an [`Record`], a constant the compiler emits once per
 //! `(F, Args, R)` beside the entry it names, holding a 16-byte tag and the entry's
 //! address. The receiver turns the offset back into an address and accepts it only if
-//! 1. it is aligned for a record and the whole record lies in a mapping of this executable's
-//!    own file that holds no code (records are constants: `.rodata`/`.data.rel.ro`), so
-//!    nothing a peer wrote (heap, stack) can pass for one;
+//! 1. it is aligned for a record and the whole record lies in a read-only mapping of this
+//!    executable's own file that holds no code (records are constants: `.rodata`, or
+//!    `.data.rel.ro`, which the loader makes read-only after relocating it), so nothing
+//!    written at run time (heap, stack, a `static` with interior mutability in `.data`)
+//!    can pass for one;
 //! 2. the tag is the one for this kind of entry (child entry or pool entry);
-//! 3. the function address in it lies in a code mapping of this executable.
+//! 3. the function address in it lies in a code mapping of this executable (read-only and
+//!    executable).
 //!
 //! Anything else (an offset from a forged start-up message, a corrupt one, a different
 //! build) is refused without a jump. Offsets are measured from [`anchor`], so they hold
@@ -19,6 +22,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::server::ServerEntry;
 use super::{Entry, PoolEntry, Target, entry, pool_entry};
 use crate::sys::pid::{ImageMapping, image_mappings};
 
@@ -52,9 +56,7 @@ const POOL_TAG: [u64; 2] = [0x6c6f_6f70_2063_6f72, 0x5b83_e6d0_17a9_c42e];
 const SERVER_TAG: [u64; 2] = [0x7265_6761_6e61_6d20, 0x3c71_d2a8_96e0_5bf4];
 
 /// A record for a manager server's entry (built in `manager/managed.rs`'s constants).
-pub(crate) const fn server_record(
-    entry: crate::manager::ServerEntry,
-) -> Record<crate::manager::ServerEntry> {
+pub(crate) const fn server_record(entry: ServerEntry) -> Record<ServerEntry> {
     Record {
         tag: SERVER_TAG,
         entry,
@@ -106,12 +108,24 @@ pub(crate) fn warm() {
     let _ = image_mappings();
 }
 
-fn within(maps: &[ImageMapping], start: usize, len: usize, code: bool) -> bool {
+/// What a mapping must be for something of this kind to lie in it.
+#[derive(Clone, Copy)]
+enum Region {
+    /// Constant data: readable only (a record).
+    Constant,
+    /// Code: readable and executable, never writable (an entry function).
+    Code,
+}
+
+/// Whether `[start, start + len)` lies whole in one mapping of kind `region`. Writable
+/// mappings never qualify: what a process can write, a forged message could have planted.
+fn within(maps: &[ImageMapping], start: usize, len: usize, region: Region) -> bool {
     let Some(end) = start.checked_add(len) else {
         return false;
     };
+    let code = matches!(region, Region::Code);
     maps.iter()
-        .any(|m| m.executable == code && m.start <= start && end <= m.end)
+        .any(|m| !m.writable && m.executable == code && m.start <= start && end <= m.end)
 }
 
 /// The record at `offset` from [`anchor`], if it is a real one with tag `tag`; its entry
@@ -122,17 +136,22 @@ fn resolve(offset: i64, tag: [u64; 2]) -> Option<usize> {
         return None;
     }
     let maps = image_mappings();
-    if !within(maps, addr, std::mem::size_of::<RawRecord>(), false) {
+    if !within(
+        maps,
+        addr,
+        std::mem::size_of::<RawRecord>(),
+        Region::Constant,
+    ) {
         return None;
     }
-    // SAFETY: `addr` is aligned for `RawRecord` and the whole record lies inside a mapping
-    // of the executable's file that stays mapped for the life of the process (checked just
+    // SAFETY: `addr` is aligned for `RawRecord` and the whole record lies inside a read-only
+    // mapping of the executable's file that stays mapped for the life of the process (checked just
     // above against /proc/self/maps); every bit pattern is a valid `RawRecord`.
     let raw = unsafe { (addr as *const RawRecord).read() };
     // Compared through a run-time step (see the tags' docs).
     let key = std::hint::black_box(0x5851_f42d_4c95_7f2d_u64);
     let matches = raw.tag[0] ^ key == tag[0] ^ key && raw.tag[1] ^ key == tag[1] ^ key;
-    (matches && within(maps, raw.entry, 1, true)).then_some(raw.entry)
+    (matches && within(maps, raw.entry, 1, Region::Code)).then_some(raw.entry)
 }
 
 /// The child entry at `offset`, if `offset` names one (see the module docs).
@@ -153,16 +172,103 @@ pub(crate) fn pool_entry_at(offset: i64) -> Option<PoolEntry> {
 }
 
 /// The manager server entry at `offset`, if `offset` names one (see the module docs).
-pub(crate) fn server_entry_at(offset: i64) -> Option<crate::manager::ServerEntry> {
+pub(crate) fn server_entry_at(offset: i64) -> Option<ServerEntry> {
     let addr = resolve(offset, SERVER_TAG)?;
     // SAFETY: as in `entry_at`, for a record with the server-entry tag, emitted only by
     // `server_record`, whose `entry` field is a `ServerEntry`.
-    Some(unsafe { std::mem::transmute::<usize, crate::manager::ServerEntry>(addr) })
+    Some(unsafe { std::mem::transmute::<usize, ServerEntry>(addr) })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Slots for forged records in this executable's own *writable* data (`.data`: the
+    /// initial values are not zero, so the array is part of the file's image, not `.bss`).
+    static FORGED: [AtomicU64; 3 * 16] = [const { AtomicU64::new(0x0101_0101) }; 48];
+    /// Serializes the tests that write into `FORGED`.
+    static FORGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Writes a record with `tag` and `entry` into slot `slot` of `FORGED`; its offset.
+    fn forge(slot: usize, tag: [u64; 2], entry: usize) -> i64 {
+        let words = &FORGED[slot * 3..slot * 3 + 3];
+        words[0].store(tag[0], Ordering::SeqCst);
+        words[1].store(tag[1], Ordering::SeqCst);
+        words[2].store(entry as u64, Ordering::SeqCst);
+        (words.as_ptr() as i64).wrapping_sub(anchor_addr() as i64)
+    }
+
+    fn forged_lies_in_a_writable_image_mapping() -> bool {
+        let at = FORGED.as_ptr() as usize;
+        image_mappings()
+            .iter()
+            .any(|m| m.writable && m.start <= at && at + std::mem::size_of_val(&FORGED) <= m.end)
+    }
+
+    fn square_entries() -> (usize, usize) {
+        fn of<F: Target<(u64,), u64>>(_: F) -> (usize, usize) {
+            (
+                Records::<F, (u64,), u64>::ENTRY.entry as usize,
+                Records::<F, (u64,), u64>::POOL.entry as usize,
+            )
+        }
+        of(square)
+    }
+
+    /// A record with the right tag and a real entry, but in a writable mapping of our own
+    /// executable (where a peer's bytes could have been copied), is refused.
+    #[test]
+    fn a_record_in_writable_data_is_refused() {
+        let _g = FORGING.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            forged_lies_in_a_writable_image_mapping(),
+            "the test's forged records are not in the executable's writable data: {:?}",
+            image_mappings()
+        );
+        let (entry, pool) = square_entries();
+        let e = forge(0, ENTRY_TAG, entry);
+        let p = forge(1, POOL_TAG, pool);
+        assert!(entry_at(e).is_none(), "a record in .data was accepted");
+        assert!(
+            pool_entry_at(p).is_none(),
+            "a pool record in .data was accepted"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Records forged in writable data (any slot, any tag, real or bogus entries) and
+        /// offsets anywhere in any writable mapping of the executable never resolve.
+        #[test]
+        fn nothing_in_writable_memory_resolves(
+            slot in 0usize..16,
+            kind in 0usize..3,
+            real_entry in any::<bool>(),
+            bogus in any::<usize>(),
+            pick in any::<(usize, usize)>(),
+        ) {
+            let _g = FORGING.lock().unwrap_or_else(|e| e.into_inner());
+            let (entry, pool) = square_entries();
+            let (tag, target) = [(ENTRY_TAG, entry), (POOL_TAG, pool), (SERVER_TAG, entry)][kind];
+            let off = forge(slot, tag, if real_entry { target } else { bogus });
+            prop_assert!(entry_at(off).is_none());
+            prop_assert!(pool_entry_at(off).is_none());
+            prop_assert!(server_entry_at(off).is_none());
+            let writable: Vec<_> = image_mappings().iter().filter(|m| m.writable).collect();
+            if !writable.is_empty() {
+                let m = writable[pick.0 % writable.len()];
+                let at = (m.start + pick.1 % (m.end - m.start)) & !7;
+                let off = (at as i64).wrapping_sub(anchor_addr() as i64);
+                prop_assert!(entry_at(off).is_none(), "{at:#x} in {m:?}");
+                prop_assert!(pool_entry_at(off).is_none(), "{at:#x} in {m:?}");
+            }
+        }
+    }
 
     fn square(x: u64) -> u64 {
         x * x
