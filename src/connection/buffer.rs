@@ -397,6 +397,11 @@ impl Incoming {
         Ok(Ok((payload, fds)))
     }
 
+    /// Whether bytes already read wait here (a poll of the socket would not show them).
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.rb.pending().is_empty()
+    }
+
     /// Reads what is available and returns the next whole frame, if one is complete.
     pub(crate) fn poll_frame(&mut self, sock: BorrowedFd<'_>) -> Result<Arrival> {
         loop {

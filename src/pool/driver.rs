@@ -225,9 +225,9 @@ impl Shared {
         self.dispatch(st);
     }
 
-    /// Reads the frames worker `i` has sent; true if one was an answer. A worker holds one
-    /// task, so after its answer nothing more is due: unless `to_end`, reading stops
-    /// there (sparing a receive that would only say "nothing more").
+    /// Reads the frames worker `i` has sent; true if one was an answer. Unless `to_end`,
+    /// reading stops after an answer once nothing read ahead is left (sparing a receive
+    /// that would only say "nothing more").
     fn read_answers(
         &self,
         st: &mut State,
@@ -245,7 +245,12 @@ impl Shared {
             match arrival {
                 Ok(Arrival::Frame(bytes, fds)) => {
                     answered = true;
-                    if self.on_frame(st, i, bytes, fds, callbacks) && !to_end {
+                    // Read ahead, the next answer (of a task sent ahead) may already be
+                    // here, where no poll would show it: go on while bytes wait.
+                    if self.on_frame(st, i, bytes, fds, callbacks)
+                        && !to_end
+                        && !st.workers[i].link.incoming.has_buffered()
+                    {
                         break;
                     }
                 }
@@ -254,8 +259,12 @@ impl Shared {
                     // Nothing more can come from it: make sure it exits, so what it held
                     // is accounted for.
                     let w = &mut st.workers[i];
+                    // A reset is a death (a worker that dies with tasks sent ahead unread
+                    // resets its socket), not a refused reply: its exit says how it died.
                     if let Err(e) = arrival {
-                        w.link.corrupt = Some(e.to_string());
+                        if !matches!(e, Error::Closed) {
+                            w.link.corrupt = Some(e.to_string());
+                        }
                     }
                     w.link.eof = true;
                     w.fail_link();
@@ -307,6 +316,10 @@ impl Shared {
 
     fn on_exit(&self, st: &mut State, mut w: Slot, code: i32, callbacks: &mut Vec<Callback>) {
         let _ = w.process.join();
+        // Tasks sent ahead that it never started go to the next worker, first in line.
+        for t in w.take_unstarted().into_iter().rev() {
+            st.pending.push_front(t);
+        }
         match w.exit_outcome(code) {
             ExitOutcome::Clean => {}
             ExitOutcome::Lost(task, err) => {
@@ -370,6 +383,7 @@ impl Shared {
         }
         let mut held: Vec<Task> = st.pending.drain(..).collect();
         for w in &mut st.workers {
+            held.extend(w.take_unstarted());
             if let ExitOutcome::Lost(task, _) = w.exit_outcome(0) {
                 held.push(task);
             }

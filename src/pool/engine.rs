@@ -43,6 +43,7 @@ use crate::codec::HandleFd;
 use crate::connection::socket_pipe;
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
+use crate::pool::gate::Gate;
 use crate::pool::jobs::{Callback, ChunkResult, JobId, JobTable, Order};
 use crate::pool::slot::{Slot, Task};
 use crate::pool::worker::{self, InitSpec};
@@ -54,6 +55,10 @@ use crate::sys;
 /// sending to another process. See [`Backoff`] (it does not spin at all on an
 /// oversubscribed machine).
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// The largest task sent to a busy worker ahead of time (`gate.rs`): larger ones wait for
+/// an idle worker, as sending them costs more than the round trip saved.
+const AHEAD_MAX: usize = 64 * 1024;
 
 /// Chunks an `imap` keeps submitted and unconsumed, per worker: enough that a worker
 /// finds its next task queued in the parent the moment it is free.
@@ -357,8 +362,11 @@ impl Shared {
     pub(crate) fn spawn_worker(&self, st: &mut State) -> Result<()> {
         let (ours, theirs) = socket_pipe::<()>()?;
         let init = worker::init_for_worker(&self.config.init)?;
-        let mut p =
-            crate::process::Process::new(worker::worker_main, (theirs, init, self.config.maxtasks));
+        let (gate, their_gate) = Gate::new()?;
+        let mut p = crate::process::Process::new(
+            worker::worker_main,
+            (theirs, init, self.config.maxtasks, their_gate),
+        );
         st.started_workers += 1;
         let prefix = match self.config.method {
             StartMethod::Fork => "Fork",
@@ -370,7 +378,8 @@ impl Shared {
         p.set_start_method(self.config.method);
         p.start()?;
         let child = p.child_handle().expect("started just above");
-        st.workers.push(Slot::new(p, child, ours.into_handle()));
+        st.workers
+            .push(Slot::new(p, child, ours.into_handle(), gate));
         Ok(())
     }
 
@@ -418,17 +427,36 @@ impl Shared {
         }
     }
 
-    /// Hands pending tasks to idle workers, without blocking. Wakes the driver if a frame
-    /// could not be sent whole (or a timeout must be watched).
+    /// Hands pending tasks to idle workers, without blocking; an idle worker with nothing
+    /// pending takes a next task back from a busy worker that has not started it. Then, if
+    /// every worker is busy, sends each its next task ahead (see `gate.rs`). Wakes the
+    /// driver if a frame could not be sent whole (or a timeout must be watched).
     pub(crate) fn dispatch(&self, st: &mut State) {
         let mut wake = false;
-        while !st.pending.is_empty() {
-            let Some(w) = st.workers.iter_mut().find(|w| w.is_idle()) else {
-                break;
+        while let Some(i) = st.workers.iter().position(Slot::is_idle) {
+            let task = match st.pending.pop_front() {
+                Some(t) => t,
+                None => match st.workers.iter_mut().find_map(Slot::revoke) {
+                    Some(t) => t,
+                    None => break,
+                },
             };
-            let task = st.pending.pop_front().expect("checked non-empty");
+            let w = &mut st.workers[i];
             w.assign(task);
             wake |= w.flush() || self.config.timeout.is_some();
+        }
+        if self.config.timeout.is_none() && self.config.maxtasks == 0 {
+            while st
+                .pending
+                .front()
+                .is_some_and(|t| t.payload.len() <= AHEAD_MAX)
+            {
+                let Some(w) = st.workers.iter_mut().find(|w| w.can_queue()) else {
+                    break;
+                };
+                w.queue(st.pending.pop_front().expect("checked non-empty"));
+                wake |= w.flush();
+            }
         }
         // Remote workers are served by the driver alone: it must hear of new work.
         wake |= st.workers.is_empty() && !st.pending.is_empty();

@@ -4,7 +4,8 @@
 //! over that worker's socket, and one frame back. Layout:
 //! - `jobs.rs`: the [`JobTable`](jobs::JobTable) — what callers wait on, and results;
 //! - `slot.rs`: one worker as the pool sees it, its [`Phase`](slot::Phase), and pull
-//!   scheduling (a worker gets a task only when it is idle);
+//!   scheduling (a worker gets a task when it is idle, or ahead behind its gate);
+//! - `gate.rs`: how a busy worker's next tasks are sent ahead and taken back;
 //! - `engine.rs`: the shared state, dispatch, and the spin-then-sleep waits;
 //! - `driver.rs`: the thread that reads answers and supervises workers;
 //! - `worker.rs`: the worker process's loop; `result.rs`, `imap.rs`: the handles;
@@ -34,6 +35,7 @@ use crate::target::{self, Target};
 mod builder;
 mod driver;
 mod engine;
+mod gate;
 mod imap;
 mod jobs;
 mod result;

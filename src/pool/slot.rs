@@ -1,15 +1,18 @@
-//! One worker as the pool sees it: its process, its link (a socket), and its [`Phase`].
+//! One worker as the pool sees it: its process, its link (a socket), its [`Phase`], and the
+//! tasks sent to it ahead.
 //!
-//! **Scheduling is pull.** A worker holds at most one task: it gets the next one only when
-//! it is [`Phase::Idle`] (Python's workers pull from one shared queue, which comes to the
-//! same), so no task ever waits behind another while some worker is free. A worker that
-//! dies therefore costs exactly the task it held — the one in its `Busy`/`Overdue` phase —
-//! and nothing else needs to be re-queued.
+//! **Scheduling is pull.** A worker is *given* a task only when it is [`Phase::Idle`]
+//! (Python's workers pull from one shared queue, which comes to the same). While every
+//! worker is busy, the pool may send a worker its next tasks ahead (`queued`), behind its
+//! gate (`gate.rs`): an idle worker takes back any of them not yet started, so no task
+//! ever waits behind another while some worker is free. A worker that dies costs exactly
+//! the task it was running — its `Busy`/`Overdue` task, if it started it — and its tasks
+//! not started go to the next worker ([`Slot::take_unstarted`]).
 //!
-//! **Who moves the phase.** Callers and the driver dispatch (`Idle → Busy`) under the pool's
-//! lock; the driver reads answers (`Busy → Idle`, or `Retiring` once `maxtasksperchild`
-//! is reached), kills overdue workers (`Busy → Overdue`) and accounts for exits
-//! ([`Slot::exit_outcome`]).
+//! **Who moves the phase.** Callers and the driver dispatch (`Idle → Busy`, and queue
+//! tasks ahead) under the pool's lock; answers move `Busy` on to the next queued task, or
+//! `Idle` (`Retiring` once `maxtasksperchild` is reached); the driver kills overdue workers
+//! (`Busy → Overdue`) and accounts for exits ([`Slot::exit_outcome`]).
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::codec::HandleFd;
 use crate::connection::framing::{Incoming, Outgoing};
 use crate::error::Error;
+use crate::pool::gate::{self, Gate};
 use crate::pool::jobs::JobId;
 use crate::process::Process;
 use crate::start::children::ChildHandle;
@@ -39,8 +43,14 @@ pub(crate) enum Phase {
     Starting,
     /// Waiting for a task.
     Idle,
-    /// Running `task`, sent at `since` (for `task_timeout`).
-    Busy { task: Task, since: Instant },
+    /// Running `task`, sent at `since` (for `task_timeout`); `tentative`: it was sent as a
+    /// worker's next task under this gate sequence, so at the worker's death it counts as
+    /// started only if the gate says so.
+    Busy {
+        task: Task,
+        since: Instant,
+        tentative: Option<u64>,
+    },
     /// `task` ran past the pool's `task_timeout`: the worker was killed, and its exit
     /// fails the task with `TaskTimedOut`.
     Overdue { task: Task, timeout: Duration },
@@ -75,6 +85,13 @@ pub(crate) struct Link {
     pub(crate) corrupt: Option<String>,
 }
 
+/// A next task sent to a busy worker, which it may start only if its gate still says so.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) task: Task,
+    pub(crate) seq: u64,
+}
+
 /// A local worker process.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -84,10 +101,19 @@ pub(crate) struct Slot {
     pub(crate) phase: Phase,
     /// Tasks sent to it so far (for `maxtasksperchild`).
     pub(crate) served: u64,
+    /// The gate word of its next task (see `gate.rs`).
+    pub(crate) gate: Gate,
+    /// Its next tasks, in order, sent while it runs the current one (see `gate.rs`).
+    pub(crate) queued: VecDeque<Queued>,
 }
 
 impl Slot {
-    pub(crate) fn new(process: Process<()>, child: Arc<ChildHandle>, sock: HandleFd) -> Slot {
+    pub(crate) fn new(
+        process: Process<()>,
+        child: Arc<ChildHandle>,
+        sock: HandleFd,
+        gate: Gate,
+    ) -> Slot {
         Slot {
             process,
             child,
@@ -101,6 +127,8 @@ impl Slot {
             },
             phase: Phase::Starting,
             served: 0,
+            gate,
+            queued: VecDeque::new(),
         }
     }
 
@@ -142,7 +170,57 @@ impl Slot {
         self.phase = Phase::Busy {
             task,
             since: Instant::now(),
+            tentative: None,
         };
+    }
+
+    /// Whether it can be sent another task ahead now: busy, with fewer than
+    /// [`gate::AHEAD`] queued.
+    pub(crate) fn can_queue(&self) -> bool {
+        matches!(self.phase, Phase::Busy { .. })
+            && self.queued.len() < gate::AHEAD
+            && !self.link.broken
+    }
+
+    /// Sends it `task` as its next one, behind a gate marker (see `gate.rs`).
+    pub(crate) fn queue(&mut self, task: Task) {
+        debug_assert!(self.can_queue());
+        let seq = self.gate.arm();
+        let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
+        self.link
+            .outgoing
+            .push_back(Outgoing::new(Arc::new(gate::marker(seq)), Vec::new()));
+        self.link
+            .outgoing
+            .push_back(Outgoing::new(Arc::clone(&task.payload), fds));
+        self.queued.push_back(Queued { task, seq });
+    }
+
+    /// Takes back the first queued task it has not started (closing the gate on it), so
+    /// that tasks still start in the order they were submitted.
+    pub(crate) fn revoke(&mut self) -> Option<Task> {
+        let i = self.queued.iter().position(|q| self.gate.revoke(q.seq))?;
+        self.queued.remove(i).map(|q| q.task)
+    }
+
+    /// After its death: the tasks it never started (its next task, and its current one
+    /// if that came through the gate and the gate still holds it), for someone else to
+    /// run. What remains is what `exit_outcome` blames.
+    pub(crate) fn take_unstarted(&mut self) -> Vec<Task> {
+        let mut out: Vec<Task> = self.queued.drain(..).map(|q| q.task).collect();
+        if let Phase::Busy {
+            tentative: Some(seq),
+            ..
+        } = self.phase
+        {
+            if !self.gate.was_taken(seq) {
+                let placeholder = Phase::Idle;
+                if let Phase::Busy { task, .. } = std::mem::replace(&mut self.phase, placeholder) {
+                    out.insert(0, task);
+                }
+            }
+        }
+        out
     }
 
     /// Its initializer finished.
@@ -165,6 +243,14 @@ impl Slot {
         let retire = maxtasks != 0 && self.served >= maxtasks;
         let next = if retire || matches!(self.phase, Phase::Overdue { .. }) {
             Phase::Retiring { init_failure: None }
+        } else if let Some(q) = self.queued.pop_front() {
+            // It goes on with its next task (it passed the gate, or will: only a queued
+            // task can be revoked).
+            Phase::Busy {
+                task: q.task,
+                since: Instant::now(),
+                tentative: Some(q.seq),
+            }
         } else {
             Phase::Idle
         };

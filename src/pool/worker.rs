@@ -4,12 +4,13 @@
 //! - worker → pool, once: `[READY]`, or `[INIT_FAILED] message` if the initializer panicked
 //!   (then the worker exits with code 1);
 //! - pool → worker, per task: `entry (i64 LE) ++ encoded Vec<Args>`, with the arguments'
-//!   descriptors;
+//!   descriptors; a task sent ahead is preceded by a marker frame (`gate.rs`), and the
+//!   worker runs it only if it wins its gate, else drops it without an answer;
 //! - worker → pool, per task, in order: `[CHUNK_OK] encoded Vec<ItemOutcome<R>>` with its
 //!   descriptors, or `[CHUNK_FAILED] message`.
 //!
-//! The pool sends a worker its next task only once it has answered the last (pull
-//! scheduling), so the task a dead worker was running is the one it was last sent.
+//! A task comes either when the worker is idle, or ahead, behind the gate: so the pool
+//! knows which task a dead worker was running (see `slot.rs`).
 //! After each answer the worker looks for its next task for a few microseconds before it
 //! sleeps in `recv` (through the shared `Backoff`).
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::HandleFd;
 use crate::connection::{Connection, framing};
+use crate::pool::gate;
 use crate::sync::raw::backoff::Backoff;
 use crate::target::{self, ItemOutcome};
 
@@ -55,7 +57,12 @@ pub(crate) fn init_for_worker(init: &Option<InitSpec>) -> crate::Result<Option<I
 }
 
 /// The worker's main function (a process target).
-pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks: u64) {
+pub(crate) fn worker_main(
+    conn: Connection<()>,
+    init: Option<InitSpec>,
+    maxtasks: u64,
+    gate: crate::shared::region::Region,
+) {
     // Ctrl-C reaches the whole process group: the parent decides (it dies, and its workers
     // with it through the parent-death watch; or it handles SIGINT and keeps its pool).
     crate::sys::signal::ignore_interrupts();
@@ -104,6 +111,16 @@ pub(crate) fn worker_main(conn: Connection<()>, init: Option<InitSpec>, maxtasks
         }
         if reader.read_frame(sock, &mut task, &mut fds).is_err() {
             return; // the pool closed our socket (or died): we are done
+        }
+        if let Some(seq) = gate::parse_marker(&task) {
+            // A task sent ahead: ours only if the pool has not taken it back meanwhile.
+            fds.clear();
+            if reader.read_frame(sock, &mut task, &mut fds).is_err() {
+                return;
+            }
+            if !gate::take(&gate, seq) {
+                continue;
+            }
         }
         out.clear();
         out.push(CHUNK_OK);

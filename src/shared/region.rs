@@ -106,6 +106,12 @@ impl Region {
             )
     }
 
+    /// A second handle on the same memory (its own mapping of the same memfd), e.g. to pass
+    /// to a child among its start arguments while this one stays here.
+    pub(crate) fn duplicate(&self) -> Result<Region> {
+        Region::map_unchecked(self.fd.try_clone()?, self.len)
+    }
+
     /// The mapped length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len

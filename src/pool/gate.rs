@@ -1,0 +1,151 @@
+//! The gate: how a busy worker gets its next task in advance without it ever waiting
+//! behind a long task while another worker is free.
+//!
+//! With pull scheduling alone, a stream of quick tasks pays a parent round trip between
+//! every two tasks of a worker (answer → parent → next task). So when every worker is busy
+//! and tasks are pending, the pool sends a busy worker its next tasks at once (up to
+//! [`AHEAD`]), each marked tentative: a marker frame `[i64::MIN LE][seq u64 LE]` (no task frame starts with that
+//! entry), then the task frame. Each worker has a shared gate of [`WORDS`] words; task
+//! `seq` uses word `seq % WORDS`:
+//!
+//! - the pool *arms* it (`seq << 2 | ARMED`) before it sends the marker;
+//! - the worker, reaching the task, *takes* it: compare-and-swap `ARMED → TAKEN` for that
+//!   `seq`; if that fails the task was revoked, and the worker drops it unrun and silent;
+//! - the pool *revokes* it (`ARMED → REVOKED`), last queued first, when another worker is
+//!   idle and nothing else is pending, and gives the task to the idle worker instead: a
+//!   task never waits behind another while a worker is free.
+//!
+//! Exactly one of take and revoke wins, so a task runs once. At most `AHEAD + 1` tasks per
+//! worker are ever unresolved (the queued ones and the one about to start), fewer than the
+//! words, so arming task `seq` never overwrites a word a task still in flight needs; a stale marker (of a revoked
+//! task, read late) carries an older `seq` and can no longer take anything. A worker that dies holding a
+//! task it took through the gate is blamed for it (`WorkerDied`, as for any task); one that
+//! dies before taking it has not run it, and the task goes to another worker. Only pools
+//! without `task_timeout` and `maxtasksperchild` send tasks ahead (both count the tasks a
+//! worker runs from the moment they are sent).
+
+use crate::error::Result;
+use crate::shared::region::Region;
+
+const ARMED: u64 = 1;
+const TAKEN: u64 = 2;
+const REVOKED: u64 = 3;
+
+/// Tasks a busy worker may have queued ahead: enough to cover the parent's reaction time
+/// (a wake-up, ~30 µs) with quick tasks.
+pub(crate) const AHEAD: usize = 8;
+
+/// Gate words per worker: more than the tasks that can be unresolved at once (`AHEAD`
+/// queued and the one about to start).
+const WORDS: u64 = 2 * AHEAD as u64;
+
+/// The entry a marker frame starts with, which no task's entry offset can be.
+const MARKER: i64 = i64::MIN;
+
+/// Bytes in a marker frame.
+pub(crate) const MARKER_LEN: usize = 16;
+
+/// The pool's side of one worker's gate.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    region: Region,
+    next: u64,
+}
+
+impl Gate {
+    /// A closed gate, and the worker's view of it (to send with its start arguments).
+    pub(crate) fn new() -> Result<(Gate, Region)> {
+        let region = Region::new("mproc-pool-gate", 8 * WORDS as usize)?;
+        let theirs = region.duplicate()?;
+        Ok((Gate { region, next: 0 }, theirs))
+    }
+
+    fn word(&self, seq: u64) -> &std::sync::atomic::AtomicU64 {
+        word(&self.region, seq)
+    }
+
+    /// Arms the gate for a new next task; its sequence number.
+    pub(crate) fn arm(&mut self) -> u64 {
+        self.next += 1;
+        self.word(self.next)
+            .store(self.next << 2 | ARMED, std::sync::atomic::Ordering::SeqCst);
+        self.next
+    }
+
+    /// Takes task `seq` back; false if the worker took it first.
+    pub(crate) fn revoke(&self, seq: u64) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.word(seq)
+            .compare_exchange(seq << 2 | ARMED, seq << 2 | REVOKED, SeqCst, SeqCst)
+            .is_ok()
+    }
+
+    /// Whether the worker took task `seq` (started it).
+    pub(crate) fn was_taken(&self, seq: u64) -> bool {
+        self.word(seq).load(std::sync::atomic::Ordering::SeqCst) == seq << 2 | TAKEN
+    }
+}
+
+/// Task `seq`'s word.
+fn word(region: &Region, seq: u64) -> &std::sync::atomic::AtomicU64 {
+    region.atomic_u64((seq % WORDS) as usize * 8)
+}
+
+/// The worker's side: takes task `seq`; false if the pool revoked it.
+pub(crate) fn take(gate: &Region, seq: u64) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    word(gate, seq)
+        .compare_exchange(seq << 2 | ARMED, seq << 2 | TAKEN, SeqCst, SeqCst)
+        .is_ok()
+}
+
+/// The marker frame announcing that the next task frame is task `seq`, behind the gate.
+pub(crate) fn marker(seq: u64) -> Vec<u8> {
+    let mut m = MARKER.to_le_bytes().to_vec();
+    m.extend_from_slice(&seq.to_le_bytes());
+    m
+}
+
+/// The sequence number of a marker frame; `None` for a task frame.
+pub(crate) fn parse_marker(frame: &[u8]) -> Option<u64> {
+    if frame.len() != MARKER_LEN || frame[..8] != MARKER.to_le_bytes() {
+        return None;
+    }
+    Some(u64::from_le_bytes(
+        frame[8..16].try_into().expect("8 bytes"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_and_revoke_exclude_each_other() {
+        let (mut gate, theirs) = Gate::new().unwrap();
+        let a = gate.arm();
+        assert!(take(&theirs, a));
+        assert!(gate.was_taken(a));
+        assert!(!gate.revoke(a), "taken: cannot revoke");
+        let b = gate.arm();
+        assert!(!gate.was_taken(b));
+        assert!(gate.revoke(b));
+        assert!(!take(&theirs, b), "revoked: cannot take");
+        // Arming the next task leaves one not yet taken alone; a stale marker (an older
+        // sequence) never takes a newer arming.
+        let c = gate.arm();
+        let d = gate.arm();
+        assert!(take(&theirs, c));
+        assert!(!take(&theirs, b));
+        for _ in 0..WORDS {
+            gate.arm();
+        }
+        assert!(
+            !take(&theirs, d),
+            "re-armed word: the stale marker takes nothing"
+        );
+        assert_eq!(parse_marker(&marker(c)), Some(c));
+        assert_eq!(parse_marker(&[0; 16]), None);
+        assert_eq!(parse_marker(&marker(c)[..15]), None);
+    }
+}
