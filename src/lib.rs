@@ -244,6 +244,10 @@ mod sync;
 mod sys;
 mod target;
 
+/// A pipe over a plain socket, without shared memory (mproc's internal protocols and tests
+/// of the socket path). Not part of the API.
+#[doc(hidden)]
+pub use crate::connection::socket_pipe;
 pub use crate::connection::{
     Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, Sender, Waitable, connect,
     connect_timeout, connect_with, pipe, pipe_simplex, wait,

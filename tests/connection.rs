@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use mproc::{Connection, Error, Receiver, Sender, get_context, pipe, pipe_simplex};
+use mproc::{Connection, Error, Receiver, Sender, get_context, pipe, pipe_simplex, socket_pipe};
 use serde::{Deserialize, Serialize};
 use util::*;
 
@@ -178,7 +178,8 @@ fn raw_stream(conn: &Connection<u32>) -> UnixStream {
 // A corrupt frame is a codec error, never a panic and never read as EOF.
 #[test]
 fn garbage_frames_are_codec_errors() {
-    let (a, b) = pipe::<u32>().unwrap();
+    // The socket path's decoder (pipes carry data in shared memory: `pipe_ring.rs`).
+    let (a, b) = socket_pipe::<u32>().unwrap();
     let mut raw = raw_stream(&b);
     raw.write_all(b"this is not a frame header").unwrap();
     let err = a.recv().unwrap_err();
@@ -209,7 +210,7 @@ fn peer_dying_mid_message_is_an_error() {
     let _s = shared();
     let _w = watchdog("peer_dying", 60);
     for m in METHODS {
-        let (a, b) = pipe::<u32>().unwrap();
+        let (a, b) = socket_pipe::<u32>().unwrap();
         let mut p = get_context(m).process(die_mid_message, (b,));
         p.start().unwrap();
         let err = a.recv().unwrap_err();
@@ -292,7 +293,7 @@ fn sends_time_out_when_the_peer_does_not_read() {
 #[test]
 fn recv_timeout_survives_a_peer_stalling_mid_message() {
     let _w = watchdog("recv_timeout_mid_message", 30);
-    let (a, b) = pipe::<String>().unwrap();
+    let (a, b) = socket_pipe::<String>().unwrap();
     b.send(&"x".repeat(1000)).unwrap();
     // Take the frame the sender wrote and replay it in two halves.
     let mut frame = vec![0u8; 4096];
@@ -397,7 +398,7 @@ fn an_end_handed_on_after_some_reads_loses_nothing() {
 fn a_timed_out_receive_leaves_the_message_for_the_next_holder() {
     let _s = shared();
     let _w = watchdog("timeout_then_hand_on", 60);
-    let (a, b) = pipe::<Vec<u8>>().unwrap();
+    let (a, b) = socket_pipe::<Vec<u8>>().unwrap();
     let mut raw = raw_stream_of(&a);
     let mut frame = Vec::new();
     let payload = postcard_vec(&[5u8; 100]);
@@ -469,7 +470,7 @@ fn a_blocked_receiver_does_not_spin() {
 fn a_writer_gone_mid_header_is_an_error_not_a_hang() {
     let _w = watchdog("mid_header", 30);
     for timed in [false, true] {
-        let (a, b) = pipe::<u32>().unwrap();
+        let (a, b) = socket_pipe::<u32>().unwrap();
         let mut raw = raw_stream_of(&a);
         raw.write_all(b"MPRF\x00").unwrap();
         drop(raw);

@@ -1,24 +1,34 @@
 //! Pipes between processes: typed, framed, able to carry handles.
 //!
-//! A pipe is a Unix stream socketpair (duplex), or the same with one direction shut down
-//! (simplex). Each message is one frame (`framing.rs`): typed messages are serde values
-//! encoded by the crate's codec, with the descriptors of any handles inside them attached
-//! (SCM_RIGHTS); `send_bytes` frames raw bytes with no encoding at all. A connection is
-//! itself a handle: it can be sent over another connection or passed to a child.
+//! A pipe made by [`pipe`] or [`pipe_simplex`] carries its messages through shared
+//! memory, one ring per direction, and keeps sockets between its ends for what only a
+//! socket can do: descriptors (SCM_RIGHTS), wake-ups of a receiver asleep in `poll` (so
+//! [`wait`] works), and end of stream when the peer's end is closed everywhere (`shm.rs`
+//! tells the protocol; `records.rs` the descriptor records). Connections made by
+//! [`Listener`]/[`connect`] (CPython's wire, also over TCP) and mproc's own protocol
+//! sockets ([`socket_pipe`]) are a plain stream socket: each message one frame
+//! (`framing.rs`). Typed messages are serde values encoded by the crate's codec, with the
+//! descriptors of any handles inside them attached; `send_bytes` sends raw bytes with no
+//! encoding at all. A connection is itself a handle: it can be sent over another
+//! connection or passed to a child (a pipe end travels as its socket and its rings).
 //!
 //! A `Connection` is `Send` but not `Sync`, like Python's: one thread at a time sends or
 //! receives on it, which keeps frames whole without a lock. It keeps its encode and
 //! receive buffers between calls, so steady traffic allocates nothing.
 //!
-//! **Exactly once, whoever holds the end.** A receive takes one frame out of the socket and
-//! nothing more (`recv.rs`: it peeks at the header, then reads exactly that frame), so no
-//! message ever waits in one process's memory: an end shared by several processes (each
-//! `recv` under a `Lock`, Python's pattern) or handed to a child after some reads delivers
-//! every message to exactly one `recv`, in order.
+//! **Exactly once, whoever holds the end.** A pipe's read state (the ring's head, its
+//! consumer lock) lives in the shared memory and travels with the end; a socket
+//! connection's receive takes one frame out of the socket and nothing more (`recv.rs`:
+//! it peeks at the header, then reads exactly that frame). Either way no message ever
+//! waits in one process's memory: an end shared by several processes (each `recv` under a
+//! `Lock`, Python's pattern) or handed to a child after some reads delivers every message
+//! to exactly one `recv`, in order.
 //!
-//! **Waking.** Before it sleeps in `poll`, a receiver looks at the socket for a short,
-//! adaptive window (`spin.rs`), so a reply that comes within it skips the wake-up of an
-//! idle CPU; a receiver with nothing to read sleeps after at most 100 µs.
+//! **Waking.** A pipe's receiver spins briefly on its ring (the crate's one `Backoff`,
+//! which parks at once on an oversubscribed machine), then sleeps in `poll` on its socket
+//! until a sender rings the doorbell (`shm.rs`). A socket connection's receiver looks at
+//! the socket for a short, adaptive window (`spin.rs`) before it sleeps in `poll`. Either
+//! way a receiver with nothing to read sleeps after at most about 100 µs.
 //!
 //! **Bounds.** A message is at most 1 TiB − 1 byte (`framing::MAX_FRAME_LEN`); a header
 //! claiming more is `Error::Codec`, and no reader allocates more than what has actually
@@ -44,7 +54,9 @@ pub(crate) mod framing;
 mod listener;
 #[cfg(feature = "pickle")]
 mod pickle;
+mod records;
 mod recv;
+mod shm;
 pub(crate) mod spin;
 mod wait;
 mod wire;
@@ -72,6 +84,9 @@ pub use wire::Codec;
 /// ```
 pub struct Connection<T> {
     fd: HandleFd,
+    /// The rings of a pipe made by `pipe()`/`pipe_simplex()` (`shm.rs`); `None` for socket
+    /// connections (`Listener`/`connect`, mproc's internal protocol sockets).
+    link: Option<shm::Link>,
     readable: bool,
     writable: bool,
     send_buf: RefCell<Vec<u8>>,
@@ -83,7 +98,38 @@ pub struct Connection<T> {
 }
 
 /// A duplex pipe: two connected ends, each able to send and receive.
+///
+/// Data goes through shared memory, one ring per direction; a socket between the ends
+/// carries descriptors, wake-ups and end of stream (see `connection/shm.rs`).
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
+    let (a, b) = shm::wake_pair()?;
+    let (la, lb) = shm::Link::duplex()?;
+    Ok((
+        Connection::with_link(a, true, true, la),
+        Connection::with_link(b, true, true, lb),
+    ))
+}
+
+/// A one-way pipe (Python's `Pipe(duplex=False)`): `(receiving end, sending end)`.
+pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
+    // Both directions stay open: the sending end writes doorbells to the receiving one.
+    let (r, w) = shm::wake_pair()?;
+    let (lr, lw) = shm::Link::simplex()?;
+    Ok((
+        Receiver {
+            conn: Connection::with_link(r, true, false, lr),
+        },
+        Sender {
+            conn: Connection::with_link(w, false, true, lw),
+        },
+    ))
+}
+
+/// A duplex pipe over a plain stream socketpair, with no shared memory: for mproc's own
+/// protocols that read and write the socket directly (the pool's workers, the manager's
+/// start-up), and for tests of the socket path. Not part of the API.
+#[doc(hidden)]
+pub fn socket_pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
     let (a, b) = sys::fd::socketpair()?;
     Ok((
         Connection::from_fd(a, true, true),
@@ -91,25 +137,19 @@ pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
     ))
 }
 
-/// A one-way pipe (Python's `Pipe(duplex=False)`): `(receiving end, sending end)`.
-pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
-    let (r, w) = sys::fd::socketpair()?;
-    sys::fd::shutdown(r.as_fd(), true)?;
-    sys::fd::shutdown(w.as_fd(), false)?;
-    Ok((
-        Receiver {
-            conn: Connection::from_fd(r, true, false),
-        },
-        Sender {
-            conn: Connection::from_fd(w, false, true),
-        },
-    ))
-}
-
 impl<T> Connection<T> {
     pub(crate) fn from_fd(fd: std::os::fd::OwnedFd, readable: bool, writable: bool) -> Self {
+        Connection::build(HandleFd::new(fd), readable, writable, None)
+    }
+
+    fn with_link(fd: std::os::fd::OwnedFd, readable: bool, writable: bool, l: shm::Link) -> Self {
+        Connection::build(HandleFd::new(fd), readable, writable, Some(l))
+    }
+
+    fn build(fd: HandleFd, readable: bool, writable: bool, link: Option<shm::Link>) -> Self {
         Connection {
-            fd: HandleFd::new(fd),
+            fd,
+            link,
             readable,
             writable,
             send_buf: RefCell::new(Vec::new()),
@@ -142,6 +182,9 @@ impl<T> Connection<T> {
     /// Sends raw bytes as one message, without encoding them.
     pub fn send_bytes(&self, b: &[u8]) -> Result<()> {
         self.check_writable()?;
+        if let Some(l) = &self.link {
+            return l.send(self.fd.as_fd(), b, &[], None, &self.torn);
+        }
         framing::write_frame_as(self.fd.as_fd(), self.format, b, &[])
     }
 
@@ -154,6 +197,10 @@ impl<T> Connection<T> {
     }
 
     fn write_until(&self, payload: &[u8], fds: &[BorrowedFd<'_>], d: Duration) -> Result<()> {
+        if let Some(l) = &self.link {
+            let deadline = std::time::Instant::now().checked_add(d);
+            return l.send(self.fd.as_fd(), payload, fds, deadline, &self.torn);
+        }
         let Some(deadline) = std::time::Instant::now().checked_add(d) else {
             return framing::write_frame_as(self.fd.as_fd(), self.format, payload, fds);
         };
@@ -185,9 +232,7 @@ impl<T> Connection<T> {
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.check_readable()?;
         let mut fds = Vec::new();
-        self.reader
-            .borrow_mut()
-            .read(self.fd.as_fd(), self.format, buf, &mut fds, None)?;
+        self.read(buf, &mut fds, None)?;
         Ok(buf.len())
     }
 
@@ -195,14 +240,44 @@ impl<T> Connection<T> {
     /// for one (`None`: forever, `Some(ZERO)`: just look).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_readable()?;
+        if let Some(l) = &self.link {
+            let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+            return Ok(l.wait(self.fd.as_fd(), deadline)? != shm::Ready::TimedOut);
+        }
         self.reader.borrow().poll(self.fd.as_fd(), timeout)
+    }
+
+    /// Reads one message from the rings or the socket.
+    fn read(
+        &self,
+        buf: &mut Vec<u8>,
+        fds: &mut Vec<std::os::fd::OwnedFd>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<()> {
+        match &self.link {
+            Some(l) => l.recv(self.fd.as_fd(), buf, fds, deadline),
+            None => self
+                .reader
+                .borrow_mut()
+                .read(self.fd.as_fd(), self.format, buf, fds, deadline),
+        }
+    }
+
+    /// The shared-memory half of a pipe end, if it has one.
+    pub(crate) fn link(&self) -> Option<&shm::Link> {
+        self.link.as_ref()
     }
 
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
 
-    /// The underlying handle, for mproc's own protocols.
+    /// The underlying handle, for mproc's own protocols (ends made by [`socket_pipe`]: a
+    /// pipe end's data is not on its socket).
     pub(crate) fn into_handle(self) -> HandleFd {
+        debug_assert!(
+            self.link.is_none(),
+            "into_handle on a shared-memory pipe end"
+        );
         self.fd
     }
 }
@@ -215,6 +290,15 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         buf.clear();
         let mut fds = Vec::new();
         wire::encode_into(self.format, item, &mut buf, &mut fds)?;
+        if let Some(l) = &self.link {
+            return l.send(
+                self.fd.as_fd(),
+                &buf,
+                &sys::fd::borrowed(&fds),
+                None,
+                &self.torn,
+            );
+        }
         framing::write_frame_as(self.fd.as_fd(), self.format, &buf, &sys::fd::borrowed(&fds))
     }
 
@@ -235,9 +319,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.check_readable()?;
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        self.reader
-            .borrow_mut()
-            .read(self.fd.as_fd(), self.format, &mut buf, &mut fds, None)?;
+        self.read(&mut buf, &mut fds, None)?;
         wire::decode(self.format, &buf, fds)
     }
 
@@ -250,13 +332,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let deadline = std::time::Instant::now().checked_add(d);
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        self.reader.borrow_mut().read(
-            self.fd.as_fd(),
-            self.format,
-            &mut buf,
-            &mut fds,
-            deadline,
-        )?;
+        self.read(&mut buf, &mut fds, deadline)?;
         wire::decode(self.format, &buf, fds)
     }
 }
@@ -278,11 +354,12 @@ impl<T> fmt::Debug for Connection<T> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Wire<F> {
+struct Wire<F, L> {
     fd: F,
     readable: bool,
     writable: bool,
     format: framing::Format,
+    link: Option<L>,
 }
 
 impl<T> Serialize for Connection<T> {
@@ -298,6 +375,7 @@ impl<T> Serialize for Connection<T> {
             readable: self.readable,
             writable: self.writable,
             format: self.format,
+            link: self.link.as_ref().map(shm::Link::wire),
         }
         .serialize(s)
     }
@@ -305,18 +383,16 @@ impl<T> Serialize for Connection<T> {
 
 impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let w = Wire::<HandleFd>::deserialize(d)?;
-        Ok(Connection {
-            fd: w.fd,
-            readable: w.readable,
-            writable: w.writable,
-            send_buf: RefCell::new(Vec::new()),
-            recv_buf: RefCell::new(Vec::new()),
-            reader: RefCell::new(recv::ExactReader::default()),
-            format: w.format,
-            torn: std::cell::Cell::new(false),
-            _type: PhantomData,
-        })
+        type LinkWire = shm::LinkWire<HandleFd, crate::shared::region::Region>;
+        let w = Wire::<HandleFd, LinkWire>::deserialize(d)?;
+        let link = w
+            .link
+            .map(shm::Link::from_wire)
+            .transpose()
+            .map_err(serde::de::Error::custom)?;
+        let mut c = Connection::build(w.fd, w.readable, w.writable, link);
+        c.format = w.format;
+        Ok(c)
     }
 }
 

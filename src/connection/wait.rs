@@ -4,9 +4,16 @@
 //! One `poll(2)` over all the objects' descriptors: a connection or receiver is ready when a
 //! message (or the peer's end of stream) is waiting, a listener when a peer is waiting to be
 //! accepted, a process when it has exited (its pidfd).
+//!
+//! A shared-memory pipe end (`shm.rs`) is ready when its ring holds a frame, which no
+//! descriptor shows: before the poll it counts itself as a sleeper in the ring (so a sender
+//! rings its socket's doorbell) and looks at the ring ([`Waitable::arm`]); after it, it
+//! uncounts itself and says whether it is really ready ([`Waitable::disarm`]), draining
+//! doorbells that only woke it. A round in which something woke but nothing was ready
+//! polls again.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Connection, Listener, Receiver};
 use crate::error::Result;
@@ -28,6 +35,21 @@ pub trait Waitable {
     fn ready_now(&self) -> bool {
         false
     }
+
+    /// Called by [`wait`] before its poll: registers this object as about to sleep, where
+    /// that matters, and returns whether it is ready without polling. Not for users.
+    #[doc(hidden)]
+    fn arm(&self) -> bool {
+        self.ready_now()
+    }
+
+    /// Called by [`wait`] after its poll, once for each [`arm`](Waitable::arm):
+    /// `polled` is whether the descriptor turned readable; returns whether the object is
+    /// ready. Not for users.
+    #[doc(hidden)]
+    fn disarm(&self, polled: bool) -> Result<bool> {
+        Ok(polled)
+    }
 }
 
 /// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: no limit),
@@ -35,7 +57,7 @@ pub trait Waitable {
 ///
 /// ```
 /// # fn main() -> mproc::Result<()> {
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// fn sleeper(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
 /// let (a, b) = mproc::pipe::<u32>()?;
 /// let p = mproc::spawn(sleeper, (50,))?;
@@ -51,29 +73,89 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .iter()
         .map(|o| o.wait_fd())
         .collect::<Result<Vec<_>>>()?;
-    let already: Vec<bool> = objects.iter().map(|o| o.ready_now()).collect();
-    let timeout = if already.contains(&true) {
-        Some(Duration::ZERO)
-    } else {
-        timeout
-    };
-    let polled = sys::fd::poll_many(&fds, timeout)?;
-    Ok((0..objects.len())
-        .filter(|&i| already[i] || polled[i])
-        .collect())
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let already: Vec<bool> = objects.iter().map(|o| o.arm()).collect();
+        let left = match (timeout, deadline) {
+            _ if already.contains(&true) => Some(Duration::ZERO),
+            (None, _) | (Some(_), None) => None,
+            (Some(_), Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+        };
+        let polled = sys::fd::poll_many(&fds, left);
+        // Every armed object is disarmed, whatever happened.
+        let mut ready = Vec::new();
+        let mut first_err = None;
+        for (i, o) in objects.iter().enumerate() {
+            let p = polled.as_ref().is_ok_and(|p| p[i]);
+            match o.disarm(p) {
+                Ok(r) if r || already[i] => ready.push(i),
+                Ok(_) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let polled = polled?;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if !ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(ready);
+        }
+        if timeout == Some(Duration::ZERO) {
+            return Ok(ready);
+        }
+        if polled.contains(&true) {
+            // Woken for nothing (a doorbell already answered, or a message half-way into
+            // a ring): a breath before looking again, so a stalled writer is not spun on.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
 }
 
 impl<T> Waitable for Connection<T> {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
         // Nothing of the stream is kept in memory between receives (`recv.rs`): the
-        // socket alone says whether a message is waiting.
+        // socket (and a pipe's ring, below) says whether a message is waiting.
         Ok(self.as_fd())
+    }
+
+    fn ready_now(&self) -> bool {
+        self.link().is_some_and(|l| l.pending())
+    }
+
+    fn arm(&self) -> bool {
+        self.link().is_some_and(|l| l.begin_sleep())
+    }
+
+    fn disarm(&self, polled: bool) -> Result<bool> {
+        let Some(l) = self.link().filter(|_| self.readable) else {
+            return Ok(polled);
+        };
+        l.end_sleep();
+        if l.pending() {
+            return Ok(true);
+        }
+        // Readable: a doorbell (drained here), a descriptor record, or end of stream.
+        Ok(polled && self.poll(Some(Duration::ZERO))?)
     }
 }
 
 impl<T> Waitable for Receiver<T> {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
         self.conn.wait_fd()
+    }
+
+    fn ready_now(&self) -> bool {
+        self.conn.ready_now()
+    }
+
+    fn arm(&self) -> bool {
+        self.conn.arm()
+    }
+
+    fn disarm(&self, polled: bool) -> Result<bool> {
+        self.conn.disarm(polled)
     }
 }
 

@@ -43,7 +43,7 @@ use self::handle::{Handle, unexpected};
 use self::proxy::{done, enc};
 use self::wire::{Answer, Bytes, Kind, Request};
 use crate::codec;
-use crate::connection::{Address, Connection, pipe};
+use crate::connection::{Address, Connection, socket_pipe};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::Process;
@@ -137,7 +137,7 @@ impl ManagerBuilder {
     pub fn start(self) -> Result<Manager> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let (address, authkey) = self.resolve()?;
-        let (here, there) = pipe::<Ready>()?;
+        let (here, there) = socket_pipe::<Ready>()?;
         let mut process = Process::new(server_main, (address, authkey.clone(), there));
         process.set_name(&format!(
             "SyncManager-{}",

@@ -40,7 +40,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::codec::HandleFd;
-use crate::connection::pipe;
+use crate::connection::socket_pipe;
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::pool::gate::Gate;
@@ -360,7 +360,7 @@ impl Shared {
     }
 
     pub(crate) fn spawn_worker(&self, st: &mut State) -> Result<()> {
-        let (ours, theirs) = pipe::<()>()?;
+        let (ours, theirs) = socket_pipe::<()>()?;
         let init = worker::init_for_worker(&self.config.init)?;
         let (gate, their_gate) = Gate::new()?;
         let mut p = crate::process::Process::new(

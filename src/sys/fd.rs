@@ -25,6 +25,53 @@ pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// A connected pair of Unix seqpacket sockets (each send is one record, kept whole), both
+/// CLOEXEC: the side channel of a shared-memory pipe (`connection/shm.rs`).
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Makes a blocking `recv` on `sock` give up after `d` (`SO_RCVTIMEO`; it belongs to the
+/// open socket, so every holder of a copy shares it).
+pub(crate) fn set_recv_timeout(sock: BorrowedFd<'_>, d: Duration) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_timeout(
+        sock,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(d),
+    )?)
+}
+
+/// One plain `recv` (no descriptors accepted: any attached are closed by the kernel).
+/// `wait`: block (up to the socket's receive timeout) rather than return at once.
+/// `Ok(None)` when nothing came (empty, timed out, or interrupted), `Ok(Some(0))` at end
+/// of stream.
+pub(crate) fn recv_plain(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    wait: bool,
+) -> io::Result<Option<usize>> {
+    let flags = if wait {
+        RecvFlags::empty()
+    } else {
+        RecvFlags::DONTWAIT
+    };
+    match rustix::net::recv(sock, buf, flags) {
+        Ok((n, _)) => Ok(Some(n)),
+        Err(Errno::AGAIN | Errno::INTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends one byte without blocking and without SIGPIPE; whether it went.
+pub(crate) fn try_send_byte(sock: BorrowedFd<'_>, b: u8) -> bool {
+    rustix::net::send(sock, &[b], SendFlags::DONTWAIT | SendFlags::NOSIGNAL).is_ok_and(|n| n == 1)
+}
+
 /// Half-closes a socket: `how_write` shuts down sending, otherwise receiving.
 pub(crate) fn shutdown(fd: BorrowedFd<'_>, how_write: bool) -> io::Result<()> {
     let how = if how_write {

@@ -49,7 +49,29 @@ impl Ring {
         &self,
         deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> R,
+        owned: Option<impl FnOnce(u64, Vec<u8>) -> R>,
+    ) -> Result<R> {
+        self.recv_inner(deadline, decode, owned, false)
+    }
+
+    /// A pipe's [`recv_with`](Ring::recv_with): the same, except that a streamed item
+    /// abandoned half-way (its producer died, or its send timed out) is an error for the
+    /// receiver that had begun it, as a torn message on a socket is, not skipped silently.
+    pub(crate) fn recv_pipe<R>(
+        &self,
+        deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> R,
+        owned: Option<impl FnOnce(u64, Vec<u8>) -> R>,
+    ) -> Result<R> {
+        self.recv_inner(deadline, decode, owned, true)
+    }
+
+    fn recv_inner<R>(
+        &self,
+        deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> R,
         mut owned: Option<impl FnOnce(u64, Vec<u8>) -> R>,
+        torn_is_error: bool,
     ) -> Result<R> {
         let ctl = self.ctl();
         let (mut c, acquired) = ctl.lock_consumer(deadline).ok_or(Error::Empty)?;
@@ -142,9 +164,15 @@ impl Ring {
                 }
                 // The item's producer gave up or died: drop what we have of it.
                 Kind::Abort => {
-                    if let Some(Gather::Contiguous(v)) = partial.take() {
+                    let had = partial.take();
+                    let begun = had.is_some();
+                    if let Some(Gather::Contiguous(v)) = had {
                         RECV_BUF.set(v);
                         RECV_BUF_KEPT.set(true);
+                    }
+                    if torn_is_error && begun {
+                        self.advance(&mut c, next, count);
+                        return Err(crate::connection::framing::died_mid_message());
                     }
                 }
             }

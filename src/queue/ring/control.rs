@@ -14,6 +14,7 @@
 //! | `data` | producers bump `seq`; the consumer-lock holder counts itself in `waiters` |
 //! | `room` | consumers bump `seq`; the producer-lock holder counts itself in `waiters`, sets `need` |
 //! | `join` | `task_done` bumps `done`; joiners count themselves in `waiters` |
+//! | `pipe` | a pipe's receivers count themselves in `sleepers` before they sleep in `poll` |
 //!
 //! The locks are the crate's robust mutex, whose word holds the owner's thread id and sits
 //! in a block that also holds the kernel robust-list entry: when an owner dies (SIGKILL, or
@@ -57,6 +58,9 @@ pub(crate) struct ProducerWords {
     pub(crate) stream: AtomicU32,
     /// The producer side's last view of `head`'s position: a lower bound.
     pub(crate) head_seen: AtomicU32,
+    /// A pipe's descriptor-record sequence: bumped by the holder for each item whose
+    /// descriptors travel beside it over the socket (`connection/shm.rs`).
+    pub(crate) fd_seq: AtomicU32,
 }
 
 /// The consumer side's private words.
@@ -87,6 +91,13 @@ pub(crate) struct JoinWords {
     pub(crate) waiters: AtomicU32,
 }
 
+/// A pipe's words (`connection/shm.rs`): receivers that sleep in `poll` on the pipe's socket
+/// rather than on a futex count themselves here, so a producer knows to ring the doorbell.
+#[repr(C, align(128))]
+pub(crate) struct PipeWords {
+    pub(crate) sleepers: AtomicU32,
+}
+
 /// The control page.
 #[repr(C)]
 pub(crate) struct Control {
@@ -100,6 +111,7 @@ pub(crate) struct Control {
     pub(crate) data: EventCount,
     pub(crate) room: EventCount,
     pub(crate) join: JoinWords,
+    pub(crate) pipe: PipeWords,
 }
 
 const _: () = assert!(size_of::<Control>() <= CONTROL_LEN);

@@ -11,7 +11,8 @@
 //! * `produce.rs` and `writer.rs`: putting an item (whole or streamed), and repairing what
 //!   a dead producer left;
 //! * `consume.rs`: getting an item, and skipping what a dead consumer left;
-//! * `join.rs`: JoinableQueue's count of acknowledged items.
+//! * `join.rs`: JoinableQueue's count of acknowledged items;
+//! * `pipe.rs`: what a pipe's ring needs besides (sleepers in `poll`, descriptor records).
 
 mod consume;
 mod control;
@@ -19,6 +20,7 @@ mod eventcount;
 pub(crate) mod frame;
 mod join;
 mod memory;
+mod pipe;
 mod produce;
 mod writer;
 

@@ -101,11 +101,16 @@ impl Ring {
     /// sixteenth of it is free (or at the end of a 2 ms slice, or at its deadline, if its
     /// own frame fits by then), so a fast producer and a slow consumer trade one wake-up
     /// per many items instead of one per item.
+    ///
+    /// `stalled` (a pipe's hook) is called when the wait begins and after each slice: it
+    /// may wake the consumers by its own means, and returns `true` to give up (they are
+    /// gone for good).
     pub(super) fn wait_room(
         &self,
         _p: &Guard<'_, Producing>,
         need: u32,
         deadline: Option<Instant>,
+        stalled: Option<&dyn Fn() -> bool>,
     ) -> bool {
         let ctl = self.ctl();
         let tail = pos_of(ctl.tail.0.load(Ordering::Relaxed));
@@ -124,6 +129,9 @@ impl Ring {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
+        if stalled.is_some_and(|g| g()) {
+            return false;
+        }
         let target = need.max(self.cap_units / 16);
         if Backoff::new().wait_until(deadline, || free() >= target) {
             return true;
@@ -139,7 +147,7 @@ impl Ring {
                 if free() >= need {
                     return true;
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if deadline.is_some_and(|d| Instant::now() >= d) || stalled.is_some_and(|g| g()) {
                     return false;
                 }
             }

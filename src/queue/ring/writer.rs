@@ -42,6 +42,9 @@ pub(crate) struct ItemWriter<'r> {
     /// Whether a piece of this item is visible to consumers.
     published: bool,
     finished: bool,
+    /// Called while waiting for room (see `Ring::wait_room`): a pipe wakes its receiver
+    /// and says whether the peer is gone for good, so waiting is pointless.
+    stalled: Option<&'r dyn Fn() -> bool>,
 }
 
 impl fmt::Debug for ItemWriter<'_> {
@@ -73,11 +76,43 @@ impl Ring {
             first: true,
             published: false,
             finished: false,
+            stalled: None,
         }
+    }
+
+    /// A writer that holds the producer lock from the start and streams straight into the
+    /// ring (a small item still ends up one `Whole` frame), with the number this item
+    /// takes from `producer.fd_seq`: a pipe sends the item's descriptor record, under the
+    /// lock, before it writes the item (see `pipe.rs`).
+    pub(crate) fn locked_writer<'a>(
+        &'a self,
+        deadline: Option<Instant>,
+        stalled: Option<&'a dyn Fn() -> bool>,
+    ) -> Result<(ItemWriter<'a>, u32)> {
+        let mut w = self.writer(deadline, Vec::new());
+        w.stalled = stalled;
+        let p = self.acquire_producer(deadline)?;
+        let seq = &self.ctl().producer.fd_seq;
+        let n = seq.load(Ordering::Relaxed).wrapping_add(1);
+        seq.store(n, Ordering::Relaxed);
+        w.held = Some(p);
+        w.open_piece()?;
+        Ok((w, n))
     }
 }
 
-impl ItemWriter<'_> {
+impl<'r> ItemWriter<'r> {
+    /// Calls `stalled()` when a wait for room begins and every few milliseconds during
+    /// it; the wait ends (as if the deadline passed) once it returns `true`.
+    pub(crate) fn on_stall(&mut self, stalled: &'r dyn Fn() -> bool) {
+        self.stalled = Some(stalled);
+    }
+
+    /// Whether a piece of this item has been published (an error now leaves an `Abort`).
+    pub(crate) fn published(&self) -> bool {
+        self.published
+    }
+
     /// Appends bytes to the item. `Err(Error::Full)` if the deadline passes while waiting
     /// for the lock or for room.
     #[inline]
@@ -149,7 +184,7 @@ impl ItemWriter<'_> {
         let ring = self.ring;
         let p = self.held.as_ref().expect("streaming holds the lock");
         let need = units(HEADER + UNIT) + ABORT_RESERVE;
-        if !ring.wait_room(p, need, self.deadline) {
+        if !ring.wait_room(p, need, self.deadline, self.stalled) {
             return Err(Error::Full);
         }
         let free = (ring.free_units(p) - ABORT_RESERVE) as usize * UNIT;
@@ -185,7 +220,7 @@ impl ItemWriter<'_> {
         } else {
             let ring = self.ring;
             let p = ring.acquire_producer(self.deadline)?;
-            if !ring.wait_room(&p, units(self.buf.len()), self.deadline) {
+            if !ring.wait_room(&p, units(self.buf.len()), self.deadline, self.stalled) {
                 return Err(Error::Full);
             }
             let len = self.buf.len() - HEADER;
