@@ -204,7 +204,8 @@ fn die_mid_message(conn: Connection<u32>) {
     std::process::abort();
 }
 
-// A peer that dies in the middle of a message: a clear error, not EOF, not a hang.
+// A peer that dies in the middle of a message: a clear error, not EOF, not a hang. (The
+// socket path, which raw writes can reach; a pipe's ring: `pipe_ring.rs`.)
 #[test]
 fn peer_dying_mid_message_is_an_error() {
     let _s = shared();
@@ -288,8 +289,8 @@ fn sends_time_out_when_the_peer_does_not_read() {
     assert!(err.to_string().contains("timed-out send"), "{err}");
 }
 
-// recv_timeout keeps its deadline even when the peer stalls in the middle of a message,
-// and loses nothing: the message is read whole once the rest arrives.
+// (The socket path.) recv_timeout keeps its deadline even when the peer stalls in the
+// middle of a message, and loses nothing: the message is read whole once the rest arrives.
 #[test]
 fn recv_timeout_survives_a_peer_stalling_mid_message() {
     let _w = watchdog("recv_timeout_mid_message", 30);
@@ -392,8 +393,9 @@ fn an_end_handed_on_after_some_reads_loses_nothing() {
     }
 }
 
-// A receiver that times out while a message is only half there leaves it in the socket:
-// another holder of the end (here, a child it is handed to) reads it whole.
+// (The socket path.) A receiver that times out while a message is only half there leaves
+// it in the socket: another holder of the end (here, a child it is handed to) reads it
+// whole.
 #[test]
 fn a_timed_out_receive_leaves_the_message_for_the_next_holder() {
     let _s = shared();
@@ -464,8 +466,9 @@ fn a_blocked_receiver_does_not_spin() {
     );
 }
 
-// A writer that stops inside a frame header and goes away: the receiver says so (it does
-// not spin or wait for the rest of the header for ever), with and without a deadline.
+// (The socket path.) A writer that stops inside a frame header and goes away: the receiver
+// says so (it does not spin or wait for the rest of the header for ever), with and without
+// a deadline.
 #[test]
 fn a_writer_gone_mid_header_is_an_error_not_a_hang() {
     let _w = watchdog("mid_header", 30);

@@ -294,3 +294,47 @@ fn a_full_ring_with_a_closed_peer_fails_the_send() {
     assert!(matches!(r, Err(Error::Closed)), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+fn take_all(rx: Receiver<u32>) -> Vec<u32> {
+    let mut got = Vec::new();
+    while let Ok(v) = rx.recv_timeout(Duration::from_secs(30)) {
+        got.push(v);
+    }
+    got
+}
+
+fn rx_clone(rx: &Receiver<u32>) -> Receiver<u32> {
+    let (a, b) = pipe::<Receiver<u32>>().unwrap();
+    a.send(rx).unwrap();
+    b.recv().unwrap()
+}
+
+// Two processes receive from one end at once, with no lock around `recv`: every message
+// reaches exactly one of them, and both see the end of the stream.
+#[test]
+fn concurrent_receivers_without_a_lock_share_the_messages_exactly_once() {
+    let _s = shared();
+    let _w = watchdog("ring_unlocked_receivers", 90);
+    let (rx, tx) = pipe_simplex::<u32>().unwrap();
+    let mut procs = Vec::new();
+    for _ in 0..2 {
+        let mut p = get_context(Fork).process(take_all, (rx_clone(&rx),));
+        p.start().unwrap();
+        procs.push(p);
+    }
+    drop(rx);
+    let n = 3000;
+    for i in 0..n {
+        if i % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tx.send(&i).unwrap();
+    }
+    drop(tx);
+    let mut all: Vec<u32> = procs
+        .into_iter()
+        .flat_map(|p| p.result().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+}

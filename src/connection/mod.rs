@@ -337,6 +337,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     }
 }
 
+/// The connection's socket. For an end made by [`pipe`], messages travel in shared memory
+/// and this socket turns readable only on end of stream and on wake-ups for a receiver
+/// asleep in `recv`/[`wait`]: wait for pipe ends with [`wait`], not by polling it.
 impl<T> AsFd for Connection<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -177,7 +177,10 @@ impl Waitable for BorrowedFd<'_> {
     }
 }
 
-// The raw numbers, for code that polls them itself (Python's `fileno()`).
+// The raw numbers, for code that polls them itself (Python's `fileno()`). A pipe end's
+// descriptor turns readable on end of stream and on wake-ups meant for a receiver counted
+// as asleep, not on every message (messages wait in its ring): to wait for pipe ends
+// among other things, use `wait`.
 
 impl<T> AsRawFd for Connection<T> {
     fn as_raw_fd(&self) -> RawFd {
