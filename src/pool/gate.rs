@@ -4,25 +4,26 @@
 //! With pull scheduling alone, a stream of quick tasks pays a parent round trip between
 //! every two tasks of a worker (answer → parent → next task). So when every worker is busy
 //! and tasks are pending, the pool sends a busy worker its next tasks at once (up to
-//! [`AHEAD`]), each marked tentative: a marker frame `[i64::MIN LE][seq u64 LE]` (no task frame starts with that
-//! entry), then the task frame. Each worker has a shared gate of [`WORDS`] words; task
-//! `seq` uses word `seq % WORDS`:
+//! [`AHEAD`]), each marked tentative: its frame starts with `[i64::MIN LE][seq u64 LE]`
+//! (no task's entry offset is `i64::MIN`), then the task's own payload. Each worker has a
+//! shared gate of [`WORDS`] words; task `seq` uses word `seq % WORDS`:
 //!
-//! - the pool *arms* it (`seq << 2 | ARMED`) before it sends the marker;
-//! - the worker, reaching the task, *takes* it: compare-and-swap `ARMED → TAKEN` for that
+//! - the pool *arms* it (`seq << 2 | ARMED`) before it sends the task;
+//! - the worker, reaching the task, *takes* it: compare-and-swap `ARMED -> TAKEN` for that
 //!   `seq`; if that fails the task was revoked, and the worker drops it unrun and silent;
-//! - the pool *revokes* it (`ARMED → REVOKED`), last queued first, when another worker is
-//!   idle and nothing else is pending, and gives the task to the idle worker instead: a
-//!   task never waits behind another while a worker is free.
+//! - the pool *revokes* it (`ARMED -> REVOKED`), first not-yet-taken task first, when
+//!   another worker is idle and nothing else is pending, and gives the task to the idle
+//!   worker instead: a task never waits behind another while a worker is free, and tasks
+//!   still start in the order they were submitted.
 //!
 //! Exactly one of take and revoke wins, so a task runs once. At most `AHEAD + 1` tasks per
 //! worker are ever unresolved (the queued ones and the one about to start), fewer than the
-//! words, so arming task `seq` never overwrites a word a task still in flight needs; a stale marker (of a revoked
-//! task, read late) carries an older `seq` and can no longer take anything. A worker that dies holding a
-//! task it took through the gate is blamed for it (`WorkerDied`, as for any task); one that
-//! dies before taking it has not run it, and the task goes to another worker. Only pools
-//! without `task_timeout` and `maxtasksperchild` send tasks ahead (both count the tasks a
-//! worker runs from the moment they are sent).
+//! words, so arming task `seq` never overwrites a word a task still in flight needs; a
+//! stale marked task (revoked, read late) carries an older `seq` and can no longer take
+//! anything. A worker that dies holding a task it took through the gate is blamed for it
+//! (`WorkerDied`, as for any task); one that dies before taking it has not run it, and the
+//! task goes to another worker. Only pools without `task_timeout` and `maxtasksperchild`
+//! send tasks ahead (both count the tasks a worker runs from the moment they are sent).
 
 use crate::error::Result;
 use crate::shared::region::Region;
@@ -39,10 +40,10 @@ pub(crate) const AHEAD: usize = 8;
 /// queued and the one about to start).
 const WORDS: u64 = 2 * AHEAD as u64;
 
-/// The entry a marker frame starts with, which no task's entry offset can be.
+/// The entry a marked task's frame starts with, which no task's entry offset can be.
 const MARKER: i64 = i64::MIN;
 
-/// Bytes in a marker frame.
+/// Bytes of the mark before a marked task's payload.
 pub(crate) const MARKER_LEN: usize = 16;
 
 /// The pool's side of one worker's gate.
@@ -99,16 +100,19 @@ pub(crate) fn take(gate: &Region, seq: u64) -> bool {
         .is_ok()
 }
 
-/// The marker frame announcing that the next task frame is task `seq`, behind the gate.
-pub(crate) fn marker(seq: u64) -> Vec<u8> {
-    let mut m = MARKER.to_le_bytes().to_vec();
+/// The frame of task `seq` sent ahead: the mark, then the task's payload.
+pub(crate) fn marked(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(MARKER_LEN + payload.len());
+    m.extend_from_slice(&MARKER.to_le_bytes());
     m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(payload);
     m
 }
 
-/// The sequence number of a marker frame; `None` for a task frame.
+/// The sequence number of a marked task's frame (its payload follows [`MARKER_LEN`]
+/// bytes in); `None` for a plain task frame.
 pub(crate) fn parse_marker(frame: &[u8]) -> Option<u64> {
-    if frame.len() != MARKER_LEN || frame[..8] != MARKER.to_le_bytes() {
+    if frame.len() < MARKER_LEN || frame[..8] != MARKER.to_le_bytes() {
         return None;
     }
     Some(u64::from_le_bytes(
@@ -144,8 +148,9 @@ mod tests {
             !take(&theirs, d),
             "re-armed word: the stale marker takes nothing"
         );
-        assert_eq!(parse_marker(&marker(c)), Some(c));
+        assert_eq!(parse_marker(&marked(c, b"task")), Some(c));
+        assert_eq!(&marked(c, b"task")[MARKER_LEN..], b"task");
         assert_eq!(parse_marker(&[0; 16]), None);
-        assert_eq!(parse_marker(&marker(c)[..15]), None);
+        assert_eq!(parse_marker(&marked(c, &[])[..15]), None);
     }
 }

@@ -182,17 +182,15 @@ impl Slot {
             && !self.link.broken
     }
 
-    /// Sends it `task` as its next one, behind a gate marker (see `gate.rs`).
+    /// Sends it `task` as its next one, marked, behind its gate (see `gate.rs`).
     pub(crate) fn queue(&mut self, task: Task) {
         debug_assert!(self.can_queue());
         let seq = self.gate.arm();
         let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
+        let framed = gate::marked(seq, &task.payload);
         self.link
             .outgoing
-            .push_back(Outgoing::new(Arc::new(gate::marker(seq)), Vec::new()));
-        self.link
-            .outgoing
-            .push_back(Outgoing::new(Arc::clone(&task.payload), fds));
+            .push_back(Outgoing::new(Arc::new(framed), fds));
         self.queued.push_back(Queued { task, seq });
     }
 

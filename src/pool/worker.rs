@@ -4,8 +4,8 @@
 //! - worker → pool, once: `[READY]`, or `[INIT_FAILED] message` if the initializer panicked
 //!   (then the worker exits with code 1);
 //! - pool → worker, per task: `entry (i64 LE) ++ encoded Vec<Args>`, with the arguments'
-//!   descriptors; a task sent ahead is preceded by a marker frame (`gate.rs`), and the
-//!   worker runs it only if it wins its gate, else drops it without an answer;
+//!   descriptors; a task sent ahead starts with a mark (`gate.rs`), and the worker runs
+//!   it only if it wins its gate, else drops it without an answer;
 //! - worker → pool, per task, in order: `[CHUNK_OK] encoded Vec<ItemOutcome<R>>` with its
 //!   descriptors, or `[CHUNK_FAILED] message`.
 //!
@@ -112,16 +112,16 @@ pub(crate) fn worker_main(
         if reader.read_frame(sock, &mut task, &mut fds).is_err() {
             return; // the pool closed our socket (or died): we are done
         }
+        let mut body = 0;
         if let Some(seq) = gate::parse_marker(&task) {
-            // A task sent ahead: ours only if the pool has not taken it back meanwhile.
-            fds.clear();
-            if reader.read_frame(sock, &mut task, &mut fds).is_err() {
-                return;
-            }
+            // A task sent ahead: ours only if the pool has not taken it back meanwhile
+            // (then its descriptors are closed here, unused).
             if !gate::take(&gate, seq) {
                 continue;
             }
+            body = gate::MARKER_LEN;
         }
+        let task = &task[body..];
         out.clear();
         out.push(CHUNK_OK);
         let mut out_fds = Vec::new();
