@@ -55,8 +55,11 @@ fn typed_messages_between_processes_every_address_every_method() {
     let _s = shared();
     let _w = watchdog("typed_messages_between_processes", 120);
     for m in METHODS {
-        for at in addresses() {
-            for key in [Some(KEY), None] {
+        // Fresh addresses for each bind: a forked client holds a copy of the listening
+        // socket until it has exited, which may be just after its result arrived, and an
+        // abstract name stays bound while any copy is open (as in Python).
+        for key in [Some(KEY), None] {
+            for at in addresses() {
                 let l = Listener::<Msg>::bind(at.clone(), key).unwrap();
                 let p = get_context(m).process(client, (l.address(), key.map(<[u8]>::to_vec)));
                 let mut p = p;

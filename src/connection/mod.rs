@@ -4,7 +4,8 @@
 //! memory, one ring per direction, and keeps sockets between its ends for what only a
 //! socket can do: descriptors (SCM_RIGHTS), wake-ups of a receiver asleep in `poll` (so
 //! [`wait`] works), and end of stream when the peer's end is closed everywhere (`shm.rs`
-//! tells the protocol; `records.rs` the descriptor records). Connections made by
+//! tells the protocol; `item.rs` a message's bytes in the ring; `records.rs` the
+//! descriptor records). Connections made by
 //! [`Listener`]/[`connect`] (CPython's wire, also over TCP) and mproc's own protocol
 //! sockets ([`socket_pipe`]) are a plain stream socket: each message one frame
 //! (`framing.rs`). Typed messages are serde values encoded by the crate's codec, with the
@@ -51,6 +52,7 @@ mod address;
 mod auth;
 mod buffer;
 pub(crate) mod framing;
+mod item;
 mod listener;
 #[cfg(feature = "pickle")]
 mod pickle;

@@ -10,6 +10,13 @@
 //! Anything else (another length, a wrong magic, a count that disagrees with what arrived)
 //! is refused by [`parse_record`], which every received record goes through.
 
+use std::io::IoSlice;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::item::corrupt;
+use crate::error::Error;
+use crate::sys;
 use crate::sys::fd::MAX_FDS_PER_MESSAGE;
 
 /// Bytes of a descriptor record.
@@ -49,6 +56,79 @@ pub(crate) fn parse_record(bytes: &[u8], nfds: usize) -> Result<u32, String> {
         ));
     }
     Ok(seq)
+}
+
+/// Reads the descriptors of the item whose trailer said `seq` (if any) off the socket.
+/// Runs under the consumer lock, after the item was published: its record is queued.
+pub(super) fn take_fds(
+    records: BorrowedFd<'_>,
+    seq: Option<(u32, usize)>,
+    fds: &mut Vec<OwnedFd>,
+) -> crate::Result<()> {
+    let Some((seq, nfds)) = seq else {
+        return Ok(());
+    };
+    let mut buf = [0u8; RECORD_LEN + 1];
+    loop {
+        let mut got = Vec::new();
+        let n = sys::fd::try_recv_with_fds(records, &mut buf, &mut got)
+            .map_err(super::framing::map_recv_error)?;
+        let n = match n {
+            Some(n) if n > 0 => n,
+            _ => return Err(corrupt("a message's descriptors never arrived")),
+        };
+        match parse_record(&buf[..n], got.len()) {
+            Ok(s) if s == seq => {
+                if got.len() != nfds {
+                    return Err(super::framing::fd_mismatch(nfds, got.len()));
+                }
+                fds.extend(got);
+                return Ok(());
+            }
+            // A record whose item was never published: its descriptors close here.
+            Ok(_) => {}
+            Err(why) => return Err(corrupt(&why)),
+        }
+    }
+}
+
+/// Sends the descriptor record numbered `seq` on `records`, waiting for room until
+/// `deadline` (and not past the peer's end: `peer_gone` says when it is gone), looking
+/// again at least every `slice`.
+pub(super) fn send_record(
+    records: BorrowedFd<'_>,
+    seq: u32,
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+    peer_gone: &dyn Fn() -> bool,
+    slice: Duration,
+) -> crate::Result<()> {
+    let record = encode_record(seq, fds.len());
+    loop {
+        match sys::fd::try_send_with_fds(records, &[IoSlice::new(&record)], fds) {
+            Ok(0) => {}
+            Ok(_) => return Ok(()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe) => {
+                return Err(Error::Closed);
+            }
+            Err(e) => return Err(super::framing::map_recv_error(e)),
+        }
+        let left = match deadline {
+            None => None,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(Error::Timeout);
+                }
+                Some(d - now)
+            }
+        };
+        if peer_gone() {
+            return Err(Error::Closed);
+        }
+        let slice = left.map_or(slice, |l| l.min(slice));
+        sys::fd::poll_rw(&[(records, true)], Some(slice))?;
+    }
 }
 
 #[cfg(test)]

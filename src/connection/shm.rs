@@ -67,14 +67,14 @@
 //! sockets ([`super::socket_pipe`]) have no rings and stay on the socket path.
 
 use std::cell::{Cell, RefCell};
-use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{self, RECORD_LEN};
+use super::item::{corrupt, get_varint, put_varint, trailer};
+use super::records::{send_record, take_fds};
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::queue::ring::Ring;
@@ -268,7 +268,7 @@ impl Link {
                 .locked_writer(deadline, Some(&stalled))
                 .map_err(|e| full_means(e, &gone))?;
             // Under the producer lock, before the item: see the module docs.
-            send_record(self.records.as_fd(), sock, seq, fds, deadline)?;
+            send_record(self.records.as_fd(), seq, fds, deadline, &gone, SLEEP_SLICE)?;
             (w, Some(seq))
         };
         let wrote = (|| {
@@ -461,61 +461,6 @@ fn sleep_in_recv(sock: BorrowedFd<'_>) -> Result<bool> {
     }
 }
 
-/// Reads the descriptors of the item whose trailer said `seq` (if any) off the socket.
-/// Runs under the consumer lock, after the item was published: its record is queued.
-fn take_fds(
-    records: BorrowedFd<'_>,
-    seq: Option<(u32, usize)>,
-    fds: &mut Vec<OwnedFd>,
-) -> Result<()> {
-    let Some((seq, nfds)) = seq else {
-        return Ok(());
-    };
-    let mut buf = [0u8; RECORD_LEN + 1];
-    loop {
-        let mut got = Vec::new();
-        let n = sys::fd::try_recv_with_fds(records, &mut buf, &mut got)
-            .map_err(super::framing::map_recv_error)?;
-        let n = match n {
-            Some(n) if n > 0 => n,
-            _ => return Err(corrupt("a message's descriptors never arrived")),
-        };
-        match records::parse_record(&buf[..n], got.len()) {
-            Ok(s) if s == seq => {
-                if got.len() != nfds {
-                    return Err(super::framing::fd_mismatch(nfds, got.len()));
-                }
-                fds.extend(got);
-                return Ok(());
-            }
-            // A record whose item was never published: its descriptors close here.
-            Ok(_) => {}
-            Err(why) => return Err(corrupt(&why)),
-        }
-    }
-}
-
-/// Splits an item's body into its payload length and its descriptor trailer.
-fn trailer(body: &[u8]) -> Result<(usize, Option<(u32, usize)>)> {
-    match body.split_last() {
-        None => Err(corrupt("an empty item")),
-        Some((&0, rest)) => Ok((rest.len(), None)),
-        Some((&nfds, rest)) if rest.len() >= 4 => {
-            let len = rest.len() - 4;
-            let seq = u32::from_le_bytes([rest[len], rest[len + 1], rest[len + 2], rest[len + 3]]);
-            if usize::from(nfds) > sys::fd::MAX_FDS_PER_MESSAGE {
-                return Err(corrupt("a trailer announcing too many descriptors"));
-            }
-            Ok((len, Some((seq, usize::from(nfds)))))
-        }
-        Some(_) => Err(corrupt("a truncated trailer")),
-    }
-}
-
-fn corrupt(why: &str) -> Error {
-    Error::Codec(format!("corrupt pipe message: {why}"))
-}
-
 /// A ring wait that ran out (`Full`): the peer is gone (`Closed`) or the time is up.
 fn full_means(e: Error, gone: &dyn Fn() -> bool) -> Error {
     match e {
@@ -533,100 +478,4 @@ fn peer_gone(sock: BorrowedFd<'_>) -> bool {
 /// Writes a doorbell byte, never blocking; a full socket already wakes.
 fn ring_doorbell(sock: BorrowedFd<'_>) {
     sys::fd::try_send_byte(sock, DOORBELL);
-}
-
-/// Sends the descriptor record numbered `seq` on `records`, waiting for room until
-/// `deadline` (and not past the peer's end: `sock` says when it is gone).
-fn send_record(
-    records: BorrowedFd<'_>,
-    sock: BorrowedFd<'_>,
-    seq: u32,
-    fds: &[BorrowedFd<'_>],
-    deadline: Option<Instant>,
-) -> Result<()> {
-    let record = records::encode_record(seq, fds.len());
-    loop {
-        match sys::fd::try_send_with_fds(records, &[IoSlice::new(&record)], fds) {
-            Ok(0) => {}
-            Ok(_) => return Ok(()),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe) => {
-                return Err(Error::Closed);
-            }
-            Err(e) => return Err(super::framing::map_recv_error(e)),
-        }
-        let left = match deadline {
-            None => None,
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return Err(Error::Timeout);
-                }
-                Some(d - now)
-            }
-        };
-        if peer_gone(sock) {
-            return Err(Error::Closed);
-        }
-        let slice = left.map_or(SLEEP_SLICE, |l| l.min(SLEEP_SLICE));
-        sys::fd::poll_rw(&[(records, true)], Some(slice))?;
-    }
-}
-
-fn put_varint(mut n: u64, out: &mut [u8; 10]) -> usize {
-    let mut i = 0;
-    while n >= 0x80 {
-        out[i] = n as u8 | 0x80;
-        n >>= 7;
-        i += 1;
-    }
-    out[i] = n as u8;
-    i + 1
-}
-
-/// The varint at the start of `b`: `(value, its length)`; `None` if malformed.
-fn get_varint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, &byte) in b.iter().take(10).enumerate() {
-        if i == 9 && byte > 1 {
-            return None;
-        }
-        v |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The item decoder's pieces (length prefix, trailer) accept only what fits.
-        #[test]
-        fn item_parts_stay_in_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Some((v, n)) = get_varint(&bytes) {
-                prop_assert!(n <= bytes.len() && n <= 10);
-                let mut out = [0u8; 10];
-                let k = put_varint(v, &mut out);
-                prop_assert!(k <= n);
-            }
-            if let Ok((len, fds)) = trailer(&bytes) {
-                let extra = if fds.is_some() { 5 } else { 1 };
-                prop_assert_eq!(len + extra, bytes.len());
-                if let Some((_, n)) = fds {
-                    prop_assert!(n <= sys::fd::MAX_FDS_PER_MESSAGE);
-                }
-            }
-        }
-
-        #[test]
-        fn varints_round_trip(v in any::<u64>()) {
-            let mut out = [0u8; 10];
-            let k = put_varint(v, &mut out);
-            prop_assert_eq!(get_varint(&out[..k]), Some((v, k)));
-        }
-    }
 }
