@@ -25,6 +25,9 @@ use crate::pool::worker;
 use crate::start::children::ChildHandle;
 use crate::sys;
 
+/// The longest the driver sleeps while a worker owes a frame (see `drive_loop`).
+const WATCH_SLICE: Duration = Duration::from_millis(20);
+
 /// What the driver's poll saw: which sockets and pidfds are ready (`all`: look at
 /// everything, the poll failed).
 struct Woken {
@@ -96,13 +99,28 @@ impl Shared {
                     .collect();
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
-                (socks, children, self.next_deadline(&st))
+                // A safety net under the wake-up protocol: while work is out, look at
+                // every worker at least every `WATCH_SLICE`, so that a wake-up lost to a
+                // race nobody has found costs that slice, never a hang (an idle pool still
+                // sleeps without a timeout).
+                let watch = st
+                    .workers
+                    .iter()
+                    .any(Slot::expects_frame)
+                    .then_some(WATCH_SLICE);
+                let timeout = match (self.next_deadline(&st), watch) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (socks, children, timeout)
             };
             let mut set: Vec<(std::os::fd::BorrowedFd<'_>, bool)> =
                 vec![(self.wake_rx.as_fd(), false)];
             set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
             set.extend(children.iter().map(|c| (c.pidfd(), false)));
             let woken = match sys::fd::poll_rw(&set, timeout) {
+                // Nothing stirred within the slice: look at everything.
+                Ok(ready) if ready.iter().all(|r| !r.0 && !r.1) => Woken::everything(),
                 Ok(ready) => Woken {
                     all: false,
                     wake: ready[0].0,
