@@ -16,9 +16,11 @@
 //!   worker instead: a task never waits behind another while a worker is free, and tasks
 //!   still start in the order they were submitted.
 //!
-//! Exactly one of take and revoke wins, so a task runs once. At most `AHEAD + 1` tasks per
-//! worker are ever unresolved (the queued ones and the one about to start), fewer than the
-//! words, so arming task `seq` never overwrites a word a task still in flight needs; a
+//! Exactly one of take and revoke wins, so a task runs once. The pool never arms a task
+//! on the word of a task it still tracks (queued, or the one its worker is to start next;
+//! [`same_word`]): revoked tasks free places in the queue but not numbers, so the numbers
+//! in flight can spread wider than the words, and overwriting a word still armed would
+//! make the worker skip that task while the pool waits for it. A
 //! stale marked task (revoked, read late) carries an older `seq` and can no longer take
 //! anything. A worker that dies holding a task it took through the gate is blamed for it
 //! (`WorkerDied`, as for any task); one that dies before taking it has not run it, and the
@@ -73,6 +75,11 @@ impl Gate {
         self.next
     }
 
+    /// The sequence number the next [`arm`](Gate::arm) will use.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next + 1
+    }
+
     /// Takes task `seq` back; false if the worker took it first.
     pub(crate) fn revoke(&self, seq: u64) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
@@ -85,6 +92,15 @@ impl Gate {
     pub(crate) fn was_taken(&self, seq: u64) -> bool {
         self.word(seq).load(std::sync::atomic::Ordering::SeqCst) == seq << 2 | TAKEN
     }
+}
+
+/// Whether tasks `a` and `b` use the same gate word. The pool never arms a task on the
+/// word of one it still tracks (queued, or next to start): revoked tasks free their places
+/// in the queue but not their numbers, so without this check the numbers in flight could
+/// span more than [`WORDS`], and arming a new task would overwrite the word of an older
+/// one not yet taken (its worker would then skip it, and the pool wait for it for ever).
+pub(crate) fn same_word(a: u64, b: u64) -> bool {
+    a % WORDS == b % WORDS
 }
 
 /// Task `seq`'s word.
@@ -149,6 +165,9 @@ mod tests {
             "re-armed word: the stale marker takes nothing"
         );
         assert_eq!(parse_marker(&marked(c, b"task")), Some(c));
+        assert!(same_word(c, c + WORDS) && !same_word(c, c + 1));
+        let next = gate.next_seq();
+        assert_eq!(gate.arm(), next);
         assert_eq!(&marked(c, b"task")[MARKER_LEN..], b"task");
         assert_eq!(parse_marker(&[0; 16]), None);
         assert_eq!(parse_marker(&marked(c, &[])[..15]), None);

@@ -179,7 +179,25 @@ impl Slot {
     pub(crate) fn can_queue(&self) -> bool {
         matches!(self.phase, Phase::Busy { .. })
             && self.queued.len() < gate::AHEAD
+            && self.next_word_free()
             && !self.link.broken
+    }
+
+    /// Whether the gate word of the next task sent ahead is free of every task still
+    /// tracked here: the one about to start (tentative) and those queued.
+    fn next_word_free(&self) -> bool {
+        let next = self.gate.next_seq();
+        let tentative = match &self.phase {
+            Phase::Busy {
+                tentative: Some(seq),
+                ..
+            } => Some(*seq),
+            _ => None,
+        };
+        !tentative
+            .into_iter()
+            .chain(self.queued.iter().map(|q| q.seq))
+            .any(|seq| gate::same_word(seq, next))
     }
 
     /// Sends it `task` as its next one, marked, behind its gate (see `gate.rs`).
