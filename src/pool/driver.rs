@@ -83,8 +83,7 @@ impl Shared {
                 // While a caller reads the answers itself, leave the sockets to it (a frame
                 // still to be sent is watched all the same); see `State::blind` for who
                 // wakes us.
-                st.blind = st.harvesting > 0;
-                let blind = st.blind;
+                let blind = st.readers.driver_sleeps();
                 // A socket at its end would poll readable for ever, one we cannot send on
                 // writable: leave them out, and wait for those workers' exits.
                 let socks: Vec<(Arc<HandleFd>, bool)> = st
@@ -138,7 +137,7 @@ impl Shared {
             drop(set);
             let callbacks = {
                 let mut st = self.lock();
-                st.blind = false;
+                st.readers.driver_woke();
                 if woken.all || woken.wake {
                     self.drain_wake();
                 }

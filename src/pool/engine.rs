@@ -101,16 +101,60 @@ pub(crate) struct State {
     pub(crate) init_failures: u32,
     /// Callbacks of jobs completed outside the driver, for the driver to run.
     pub(crate) deferred: Deferred,
-    /// Callers reading the workers' sockets themselves right now ([`Shared::lock_when`]).
-    /// While there are any, the driver leaves those sockets to them, so that an answer
-    /// wakes one thread, not two.
-    pub(crate) harvesting: usize,
-    /// The driver sleeps without watching the workers' sockets (it saw a harvester). Who
-    /// leaves work unwatched wakes it: the last harvester to stop while a worker still owes
-    /// a frame, a caller that submits and does not wait.
-    pub(crate) blind: bool,
+    /// Who reads the workers' answers: callers harvesting, or the driver.
+    pub(crate) readers: Readers,
     /// Threads asleep on `cond`: no one to notify when there are none.
     pub(crate) sleepers: usize,
+}
+
+/// Who reads the workers' answers. While callers harvest ([`Shared::lock_when`]), the
+/// driver sleeps *blind*, without the sockets answers come on, so that an answer wakes one
+/// thread, not two. Whoever leaves work unwatched wakes it: the last harvester to stop
+/// while a worker still owes a frame, and a caller that submits and does not wait. Each
+/// operation returns whether the driver must now be woken.
+#[derive(Debug, Default)]
+pub(crate) struct Readers {
+    /// Callers reading the workers' sockets themselves right now.
+    harvesting: usize,
+    /// The driver sleeps (or is about to) without watching the workers' sockets.
+    blind: bool,
+}
+
+impl Readers {
+    /// A caller starts reading answers itself.
+    pub(crate) fn start_harvest(&mut self) {
+        self.harvesting += 1;
+    }
+
+    /// A caller stops; `work_out`: a worker still owes a frame. True: wake the driver.
+    pub(crate) fn stop_harvest(&mut self, work_out: bool) -> bool {
+        self.harvesting -= 1;
+        self.see_if(self.harvesting == 0 && work_out)
+    }
+
+    /// Work was submitted that no caller will read at once. True: wake the driver.
+    pub(crate) fn unwatched_work(&mut self) -> bool {
+        self.see_if(self.harvesting == 0)
+    }
+
+    /// The driver is about to sleep: whether it may leave the answer sockets out.
+    pub(crate) fn driver_sleeps(&mut self) -> bool {
+        self.blind = self.harvesting > 0;
+        self.blind
+    }
+
+    /// The driver woke: it watches the sockets again from its next sleep on.
+    pub(crate) fn driver_woke(&mut self) {
+        self.blind = false;
+    }
+
+    fn see_if(&mut self, cond: bool) -> bool {
+        let wake = cond && self.blind;
+        if wake {
+            self.blind = false;
+        }
+        wake
+    }
 }
 
 /// The sockets of workers a frame is due from.
@@ -185,8 +229,7 @@ impl Shared {
                 broken: None,
                 init_failures: 0,
                 deferred: Deferred::default(),
-                harvesting: 0,
-                blind: false,
+                readers: Readers::default(),
                 sleepers: 0,
             }),
             cond: Condvar::new(),
@@ -299,7 +342,7 @@ impl Shared {
         if ready(&st) || st.finished {
             return st;
         }
-        st.harvesting += 1;
+        st.readers.start_harvest();
         let mut socks = live_sockets(&st);
         drop(st);
         let mut seen = self.progress.load(Ordering::Acquire);
@@ -346,9 +389,8 @@ impl Shared {
     /// A harvester stops reading: if it was the last, and a worker still owes a frame, the
     /// driver must watch the sockets again.
     fn stop_harvest(&self, st: &mut State) {
-        st.harvesting -= 1;
-        if st.harvesting == 0 && st.blind && st.workers.iter().any(Slot::expects_frame) {
-            st.blind = false;
+        let work_out = st.workers.iter().any(Slot::expects_frame);
+        if st.readers.stop_harvest(work_out) {
             self.wake();
         }
     }
@@ -419,8 +461,7 @@ impl Shared {
             None => {
                 st.pending.push_back(task);
                 self.dispatch(st);
-                if !watched && st.blind && st.harvesting == 0 {
-                    st.blind = false;
+                if !watched && st.readers.unwatched_work() {
                     self.wake();
                 }
             }

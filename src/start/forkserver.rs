@@ -137,9 +137,7 @@ pub(crate) fn parse_pid_reply(reply: &[u8]) -> Result<u32> {
 fn failure_reply(e: &std::io::Error) -> [u8; 8] {
     let mut reply = [0; 8];
     // A fork error always has an OS code (it comes from clone); EIO stands in otherwise.
-    let errno = e
-        .raw_os_error()
-        .unwrap_or(rustix::io::Errno::IO.raw_os_error());
+    let errno = crate::sys::process::os_code(e);
     reply[4..].copy_from_slice(&errno.to_le_bytes());
     reply
 }

@@ -370,3 +370,9 @@ pub(crate) unsafe fn replace_env(vars: &[(std::ffi::OsString, std::ffi::OsString
 pub(crate) fn chdir(dir: &Path) -> io::Result<()> {
     Ok(rustix::process::chdir(dir)?)
 }
+
+/// The OS error code of `e`; EIO for an error that carries none.
+pub(crate) fn os_code(e: &io::Error) -> i32 {
+    e.raw_os_error()
+        .unwrap_or(rustix::io::Errno::IO.raw_os_error())
+}
