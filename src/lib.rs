@@ -239,6 +239,7 @@ mod pool;
 mod process;
 mod queue;
 mod shared;
+mod shim;
 mod start;
 mod sync;
 mod sys;

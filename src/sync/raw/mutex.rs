@@ -20,12 +20,12 @@
 //! `Value` went from ~7 M to ~20 M increments/s with the backoff). On an oversubscribed
 //! machine it yields instead of spinning, so a descheduled holder gets a CPU back.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
-use super::robust::{self, Me, TID_MASK};
-use crate::sys::futex::{self, Wake};
+use super::robust::{Me, TID_MASK};
+use crate::shim::{Wake, Word};
 
 /// The free word.
 pub(crate) const UNLOCKED: u32 = 0;
@@ -45,21 +45,23 @@ const SPIN_BUDGET: Duration = Duration::from_micros(10);
 /// announced to the robust list around it. On failure the announcement stays pending for
 /// the caller's slow path, which clears it.
 #[inline]
-fn take_free(word: &AtomicU32, me: Me) -> bool {
-    robust::set_pending(me, word);
+fn take_free<W: Word>(word: &W, me: Me) -> bool {
+    word.set_pending(me);
     let taken = word
         .compare_exchange(UNLOCKED, me.tid, Ordering::Acquire, Ordering::Relaxed)
         .is_ok();
     if taken {
-        robust::link(me, word);
-        robust::clear_pending(me);
+        // A death here leaves the word ours but unlinked: the pending slot covers it.
+        W::die_point();
+        word.link(me);
+        W::clear_pending(me);
     }
     taken
 }
 
 /// Takes the lock if it is free. `Some(owner_died)` on success.
 #[inline]
-pub(crate) fn try_lock(word: &AtomicU32, me: Me) -> Option<bool> {
+pub(crate) fn try_lock<W: Word>(word: &W, me: Me) -> Option<bool> {
     if take_free(word, me) {
         return Some(false);
     }
@@ -68,7 +70,7 @@ pub(crate) fn try_lock(word: &AtomicU32, me: Me) -> Option<bool> {
 
 /// A free word that still carries flags (a dead owner, a waiter that left).
 #[cold]
-fn try_lock_flagged(word: &AtomicU32, me: Me) -> Option<bool> {
+fn try_lock_flagged<W: Word>(word: &W, me: Me) -> Option<bool> {
     let mut v = word.load(Ordering::Relaxed);
     while v & TID_MASK == 0 {
         match word.compare_exchange(
@@ -78,21 +80,21 @@ fn try_lock_flagged(word: &AtomicU32, me: Me) -> Option<bool> {
             Ordering::Relaxed,
         ) {
             Ok(_) => {
-                robust::link(me, word);
-                robust::clear_pending(me);
+                word.link(me);
+                W::clear_pending(me);
                 return Some(v & OWNER_DIED != 0);
             }
             Err(now) => v = now,
         }
     }
-    robust::clear_pending(me);
+    W::clear_pending(me);
     None
 }
 
 /// Takes the lock, sleeping until `deadline` (monotonic) at most. `Some(owner_died)` on
 /// success, `None` when time ran out.
 #[inline]
-pub(crate) fn lock(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool> {
+pub(crate) fn lock<W: Word>(word: &W, me: Me, deadline: Option<Instant>) -> Option<bool> {
     if take_free(word, me) {
         return Some(false);
     }
@@ -100,11 +102,11 @@ pub(crate) fn lock(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Optio
 }
 
 #[cold]
-fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool> {
+fn lock_slow<W: Word>(word: &W, me: Me, deadline: Option<Instant>) -> Option<bool> {
     // Spin first: a holder on another CPU usually releases within a few hundred ns, far
     // sooner than a futex sleep and wake (microseconds) would hand the lock over.
     let mut backoff = Backoff::with_budget(SPIN_BUDGET);
-    while !backoff.is_completed() {
+    while W::SPINS && !backoff.is_completed() {
         let v = word.load(Ordering::Relaxed);
         if v & TID_MASK == 0
             && word
@@ -116,8 +118,8 @@ fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool
                 )
                 .is_ok()
         {
-            robust::link(me, word);
-            robust::clear_pending(me);
+            word.link(me);
+            W::clear_pending(me);
             return Some(v & OWNER_DIED != 0);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -135,8 +137,8 @@ fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool
                 .compare_exchange(v, me.tid | keep, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                robust::link(me, word);
-                robust::clear_pending(me);
+                word.link(me);
+                W::clear_pending(me);
                 return Some(v & OWNER_DIED != 0);
             }
             cas.spin();
@@ -151,8 +153,8 @@ fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool
             continue;
         }
         slept = true;
-        if futex::wait(word, v | WAITERS, deadline) == Wake::TimedOut {
-            robust::clear_pending(me);
+        if word.wait(v | WAITERS, deadline) == Wake::TimedOut {
+            W::clear_pending(me);
             return None;
         }
     }
@@ -160,9 +162,10 @@ fn lock_slow(word: &AtomicU32, me: Me, deadline: Option<Instant>) -> Option<bool
 
 /// Releases the lock, which this thread holds.
 #[inline]
-pub(crate) fn unlock(word: &AtomicU32, me: Me) {
-    robust::set_pending(me, word);
-    robust::unlink(me, word);
+pub(crate) fn unlock<W: Word>(word: &W, me: Me) {
+    word.set_pending(me);
+    word.unlink(me);
+    W::die_point();
     // A CAS from exactly our TID, not a blind swap: a word that is not ours (a guard
     // copied into a forked child, say) is never released by mistake.
     if word
@@ -171,17 +174,17 @@ pub(crate) fn unlock(word: &AtomicU32, me: Me) {
     {
         unlock_slow(word, me);
     }
-    robust::clear_pending(me);
+    W::clear_pending(me);
 }
 
 #[cold]
-fn unlock_slow(word: &AtomicU32, me: Me) {
+fn unlock_slow<W: Word>(word: &W, me: Me) {
     let mut v = word.load(Ordering::Relaxed);
     while v & TID_MASK == me.tid {
         match word.compare_exchange(v, UNLOCKED, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => {
                 if v & WAITERS != 0 {
-                    futex::wake(word, 1);
+                    word.wake(1);
                 }
                 return;
             }
@@ -191,12 +194,12 @@ fn unlock_slow(word: &AtomicU32, me: Me) {
 }
 
 /// Whether the lock is held by someone (a dead owner's lock counts as free).
-pub(crate) fn is_locked(word: &AtomicU32) -> bool {
+pub(crate) fn is_locked<W: Word>(word: &W) -> bool {
     word.load(Ordering::Relaxed) & TID_MASK != 0
 }
 
 /// The owner's TID, if held.
-pub(crate) fn owner(word: &AtomicU32) -> Option<u32> {
+pub(crate) fn owner<W: Word>(word: &W) -> Option<u32> {
     match word.load(Ordering::Relaxed) & TID_MASK {
         0 => None,
         tid => Some(tid),
@@ -210,9 +213,9 @@ pub(crate) mod reentrant {
     /// Takes the lock or, if this thread holds it, counts one more level.
     /// `Some(owner_died)` on success.
     #[inline]
-    pub(crate) fn lock(
-        word: &AtomicU32,
-        count: &AtomicU32,
+    pub(crate) fn lock<W: Word>(
+        word: &W,
+        count: &W,
         me: Me,
         deadline: Option<Instant>,
     ) -> Option<bool> {
@@ -230,7 +233,7 @@ pub(crate) mod reentrant {
 
     /// As [`lock`], without waiting.
     #[inline]
-    pub(crate) fn try_lock(word: &AtomicU32, count: &AtomicU32, me: Me) -> Option<bool> {
+    pub(crate) fn try_lock<W: Word>(word: &W, count: &W, me: Me) -> Option<bool> {
         if word.load(Ordering::Relaxed) & TID_MASK == me.tid {
             return lock(word, count, me, None);
         }
@@ -241,7 +244,7 @@ pub(crate) mod reentrant {
 
     /// Drops one level; releases the lock at the last.
     #[inline]
-    pub(crate) fn unlock(word: &AtomicU32, count: &AtomicU32, me: Me) {
+    pub(crate) fn unlock<W: Word>(word: &W, count: &W, me: Me) {
         let c = count.load(Ordering::Relaxed);
         if c <= 1 {
             count.store(0, Ordering::Relaxed);
@@ -257,7 +260,7 @@ mod tests {
     use super::*;
     use crate::sync::raw::robust::me;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU32, AtomicU64};
     use std::time::Duration;
 
     #[repr(C, align(64))]

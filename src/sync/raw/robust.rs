@@ -57,6 +57,14 @@ pub(crate) struct Me {
     head: usize,
 }
 
+impl Me {
+    /// A model thread (`shim::model`): its id, and no kernel robust list.
+    #[cfg(test)]
+    pub(crate) fn model(tid: u32) -> Me {
+        Me { tid, head: 0 }
+    }
+}
+
 thread_local! {
     /// (fork generation, tid, head): valid while the generation matches the process's.
     static ME: Cell<Option<(u32, u32, usize)>> = const { Cell::new(None) };
