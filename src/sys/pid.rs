@@ -137,22 +137,35 @@ pub(crate) struct ImageMapping {
 }
 
 /// The mappings of the running executable's own file, read once per process image (a
-/// forked child inherits them: its mappings are the parent's). Empty if unknown.
+/// forked child inherits them: its mappings are the parent's). Empty if they could not be
+/// read *this time*: a failure (no descriptor free, `/proc` briefly unreadable) is not
+/// remembered, so the next call reads again rather than refusing every later entry.
 pub(crate) fn image_mappings() -> &'static [ImageMapping] {
-    static MAPS: std::sync::OnceLock<Vec<ImageMapping>> = std::sync::OnceLock::new();
-    MAPS.get_or_init(|| read_image_mappings().unwrap_or_default())
+    try_image_mappings().unwrap_or(&[])
 }
 
-fn read_image_mappings() -> Option<Vec<ImageMapping>> {
+/// As [`image_mappings`], with the reason they could not be read.
+pub(crate) fn try_image_mappings() -> std::io::Result<&'static [ImageMapping]> {
+    static MAPS: std::sync::OnceLock<Vec<ImageMapping>> = std::sync::OnceLock::new();
+    if let Some(maps) = MAPS.get() {
+        return Ok(maps);
+    }
+    let maps = read_image_mappings()?;
+    Ok(MAPS.get_or_init(|| maps))
+}
+
+fn read_image_mappings() -> std::io::Result<Vec<ImageMapping>> {
+    let malformed =
+        || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed /proc/self/maps");
     // The executable's file, by device and inode: its path may have been replaced since.
-    let st = rustix::fs::stat("/proc/self/exe").ok()?;
+    let st = rustix::fs::stat("/proc/self/exe")?;
     let dev = format!(
         "{:02x}:{:02x}",
         rustix::fs::major(st.st_dev),
         rustix::fs::minor(st.st_dev)
     );
     let ino = st.st_ino.to_string();
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
     let mut out = Vec::new();
     for line in maps.lines() {
         // start-end perms offset dev inode [path]
@@ -165,19 +178,19 @@ fn read_image_mappings() -> Option<Vec<ImageMapping>> {
         if d != dev || i != ino {
             continue;
         }
-        let (a, b) = range.split_once('-')?;
+        let (a, b) = range.split_once('-').ok_or_else(malformed)?;
         let perms = perms.as_bytes();
         if perms.first() != Some(&b'r') {
             continue;
         }
         out.push(ImageMapping {
-            start: usize::from_str_radix(a, 16).ok()?,
-            end: usize::from_str_radix(b, 16).ok()?,
+            start: usize::from_str_radix(a, 16).map_err(|_| malformed())?,
+            end: usize::from_str_radix(b, 16).map_err(|_| malformed())?,
             writable: perms.get(1) == Some(&b'w'),
             executable: perms.get(2) == Some(&b'x'),
         });
     }
-    Some(out)
+    Ok(out)
 }
 
 #[cfg(test)]
