@@ -171,7 +171,8 @@ fn launch(t: Tree, name: &[u8]) -> io::Result<()> {
     let root = process::pidfd_open(t.pid)?;
     // The pidfd was opened first: if the root's start time still matches, it names the root
     // (our ancestor, alive when we began), not a process that took over its pid.
-    if pid::start_time(t.pid) != Some(t.start) {
+    // (A start time of 0 means /proc did not tell, and then neither can we.)
+    if t.start != 0 && pid::start_time(t.pid) != Some(t.start) {
         return Err(io::Error::other(
             "the program's first process has exited: its tree is ending",
         ));
