@@ -28,8 +28,10 @@
 //! record, then writes the item, all under the lock: records are queued in the order of
 //! their items, and a record is always queued before its item is visible. The receiver
 //! reads the item's descriptors while it still holds the consumer lock (inside the ring's
-//! decode callback), closing any record with another number: one whose item was never
-//! published (its sender died or timed out in between).
+//! decode callback), closing any older record (its item was never published: its sender
+//! died or timed out in between) and leaving a newer one queued: an item whose record a
+//! receiver took before it died fails alone, and the items after it keep theirs
+//! (`records.rs`).
 //!
 //! **Waking.** A receiver looks at the ring, spins on it with the crate's one `Backoff`
 //! (which parks at once on an oversubscribed machine), then counts itself in the ring's
@@ -74,7 +76,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::item::{corrupt, get_varint, put_varint, trailer};
-use super::records::{send_record, take_fds};
+use super::records::{SeqPacket, send_record, take_fds};
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::queue::ring::Ring;
@@ -312,7 +314,7 @@ impl Link {
         deadline: Option<Instant>,
     ) -> Result<()> {
         let rx = self.rx()?;
-        let rec = self.records.as_fd();
+        let rec = SeqPacket(self.records.as_fd());
         // Both callbacks fill these (only one runs per item).
         let out = RefCell::new(out);
         let fds = RefCell::new(fds);
@@ -335,7 +337,7 @@ impl Link {
                     let mut out = out.borrow_mut();
                     out.clear();
                     out.extend_from_slice(&body[..len]);
-                    take_fds(rec, fd_seq, &mut fds.borrow_mut())
+                    take_fds(&rec, fd_seq, &mut fds.borrow_mut())
                 },
                 Some(|m: u64, mut body: Vec<u8>| {
                     if m != body.len() as u64 {
@@ -344,7 +346,7 @@ impl Link {
                     let (len, fd_seq) = trailer(&body)?;
                     body.truncate(len);
                     **out.borrow_mut() = body;
-                    take_fds(rec, fd_seq, &mut fds.borrow_mut())
+                    take_fds(&rec, fd_seq, &mut fds.borrow_mut())
                 }),
             );
             match got {
