@@ -75,13 +75,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use super::doorbell::Ready;
+use super::doorbell::{self, Stream};
 use super::item::{corrupt, get_varint, put_varint, trailer};
 use super::records::{SeqPacket, send_record, take_fds};
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::queue::ring::Ring;
 use crate::shared::region::Region;
-use crate::sync::raw::backoff::{self, Backoff};
 use crate::sys;
 
 /// Bytes of frames in each direction's ring. Measured (1 MiB `send_bytes` between two
@@ -99,8 +100,6 @@ pub(crate) const SLEEP_SLICE: Duration = Duration::from_millis(100);
 const TAKE_SLICE: Duration = Duration::from_millis(1);
 /// How long a look that found the peer alive counts for (see the module docs).
 pub(crate) const ALIVE_FOR: Duration = Duration::from_millis(1);
-/// A doorbell's byte.
-const DOORBELL: u8 = 0xdb;
 
 /// The shared-memory half of a pipe end.
 pub(crate) struct Link {
@@ -251,9 +250,7 @@ impl Link {
         }
         // Waiting for room: wake the receiver to drain, and give up if it is gone.
         let stalled = || {
-            if ring.has_sleepers() {
-                ring_doorbell(sock);
-            }
+            doorbell::after_publish(ring.sleepers(), &Stream(sock));
             peer_gone(sock)
         };
         let gone = || peer_gone(sock);
@@ -295,9 +292,7 @@ impl Link {
                 return Err(full_means(e, &gone));
             }
         }
-        if ring.has_sleepers() {
-            ring_doorbell(sock);
-        }
+        doorbell::after_publish(ring.sleepers(), &Stream(sock));
         Ok(())
     }
 
@@ -362,50 +357,7 @@ impl Link {
     /// module docs for the order of looks).
     pub(crate) fn wait(&self, sock: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<Ready> {
         let rx = self.rx()?;
-        if rx.pending() {
-            return Ok(Ready::Data);
-        }
-        if !backoff::oversubscribed(Instant::now())
-            && Backoff::new().wait_until(deadline, || rx.pending())
-        {
-            return Ok(Ready::Data);
-        }
-        loop {
-            if rx.pending() {
-                return Ok(Ready::Data);
-            }
-            let now = Instant::now();
-            let left = deadline.map(|d| d.saturating_duration_since(now));
-            if left == Some(Duration::ZERO) {
-                // Time is up: one last look, for end of stream.
-                let ended = drain_doorbells(sock)?;
-                return Ok(if rx.pending() {
-                    Ready::Data
-                } else if ended {
-                    Ready::Eof
-                } else {
-                    Ready::TimedOut
-                });
-            }
-            if rx.begin_sleep() {
-                rx.end_sleep();
-                return Ok(Ready::Data);
-            }
-            let slept = match left {
-                // The usual sleep: a blocking `recv` that takes the doorbell that ends it
-                // (one syscall per wake-up, as a plain socket read), in slices of the
-                // socket's receive timeout.
-                Some(l) if l < SLEEP_SLICE => sys::fd::poll_readable(sock, Some(l))
-                    .map_err(Error::from)
-                    .and_then(|_| drain_doorbells(sock)),
-                _ => sleep_in_recv(sock),
-            };
-            rx.end_sleep();
-            // Whatever was sent before the peer closed is in the ring by now.
-            if slept? && !rx.pending() {
-                return Ok(Ready::Eof);
-            }
-        }
+        doorbell::wait(rx.sleepers(), &Stream(sock), || rx.pending(), deadline)
     }
 
     /// Whether a frame is in the ring this end receives from.
@@ -428,41 +380,6 @@ impl Link {
     }
 }
 
-/// How a wait ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ready {
-    Data,
-    Eof,
-    TimedOut,
-}
-
-/// Takes every doorbell byte queued on the stream socket (one `recv` in the usual case);
-/// `true` if the stream has ended (every copy of the peer's end is closed).
-fn drain_doorbells(sock: BorrowedFd<'_>) -> Result<bool> {
-    let mut buf = [0u8; 256];
-    loop {
-        match sys::fd::recv_plain(sock, &mut buf, false).map_err(super::framing::map_recv_error) {
-            Ok(None) => return Ok(false),
-            Ok(Some(0)) | Err(Error::Closed) => return Ok(true),
-            Ok(Some(n)) if n < buf.len() => return Ok(false),
-            Ok(Some(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Sleeps in a blocking `recv` on the stream socket until a doorbell comes, the stream
-/// ends (`true`), or the socket's receive timeout ([`SLEEP_SLICE`]) passes.
-fn sleep_in_recv(sock: BorrowedFd<'_>) -> Result<bool> {
-    let mut buf = [0u8; 256];
-    match sys::fd::recv_plain(sock, &mut buf, true).map_err(super::framing::map_recv_error) {
-        Ok(Some(0)) | Err(Error::Closed) => Ok(true),
-        Ok(Some(n)) if n == buf.len() => drain_doorbells(sock),
-        Ok(_) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// A ring wait that ran out (`Full`): the peer is gone (`Closed`) or the time is up.
 fn full_means(e: Error, gone: &dyn Fn() -> bool) -> Error {
     match e {
@@ -475,9 +392,4 @@ fn full_means(e: Error, gone: &dyn Fn() -> bool) -> Error {
 /// Whether every copy of the peer's end is closed (it can no longer receive).
 fn peer_gone(sock: BorrowedFd<'_>) -> bool {
     sys::stream::peer_hung_up(sock).unwrap_or(true)
-}
-
-/// Writes a doorbell byte, never blocking; a full socket already wakes.
-fn ring_doorbell(sock: BorrowedFd<'_>) {
-    sys::fd::try_send_byte(sock, DOORBELL);
 }
