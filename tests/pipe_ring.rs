@@ -338,3 +338,153 @@ fn concurrent_receivers_without_a_lock_share_the_messages_exactly_once() {
     all.sort_unstable();
     assert_eq!(all, (0..n).collect::<Vec<_>>());
 }
+
+/// A message whose handle holds its own number.
+#[derive(Serialize, Deserialize)]
+struct Numbered {
+    i: u32,
+    v: RawValue<u64>,
+}
+
+/// What a receiver saw, in order.
+#[derive(Serialize, Deserialize, Debug)]
+enum Seen {
+    /// Receiver `r` got message `i` with its own handle.
+    Got { r: u32, i: u32 },
+    /// Receiver `r` got message `i` with another message's handle.
+    Wrong { r: u32, i: u32, v: u64 },
+    /// Receiver `r` got an error.
+    Failed { r: u32, why: String },
+}
+
+const FLOOD: u32 = 1_000_000;
+
+fn flood(tx: Sender<Numbered>) -> mproc::Result<()> {
+    for i in 0..FLOOD {
+        tx.send(&Numbered {
+            i,
+            v: RawValue::new(u64::from(i))?,
+        })?;
+    }
+    Ok(())
+}
+
+/// Receives and reports until nothing comes for `idle`.
+fn take_and_report(rx: Receiver<Numbered>, report: Sender<Seen>, r: u32, idle: Duration) {
+    loop {
+        let seen = match rx.recv_timeout(idle) {
+            Ok(m) if m.v.get() == u64::from(m.i) => Seen::Got { r, i: m.i },
+            Ok(m) => Seen::Wrong {
+                r,
+                i: m.i,
+                v: m.v.get(),
+            },
+            Err(Error::Timeout | Error::Closed) => return,
+            Err(e) => Seen::Failed {
+                r,
+                why: e.to_string(),
+            },
+        };
+        report.send(&seen).expect("report");
+    }
+}
+
+fn numbered_rx_clone(rx: &Receiver<Numbered>) -> Receiver<Numbered> {
+    let (a, b) = pipe::<Receiver<Numbered>>().unwrap();
+    a.send(rx).unwrap();
+    b.recv().unwrap()
+}
+
+fn seen_tx_clone(tx: &Sender<Seen>) -> Sender<Seen> {
+    let (a, b) = pipe::<Sender<Seen>>().unwrap();
+    a.send(tx).unwrap();
+    b.recv().unwrap()
+}
+
+// Issue 18: receivers SIGKILLed at random points of their `recv` while a sender floods
+// the pipe with messages that carry a handle. A receiver killed after it took a message's
+// descriptor record but before it moved the ring's head leaves that message to the next
+// receiver without its record: that one message fails, and every later one still arrives
+// with its own handle (the old matching closed every queued record instead, and each of
+// their messages failed after it: 30 to 300 per kill).
+#[test]
+fn a_receiver_killed_mid_take_costs_at_most_its_message() {
+    let _s = shared();
+    let _w = watchdog("ring_receiver_killed_mid_take", 120);
+    const KILLS: u32 = 40;
+    let (rx, tx) = pipe_simplex::<Numbered>().unwrap();
+    let (seen_rx, seen_tx) = pipe_simplex::<Seen>().unwrap();
+    let mut sender = get_context(Fork).process(flood, (tx,));
+    sender.start().unwrap();
+    let idle = Duration::from_secs(30);
+    for r in 0..KILLS {
+        let mut p = get_context(Fork).process(
+            take_and_report,
+            (numbered_rx_clone(&rx), seen_tx_clone(&seen_tx), r, idle),
+        );
+        p.start().unwrap();
+        // A spread of moments into the receiver's run (start-up takes a few ms).
+        std::thread::sleep(Duration::from_millis(5 + u64::from(r * 7919 % 23)));
+        p.kill().unwrap();
+        p.join().unwrap();
+    }
+    sender.kill().unwrap();
+    sender.join().unwrap();
+    // The last receiver drains what is left, and stops once nothing more comes.
+    let mut last = get_context(Fork).process(
+        take_and_report,
+        (
+            numbered_rx_clone(&rx),
+            seen_tx_clone(&seen_tx),
+            KILLS,
+            Duration::from_secs(1),
+        ),
+    );
+    last.start().unwrap();
+    last.join().unwrap();
+    drop(seen_tx);
+    // Per receiver: its failures, and how many messages it got.
+    let mut failed = vec![0u32; KILLS as usize + 1];
+    let mut got = vec![0u32; KILLS as usize + 1];
+    let mut next = 0u32;
+    let mut whys = Vec::new();
+    // Messages never reported as got: failed ones, and any a receiver took before it died.
+    let mut skipped = 0u32;
+    while let Ok(seen) = seen_rx.recv_timeout(Duration::from_millis(100)) {
+        match seen {
+            Seen::Got { r, i } => {
+                assert!(i >= next, "message {i} after {next}: out of order");
+                skipped += i - next;
+                next = i + 1;
+                got[r as usize] += 1;
+            }
+            Seen::Wrong { r, i, v } => panic!("receiver {r}: message {i} with the handle of {v}"),
+            Seen::Failed { r, why } => {
+                whys.push(why.clone());
+                assert_eq!(
+                    got[r as usize], 0,
+                    "receiver {r} failed after it got messages: {why}"
+                );
+                failed[r as usize] += 1;
+            }
+        }
+    }
+    let total: u32 = failed.iter().sum();
+    eprintln!(
+        "{KILLS} receivers killed: {next} messages through, {total} failed, {skipped} skipped; \
+         failures per receiver: {failed:?}"
+    );
+    assert!(
+        next > 500,
+        "too few messages ({next}) for the test to mean anything"
+    );
+    assert!(
+        failed.iter().all(|&f| f <= 1) && skipped <= KILLS,
+        "more than the message in flight lost per kill: {total} failed, {skipped} skipped; \
+         failures per receiver: {failed:?}"
+    );
+    for why in whys {
+        assert!(why.contains("descriptors were lost"), "{why}");
+    }
+    assert!(got[KILLS as usize] > 0, "the last receiver got nothing");
+}
