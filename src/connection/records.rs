@@ -150,7 +150,7 @@ pub(crate) fn take_fds<R: Records>(
 
 /// The error of an item whose descriptor record is gone.
 pub(crate) fn lost_descriptors() -> Error {
-    corrupt("its descriptors were lost (taken by a receiver that died before the message)")
+    corrupt("its descriptors were lost with a receiver that died while taking it")
 }
 
 /// The receiving half of a pipe's record socket.

@@ -7,9 +7,14 @@
 //! flag under a loom mutex; its sleep has no timeout, so a doorbell the sender fails to
 //! write leaves the receiver asleep for ever and loom reports a deadlock.
 //!
-//! One sender publishes `ITEMS` items, ringing after each as `shm.rs` does; one receiver
+//! One sender publishes [`items()`] items, ringing after each as `shm.rs` does; one receiver
 //! waits for each and takes it. With `close`, the sender then closes its end: the receiver
 //! must still get every item before end of stream, and end of stream after the last.
+//!
+//! Without the receiver's second look after it counts itself, or without the model fence
+//! in [`has_sleepers`](super::has_sleepers) (which stands for the SeqCst order production
+//! relies on), loom finds the schedule where the sender reads the count before the receiver
+//! wrote it and the receiver sleeps for ever.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,9 +24,12 @@ use loom::sync::{Arc, Condvar, Mutex};
 use super::{Bell, Ready, after_publish, wait};
 use crate::error::Result;
 use crate::shim::Word64;
-use crate::shim::model::{MWord, MWord64, check};
+use crate::shim::model::{MWord, MWord64, check, deep};
 
-const ITEMS: u64 = 2;
+/// Items per run: 2 in CI, 4 with `MPROC_MODEL_DEEP=1`.
+fn items() -> u64 {
+    if deep() { 4 } else { 2 }
+}
 
 /// The stream socket: queued doorbell bytes, and whether the peer closed.
 #[derive(Default)]
@@ -68,12 +76,13 @@ struct Shared {
 }
 
 fn run(close: bool) {
+    let items = items();
     check(move || {
         let s = Arc::new(Shared::default());
         let sender = {
             let s = s.clone();
             loom::thread::spawn(move || {
-                for i in 1..=ITEMS {
+                for i in 1..=items {
                     // The ring's publish (`commit`): one SeqCst swap of the tail.
                     s.tail.swap(i, Ordering::SeqCst);
                     after_publish(&s.sleepers, &s.socket);
@@ -84,9 +93,9 @@ fn run(close: bool) {
             })
         };
         let pending = || s.tail.load(Ordering::Acquire) != s.head.load(Ordering::Acquire);
-        for i in 1..=ITEMS {
+        for i in 1..=items {
             let got = wait(&s.sleepers, &s.socket, pending, None).unwrap();
-            assert_eq!(got, Ready::Data, "item {i} of {ITEMS}");
+            assert_eq!(got, Ready::Data, "item {i} of {items}");
             s.head.store(i, Ordering::Release);
         }
         if close {

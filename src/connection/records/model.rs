@@ -7,14 +7,18 @@
 //! One sender publishes three items, each record queued before its item as `shm.rs` does
 //! under the producer lock (item 0 with descriptors, item 1 without, item 2 with), behind
 //! a stale record whose item was never published; the numbers start just below the wrap of
-//! the counter, so the comparison crosses it. Two receivers take items at once; the first
-//! dies at its `k`-th die point, for every `k` until it lives: inside the lock, at every
-//! record-socket call, and between taking the item's descriptors and moving the head (the
-//! window that once cost every queued record).
+//! the counter, so the comparison crosses it. The first receiver dies at its `k`-th die
+//! point, for every `k` until it lives: inside the lock, at every record-socket call, and
+//! between taking the item's descriptors and moving the head (the window that once cost
+//! every queued record). Two plans ([`Plan`]): the sender races the dying receiver and the
+//! next receiver comes after the death; or every item is published first and the next
+//! receiver races the dying one.
 //!
 //! What must hold: each item delivered at most once, with exactly its own descriptor; at
 //! most one item (the one the dead receiver was taking) lost or failed, none if it lived;
-//! and every record taken by the end, none stranded.
+//! and every record taken by the end, none stranded. The logic before the fix (take the
+//! front record, then compare) fails both plans: items 0 and 2 fail when the receiver
+//! dies holding item 0's record.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -52,6 +56,9 @@ impl Records for Queue {
     }
 }
 
+/// An item's number, and its descriptors or the error it got.
+type Delivery = (u32, Result<Vec<u32>, String>);
+
 struct Shared {
     records: Queue,
     /// Published items: `(item, its record's seq if it has descriptors)`.
@@ -60,7 +67,7 @@ struct Shared {
     head: MWord,
     consumer: MWord,
     /// What the receivers delivered: `(item, Ok(descriptors) or Err)`.
-    delivered: Mutex<Vec<(u32, Result<Vec<u32>, String>)>>,
+    delivered: Mutex<Vec<Delivery>>,
 }
 
 fn send(s: &Shared) {
@@ -78,7 +85,7 @@ fn send(s: &Shared) {
 
 /// Takes one item under the consumer lock as `shm.rs` and `consume.rs` do: decode (here,
 /// take the descriptors), then move the head. `None` if none is published yet.
-fn receive_one(s: &Shared) -> Option<(u32, Result<Vec<u32>, String>)> {
+fn receive_one(s: &Shared) -> Option<Delivery> {
     let me = MWord::me();
     mutex::lock(&s.consumer, me, None).expect("an untimed lock");
     let head = s.head.load(Ordering::Relaxed);
@@ -106,8 +113,19 @@ fn receive_all(s: &Shared) {
     }
 }
 
+/// Who runs beside the receiver that dies.
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    /// The sender publishes while the first receiver takes; the next receiver comes after
+    /// the death.
+    SenderRaces,
+    /// Every item is published first; the next receiver takes beside the first (and waits
+    /// on the consumer lock the dead one leaves `OWNER_DIED`).
+    ReceiversRace,
+}
+
 /// One run with the first receiver dying at its `k`-th die point: whether it died.
-fn run(k: u32) -> bool {
+fn run(k: u32, plan: Plan) -> bool {
     let died = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = died.clone();
     check(move || {
@@ -118,18 +136,29 @@ fn run(k: u32) -> bool {
             consumer: MWord::new(0),
             delivered: Mutex::new(Vec::new()),
         });
-        let sender = {
-            let s = s.clone();
-            loom::thread::spawn(move || send(&s))
-        };
-        let doomed = {
+        let doomed = |s: &Arc<Shared>| {
             let s = s.clone();
             loom::thread::spawn(move || victim(Some(k), || receive_all(&s)))
         };
-        sender.join().unwrap();
-        let fate = doomed.join().unwrap();
-        // The next receiver, after the death.
-        receive_all(&s);
+        let fate = match plan {
+            Plan::SenderRaces => {
+                let sender = {
+                    let s = s.clone();
+                    loom::thread::spawn(move || send(&s))
+                };
+                let doomed = doomed(&s);
+                sender.join().unwrap();
+                let fate = doomed.join().unwrap();
+                receive_all(&s);
+                fate
+            }
+            Plan::ReceiversRace => {
+                send(&s);
+                let doomed = doomed(&s);
+                receive_all(&s);
+                doomed.join().unwrap()
+            }
+        };
         let dead = fate == Fate::Died;
         if dead {
             died.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -160,13 +189,22 @@ fn run(k: u32) -> bool {
     seen.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-#[test]
-fn a_receiver_dying_at_any_step_costs_at_most_its_item() {
+fn every_death(plan: Plan) {
     for k in 0.. {
-        if !run(k) {
+        if !run(k, plan) {
             // It lived in every schedule: every die point was tried.
             return;
         }
         assert!(k < 64, "the receiver never runs out of die points");
     }
+}
+
+#[test]
+fn a_receiver_dying_at_any_step_costs_at_most_its_item() {
+    every_death(Plan::SenderRaces);
+}
+
+#[test]
+fn a_receiver_dying_beside_another_costs_at_most_its_item() {
+    every_death(Plan::ReceiversRace);
 }
