@@ -217,6 +217,7 @@ impl Word for MWord {
             }
         });
         if die {
+            quiet_deaths();
             DYING.set(true);
             std::panic::panic_any(Died);
         }
@@ -283,7 +284,6 @@ pub(crate) enum Fate<T> {
 /// # Safety of the robust walk
 /// The words `f` linked must outlive this call (keep them in an `Arc` the caller holds).
 pub(crate) fn victim<T>(k: Option<u32>, f: impl FnOnce() -> T) -> Fate<T> {
-    quiet_deaths();
     THREAD.with(|t| t.borrow_mut().die_in = k);
     let r = catch_unwind(AssertUnwindSafe(f));
     THREAD.with(|t| t.borrow_mut().die_in = None);
@@ -296,20 +296,6 @@ pub(crate) fn victim<T>(k: Option<u32>, f: impl FnOnce() -> T) -> Fate<T> {
         }
         Err(e) => resume_unwind(e),
     }
-}
-
-/// Keeps the panic hook from printing a model death (one per schedule explored); every
-/// other panic is reported as before.
-fn quiet_deaths() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let report = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !info.payload().is::<Died>() {
-                report(info);
-            }
-        }));
-    });
 }
 
 /// The kernel's `exit_robust_list`: marks every lock the dead thread held.
@@ -367,4 +353,18 @@ pub(crate) fn check_with(bound: Option<usize>, f: impl Fn() + Sync + Send + 'sta
 /// Runs `f` under loom with the default bound.
 pub(crate) fn check(f: impl Fn() + Sync + Send + 'static) {
     check_with(None, f)
+}
+
+/// Keeps the panic hook from printing a model death (one per schedule explored); every
+/// other panic is reported as before.
+fn quiet_deaths() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<Died>() {
+                report(info);
+            }
+        }));
+    });
 }
