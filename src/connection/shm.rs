@@ -40,8 +40,8 @@
 //! never blocking (a full socket wakes the receiver anyway); a sender that has to wait for
 //! room in the ring rings too, so a large message is drained while it streams. The two
 //! SeqCst orders pair (`doorbell.rs`, model-checked there): no lost wake-up, no syscall
-//! while the receiver is awake, and no CPU while it sleeps. Receivers that share an end without a
-//! lock around `recv` may drain each other's doorbells; their sleeps come in
+//! while the receiver is awake, and no CPU while it sleeps. Receivers that share an end
+//! without a lock around `recv` may drain each other's doorbells; their sleeps come in
 //! [`SLEEP_SLICE`]s, after which they look at the ring again, so that costs latency, never
 //! a hang. A receiver that dies while counted as a sleeper leaves the count high: its
 //! pipe's senders then write a (harmless) doorbell per message.
