@@ -229,6 +229,7 @@ mod context;
 mod error;
 #[cfg(test)]
 mod fuzz_tests;
+mod isolation;
 mod log;
 mod manager;
 #[cfg(feature = "mpi")]
@@ -258,6 +259,7 @@ pub use crate::context::{
     set_executable, set_start_method,
 };
 pub use crate::error::{Error, Result};
+pub use crate::isolation::{Limit, Limits, Sandbox};
 pub use crate::log::log_to_stderr;
 pub use crate::manager::{
     DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::codec::HandleFd;
 use crate::connection::framing::{Incoming, Outgoing};
 use crate::error::Error;
+use crate::isolation::{self, Isolation};
 use crate::pool::gate::{self, Gate};
 use crate::pool::jobs::JobId;
 use crate::process::Process;
@@ -105,6 +106,12 @@ pub(crate) struct Slot {
     pub(crate) gate: Gate,
     /// Its next tasks, in order, sent while it runs the current one (see `gate.rs`).
     pub(crate) queued: VecDeque<Queued>,
+    /// Its limits, to tell a death by a limit from another (`isolation::blame`).
+    pub(crate) isolation: Option<Isolation>,
+    /// It reported dying of its memory limit (`worker::LIMIT_MEMORY`).
+    pub(crate) memory_reported: bool,
+    /// It said it retires after its next answer (`worker::RETIRING`).
+    pub(crate) retiring: bool,
 }
 
 impl Slot {
@@ -129,6 +136,9 @@ impl Slot {
             served: 0,
             gate,
             queued: VecDeque::new(),
+            isolation: None,
+            memory_reported: false,
+            retiring: false,
         }
     }
 
@@ -256,7 +266,7 @@ impl Slot {
     /// An answer came: the task it answers, or `None` if it held none (a protocol
     /// violation). `maxtasks` (0: no limit) retires it once it has served that many.
     pub(crate) fn on_answer(&mut self, maxtasks: u64) -> Option<Task> {
-        let retire = maxtasks != 0 && self.served >= maxtasks;
+        let retire = self.retiring || (maxtasks != 0 && self.served >= maxtasks);
         let next = if retire || matches!(self.phase, Phase::Overdue { .. }) {
             Phase::Retiring { init_failure: None }
         } else if let Some(q) = self.queued.pop_front() {
@@ -306,7 +316,10 @@ impl Slot {
         let placeholder = Phase::Retiring { init_failure: None };
         match std::mem::replace(&mut self.phase, placeholder) {
             Phase::Starting => {
-                let how = Error::WorkerDied { exitcode: code };
+                let how = Error::WorkerDied {
+                    exitcode: code,
+                    peak_rss: self.child.peak_rss(),
+                };
                 ExitOutcome::InitFailed(format!("{how} before its initializer finished"))
             }
             Phase::Retiring {
@@ -320,11 +333,22 @@ impl Slot {
                         "the worker's reply was refused and it was killed: {why}"
                     )),
                 ),
-                None => ExitOutcome::Lost(task, Error::WorkerDied { exitcode: code }),
+                None => ExitOutcome::Lost(task, self.death(code)),
             },
             Phase::Overdue { task, timeout } => {
                 ExitOutcome::Lost(task, Error::TaskTimedOut { timeout })
             }
+        }
+    }
+
+    /// What its death with `code` while running a task means: a limit it hit, or a death.
+    fn death(&self, code: i32) -> Error {
+        match isolation::blame(self.isolation.as_ref(), code, self.memory_reported) {
+            Some(limit) => Error::LimitExceeded { limit },
+            None => Error::WorkerDied {
+                exitcode: code,
+                peak_rss: self.child.peak_rss(),
+            },
         }
     }
 

@@ -81,6 +81,8 @@ pub(crate) struct Bootstrap {
     /// The parent's `set_start_method` choice, which the child's `get_start_method` returns
     /// and its own children and pools use.
     pub(crate) start_method: Option<StartMethod>,
+    /// Limits and sandbox the child applies before its target runs.
+    pub(crate) isolation: Option<crate::isolation::Isolation>,
 }
 
 /// A started child, as the parent sees it.

@@ -24,12 +24,14 @@
 
 pub(crate) mod dgram;
 pub(crate) mod fd;
+pub(crate) mod limits;
 pub(crate) mod futex;
 pub(crate) mod mman;
 pub(crate) mod net;
 pub(crate) mod pid;
 pub(crate) mod process;
 pub(crate) mod robust;
+pub(crate) mod sandbox;
 pub(crate) mod sched;
 pub(crate) mod shm;
 pub(crate) mod signal;
