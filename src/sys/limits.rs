@@ -21,7 +21,7 @@
 use std::ffi::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustix::process::{Resource, Rlimit};
@@ -177,11 +177,50 @@ pub(crate) fn report_memory_death_to(fd: BorrowedFd<'_>, frame: Vec<u8>) {
     REPORT.store(Box::into_raw(report), Ordering::Release);
 }
 
+/// The stack of the thread that runs tasks (recorded at install): the only one the handler
+/// scans.
+static STACK_LOW: AtomicUsize = AtomicUsize::new(0);
+static STACK_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// How far above the handler's frame a return address into `handle_alloc_error` may sit:
+/// the signal frame, `abort`, and std's few frames between them.
+const SCAN: usize = 64 * 1024;
+/// How far into `handle_alloc_error` its call of the handler may be.
+const OOM_FN_LEN: usize = 256;
+
+/// Whether this abort comes out of `std::alloc::handle_alloc_error`: a return address into
+/// it lies on the stack between here and the task's frames (its frame is live while std's
+/// handler prints and aborts). Only on the recorded thread, within its stack.
+fn from_alloc_failure() -> bool {
+    let oom = std::alloc::handle_alloc_error as fn(std::alloc::Layout) -> ! as usize;
+    let here = 0usize;
+    let mut p = std::ptr::addr_of!(here) as usize & !(size_of::<usize>() - 1);
+    let (low, high) = (
+        STACK_LOW.load(Ordering::Relaxed),
+        STACK_HIGH.load(Ordering::Relaxed),
+    );
+    if p < low || p >= high {
+        return false;
+    }
+    let end = high.min(p + SCAN);
+    while p + size_of::<usize>() <= end {
+        // SAFETY: `p` is aligned and inside this thread's mapped stack, above our frame.
+        let word = unsafe { std::ptr::read_volatile(p as *const usize) };
+        if word > oom && word < oom + OOM_FN_LEN {
+            return true;
+        }
+        p += size_of::<usize>();
+    }
+    false
+}
+
 extern "C" fn on_abort(_sig: c_int) {
     // SAFETY: errno's location is valid for the calling thread.
     let errno = unsafe { *libc::__errno_location() };
     let report = REPORT.load(Ordering::Acquire);
-    if errno == libc::ENOMEM && !report.is_null() {
+    // errno alone is not enough: with RUST_BACKTRACE set, std prints a backtrace before
+    // aborting and the files it looks for change errno.
+    if !report.is_null() && (errno == libc::ENOMEM || from_alloc_failure()) {
         // SAFETY: a registered report is leaked, never freed.
         let report = unsafe { &*report };
         // SAFETY: getpid is async-signal-safe and has no arguments.
@@ -203,8 +242,33 @@ extern "C" fn on_abort(_sig: c_int) {
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Installs the memory-limit report's SIGABRT handler (see the module docs).
+/// Records the calling thread's stack bounds for [`from_alloc_failure`].
+fn record_stack() -> io::Result<()> {
+    // SAFETY: an all-zero attr is filled in by pthread_getattr_np.
+    let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `attr` is a live local; the thread is the caller.
+    let rc = unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    let mut addr: *mut libc::c_void = std::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `attr` was initialised above; both out-pointers are live locals.
+    let rc = unsafe { libc::pthread_attr_getstack(&attr, &mut addr, &mut size) };
+    // SAFETY: `attr` was initialised by pthread_getattr_np and is destroyed once.
+    unsafe { libc::pthread_attr_destroy(&mut attr) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    STACK_LOW.store(addr as usize, Ordering::Relaxed);
+    STACK_HIGH.store(addr as usize + size, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Installs the memory-limit report's SIGABRT handler (see the module docs), for aborts on
+/// the calling thread (the one that runs tasks).
 pub(crate) fn install_memory_death_report() -> io::Result<()> {
+    record_stack()?;
     // SAFETY: an all-zero sigaction is a valid value to fill in.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = on_abort as extern "C" fn(c_int) as usize;

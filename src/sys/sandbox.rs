@@ -13,7 +13,7 @@ use std::io;
 use std::path::PathBuf;
 
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    ABI, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus, path_beneath_rules,
 };
 use seccompiler::{
@@ -97,7 +97,7 @@ pub(crate) fn restrict_writes(writable: &[PathBuf]) -> io::Result<()> {
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_write(LANDLOCK_ABI))
         .and_then(|r| r.create())
-        .and_then(|r| r.add_rules(path_beneath_rules(writable, AccessFs::from_all(LANDLOCK_ABI))))
+        .and_then(|r| r.add_rules(path_beneath_rules(writable, AccessFs::from_write(LANDLOCK_ABI))))
         .and_then(|r| r.restrict_self())
         .map_err(|e| io::Error::other(e.to_string()))?;
     if status.ruleset != RulesetStatus::FullyEnforced {
