@@ -238,7 +238,10 @@ fn file_size_limit_stops_the_worker() {
     let _w = watchdog("file_size", 120);
     let dir = scratch_dir("fsize");
     let pool = pool_with(Limits::new().file_size(4096), Sandbox::new());
-    assert_eq!(pool.apply(write_file, (dir.join("small"), 1000)).unwrap(), Ok(1000));
+    assert_eq!(
+        pool.apply(write_file, (dir.join("small"), 1000)).unwrap(),
+        Ok(1000)
+    );
     let r = pool.apply(write_file, (dir.join("big"), 64 * 1024));
     assert!(
         matches!(
@@ -252,7 +255,9 @@ fn file_size_limit_stops_the_worker() {
     assert_eq!(pool.apply(sqr, (3,)).unwrap(), 9);
     // Control.
     let pool = Pool::builder().processes(1).build().unwrap();
-    let r = pool.apply(write_file, (dir.join("big"), 64 * 1024)).unwrap();
+    let r = pool
+        .apply(write_file, (dir.join("big"), 64 * 1024))
+        .unwrap();
     assert_eq!(r, Ok(64 * 1024));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -322,7 +327,10 @@ fn read_only_refuses_writes_except_under_writable() {
     );
     let r = pool.apply(write_file, (dir.join("f"), 10)).unwrap();
     assert_eq!(r, Err("PermissionDenied".to_string()));
-    assert_eq!(pool.apply(write_file, (open.join("f"), 10)).unwrap(), Ok(10));
+    assert_eq!(
+        pool.apply(write_file, (open.join("f"), 10)).unwrap(),
+        Ok(10)
+    );
     assert!(pool.apply(read_status, ()).unwrap());
     let pool = Pool::builder().processes(1).build().unwrap();
     assert_eq!(pool.apply(write_file, (dir.join("f"), 10)).unwrap(), Ok(10));
@@ -358,9 +366,7 @@ fn max_worker_memory_replaces_a_grown_worker() {
     let next = pool.apply(grow_and_pid, (0,)).unwrap();
     assert_ne!(next, first);
     // Tasks queued behind it all run.
-    let r: Vec<u32> = pool
-        .map(grow_and_pid, vec![150, 0, 0, 150, 0])
-        .unwrap();
+    let r: Vec<u32> = pool.map(grow_and_pid, vec![150, 0, 0, 150, 0]).unwrap();
     assert_eq!(r.len(), 5);
     // Control: without the bound the worker stays.
     let pool = Pool::builder()
@@ -417,7 +423,12 @@ fn a_process_gets_limits_and_a_sandbox_too() {
         p.start().unwrap();
         let r = p.result();
         assert!(
-            matches!(r, Err(Error::LimitExceeded { limit: Limit::CpuTime(_) })),
+            matches!(
+                r,
+                Err(Error::LimitExceeded {
+                    limit: Limit::CpuTime(_)
+                })
+            ),
             "{m:?}: {r:?}"
         );
         let mut p = Process::<u64>::new(allocate, (256,));
@@ -426,7 +437,12 @@ fn a_process_gets_limits_and_a_sandbox_too() {
         p.start().unwrap();
         let r = p.result();
         assert!(
-            matches!(r, Err(Error::LimitExceeded { limit: Limit::Memory(_) })),
+            matches!(
+                r,
+                Err(Error::LimitExceeded {
+                    limit: Limit::Memory(_)
+                })
+            ),
             "{m:?}: {r:?}"
         );
         let mut p = Process::<Result<u16, String>>::new(listen_tcp, ());

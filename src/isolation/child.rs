@@ -9,8 +9,8 @@ use super::Isolation;
 use crate::codec;
 use crate::connection::framing::{Format, FrameHeader};
 use crate::sys;
-use crate::target::Outcome;
 use crate::sys::limits::{self, CpuTimer, Kind};
+use crate::target::Outcome;
 
 /// What a restricted child keeps doing per task: re-arming its CPU timer.
 #[derive(Debug, Default)]
@@ -23,7 +23,9 @@ impl Armed {
     /// that limit is set).
     pub(crate) fn before_task(&self) -> Result<(), String> {
         match &self.cpu {
-            Some(t) => t.arm().map_err(|e| format!("cannot arm the cpu timer: {e}")),
+            Some(t) => t
+                .arm()
+                .map_err(|e| format!("cannot arm the cpu timer: {e}")),
             None => Ok(()),
         }
     }
@@ -80,8 +82,12 @@ pub(crate) fn frame(payload: &[u8]) -> Result<Vec<u8>, String> {
 pub(crate) fn failed_outcome(message: &str) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     let mut fds = Vec::new();
-    codec::encode_into(&Outcome::<()>::Failed(message.to_string()), &mut buf, &mut fds)
-        .map_err(|e| e.to_string())?;
+    codec::encode_into(
+        &Outcome::<()>::Failed(message.to_string()),
+        &mut buf,
+        &mut fds,
+    )
+    .map_err(|e| e.to_string())?;
     frame(&buf)
 }
 

@@ -261,6 +261,10 @@ impl Isolation {
 }
 
 /// [`Isolation::blame`] for an optional request.
-pub(crate) fn blame(iso: Option<&Isolation>, exitcode: i32, memory_reported: bool) -> Option<Limit> {
+pub(crate) fn blame(
+    iso: Option<&Isolation>,
+    exitcode: i32,
+    memory_reported: bool,
+) -> Option<Limit> {
     iso.and_then(|i| i.blame(exitcode, memory_reported))
 }

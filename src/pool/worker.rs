@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::HandleFd;
 use crate::connection::{Connection, framing};
 use crate::isolation::{self, Isolation, child::Armed};
-use crate::sys::limits::Resident;
 use crate::pool::gate;
 use crate::sync::raw::backoff::Backoff;
+use crate::sys::limits::Resident;
 use crate::target::{self, ItemOutcome};
 
 pub(crate) const READY: u8 = 0x10;
@@ -196,7 +196,10 @@ pub(crate) fn worker_main(
 
 /// Applies the pool's isolation to this worker; returns what it does per task, and the
 /// resident-memory probe for `max_worker_memory` (opened first: the sandbox may forbid it).
-fn isolate(conn: &Connection<()>, settings: &Settings) -> Result<(Armed, Option<Resident>), String> {
+fn isolate(
+    conn: &Connection<()>,
+    settings: &Settings,
+) -> Result<(Armed, Option<Resident>), String> {
     let resident = match settings.max_rss {
         0 => None,
         _ => Some(Resident::open().map_err(|e| format!("max_worker_memory: {e}"))?),

@@ -3,16 +3,21 @@
 //!
 //! **The memory-limit report.** A worker under a memory limit (RLIMIT_DATA) that fails an
 //! allocation dies by std's allocation-failure path: `malloc` returns null with errno
-//! `ENOMEM`, std prints "memory allocation of N bytes failed" and calls `abort()`, which
-//! raises SIGABRT on the same thread. Nothing between the failed call and the signal sets
-//! errno (the print succeeds, `abort` only unblocks and raises), so the SIGABRT handler
-//! installed here sees `ENOMEM` and writes a prebuilt frame (registered by the worker, or
-//! by a plain child: its outcome) to a descriptor before the default action kills the
+//! `ENOMEM`, `std::alloc::handle_alloc_error` runs std's hook, which prints "memory
+//! allocation of N bytes failed" (and a backtrace if `RUST_BACKTRACE` is set), and calls
+//! `abort()`, which raises SIGABRT on the same thread. The SIGABRT handler installed here
+//! tells that abort from others by either of two signs: errno is still `ENOMEM` (nothing
+//! between the failed call and the signal sets it, unless a backtrace is printed: the
+//! debug files it looks for change it), or a return address into `handle_alloc_error`
+//! lies on the task thread's stack above the handler (that frame is live until the
+//! process dies). Then it writes a prebuilt frame (registered by the worker, or by a plain
+//! child: its outcome) to a descriptor, and returns so that the default action kills the
 //! process. The handler is the only writer of that frame; the parent reads it with the
-//! process's other frames after the exit. An abort with any other errno (a panic under
-//! `panic = "abort"`, an explicit `abort()`) writes nothing and stays a plain SIGABRT. The
-//! report records the pid that registered it, so a process forked from the worker (which
-//! inherits the handler but not the worker's socket) writes nothing.
+//! process's other frames after the exit. An abort without either sign (a panic under
+//! `panic = "abort"`, an explicit `abort()`, a C library's `assert`) writes nothing and
+//! stays a plain SIGABRT. The report records the pid that registered it, so a process
+//! forked from the worker (which inherits the handler but not the worker's socket) writes
+//! nothing.
 //!
 //! **The CPU timer.** A POSIX timer on the process's CPU clock that raises SIGXCPU when it
 //! expires. Arming it sets its remaining time afresh, so a worker arms it once before each
@@ -146,8 +151,9 @@ impl CpuTimer {
             },
         };
         // SAFETY: `id` came from timer_create in this process; `spec` is a live local.
-        let rc =
-            unsafe { libc::timer_settime(self.id as libc::timer_t, 0, &spec, std::ptr::null_mut()) };
+        let rc = unsafe {
+            libc::timer_settime(self.id as libc::timer_t, 0, &spec, std::ptr::null_mut())
+        };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -24,8 +24,8 @@
 
 pub(crate) mod dgram;
 pub(crate) mod fd;
-pub(crate) mod limits;
 pub(crate) mod futex;
+pub(crate) mod limits;
 pub(crate) mod mman;
 pub(crate) mod net;
 pub(crate) mod pid;

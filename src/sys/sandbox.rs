@@ -97,7 +97,12 @@ pub(crate) fn restrict_writes(writable: &[PathBuf]) -> io::Result<()> {
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_write(LANDLOCK_ABI))
         .and_then(|r| r.create())
-        .and_then(|r| r.add_rules(path_beneath_rules(writable, AccessFs::from_write(LANDLOCK_ABI))))
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                writable,
+                AccessFs::from_write(LANDLOCK_ABI),
+            ))
+        })
         .and_then(|r| r.restrict_self())
         .map_err(|e| io::Error::other(e.to_string()))?;
     if status.ruleset != RulesetStatus::FullyEnforced {
@@ -151,7 +156,12 @@ pub(crate) fn refuse(what: Refusals) -> io::Result<()> {
     }
     if what.processes {
         let thread = libc::CLONE_THREAD as u64;
-        let not_thread = when(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(thread), 0)?;
+        let not_thread = when(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(thread),
+            0,
+        )?;
         rules.insert(libc::SYS_clone, vec![not_thread]);
         #[cfg(target_arch = "x86_64")]
         {
