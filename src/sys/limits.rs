@@ -221,8 +221,10 @@ fn from_alloc_failure() -> bool {
 }
 
 extern "C" fn on_abort(_sig: c_int) {
-    // SAFETY: errno's location is valid for the calling thread.
-    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: no arguments; returns the calling thread's errno location.
+    let errno_at = unsafe { libc::__errno_location() };
+    // SAFETY: that location is valid for the calling thread's life.
+    let errno = unsafe { *errno_at };
     let report = REPORT.load(Ordering::Acquire);
     // errno alone is not enough: with RUST_BACKTRACE set, std prints a backtrace before
     // aborting and the files it looks for change errno.
@@ -244,16 +246,18 @@ extern "C" fn on_abort(_sig: c_int) {
         }
     }
     // SA_RESETHAND restored the default action: returning lets `abort()` raise again.
-    // SAFETY: errno is restored for the interrupted code.
-    unsafe { *libc::__errno_location() = errno };
+    // SAFETY: as above; errno is restored for the interrupted code.
+    unsafe { *errno_at = errno };
 }
 
 /// Records the calling thread's stack bounds for [`from_alloc_failure`].
 fn record_stack() -> io::Result<()> {
     // SAFETY: an all-zero attr is filled in by pthread_getattr_np.
     let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+    // SAFETY: no arguments; the calling thread's id.
+    let me = unsafe { libc::pthread_self() };
     // SAFETY: `attr` is a live local; the thread is the caller.
-    let rc = unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) };
+    let rc = unsafe { libc::pthread_getattr_np(me, &mut attr) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
