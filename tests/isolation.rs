@@ -321,17 +321,25 @@ fn read_only_refuses_writes_except_under_writable() {
     let _w = watchdog("read_only", 120);
     let dir = scratch_dir("ro");
     let open = scratch_dir("rw");
-    let pool = pool_with(
-        Limits::new(),
-        Sandbox::new().read_only().writable(open.clone()),
-    );
-    let r = pool.apply(write_file, (dir.join("f"), 10)).unwrap();
-    assert_eq!(r, Err("PermissionDenied".to_string()));
-    assert_eq!(
-        pool.apply(write_file, (open.join("f"), 10)).unwrap(),
-        Ok(10)
-    );
-    assert!(pool.apply(read_status, ()).unwrap());
+    for m in METHODS {
+        let pool = Pool::builder()
+            .processes(1)
+            .start_method(m)
+            .sandbox(Sandbox::new().read_only().writable(open.clone()))
+            .build()
+            .unwrap();
+        let r = pool.apply(write_file, (dir.join("f"), 10)).unwrap();
+        assert_eq!(r, Err("PermissionDenied".to_string()), "{m:?}");
+        let r = pool.apply(write_file, (open.join("f"), 10)).unwrap();
+        assert_eq!(r, Ok(10), "{m:?}");
+        assert!(pool.apply(read_status, ()).unwrap());
+        assert_eq!(pool.map(sqr, 0..100).unwrap().len(), 100);
+        // A process too.
+        let mut p = get_context(m).process(write_file, (dir.join("g"), 10));
+        p.set_sandbox(Sandbox::new().read_only());
+        p.start().unwrap();
+        assert_eq!(p.result().unwrap(), Err("PermissionDenied".to_string()));
+    }
     let pool = Pool::builder().processes(1).build().unwrap();
     assert_eq!(pool.apply(write_file, (dir.join("f"), 10)).unwrap(), Ok(10));
     let _ = std::fs::remove_dir_all(dir);

@@ -82,9 +82,10 @@ impl Limits {
         self
     }
 
-    /// Children the task may start. Only 0 (none: `fork` and `execve`-less spawning are
-    /// refused with `EACCES`, threads are allowed) is enforced; Linux counts processes per
-    /// user, not per task, so any other value is `Err(Unsupported)` at `build()`.
+    /// Children the task may start. Only 0 is enforced (none: `fork`, `vfork` and a
+    /// `clone` that is not a thread fail with `EACCES`; threads still work). Linux counts
+    /// processes per user, not per task (and not at all for root), so any other value is
+    /// `Err(Unsupported)` at `build()`.
     pub fn processes(mut self, n: u64) -> Limits {
         self.processes = Some(n);
         self
