@@ -269,3 +269,54 @@ pub(crate) fn blame(
 ) -> Option<Limit> {
     iso.and_then(|i| i.blame(exitcode, memory_reported))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_death_is_blamed_on_a_limit_only_when_that_limit_is_set() {
+        let d = Duration::from_millis(300);
+        let iso = Isolation {
+            limits: Limits::new().cpu_time(d).file_size(10),
+            sandbox: Sandbox::new(),
+        };
+        let cpu = -sys::limits::CPU_SIGNAL;
+        let fsize = -sys::limits::FILE_SIZE_SIGNAL;
+        assert_eq!(iso.blame(cpu, false), Some(Limit::CpuTime(d)));
+        assert_eq!(iso.blame(fsize, false), Some(Limit::FileSize(10)));
+        assert_eq!(iso.blame(-6, false), None);
+        assert_eq!(iso.blame(-9, false), None);
+        // No memory limit: a report (which cannot come) blames nothing.
+        assert_eq!(iso.blame(-6, true), None);
+        let mem = Isolation {
+            limits: Limits::new().memory(1 << 20),
+            sandbox: Sandbox::new(),
+        };
+        assert_eq!(mem.blame(-6, true), Some(Limit::Memory(1 << 20)));
+        assert_eq!(mem.blame(cpu, false), None);
+        assert_eq!(blame(None, cpu, true), None);
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let none = Isolation::checked(&Limits::new(), &Sandbox::new()).unwrap();
+        assert!(none.is_none());
+        let bad = Isolation::checked(&Limits::new().memory(0), &Sandbox::new());
+        assert!(matches!(bad, Err(Error::ValueError(_))));
+        let bad = Isolation::checked(&Limits::new().processes(3), &Sandbox::new());
+        assert!(matches!(bad, Err(Error::Unsupported(m)) if m.contains("processes(3)")));
+        let missing = Sandbox::new().writable("/no/such/mproc/dir");
+        let bad = Isolation::checked(&Limits::new(), &missing);
+        assert!(matches!(bad, Err(Error::ValueError(m)) if m.contains("/no/such/mproc/dir")));
+        // `writable` implies `read_only`.
+        let iso = Isolation::checked(&Limits::new(), &Sandbox::new().writable("/tmp"))
+            .unwrap()
+            .unwrap();
+        assert!(iso.sandbox.read_only);
+        let iso = Isolation::checked(&Limits::new().open_files(64), &Sandbox::new())
+            .unwrap()
+            .unwrap();
+        assert!(iso.refusals().rlimits && !iso.refusals().network);
+    }
+}
