@@ -11,8 +11,10 @@
 //!
 //! **Who moves the phase.** Callers and the driver dispatch (`Idle → Busy`, and queue
 //! tasks ahead) under the pool's lock; answers move `Busy` on to the next queued task, or
-//! `Idle` (`Retiring` once `maxtasksperchild` is reached); the driver kills overdue workers
-//! (`Busy → Overdue`) and accounts for exits ([`Slot::exit_outcome`]).
+//! `Idle` (`Retiring` once `maxtasksperchild` is reached, or once the worker said it
+//! retires: past `max_worker_memory`); the driver kills overdue workers
+//! (`Busy → Overdue`) and accounts for exits ([`Slot::exit_outcome`]); a worker under
+//! limits that dies of one fails its task with `LimitExceeded` (`isolation::blame`).
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
