@@ -210,7 +210,8 @@ fn from_alloc_failure() -> bool {
     }
     let end = high.min(p + SCAN);
     while p + size_of::<usize>() <= end {
-        // SAFETY: `p` is aligned and inside this thread's mapped stack, above our frame.
+        // SAFETY: `p` is aligned and inside this thread's mapped stack, above our frame;
+        // the words are read as plain integers (volatile: memory no Rust object here owns).
         let word = unsafe { std::ptr::read_volatile(p as *const usize) };
         if word > oom && word < oom + OOM_FN_LEN {
             return true;
