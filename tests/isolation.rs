@@ -70,6 +70,16 @@ fn open_many(n: usize) -> Result<usize, String> {
     Ok(files.len())
 }
 
+/// Tries to lift the open-files limit to 256 (a privileged task could, but for the filter).
+fn raise_open_files() -> Result<(), String> {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let to = Rlimit {
+        current: Some(256),
+        maximum: Some(256),
+    };
+    setrlimit(Resource::Nofile, to).map_err(|e| format!("{:?}", std::io::Error::from(e).kind()))
+}
+
 /// Starts `/bin/true` (a fork and an exec).
 fn run_true() -> Result<bool, String> {
     std::process::Command::new("/bin/true")
@@ -273,8 +283,12 @@ fn open_files_is_an_error_inside_the_task() {
         "{r:?}"
     );
     assert_eq!(pool.apply(open_many, (10,)).unwrap(), Ok(10));
+    // The task cannot lift it (as root it could, but for the filter).
+    let r = pool.apply(raise_open_files, ()).unwrap();
+    assert_eq!(r, Err("PermissionDenied".to_string()));
     let pool = Pool::builder().processes(1).build().unwrap();
     assert_eq!(pool.apply(open_many, (100,)).unwrap(), Ok(100));
+    assert_eq!(pool.apply(raise_open_files, ()).unwrap(), Ok(()));
 }
 
 #[test]

@@ -123,7 +123,31 @@ fn when(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> io::Res
     SeccompRule::new(vec![cond]).map_err(io::Error::other)
 }
 
+/// x86_64 also takes x32 syscalls: the same filter arch, numbers with bit 30 set (and
+/// their own numbers for `execve`/`execveat`). Each rule is added for those too, or a task
+/// could call around it.
+#[cfg(target_arch = "x86_64")]
+fn with_x32(rules: BTreeMap<i64, Vec<SeccompRule>>) -> BTreeMap<i64, Vec<SeccompRule>> {
+    const X32: i64 = 0x4000_0000;
+    let mut all = rules.clone();
+    for (nr, chain) in rules {
+        let x32 = match nr {
+            libc::SYS_execve => 520,
+            libc::SYS_execveat => 545,
+            n => n,
+        };
+        all.insert(x32 | X32, chain);
+    }
+    all
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn with_x32(rules: BTreeMap<i64, Vec<SeccompRule>>) -> BTreeMap<i64, Vec<SeccompRule>> {
+    rules
+}
+
 fn install(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> io::Result<()> {
+    let rules = with_x32(rules);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
