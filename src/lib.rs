@@ -105,6 +105,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Workers can be limited and sandboxed ([`Limits`], [`Sandbox`]): a task that allocates
+//! past its worker's memory limit fails alone, and the pool goes on:
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn parse(n: usize) -> usize { vec![1u8; n].len() }
+//! let pool = mproc::Pool::builder()
+//!     .processes(1)
+//!     .limits(mproc::Limits::new().memory(64 << 20))
+//!     .sandbox(mproc::Sandbox::new().no_network().read_only())
+//!     .build()?;
+//! let r = pool.apply(parse, (1 << 30,));
+//! assert!(matches!(r, Err(mproc::Error::LimitExceeded { limit: mproc::Limit::Memory(_) })));
+//! assert_eq!(pool.apply(parse, (1000,))?, 1000);
+//! # Ok(()) }
+//! ```
+//!
 //! Listen and connect across processes and hosts ([`Listener`], [`connect`]: Python's
 //! `Listener` and `Client`, with the same mutual HMAC authentication), and [`wait`] on
 //! connections, listeners and processes at once. It is CPython's own wire protocol, so the
@@ -229,6 +246,7 @@ mod context;
 mod error;
 #[cfg(test)]
 mod fuzz_tests;
+mod isolation;
 mod log;
 mod manager;
 #[cfg(feature = "mpi")]
@@ -258,6 +276,7 @@ pub use crate::context::{
     set_executable, set_start_method,
 };
 pub use crate::error::{Error, Result};
+pub use crate::isolation::{Limit, Limits, Sandbox};
 pub use crate::log::log_to_stderr;
 pub use crate::manager::{
     DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,

@@ -91,6 +91,10 @@ struct ForgedBootstrap {
     args: Vec<u8>,
     log: Option<u8>,
     start_method: Option<mproc::StartMethod>,
+    /// The program tree: its root's pid and start time.
+    tree: (u32, u64),
+    /// The limits and sandbox (none: postcard's `None` is one zero byte whatever the type).
+    isolation: Option<u8>,
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -178,6 +182,8 @@ fn a_forged_entry_offset_is_refused_without_a_jump() {
             args: vec![],
             log: None,
             start_method: None,
+            tree: (std::process::id(), 0),
+            isolation: None,
         };
         ours.write_all(&frame(&postcard::to_allocvec(&boot).unwrap()))
             .unwrap();

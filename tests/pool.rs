@@ -234,17 +234,17 @@ fn worker_deaths_cost_only_their_task() {
         let pool = get_context(m).pool(2).unwrap();
         let r: Vec<_> = pool.imap(abort_on, 0..6).collect();
         assert!(
-            matches!(r[3], Err(Error::WorkerDied { exitcode: -6 })),
+            matches!(r[3], Err(Error::WorkerDied { exitcode: -6, .. })),
             "{m:?}: {r:?}"
         );
         assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 5, "{m:?}: {r:?}");
         assert!(matches!(
             pool.apply(exit_with, (7,)),
-            Err(Error::WorkerDied { exitcode: 7 })
+            Err(Error::WorkerDied { exitcode: 7, .. })
         ));
         assert!(matches!(
             pool.apply(segfault, ()),
-            Err(Error::WorkerDied { exitcode: -11 })
+            Err(Error::WorkerDied { exitcode: -11, .. })
         ));
         // Killed from outside, mid-task.
         let (rx, tx) = pipe_simplex::<u32>().unwrap();
@@ -255,7 +255,7 @@ fn worker_deaths_cost_only_their_task() {
             .status()
             .unwrap();
         assert!(
-            matches!(r.get(), Err(Error::WorkerDied { exitcode: -9 })),
+            matches!(r.get(), Err(Error::WorkerDied { exitcode: -9, .. })),
             "{m:?}"
         );
         // A chunk: each of its items gets the error.
@@ -320,7 +320,7 @@ fn codec_faults_are_errors_not_hangs() {
     let pool = Pool::new(2).unwrap();
     let r = pool.apply(identity, (Evil::AbortOnDecode,));
     assert!(
-        matches!(r, Err(Error::WorkerDied { exitcode: -6 })),
+        matches!(r, Err(Error::WorkerDied { exitcode: -6, .. })),
         "{r:?}"
     );
     let r = pool.apply(identity, (Evil::FailOnDecode,));
@@ -330,7 +330,7 @@ fn codec_faults_are_errors_not_hangs() {
     );
     let r = pool.apply(identity, (Evil::AbortOnEncode,));
     assert!(
-        matches!(r, Err(Error::WorkerDied { exitcode: -6 })),
+        matches!(r, Err(Error::WorkerDied { exitcode: -6, .. })),
         "{r:?}"
     );
     let r = pool.apply(identity, (Evil::FailOnEncode,));

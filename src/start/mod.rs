@@ -83,6 +83,8 @@ pub(crate) struct Bootstrap {
     pub(crate) start_method: Option<StartMethod>,
     /// The program tree the child belongs to (its shared-memory tracker's).
     pub(crate) tree: crate::shared::tracker::Tree,
+    /// Limits and sandbox the child applies before its target runs.
+    pub(crate) isolation: Option<crate::isolation::Isolation>,
 }
 
 /// A started child, as the parent sees it.
