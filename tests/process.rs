@@ -92,6 +92,8 @@ fn exit_with(code: i32) {
 fn panics(msg: String) -> u32 {
     panic!("{msg}")
 }
+/// The line of `panics`'s panic.
+const PANICS_LINE: u32 = line!() - 3;
 
 fn aborts() {
     std::process::abort()
@@ -118,7 +120,14 @@ fn exit_codes_under_every_method() {
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(1), "{m:?}");
         match p.result() {
-            Err(Error::TaskPanicked { message }) => assert_eq!(message, "it broke"),
+            Err(Error::TaskPanicked { message, location }) => {
+                assert_eq!(message, "it broke");
+                let at = location.expect("a child's panic comes with its location");
+                assert!(
+                    at.starts_with(&format!("tests/process.rs:{PANICS_LINE}:")),
+                    "{m:?}: {at}"
+                );
+            }
             other => panic!("{m:?}: {other:?}"),
         }
 

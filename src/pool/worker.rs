@@ -78,7 +78,7 @@ pub(crate) fn worker_main(
             Err(m) => Some(m),
             Ok(()) => match decode_own(&out, out_fds) {
                 Ok(v) => v.into_iter().find_map(|o| match o {
-                    ItemOutcome::Panicked(m) => Some(m),
+                    ItemOutcome::Panicked(p) => Some(p.message),
                     ItemOutcome::Returned(()) => None,
                 }),
                 Err(e) => Some(e.to_string()),

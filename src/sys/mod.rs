@@ -29,6 +29,7 @@ pub(crate) mod futex;
 pub(crate) mod mman;
 pub(crate) mod net;
 pub(crate) mod pid;
+pub(crate) mod prctl;
 pub(crate) mod process;
 pub(crate) mod robust;
 pub(crate) mod sched;
