@@ -204,9 +204,12 @@ pub(crate) fn resolves(offset: i64) -> bool {
     record::entry_at(offset).is_some() || record::pool_entry_at(offset).is_some()
 }
 
-/// Reads what resolving entries needs before this process forks children; an error if it
-/// cannot be read now (it is read again next time: a shortage is not remembered).
+/// Installs the panic hook (`target/panic.rs`) and reads what resolving entries needs,
+/// before this process forks children: a forked child must do neither itself. An error if
+/// the entries cannot be read now (they are read again next time: a shortage is not
+/// remembered); the hook is installed either way.
 pub(crate) fn warm() -> crate::Result<()> {
+    panic::install_hook();
     record::warm()
 }
 

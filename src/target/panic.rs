@@ -2,9 +2,17 @@
 //!
 //! The location ("src/main.rs:12:5") is known only to the panic hook, not to
 //! `catch_unwind`, so mproc chains a hook of its own in front of whatever hook is installed
-//! (once per process, on the first catch). The hook runs on the panicking thread; it writes
-//! the location into that thread's slot, and [`catch`] on the same thread takes it after
-//! the unwind. Nothing crosses threads, so a thread-local needs no ordering.
+//! (once per process: on the first catch, or in a parent about to fork). The hook runs on
+//! the panicking thread; it writes the location into that thread's slot, and [`catch`] on
+//! the same thread takes it after the unwind. Nothing crosses threads, so a thread-local
+//! needs no ordering.
+//!
+//! **Fork.** Installing takes the hook's lock for writing, and a panicking thread holds it
+//! for reading while it prints. A child forked while another thread of its parent panicked
+//! would wait for that reader for ever (the hang this rule fixed: a test's deliberate panic
+//! beside a `Fork` start). So a parent installs the hook before it forks (`target::warm`),
+//! and the forked child finds it installed; a panic in the child only reads the lock, which
+//! a reader in the parent does not block.
 //!
 //! **Printing.** A [`catch`] says whether the panic is reported as usual: a `Process`'s
 //! panic is (Python's `Process._bootstrap` prints a child's traceback), a pool task's is not
@@ -60,8 +68,13 @@ pub(crate) fn catch<R>(quiet: bool, f: impl FnOnce() -> R) -> Result<R, Panic> {
     })
 }
 
-fn install_hook() {
+/// Installs the hook, once per process (and never from a panicking thread, where
+/// `set_hook` itself would panic: a later call installs it).
+pub(crate) fn install_hook() {
     static ONCE: Once = Once::new();
+    if ONCE.is_completed() || std::thread::panicking() {
+        return;
+    }
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
