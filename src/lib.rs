@@ -21,6 +21,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A target is a fn item or a closure that captures nothing, with owned serde arguments.
+//! Two mistakes give compiler messages that do not say so: a `&str` parameter ("`Deserialize`
+//! is not general enough": take a `String`), and a fn pointer or a capturing closure (passes
+//! `cargo check`, then `cargo build` fails with a const-eval panic inside `core`: pass the fn
+//! item or a non-capturing closure, and the data as arguments). [`Target`]'s docs list these
+//! and the other compiler messages that need a translation.
+//!
 //! Talk to it over a typed pipe; a connection can itself travel to the child:
 //!
 //! ```
