@@ -154,7 +154,7 @@ fn callbacks_run_exactly_once() {
         |_| panic!("no success expected"),
         move |e| tx2.send(format!("err {e}")).unwrap(),
     );
-    let mut got = vec![
+    let mut got = [
         rx.recv_timeout(Duration::from_secs(20)).unwrap(),
         rx.recv_timeout(Duration::from_secs(20)).unwrap(),
     ];
