@@ -91,6 +91,8 @@ struct ForgedBootstrap {
     args: Vec<u8>,
     log: Option<u8>,
     start_method: Option<mproc::StartMethod>,
+    comm: String,
+    program: String,
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -178,6 +180,8 @@ fn a_forged_entry_offset_is_refused_without_a_jump() {
             args: vec![],
             log: None,
             start_method: None,
+            comm: "forged".into(),
+            program: "forged".into(),
         };
         ours.write_all(&frame(&postcard::to_allocvec(&boot).unwrap()))
             .unwrap();
