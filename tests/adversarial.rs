@@ -91,6 +91,8 @@ struct ForgedBootstrap {
     args: Vec<u8>,
     log: Option<u8>,
     start_method: Option<mproc::StartMethod>,
+    /// `shared::tracker::Tree`: the root's pid and start time.
+    tree: (u32, u64),
     comm: String,
     program: String,
 }
@@ -180,6 +182,7 @@ fn a_forged_entry_offset_is_refused_without_a_jump() {
             args: vec![],
             log: None,
             start_method: None,
+            tree: (std::process::id(), 0),
             comm: "forged".into(),
             program: "forged".into(),
         };
