@@ -33,10 +33,14 @@ pub enum Error {
     ValueError(String),
     /// A barrier was aborted, reset, or timed out while this party waited.
     BrokenBarrier,
-    /// The target panicked; `message` is the panic's payload.
+    /// The target panicked; `message` is the panic's payload, `location` where it happened.
     TaskPanicked {
         /// The panic message.
         message: String,
+        /// Where the panic happened, `file:line:column` (`"src/main.rs:12:5"`); `None` when
+        /// not known (a pool's initializer failing everywhere, or a target that installed
+        /// its own panic hook).
+        location: Option<String>,
     },
     /// A pool worker died while running this task.
     WorkerDied {
@@ -112,7 +116,14 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("timed out"),
             Error::ValueError(m) => f.write_str(m),
             Error::BrokenBarrier => f.write_str("barrier is broken"),
-            Error::TaskPanicked { message } => write!(f, "task panicked: {message}"),
+            Error::TaskPanicked {
+                message,
+                location: Some(at),
+            } => write!(f, "task panicked at {at}: {message}"),
+            Error::TaskPanicked {
+                message,
+                location: None,
+            } => write!(f, "task panicked: {message}"),
             Error::WorkerDied { exitcode, peak_rss } => write!(
                 f,
                 "worker died {} (peak resident memory {peak_rss} bytes)",
@@ -229,6 +240,23 @@ mod tests {
         );
         let io = Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
         assert!(std::error::Error::source(&io).is_some());
+        let panicked = Error::TaskPanicked {
+            message: "boom".into(),
+            location: Some("src/main.rs:12:5".into()),
+        };
+        assert_eq!(
+            panicked.to_string(),
+            "task panicked at src/main.rs:12:5: boom"
+        );
+        assert!(
+            matches!(panicked.clone(), Error::TaskPanicked { message, location }
+            if message == "boom" && location.as_deref() == Some("src/main.rs:12:5"))
+        );
+        let nowhere = Error::TaskPanicked {
+            message: "boom".into(),
+            location: None,
+        };
+        assert_eq!(nowhere.to_string(), "task panicked: boom");
     }
 
     #[test]
@@ -289,7 +317,7 @@ enum WireError {
     Timeout,
     ValueError(String),
     BrokenBarrier,
-    TaskPanicked(String),
+    TaskPanicked(String, Option<String>),
     WorkerDied(i32, u64),
     ChildFailed(i32),
     NotStarted,
@@ -323,7 +351,9 @@ impl Error {
             Error::Timeout => WireError::Timeout,
             Error::ValueError(m) => WireError::ValueError(m.clone()),
             Error::BrokenBarrier => WireError::BrokenBarrier,
-            Error::TaskPanicked { message } => WireError::TaskPanicked(message.clone()),
+            Error::TaskPanicked { message, location } => {
+                WireError::TaskPanicked(message.clone(), location.clone())
+            }
             Error::WorkerDied { exitcode, peak_rss } => WireError::WorkerDied(*exitcode, *peak_rss),
             Error::LimitExceeded { limit } => WireError::LimitExceeded(*limit),
             Error::Unsupported(m) => WireError::Unsupported(m.clone()),
@@ -359,7 +389,7 @@ impl Error {
             WireError::Timeout => Error::Timeout,
             WireError::ValueError(m) => Error::ValueError(m),
             WireError::BrokenBarrier => Error::BrokenBarrier,
-            WireError::TaskPanicked(message) => Error::TaskPanicked { message },
+            WireError::TaskPanicked(message, location) => Error::TaskPanicked { message, location },
             WireError::WorkerDied(exitcode, peak_rss) => Error::WorkerDied { exitcode, peak_rss },
             WireError::LimitExceeded(limit) => Error::LimitExceeded { limit },
             WireError::Unsupported(m) => Error::Unsupported(m),

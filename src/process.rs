@@ -105,6 +105,8 @@ impl<A: Serialize + Send> Args for A {
 /// ```
 pub struct Process<R> {
     name: String,
+    /// Whether the user set the name (then the child shows it in `ps`/`top`).
+    named: bool,
     identity: Vec<u32>,
     daemon: bool,
     method: Option<StartMethod>,
@@ -203,6 +205,7 @@ where
         );
         Process {
             name,
+            named: false,
             identity,
             daemon,
             method: None,
@@ -222,8 +225,13 @@ where
 
 impl<R> Process<R> {
     /// Sets the name (before or after start; the child sees the name it had at start).
+    ///
+    /// A name set before start is also what the child shows in `ps` and `top` (the
+    /// kernel's `comm`, its first 15 bytes); a child left with its default name
+    /// (`Process-N`) shows the program's name there.
     pub fn set_name(&mut self, name: &str) {
         self.name = name.to_string();
+        self.named = true;
     }
 
     /// The name: `"Process-N"` unless set.
@@ -251,7 +259,9 @@ impl<R> Process<R> {
         self.daemon
     }
 
-    /// Uses start method `m` for this process instead of the global one.
+    /// Uses start method `m` for this process instead of the global one. The child runs
+    /// under `m` too: its [`get_start_method`](crate::get_start_method) returns `m`, and its
+    /// own children and pools start with `m` (as a [`Context`](crate::Context)'s do).
     pub fn set_start_method(&mut self, m: StartMethod) {
         self.method = Some(m);
     }
@@ -304,9 +314,17 @@ impl<R> Process<R> {
             parent_pid,
             args,
             log,
-            start_method: start::method::chosen(),
+            // The method this child is started with, if one was chosen (here or by the
+            // process), so it runs, and starts its own children, under that method.
+            start_method: self.method.or_else(start::method::chosen),
             tree: crate::shared::tracker::tree(),
             isolation: isolation.clone(),
+            comm: if self.named {
+                self.name.clone()
+            } else {
+                start::comm::program()
+            },
+            program: start::comm::program(),
         };
         let launched = start::launch(method, &boot, fds)?;
         self.args = None;
@@ -448,9 +466,10 @@ impl<R> Process<R> {
 
 impl<R: DeserializeOwned> Process<R> {
     /// Joins the child and returns what the target returned; `Err(Error::TaskPanicked)`
-    /// with the panic message if it panicked, `Err(Error::ChildFailed)` with the exit code
-    /// if it exited or was killed without returning, `Err(Error::LimitExceeded)` if one of
-    /// its [`Limits`] stopped it.
+    /// with the panic message and location if it panicked (the child also prints the
+    /// panic on its stderr, as Python prints a child's traceback), `Err(Error::ChildFailed)`
+    /// with the exit code if it exited or was killed without returning,
+    /// `Err(Error::LimitExceeded)` if one of its [`Limits`] stopped it.
     pub fn result(mut self) -> Result<R> {
         self.join()?;
         let exitcode = self.exitcode().unwrap_or(-1);
@@ -458,7 +477,7 @@ impl<R: DeserializeOwned> Process<R> {
         match self.outcome.take() {
             Some(Ok((bytes, fds))) => match codec::decode::<Outcome<R>>(&bytes, fds)? {
                 Outcome::Returned(v) => Ok(v),
-                Outcome::Panicked(message) => Err(Error::TaskPanicked { message }),
+                Outcome::Panicked(p) => Err(p.into()),
                 Outcome::Failed(message) if message == isolation::child::MEMORY_DEATH => {
                     match limit(true) {
                         Some(limit) => Err(Error::LimitExceeded { limit }),

@@ -93,7 +93,7 @@ fn names_the_fault(fault: Fault, e: &Error) -> bool {
         (Fault::Abort, Error::WorkerDied { exitcode, .. }) => *exitcode == -6,
         (Fault::Segfault, Error::WorkerDied { exitcode, .. }) => *exitcode == -11,
         (Fault::Exit, Error::WorkerDied { exitcode, .. }) => *exitcode == 7,
-        (Fault::Panic, Error::TaskPanicked { message }) => message.contains("fault on 3"),
+        (Fault::Panic, Error::TaskPanicked { message, .. }) => message.contains("fault on 3"),
         (Fault::Hang, Error::TaskTimedOut { .. }) => true,
         _ => false,
     }

@@ -134,6 +134,8 @@ fn get_timeout_then_result() {
 fn fail_on_odd(x: i64) -> i64 {
     if x % 2 == 1 { panic!("odd {x}") } else { x }
 }
+/// The line of `fail_on_odd`'s panic.
+const ODD_LINE: u32 = line!() - 3;
 
 // Ports _TestPool.test_map_async_callbacks and _TestPoolWorkerErrors.test_async_error_callback:
 // exactly one of callback / error_callback runs, in the parent.
@@ -152,18 +154,18 @@ fn callbacks_run_exactly_once() {
         |_| panic!("no success expected"),
         move |e| tx2.send(format!("err {e}")).unwrap(),
     );
-    let mut got = vec![
+    let mut got = [
         rx.recv_timeout(Duration::from_secs(20)).unwrap(),
         rx.recv_timeout(Duration::from_secs(20)).unwrap(),
     ];
     got.sort();
-    assert_eq!(
-        got,
-        vec![
-            "err task panicked: odd 3".to_string(),
-            "ok [1, 4, 9]".to_string()
-        ]
-    );
+    assert_eq!(got[1], "ok [1, 4, 9]");
+    let (at, message) = got[0]
+        .strip_prefix("err task panicked at tests/pool.rs:")
+        .and_then(|rest| rest.split_once(": "))
+        .unwrap_or_else(|| panic!("{}", got[0]));
+    assert!(at.starts_with(&format!("{ODD_LINE}:")), "{}", got[0]);
+    assert_eq!(message, "odd 3");
     assert_eq!(ok.get().unwrap(), vec![1, 4, 9]);
     assert!(bad.get().is_err());
     // Registering on a finished result runs the callback at once.
@@ -184,7 +186,14 @@ fn panics_are_per_item_and_workers_survive() {
     let pool = Pool::new(1).unwrap();
     let before = pool.apply(my_pid, ()).unwrap();
     match pool.map(fail_on_odd, vec![0, 2, 5, 4]) {
-        Err(Error::TaskPanicked { message }) => assert_eq!(message, "odd 5"),
+        Err(Error::TaskPanicked { message, location }) => {
+            assert_eq!(message, "odd 5");
+            let at = location.expect("a task's panic comes with its location");
+            assert!(
+                at.starts_with(&format!("tests/pool.rs:{ODD_LINE}:")),
+                "{at}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     let items: Vec<_> = pool.imap(fail_on_odd, vec![0, 1, 2]).collect();
@@ -364,7 +373,9 @@ fn failing_initializers_end_in_errors() {
         .build()
         .unwrap();
     match pool.apply(sqr, (2,)) {
-        Err(Error::TaskPanicked { message }) => assert!(message.contains("bad init"), "{message}"),
+        Err(Error::TaskPanicked { message, .. }) => {
+            assert!(message.contains("bad init"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     let pool = Pool::builder()

@@ -354,6 +354,7 @@ impl Shared {
                     for t in tasks {
                         let err = Error::TaskPanicked {
                             message: format!("pool initializer failed: {reason}"),
+                            location: None,
                         };
                         st.jobs
                             .complete(t.job, t.index, ChunkResult::Failed(err), callbacks);

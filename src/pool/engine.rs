@@ -456,6 +456,7 @@ impl Shared {
         } else {
             st.broken.as_ref().map(|reason| Error::TaskPanicked {
                 message: format!("pool initializer failed: {reason}"),
+                location: None,
             })
         };
         match refused {

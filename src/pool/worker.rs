@@ -109,7 +109,7 @@ pub(crate) fn worker_main(
             Err(m) => Some(m),
             Ok(()) => match decode_own(&out, out_fds) {
                 Ok(v) => v.into_iter().find_map(|o| match o {
-                    ItemOutcome::Panicked(m) => Some(m),
+                    ItemOutcome::Panicked(p) => Some(init_panicked(p)),
                     ItemOutcome::Returned(()) => None,
                 }),
                 Err(e) => Some(e.to_string()),
@@ -213,6 +213,21 @@ fn isolate(
     }
     let armed = isolation::child::enter(iso)?;
     Ok((armed, resident))
+}
+
+/// An initializer's panic, caught quietly as a task's is: printed here all the same (as
+/// Python's worker prints its initializer's traceback as it dies, unlike a task's
+/// exception, which the pool only returns), and the text the pool reports.
+fn init_panicked(p: target::Panic) -> String {
+    let text = match &p.location {
+        Some(at) => format!("{} (at {at})", p.message),
+        None => p.message,
+    };
+    eprintln!(
+        "mproc: pool worker {}: the initializer panicked: {text}",
+        crate::name::get()
+    );
+    text
 }
 
 /// Decodes what this process just encoded itself (the initializer's outcome).

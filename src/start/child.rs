@@ -16,6 +16,7 @@ use crate::sys;
 
 /// Runs `boot`'s entry in this (already set-up) child and exits.
 pub(super) fn run(parent_pid: u32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: OwnedFd) -> ! {
+    super::comm::show(&boot.comm);
     let _ = sys::process::watch_parent(parent_pid);
     super::children::install_exit_hook();
     // Registered, so a grandchild made by `fork` closes its copy and the parent sees EOF.

@@ -30,6 +30,7 @@ pub(crate) mod limits;
 pub(crate) mod mman;
 pub(crate) mod net;
 pub(crate) mod pid;
+pub(crate) mod prctl;
 pub(crate) mod process;
 pub(crate) mod robust;
 pub(crate) mod sandbox;
