@@ -284,7 +284,7 @@ impl Store {
                 o => return Err(wrong_kind(*id, o, "lock")),
             },
             R::LockRelease(id) => match self.get(*id)? {
-                Object::Lock(owner @ Some(_)) => {
+                Object::Lock(owner) if *owner == Some(caller.conn) => {
                     *owner = None;
                     self.wake = true;
                     Answer::Done
@@ -292,6 +292,13 @@ impl Store {
                 Object::Lock(None) => {
                     return Err(Error::ValueError(
                         "release of an unlocked manager lock".into(),
+                    ));
+                }
+                // Only its holder's connection releases a lock: a stray release must not
+                // break another process's mutual exclusion.
+                Object::Lock(Some(_)) => {
+                    return Err(Error::ValueError(
+                        "release of a manager lock held by another thread or process".into(),
                     ));
                 }
                 o => return Err(wrong_kind(*id, o, "lock")),
@@ -427,6 +434,30 @@ mod tests {
         assert!(matches!(
             s.apply(&Request::LockAcquire(5, None), b),
             Some(Ok(Answer::Bool(true)))
+        ));
+    }
+
+    #[test]
+    fn only_the_holder_releases_a_lock() {
+        let mut s = populated();
+        let (a, b) = (
+            Caller {
+                conn: 10,
+                remote: false,
+            },
+            Caller {
+                conn: 11,
+                remote: false,
+            },
+        );
+        let acquire = Request::LockAcquire(5, None);
+        assert!(matches!(s.apply(&acquire, a), Some(Ok(Answer::Bool(true)))));
+        let r = s.apply(&Request::LockRelease(5), b);
+        assert!(matches!(r, Some(Err(Error::ValueError(m))) if m.contains("another")));
+        assert!(s.apply(&acquire, b).is_none(), "still held by a");
+        assert!(matches!(
+            s.apply(&Request::LockRelease(5), a),
+            Some(Ok(Answer::Done))
         ));
     }
 

@@ -126,7 +126,9 @@ impl LockProxy {
             &Request::LockAcquire(self.handle.id, wait.and_then(nanos)),
             wait,
         )?)?;
-        Ok(granted.then_some(LockProxyGuard {
+        // Lazily: a guard built for a refused acquire would release, on drop, the lock
+        // another process holds.
+        Ok(granted.then(|| LockProxyGuard {
             lock: self,
             released: false,
         }))
