@@ -16,6 +16,7 @@
 //! client's connection is shut down, so every proxy call — a blocked `get` too — answers
 //! `Err(Closed)`. Objects live until the server stops.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -79,6 +80,9 @@ type Ready = std::result::Result<Address, Error>;
 #[derive(Debug)]
 pub struct Manager {
     server: Arc<ServerRef>,
+    /// The token a `Shutdown` must carry: set when this manager started the server, or
+    /// connected from the process that serves it (`serve_forever`).
+    owner_token: Option<Vec<u8>>,
     /// The server process, when this manager started it.
     owner: Option<Mutex<Option<Owned>>>,
 }
@@ -120,11 +124,7 @@ impl ManagerBuilder {
     fn resolve(&self) -> Result<(Address, Vec<u8>)> {
         let authkey = match &self.authkey {
             Some(k) => k.clone(),
-            None => {
-                let mut k = vec![0u8; 32];
-                crate::sys::net::random_bytes(&mut k)?;
-                k
-            }
+            None => random_key()?,
         };
         let address = match &self.address {
             Some(a) => a.clone(),
@@ -137,8 +137,12 @@ impl ManagerBuilder {
     pub fn start(self) -> Result<Manager> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let (address, authkey) = self.resolve()?;
+        let token = random_key()?;
         let (here, there) = socket_pipe::<Ready>()?;
-        let mut process = Process::new(server_main, (address, authkey.clone(), there));
+        let mut process = Process::new(
+            server_main,
+            (address, authkey.clone(), token.clone(), there),
+        );
         process.set_name(&format!(
             "SyncManager-{}",
             COUNT.fetch_add(1, Ordering::Relaxed) + 1
@@ -171,6 +175,7 @@ impl ManagerBuilder {
         let server = client::connect(address, authkey)?;
         Ok(Manager {
             server,
+            owner_token: Some(token),
             owner: Some(Mutex::new(Some(Owned {
                 process,
                 _lifeline: here,
@@ -178,20 +183,46 @@ impl ManagerBuilder {
         })
     }
 
-    /// Serves from this process until a client asks for shutdown (Python's
-    /// `get_server().serve_forever()`, for a dedicated server host).
+    /// Serves from this process (Python's `get_server().serve_forever()`, for a dedicated
+    /// server host) until a [`Manager`] connected from this same process (another thread)
+    /// calls [`shutdown`](Manager::shutdown): other clients cannot stop it.
     pub fn serve_forever(self) -> Result<()> {
         let (address, authkey) = self.resolve()?;
-        server::Server::bind(&address, &authkey)?.serve::<()>(None)
+        let token = random_key()?;
+        let server = server::Server::bind(&address, &authkey, &token)?;
+        let nonce = server.nonce();
+        serving().insert(nonce, token);
+        let out = server.serve::<()>(None);
+        serving().remove(&nonce);
+        out
     }
 }
 
+/// 32 fresh random bytes (a key or an owner's token).
+fn random_key() -> Result<Vec<u8>> {
+    let mut k = vec![0u8; 32];
+    crate::sys::net::random_bytes(&mut k)?;
+    Ok(k)
+}
+
+/// The owner tokens of the servers this process serves (`serve_forever`), by nonce: a
+/// `Manager` that connects to one of them from this process may shut it down.
+fn serving() -> std::sync::MutexGuard<'static, BTreeMap<u64, Vec<u8>>> {
+    static SERVING: Mutex<BTreeMap<u64, Vec<u8>>> = Mutex::new(BTreeMap::new());
+    SERVING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The server process's body.
-fn server_main(address: Address, authkey: Vec<u8>, lifeline: Connection<Ready>) -> Result<()> {
+fn server_main(
+    address: Address,
+    authkey: Vec<u8>,
+    token: Vec<u8>,
+    lifeline: Connection<Ready>,
+) -> Result<()> {
     // As CPython's manager server does: Ctrl-C reaches the whole process group, and the
     // owner, not the server, decides what it means.
     crate::sys::signal::ignore_interrupts();
-    let server = match server::Server::bind(&address, &authkey) {
+    let server = match server::Server::bind(&address, &authkey, &token) {
         Ok(s) => s,
         Err(e) => return lifeline.send(&Err(e)),
     };
@@ -214,8 +245,11 @@ impl Manager {
     /// Connects to a running manager (Python's `BaseManager(address, authkey).connect()`).
     /// `Err(AuthenticationError)` for a wrong key. Dropping it does not stop the server.
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
+        let server = client::connect(address, authkey.to_vec())?;
+        let owner_token = serving().get(&server.nonce).cloned();
         Ok(Manager {
-            server: client::connect(address, authkey.to_vec())?,
+            server,
+            owner_token,
             owner: None,
         })
     }
@@ -231,9 +265,14 @@ impl Manager {
     }
 
     /// Stops the server. Afterwards every proxy call, in every process, is `Err(Closed)`.
-    /// Calling it again is `Ok`.
+    /// Calling it again is `Ok`. Only the manager that started the server (or one connected
+    /// from the process that [serves](ManagerBuilder::serve_forever) it) may: for any other
+    /// client it is `Err(ValueError)` and the server goes on.
     pub fn shutdown(&self) -> Result<()> {
-        let asked = client::call(&self.server, &Request::Shutdown, None);
+        let Some(token) = &self.owner_token else {
+            return Err(server::not_owner());
+        };
+        let asked = client::call(&self.server, &Request::Shutdown(Bytes(token)), None);
         self.server.closed.store(true, Ordering::Relaxed);
         // This thread's connection is of no further use; other threads' and processes'
         // see the end of stream and are dropped at their next call.
@@ -320,15 +359,18 @@ impl Manager {
         let bytes = enc(proxy)?;
         done(client::call(
             &self.server,
-            &Request::Publish(name, Bytes(&bytes)),
+            &Request::Publish(name, std::any::type_name::<P>(), Bytes(&bytes)),
             None,
         )?)
     }
 
-    /// The proxy published under `name`; `Err(ValueError)` if there is none. Its calls go to
-    /// the address this manager reached the server by.
+    /// The proxy published under `name`; `Err(ValueError)` if there is none, or if it was
+    /// published as another type than `P` (another kind of proxy, or other element types:
+    /// the error names both). Its calls go to the address this manager reached the server
+    /// by.
     pub fn lookup<P: DeserializeOwned>(&self, name: &str) -> Result<P> {
-        match client::call(&self.server, &Request::Lookup(name), None)? {
+        let want = std::any::type_name::<P>();
+        match client::call(&self.server, &Request::Lookup(name, want), None)? {
             Answer::One(b) => handle::rebased(&self.server, || codec::decode_plain(&b.0)),
             a => Err(unexpected(a)),
         }

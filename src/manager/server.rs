@@ -41,6 +41,9 @@ struct Shared {
     remote: bool,
     address: Address,
     authkey: Vec<u8>,
+    /// What a `Shutdown` must carry: only the server's owner has it (any client knows the
+    /// authkey, so the key alone must not stop a shared server).
+    owner_token: Vec<u8>,
     stopping: AtomicBool,
     /// A duplicate of each live client socket, so that stopping can shut them all down.
     sockets: Mutex<HashMap<ConnId, OwnedFd>>,
@@ -85,7 +88,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Binds `address` (the real address is [`Server::address`]).
-    pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Server> {
+    pub(crate) fn bind(address: &Address, authkey: &[u8], owner_token: &[u8]) -> Result<Server> {
         let socket = ServerSocket::bind(address, authkey)?;
         let real = socket.address();
         let mut nonce = [0u8; 8];
@@ -98,6 +101,7 @@ impl Server {
                 remote: socket.is_tcp(),
                 address: real,
                 authkey: authkey.to_vec(),
+                owner_token: owner_token.to_vec(),
                 stopping: AtomicBool::new(false),
                 sockets: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
@@ -110,6 +114,11 @@ impl Server {
 
     pub(crate) fn address(&self) -> Address {
         self.shared.address.clone()
+    }
+
+    /// This server instance's nonce (what its clients learn in `Hello`).
+    pub(crate) fn nonce(&self) -> u64 {
+        self.shared.nonce
     }
 
     /// Serves until a `Shutdown` request, or until `lifeline` (the owner's end of a pipe)
@@ -243,7 +252,10 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
         let request = wire::decode::<Request<'_>>(&inp);
         let (reply, shutdown) = match request {
             Ok(Request::Hello) => (Ok(Answer::Nonce(shared.nonce)), false),
-            Ok(Request::Shutdown) => (Ok(Answer::Done), true),
+            Ok(Request::Shutdown(token)) if same_token(token.0, &shared.owner_token) => {
+                (Ok(Answer::Done), true)
+            }
+            Ok(Request::Shutdown(_)) => (Err(not_owner()), false),
             Ok(Request::Upgrade) if rings.is_none() && !shared.remote => {
                 if send(conn, None, &Ok(Answer::Done), &mut out).is_err() {
                     break;
@@ -277,6 +289,19 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
             break;
         }
     }
+}
+
+/// Compares a shutdown token in time independent of where it differs.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The error for a `Shutdown` from a client that is not the server's owner.
+pub(crate) fn not_owner() -> Error {
+    Error::ValueError(
+        "only the manager that started the server (or the process serving it) can shut it down"
+            .into(),
+    )
 }
 
 /// A connection's cleanup, run when its thread ends however it ends (a panic included): forget its socket dup, and release every lock it held so no other

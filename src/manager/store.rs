@@ -32,7 +32,8 @@ pub(crate) struct Caller {
 pub(crate) struct Store {
     objects: HashMap<ObjectId, Object>,
     last_id: ObjectId,
-    names: HashMap<String, Vec<u8>>,
+    /// Published proxies: name -> (the proxy's Rust type, the proxy).
+    names: HashMap<String, (String, Vec<u8>)>,
     /// Set when an operation may let a waiting caller proceed.
     pub(crate) wake: bool,
 }
@@ -147,7 +148,7 @@ impl Store {
     fn try_apply(&mut self, req: &Request<'_>, caller: Caller) -> Result<Option<Answer>, Error> {
         use Request as R;
         let answer = match req {
-            R::Hello | R::Upgrade | R::Shutdown => Answer::Done,
+            R::Hello | R::Upgrade | R::Shutdown(_) => Answer::Done,
             R::Create(kind) => Answer::Id(self.create(kind, caller)?),
             R::Len(id) => Answer::Len(match self.get(*id)? {
                 Object::List(l) => l.len(),
@@ -343,12 +344,20 @@ impl Store {
                 }
                 o => return Err(wrong_kind(*id, o, "custom object")),
             },
-            R::Publish(name, proxy) => {
-                self.names.insert(name.to_string(), proxy.0.to_vec());
+            R::Publish(name, ty, proxy) => {
+                self.names
+                    .insert(name.to_string(), (ty.to_string(), proxy.0.to_vec()));
                 Answer::Done
             }
-            R::Lookup(name) => match self.names.get(*name) {
-                Some(p) => Answer::One(Buf(p.clone())),
+            R::Lookup(name, want) => match self.names.get(*name) {
+                Some((ty, p)) if ty == want => Answer::One(Buf(p.clone())),
+                // Decoding one proxy as another would answer with the wrong object's data
+                // (a queue read as a dict has a length): refuse, naming both types.
+                Some((ty, _)) => {
+                    return Err(Error::ValueError(format!(
+                        "the proxy published under {name:?} is a {ty}, not a {want}"
+                    )));
+                }
                 None => {
                     return Err(Error::ValueError(format!(
                         "no proxy is published under the name {name:?}"

@@ -150,9 +150,13 @@ pub(crate) enum Request<'a> {
     ValueGet(ObjectId),
     ValueSet(ObjectId, #[serde(borrow)] Bytes<'a>),
     Call(ObjectId, #[serde(borrow)] Bytes<'a>),
-    Publish(&'a str, #[serde(borrow)] Bytes<'a>),
-    Lookup(&'a str),
-    Shutdown,
+    /// Publish a proxy under a name: the name, the proxy's Rust type, the proxy.
+    Publish(&'a str, &'a str, #[serde(borrow)] Bytes<'a>),
+    /// The proxy published under a name, if it is of this Rust type.
+    Lookup(&'a str, &'a str),
+    /// Stop the server: carries the owner's token, which only the process that started
+    /// the server (or serves it) knows.
+    Shutdown(#[serde(borrow)] Bytes<'a>),
 }
 
 /// Which part of a list or dict a [`Request::Dump`] asks for.
