@@ -290,8 +290,9 @@ pub use crate::error::{Error, Result};
 pub use crate::isolation::{Limit, Limits, Sandbox};
 pub use crate::log::log_to_stderr;
 pub use crate::manager::{
-    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
-    Namespace, Proxy, QueueProxy, ValueProxy,
+    ArrayProxy, BarrierProxy, ConditionProxy, ConditionProxyGuard, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    Namespace, Proxy, QueueProxy, RLockProxy, RLockProxyGuard, SemaphoreProxy, ValueProxy,
 };
 pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{

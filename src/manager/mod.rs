@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 mod client;
 mod handle;
+mod locks;
 mod managed;
 mod object;
 mod proxy;
@@ -35,9 +36,12 @@ mod sync_proxy;
 mod transport;
 mod wire;
 
+pub use self::locks::{
+    BarrierProxy, ConditionProxy, ConditionProxyGuard, RLockProxy, RLockProxyGuard, SemaphoreProxy,
+};
 pub use self::managed::{Managed, Proxy};
-pub use self::proxy::{DictProxy, ListProxy, Namespace, ValueProxy};
-pub use self::sync_proxy::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};
+pub use self::proxy::{ArrayProxy, DictProxy, ListProxy, Namespace, ValueProxy};
+pub use self::sync_proxy::{EventProxy, JoinableQueueProxy, LockProxy, LockProxyGuard, QueueProxy};
 
 use self::client::ServerRef;
 use self::handle::{Handle, unexpected};
@@ -316,9 +320,71 @@ impl Manager {
         Ok(Namespace::from_handle(self.new_object(Kind::Namespace)?))
     }
 
-    /// A new (unbounded) queue.
+    /// A new unbounded queue.
     pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
-        Ok(QueueProxy::from_handle(self.new_object(Kind::Queue)?))
+        Ok(QueueProxy::from_handle(self.new_object(Kind::Queue(None))?))
+    }
+
+    /// A new queue of at most `maxsize` items (Python's `manager.Queue(maxsize)`): `put`
+    /// waits while it is full; `put_timeout` and `try_put` answer `Err(Full)`. A `maxsize`
+    /// of 0 is unbounded, as in Python.
+    pub fn queue_bounded<T>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
+        let bound = (maxsize > 0).then_some(maxsize as u64);
+        Ok(QueueProxy::from_handle(
+            self.new_object(Kind::Queue(bound))?,
+        ))
+    }
+
+    /// A new joinable queue (Python's `manager.JoinableQueue()`), unbounded.
+    pub fn joinable_queue<T>(&self) -> Result<JoinableQueueProxy<T>> {
+        Ok(JoinableQueueProxy::from_handle(
+            self.new_object(Kind::Queue(None))?,
+        ))
+    }
+
+    /// A new reentrant lock (Python's `manager.RLock()`).
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        Ok(RLockProxy::from_handle(self.new_object(Kind::RLock)?))
+    }
+
+    /// A new semaphore of value `n` (Python's `manager.Semaphore(n)`); releases may raise
+    /// it past `n`.
+    pub fn semaphore(&self, n: usize) -> Result<SemaphoreProxy> {
+        Ok(SemaphoreProxy::from_handle(
+            self.new_object(Kind::Semaphore(n as u64, false))?,
+        ))
+    }
+
+    /// A new bounded semaphore of value `n` (Python's `manager.BoundedSemaphore(n)`): a
+    /// release that would raise it past `n` is `Err(ValueError)`.
+    pub fn bounded_semaphore(&self, n: usize) -> Result<SemaphoreProxy> {
+        Ok(SemaphoreProxy::from_handle(
+            self.new_object(Kind::Semaphore(n as u64, true))?,
+        ))
+    }
+
+    /// A new condition variable with its own lock (Python's `manager.Condition()`).
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        Ok(ConditionProxy::from_handle(
+            self.new_object(Kind::Condition)?,
+        ))
+    }
+
+    /// A new barrier for `parties` parties (Python's `manager.Barrier(parties)`); 0 is
+    /// `Err(ValueError)`.
+    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
+        Ok(BarrierProxy::from_handle(
+            self.new_object(Kind::Barrier(parties as u64))?,
+        ))
+    }
+
+    /// A new fixed-length array holding `items` (Python's `manager.Array`).
+    pub fn array<T: Serialize>(&self, items: Vec<T>) -> Result<ArrayProxy<T>> {
+        let items: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
+        let items = items.iter().map(|b| Bytes(b)).collect();
+        Ok(ArrayProxy::from_handle(
+            self.new_object(Kind::Array(items))?,
+        ))
     }
 
     /// A new lock.
@@ -340,9 +406,10 @@ impl Manager {
     }
 
     /// Moves `state` into the server and returns a proxy to it (Python's
-    /// `BaseManager.register` plus the call that creates one). Not available over TCP: the
-    /// server finds `S`'s code the way a child finds its target, so the object must be
-    /// created by a local process running the same executable; publish it for remote ones.
+    /// `BaseManager.register` plus the call that creates one). The server finds `S`'s code
+    /// the way a child finds its target, so the caller must run the server's executable
+    /// (over TCP, a peer running another executable gets `Err(ValueError)` saying so);
+    /// any client may then [`call`](Proxy::call) the object.
     pub fn create<S: Managed>(&self, state: S) -> Result<Proxy<S>> {
         let bytes = enc(&state)?;
         let entry = managed::Records::<S, ()>::CUSTOM;

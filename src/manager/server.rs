@@ -352,13 +352,11 @@ fn handle(
     conn: &Connection<()>,
     shared: &Shared,
 ) -> Option<wire::Reply> {
-    // Only these requests can wait; `None` is forever (or a deadline too far to represent).
-    let deadline = match req {
-        Request::QueueGet(_, w) | Request::LockAcquire(_, w) | Request::EventWait(_, w) => {
-            w.and_then(|ns| Instant::now().checked_add(Duration::from_nanos(ns)))
-        }
-        _ => None,
-    };
+    // `None` is forever (or a deadline too far to represent).
+    let mut deadline = req
+        .wait()
+        .flatten()
+        .and_then(|ns| Instant::now().checked_add(Duration::from_nanos(ns)));
     let mut store = shared.store();
     loop {
         if shared.stopping.load(Ordering::Acquire) {
@@ -376,7 +374,18 @@ fn handle(
         let mut slice = PEER_CHECK;
         if let Some(d) = deadline {
             if now >= d {
-                return Some(Store::timed_out(req));
+                let reply = store.expire(req, caller);
+                if std::mem::take(&mut store.wake) {
+                    shared.cond.notify_all();
+                }
+                match reply {
+                    Some(reply) => return Some(reply),
+                    // A condition's waiter takes its lock back, however long that takes.
+                    None => {
+                        deadline = None;
+                        continue;
+                    }
+                }
             }
             slice = slice.min(d - now);
         }

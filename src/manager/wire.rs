@@ -90,11 +90,20 @@ pub(crate) enum Kind<'a> {
     List,
     Dict,
     Namespace,
-    Queue,
+    /// A queue of at most this many items (`None`: unbounded).
+    Queue(Option<u64>),
     Lock,
+    RLock,
+    /// A semaphore's initial value, and whether releases may not take it above it.
+    Semaphore(u64, bool),
+    Condition,
+    /// A barrier for this many parties.
+    Barrier(u64),
     Event,
     #[serde(borrow)]
     Value(Bytes<'a>),
+    /// A fixed-length array of these items.
+    Array(#[serde(borrow)] Vec<Bytes<'a>>),
     /// A custom object: its encoded state, and the code that builds and serves it.
     Custom {
         #[serde(borrow)]
@@ -126,6 +135,16 @@ pub(crate) enum Request<'a> {
     ListRemove(ObjectId, u64),
     ListPop(ObjectId),
     ListModify(ObjectId, u64, Code),
+    /// `modify_with`: the index, the encoded argument, the function.
+    ListModifyWith(ObjectId, u64, #[serde(borrow)] Bytes<'a>, Code),
+    /// The first index of an item equal (by encoding) to this one.
+    ListIndex(ObjectId, #[serde(borrow)] Bytes<'a>),
+    ListCount(ObjectId, #[serde(borrow)] Bytes<'a>),
+    ListReverse(ObjectId),
+    /// Sort with the element type's order, which only the client's code knows.
+    ListSort(ObjectId, Code),
+    /// Items `start..end` (`None`: to the end), clamped to the list as Python's slices are.
+    ListSlice(ObjectId, u64, Option<u64>),
     DictGet(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictInsert(
         ObjectId,
@@ -135,14 +154,52 @@ pub(crate) enum Request<'a> {
     DictRemove(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictContains(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictModify(ObjectId, #[serde(borrow)] Bytes<'a>, Code),
+    /// `modify_with`: the key, the encoded argument, the function.
+    DictModifyWith(
+        ObjectId,
+        #[serde(borrow)] Bytes<'a>,
+        #[serde(borrow)] Bytes<'a>,
+        Code,
+    ),
+    DictUpdate(ObjectId, #[serde(borrow)] Vec<(Bytes<'a>, Bytes<'a>)>),
+    DictSetDefault(
+        ObjectId,
+        #[serde(borrow)] Bytes<'a>,
+        #[serde(borrow)] Bytes<'a>,
+    ),
+    /// Remove and return the last entry inserted.
+    DictPopItem(ObjectId),
     NsGet(ObjectId, &'a str),
     NsSet(ObjectId, &'a str, #[serde(borrow)] Bytes<'a>),
-    QueuePut(ObjectId, #[serde(borrow)] Bytes<'a>),
+    /// Add an item, waiting up to this many nanoseconds while the queue is full (`None`:
+    /// forever).
+    QueuePut(ObjectId, #[serde(borrow)] Bytes<'a>, Option<u64>),
+    QueueFull(ObjectId),
+    QueueTaskDone(ObjectId),
+    /// Wait until every item put was marked done.
+    QueueJoin(ObjectId, Option<u64>),
     /// Take the queue's first item, waiting up to this many nanoseconds (`None`: forever).
     QueueGet(ObjectId, Option<u64>),
     /// Acquire the lock, waiting up to this many nanoseconds (`None`: forever).
     LockAcquire(ObjectId, Option<u64>),
     LockRelease(ObjectId),
+    RLockAcquire(ObjectId, Option<u64>),
+    RLockRelease(ObjectId),
+    SemAcquire(ObjectId, Option<u64>),
+    SemRelease(ObjectId),
+    SemValue(ObjectId),
+    CondAcquire(ObjectId, Option<u64>),
+    CondRelease(ObjectId),
+    /// Release the condition's lock, wait for a notify (up to the deadline), take the lock
+    /// back; answers whether it was notified.
+    CondWait(ObjectId, Option<u64>),
+    /// Wake up to this many waiters (`u64::MAX`: all).
+    CondNotify(ObjectId, u64),
+    BarrierWait(ObjectId, Option<u64>),
+    BarrierAbort(ObjectId),
+    BarrierReset(ObjectId),
+    /// The barrier's parties, waiting parties, and whether it is broken.
+    BarrierState(ObjectId),
     EventSet(ObjectId),
     EventClear(ObjectId),
     EventIsSet(ObjectId),
@@ -157,6 +214,27 @@ pub(crate) enum Request<'a> {
     /// Stop the server: carries the owner's token, which only the process that started
     /// the server (or serves it) knows.
     Shutdown(#[serde(borrow)] Bytes<'a>),
+}
+
+impl Request<'_> {
+    /// How long the request may wait in the server, for those that can: `Some(None)` is
+    /// forever, `Some(Some(ns))` a deadline; `None` for a request that never waits.
+    pub(crate) fn wait(&self) -> Option<Option<u64>> {
+        use Request as R;
+        match self {
+            R::QueueGet(_, w)
+            | R::QueuePut(_, _, w)
+            | R::QueueJoin(_, w)
+            | R::LockAcquire(_, w)
+            | R::RLockAcquire(_, w)
+            | R::SemAcquire(_, w)
+            | R::CondAcquire(_, w)
+            | R::CondWait(_, w)
+            | R::BarrierWait(_, w)
+            | R::EventWait(_, w) => Some(*w),
+            _ => None,
+        }
+    }
 }
 
 /// Which part of a list or dict a [`Request::Dump`] asks for.
@@ -179,6 +257,7 @@ pub(crate) enum Answer {
     Maybe(Option<Buf>),
     Many(Vec<Buf>),
     Pairs(Vec<(Buf, Buf)>),
+    Numbers(Vec<u64>),
 }
 
 /// The two rings of an upgraded connection: requests (client to server), replies.
