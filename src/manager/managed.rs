@@ -58,7 +58,10 @@ where
 
 /// The records of `modify_with` entries: `F` applied to an element (`T`) and an argument
 /// (`A`).
-pub(crate) struct WithRecords<F, T, A>(PhantomData<fn() -> (F, T, A)>);
+pub(crate) struct WithRecords<F, T, A>(PhantomData<Three<F, T, A>>);
+
+/// Names three types without owning values of them.
+type Three<F, T, A> = fn() -> (F, T, A);
 
 impl<F, T, A> WithRecords<F, T, A>
 where
