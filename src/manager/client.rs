@@ -15,12 +15,12 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::transport;
-use super::wire::{self, Answer, Buf, RING_BYTES, Request, Rings};
+use super::wire::{self, Answer, Buf, NONE_RELEASED, ObjectId, RING_BYTES, Request, Rings};
 use crate::connection::Address;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -38,6 +38,8 @@ pub(crate) struct ServerRef {
     /// Set by the owner's `shutdown`: calls in this process answer `Closed` at once.
     pub(crate) closed: AtomicBool,
     key: String,
+    /// Objects this process let go of (`handle.rs`), for the next request to carry.
+    released: Mutex<Vec<ObjectId>>,
 }
 
 impl ServerRef {
@@ -49,7 +51,25 @@ impl ServerRef {
             nonce,
             closed: AtomicBool::new(false),
             key,
+            released: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Queues `id` for release with the next request to this server.
+    pub(crate) fn release_later(&self, id: ObjectId) {
+        self.released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
+    }
+
+    fn take_released(&self) -> Vec<ObjectId> {
+        let mut r = self.released.lock().unwrap_or_else(PoisonError::into_inner);
+        if r.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *r)
+        }
     }
 }
 
@@ -114,7 +134,7 @@ const PEER_CHECK: Duration = Duration::from_millis(50);
 /// One request and its answer on the socket.
 fn socket_call(conn: &Connection<()>, req: &Request<'_>) -> Result<Answer> {
     let mut out = Vec::new();
-    crate::codec::encode_plain_into(req, &mut out)?;
+    crate::codec::encode_plain_into(&(NONE_RELEASED, req), &mut out)?;
     conn.send_bytes(&out)?;
     let mut inp = Vec::new();
     conn.recv_bytes_into(&mut inp)?;
@@ -195,7 +215,8 @@ pub(crate) fn call(
         return Err(Error::Closed);
     }
     let client = client_for(server)?;
-    match round_trip(&client, req, wait) {
+    let released = server.take_released();
+    match round_trip(&client, (&released, req), wait) {
         Ok(reply) => reply,
         Err(e) => {
             // The connection is out of step or dead: the next call starts a fresh one.
@@ -208,12 +229,12 @@ pub(crate) fn call(
 /// One request and its reply. The outer error is the transport's; the inner, the server's.
 fn round_trip(
     client: &Client,
-    req: &Request<'_>,
+    frame: (&[ObjectId], &Request<'_>),
     wait: Option<Option<Duration>>,
 ) -> Result<wire::Reply> {
     let mut out = client.out.borrow_mut();
     out.clear();
-    crate::codec::encode_plain_into(req, &mut out)?;
+    crate::codec::encode_plain_into(&frame, &mut out)?;
     if let Some((requests, replies)) = &client.rings {
         return ring_trip(&client.conn, requests, replies, &out, wait);
     }

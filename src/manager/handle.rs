@@ -7,10 +7,21 @@
 //! [`Manager::lookup`](super::Manager::lookup) is re-pointed at the address the looking-up
 //! manager reached the server by, since the address the server bound (say `0.0.0.0:50000`)
 //! need not be one a remote client can reach.
+//!
+//! Lifetime. The handle a `Manager` creates carries a [`Life`], shared by all its clones
+//! in this process (a clone is an `Arc` increment: no message). When the last clone goes
+//! and the handle never left the process (it was never serialized: not passed to a child,
+//! sent in a message, stored in another object or published), nobody else can name the
+//! object, so the process queues its id on its [`ServerRef`], and the next request this
+//! process sends to that server carries it (`client.rs`): the server frees the object
+//! before it applies the request. A handle that was serialized even once is never
+//! released by its creator; its object lives until the server stops, as before. (So
+//! freeing never races with a proxy in transit: whatever was serialized is kept.)
 
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -25,6 +36,38 @@ use crate::error::{Error, Result};
 pub(crate) struct Handle {
     pub(crate) server: Arc<ServerRef>,
     pub(crate) id: ObjectId,
+    /// Set on the handles a `Manager` created in this process (and their clones).
+    pub(crate) life: Option<Arc<Life>>,
+}
+
+/// The creating process's claim on an object: released when the last clone of the
+/// creating handle is dropped, unless the handle was ever serialized.
+pub(crate) struct Life {
+    server: Arc<ServerRef>,
+    id: ObjectId,
+    /// The creating process: a child made by `fork` inherits a copy of this memory, and
+    /// must not release what its parent holds.
+    pid: u32,
+    escaped: AtomicBool,
+}
+
+impl Life {
+    pub(crate) fn new(server: &Arc<ServerRef>, id: ObjectId) -> Arc<Life> {
+        Arc::new(Life {
+            server: server.clone(),
+            id,
+            pid: crate::sys::pid::current(),
+            escaped: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        if !self.escaped.load(Ordering::Relaxed) && crate::sys::pid::current() == self.pid {
+            self.server.release_later(self.id);
+        }
+    }
 }
 
 impl Handle {
@@ -75,6 +118,10 @@ pub(crate) fn rebased<T>(server: &Arc<ServerRef>, f: impl FnOnce() -> T) -> T {
 
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        // Once its bytes exist, another process may hold the object: never release it.
+        if let Some(life) = &self.life {
+            life.escaped.store(true, Ordering::Relaxed);
+        }
         Wire {
             address: self.server.address.clone(),
             authkey: Buf(self.server.authkey.clone()),
@@ -93,6 +140,10 @@ impl<'de> Deserialize<'de> for Handle {
             Some(s) if s.nonce == w.nonce => s,
             _ => ServerRef::new(w.address, w.authkey.0, w.nonce),
         };
-        Ok(Handle { server, id: w.id })
+        Ok(Handle {
+            server,
+            id: w.id,
+            life: None,
+        })
     }
 }

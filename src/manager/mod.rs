@@ -300,6 +300,7 @@ impl Manager {
             Answer::Id(id) => Ok(Handle {
                 server: self.server.clone(),
                 id,
+                life: Some(handle::Life::new(&self.server, id)),
             }),
             a => Err(unexpected(a)),
         }

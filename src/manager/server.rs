@@ -249,7 +249,15 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
     let mut inp = Vec::new();
     let mut out = Vec::new();
     while next_request(conn, rings.as_ref(), &mut inp, shared) {
-        let request = wire::decode::<Request<'_>>(&inp);
+        let request = match wire::decode::<wire::Frame<'_>>(&inp) {
+            Ok((released, request)) => {
+                if !released.is_empty() {
+                    shared.store().free(&released);
+                }
+                Ok(request)
+            }
+            Err(e) => Err(e),
+        };
         let (reply, shutdown) = match request {
             Ok(Request::Hello) => (Ok(Answer::Nonce(shared.nonce)), false),
             Ok(Request::Shutdown(token)) if same_token(token.0, &shared.owner_token) => {

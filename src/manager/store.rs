@@ -128,6 +128,17 @@ impl Store {
         Ok(self.last_id)
     }
 
+    /// Frees the objects a client's process let go of (`handle.rs`): no proxy anywhere
+    /// names them. An id already gone is ignored.
+    pub(crate) fn free(&mut self, ids: &[ObjectId]) {
+        for id in ids {
+            self.objects.remove(id);
+        }
+        if self.objects.capacity() > 64 && self.objects.len() < self.objects.capacity() / 4 {
+            self.objects.shrink_to_fit();
+        }
+    }
+
     /// Does `req`; `None` when it must wait (a blocking get, acquire or wait).
     pub(crate) fn apply(&mut self, req: &Request<'_>, caller: Caller) -> Option<Reply> {
         match self.try_apply(req, caller) {

@@ -1,6 +1,7 @@
 //! What a manager client and its server say to each other.
 //!
-//! The client writes one [`Request`] per frame and reads one [`Reply`] (a
+//! The client writes one [`Frame`] (a [`Request`], after the ids of objects its process
+//! let go of) and reads one [`Reply`] (a
 //! `Result<Answer, Error>`) per frame: strictly one request in flight per connection, so
 //! frames never need ids. Values travel already encoded ([`Bytes`]): the server stores bytes
 //! and never decodes a user's type, except inside a `modify` or a custom object's handler,
@@ -111,6 +112,13 @@ pub(crate) enum Kind<'a> {
         code: Code,
     },
 }
+
+/// What a request frame holds: the objects the client's process let go of (freed first;
+/// see `handle.rs`), then the request.
+pub(crate) type Frame<'a> = (Vec<ObjectId>, Request<'a>);
+
+/// The release list of a frame that releases nothing.
+pub(crate) const NONE_RELEASED: &[ObjectId] = &[];
 
 /// One request. `id` names the object the operation applies to.
 #[derive(Debug, Serialize, Deserialize)]

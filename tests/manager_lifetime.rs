@@ -1,0 +1,104 @@
+//! Manager objects are freed when nothing can name them any more: a proxy created and
+//! dropped in one process frees its object (the server's memory stays flat under
+//! create/drop loops), while an object whose proxy left the process (to a child, in a
+//! message, into another object) lives on after its creator drops it. Ports the manager
+//! side of CPython's reference counting (`BaseProxy._incref`/`_decref`; cpython.md §2.9)
+//! as `_TestContainers` (58) sees it: nested proxies stay live after the local proxy is
+//! deleted.
+
+mod util;
+
+use std::time::Duration;
+
+use mproc::{ListProxy, Manager, QueueProxy};
+use util::*;
+
+/// The resident memory of `pid`, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server runs");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+fn server_pid() -> u32 {
+    mproc::active_children()
+        .into_iter()
+        .filter(|p| p.name().starts_with("SyncManager-"))
+        .map(|p| p.pid())
+        .last()
+        .expect("a manager server child")
+}
+
+fn churn(m: &Manager, rounds: usize) {
+    for _ in 0..rounds {
+        let l: ListProxy<u64> = m.list().unwrap();
+        l.extend(0..100).unwrap();
+        let twin = l.clone(); // clones share the claim: no message, no early free
+        drop(l);
+        assert_eq!(twin.len().unwrap(), 100);
+    }
+}
+
+#[test]
+fn server_memory_stays_flat_under_create_and_drop() {
+    // Alone: the only manager server child is this test's.
+    let _s = exclusive();
+    let _w = watchdog("server_memory_stays_flat", 300);
+    let m = Manager::start().unwrap();
+    let pid = server_pid();
+    churn(&m, 2_000);
+    let before = rss_kb(pid);
+    churn(&m, 20_000);
+    let after = rss_kb(pid);
+    // Kept, 20 000 lists of 100 items would take over 100 MB.
+    assert!(
+        after < before + 8 * 1024,
+        "the server grew from {before} kB to {after} kB"
+    );
+}
+
+fn append_later(q: QueueProxy<ListProxy<u32>>, go: QueueProxy<()>) -> mproc::Result<Vec<u32>> {
+    let l = q.get()?;
+    go.get()?;
+    l.append(&7)?;
+    l.to_vec()
+}
+
+fn append_arg(l: ListProxy<u32>, go: QueueProxy<()>) -> mproc::Result<Vec<u32>> {
+    go.get()?;
+    l.append(&8)?;
+    l.to_vec()
+}
+
+#[test]
+fn a_proxy_that_left_the_process_outlives_its_creators_drop() {
+    let _s = shared();
+    let _w = watchdog("a_proxy_that_left_the_process", 60);
+    let m = Manager::start().unwrap();
+    let (q, go) = (m.queue().unwrap(), m.queue().unwrap());
+    // In a message.
+    let p = mproc::spawn(append_later, (q.clone(), go.clone())).unwrap();
+    let l: ListProxy<u32> = m.list().unwrap();
+    l.append(&1).unwrap();
+    q.put(l.clone()).unwrap();
+    drop(l);
+    go.put(()).unwrap(); // a request after the drop: a release would have gone with it
+    assert_eq!(p.result().unwrap().unwrap(), [1, 7]);
+    // In a child's arguments.
+    let l: ListProxy<u32> = m.list().unwrap();
+    let p = mproc::spawn(append_arg, (l.clone(), go.clone())).unwrap();
+    drop(l);
+    std::thread::sleep(Duration::from_millis(50));
+    go.put(()).unwrap();
+    assert_eq!(p.result().unwrap().unwrap(), [8]);
+    // Inside another object.
+    let outer: ListProxy<ListProxy<u32>> = m.list().unwrap();
+    let inner: ListProxy<u32> = m.list().unwrap();
+    outer.append(&inner).unwrap();
+    drop(inner);
+    let back = outer.get(0).unwrap().unwrap();
+    back.append(&9).unwrap();
+    assert_eq!(back.to_vec().unwrap(), [9]);
+}
