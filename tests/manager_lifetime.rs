@@ -27,7 +27,7 @@ fn server_pid() -> u32 {
         .into_iter()
         .filter(|p| p.name().starts_with("SyncManager-"))
         .map(|p| p.pid())
-        .last()
+        .next_back()
         .expect("a manager server child")
 }
 

@@ -14,7 +14,16 @@
 //! lifeline pipe from its owner, and dies with it: owner exit, even by SIGKILL, ends the
 //! server. [`Manager::shutdown`] (or dropping the owning `Manager`) stops it: every
 //! client's connection is shut down, so every proxy call — a blocked `get` too — answers
-//! `Err(Closed)`. Objects live until the server stops.
+//! `Err(Closed)`. An object lives until its creating process drops the last proxy to it,
+//! if that proxy never left the process (`handle.rs`), or else until the server stops.
+//!
+//! Only the process that started a server (or serves it) can stop it: a `Shutdown` carries
+//! an owner's token that no other client has (`server.rs`).
+//!
+//! The protocol is mproc's own (`wire.rs`: postcard frames), not CPython's pickle-based
+//! manager protocol: a Python `BaseManager` cannot talk to an mproc manager, nor the
+//! reverse. To exchange data with a Python program, use [`crate::Listener`] and
+//! [`crate::connect`], which speak CPython's connection protocol.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +73,11 @@ type Ready = std::result::Result<Address, Error>;
 
 /// A manager: a server process holding shared objects, and the way to create them (Python's
 /// `multiprocessing.Manager()` / `SyncManager` / `BaseManager`).
+///
+/// mproc managers speak their own protocol, not Python's: a Python `BaseManager` cannot
+/// connect to one, nor can an mproc `Manager` connect to a Python manager (the handshake
+/// would pass, then the first request fails to decode). Talk to Python programs with
+/// [`Listener`](crate::Listener) and [`connect`](crate::connect) instead.
 ///
 /// ```
 /// # fn main() -> mproc::Result<()> {

@@ -3,7 +3,8 @@
 //! The store keeps every value encoded, exactly as a client sent it: the server never needs
 //! a user's types, except inside `modify` and custom handlers (`managed.rs`). Dict keys are
 //! compared by their encoding (equal keys encode equally for the types a key may be), and
-//! iterate in insertion order, as Python's dicts do. Objects live until the server stops.
+//! iterate in insertion order, as Python's dicts do. An object lives until a client's
+//! process releases it ([`Store::free`], see `handle.rs`) or the server stops.
 //!
 //! [`Store::apply`] never blocks: a `get` on an empty queue, an `acquire` of a held lock or
 //! a `wait` on a clear event answers `None`, and the connection's thread waits on the
