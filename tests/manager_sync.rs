@@ -179,7 +179,9 @@ fn condition_wait_timeout_takes_the_lock_back() {
     assert!(c.acquire_timeout(SHORT).unwrap().is_some());
 }
 
-fn wait_forever(c: ConditionProxy, sleeping: EventProxy) -> mproc::Result<()> {
+fn wait_forever(c: ConditionProxy, sleeping: EventProxy, marker: RLockProxy) -> mproc::Result<()> {
+    // Held on the same connection as the wait: freed when the server drops the connection.
+    let _m = marker.acquire()?;
     let g = c.acquire()?;
     sleeping.set()?;
     let _g = c.wait(g)?;
@@ -197,17 +199,28 @@ fn a_killed_waiter_does_not_swallow_a_notify() {
         m.event().unwrap(),
         m.event().unwrap(),
     );
-    let doomed = mproc::spawn(wait_forever, (c.clone(), s1.clone())).unwrap();
+    let (m1, m2) = (m.rlock().unwrap(), m.rlock().unwrap());
+    let doomed = mproc::spawn(wait_forever, (c.clone(), s1.clone(), m1.clone())).unwrap();
     assert!(s1.wait_timeout(LONG).unwrap());
-    let kept = mproc::spawn(wait_forever, (c.clone(), s2.clone())).unwrap();
+    let mut kept = mproc::spawn(wait_forever, (c.clone(), s2.clone(), m2)).unwrap();
     assert!(s2.wait_timeout(LONG).unwrap());
-    let pid = doomed.pid().expect("started");
     doomed.kill().unwrap();
-    assert!(wait_dead(pid, 10));
-    // The server notices within its peer check; then the only waiter is the live one.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the server has dropped the dead connection (its rlock is free), the only
+    // waiter left is the live one.
+    let deadline = Instant::now() + LONG;
+    while m1.try_acquire().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the dead waiter's connection was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(c.acquire().unwrap());
     assert_eq!(c.notify(1).unwrap(), 1);
+    assert!(
+        kept.join_timeout(LONG).unwrap(),
+        "the notify went to the dead waiter: the live one still waits"
+    );
     kept.result().unwrap().unwrap();
 }
 
