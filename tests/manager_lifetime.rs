@@ -1,16 +1,19 @@
-//! Manager objects are freed when nothing can name them any more: a proxy created and
-//! dropped in one process frees its object (the server's memory stays flat under
-//! create/drop loops), while an object whose proxy left the process (to a child, in a
-//! message, into another object) lives on after its creator drops it. Ports the manager
-//! side of CPython's reference counting (`BaseProxy._incref`/`_decref`; cpython.md §2.9)
-//! as `_TestContainers` (58) sees it: nested proxies stay live after the local proxy is
-//! deleted.
+//! Manager objects are reference counted: an object is freed when the last proxy to it, in
+//! any process, is gone (dropped, or held by a process that died, or inside an object that
+//! was freed), and not before: the server's memory stays flat under create/drop loops, and
+//! an object whose proxy left the process (to a child, in a message, into another object)
+//! lives on after its creator drops it. Ports the manager side of CPython's reference
+//! counting (`BaseProxy._incref`/`_decref`; cpython.md §2.9) as `_TestContainers` (58, 59)
+//! sees it: nested proxies, and a queue proxy stored in a list, stay live after the local
+//! proxy is deleted.
 
 mod util;
 
 use std::time::Duration;
 
-use mproc::{ListProxy, Manager, QueueProxy};
+use std::time::Instant;
+
+use mproc::{EventProxy, ListProxy, Manager, QueueProxy};
 use util::*;
 
 /// The resident memory of `pid`, in kB.
@@ -101,4 +104,81 @@ fn a_proxy_that_left_the_process_outlives_its_creators_drop() {
     let back = outer.get(0).unwrap().unwrap();
     back.append(&9).unwrap();
     assert_eq!(back.to_vec().unwrap(), [9]);
+}
+
+/// Waits until the server holds `n` objects; fails after a while.
+fn settles_at(m: &Manager, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = m.object_count().unwrap();
+        if now == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {now} objects, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn use_and_keep(l: ListProxy<u32>, go: EventProxy) -> mproc::Result<()> {
+    l.append(&1)?;
+    go.wait()
+}
+
+fn hold(l: ListProxy<u32>, held: EventProxy) -> mproc::Result<()> {
+    l.append(&2)?;
+    held.set()?;
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+#[test]
+fn an_object_is_freed_with_the_last_proxy_in_any_process() {
+    let _s = exclusive();
+    let _w = watchdog("freed_with_the_last_proxy", 120);
+    let m = Manager::start().unwrap();
+    let (go, held) = (m.event().unwrap(), m.event().unwrap());
+    let base = m.object_count().unwrap();
+    // A child that ends normally.
+    let l: ListProxy<u32> = m.list().unwrap();
+    let p = mproc::spawn(use_and_keep, (l.clone(), go.clone())).unwrap();
+    drop(l);
+    settles_at(&m, base + 1, "the child still holds it");
+    go.set().unwrap();
+    p.result().unwrap().unwrap();
+    settles_at(&m, base, "freed once the child is gone");
+    // A child killed while it holds the only proxy.
+    let l: ListProxy<u32> = m.list().unwrap();
+    let mut p = mproc::Process::new(hold, (l.clone(), held.clone()));
+    p.start().unwrap();
+    assert!(held.wait_timeout(Duration::from_secs(20)).unwrap());
+    drop(l);
+    settles_at(&m, base + 1, "the child still holds it");
+    p.kill().unwrap();
+    let _ = p.join();
+    settles_at(&m, base, "freed once its holder was killed");
+    // Proxies inside other objects: held by them, freed with them.
+    let outer: ListProxy<ListProxy<u32>> = m.list().unwrap();
+    let inner: ListProxy<u32> = m.list().unwrap();
+    outer.append(&inner).unwrap();
+    drop(inner);
+    settles_at(&m, base + 2, "the outer list holds the inner one");
+    let back = outer.get(0).unwrap().unwrap();
+    back.append(&3).unwrap();
+    drop(back);
+    settles_at(&m, base + 2, "still held by the outer list");
+    drop(outer);
+    settles_at(&m, base, "freed with the outer list");
+    // Through a queue, read by a child; published proxies stay.
+    let q: QueueProxy<ListProxy<u32>> = m.queue().unwrap();
+    let l: ListProxy<u32> = m.list().unwrap();
+    m.publish("kept", &l).unwrap();
+    q.put(l.clone()).unwrap();
+    drop(l);
+    let got = q.get().unwrap();
+    drop(got);
+    drop(q);
+    settles_at(&m, base + 1, "a published proxy stays");
 }

@@ -14,8 +14,9 @@
 //! lifeline pipe from its owner, and dies with it: owner exit, even by SIGKILL, ends the
 //! server. [`Manager::shutdown`] (or dropping the owning `Manager`) stops it: every
 //! client's connection is shut down, so every proxy call — a blocked `get` too — answers
-//! `Err(Closed)`. An object lives until its creating process drops the last proxy to it,
-//! if that proxy never left the process (`handle.rs`), or else until the server stops.
+//! `Err(Closed)`. Objects are reference counted (`handle.rs`, `store/claims.rs`): an object
+//! is freed when the last proxy to it, in any process, is gone — dropped, held by a process
+//! that died, or stored inside an object that was freed.
 //!
 //! Only the process that started a server (or serves it) can stop it: a `Shutdown` carries
 //! an owner's token that no other client has (`server.rs`).
@@ -309,12 +310,22 @@ impl Manager {
         }
     }
 
+    /// How many objects the server holds now (a diagnostic: objects are freed when the
+    /// last proxy to them, in any process, is gone).
+    #[doc(hidden)]
+    pub fn object_count(&self) -> Result<usize> {
+        match client::call(&self.server, &Request::ObjectCount, None)? {
+            Answer::Len(n) => Ok(n as usize),
+            a => Err(unexpected(a)),
+        }
+    }
+
     fn new_object(&self, kind: Kind<'_>) -> Result<Handle> {
         match client::call(&self.server, &Request::Create(kind), None)? {
             Answer::Id(id) => Ok(Handle {
                 server: self.server.clone(),
                 id,
-                life: Some(handle::Life::new(&self.server, id)),
+                _claim: Some(handle::Life::new(&self.server, id)),
             }),
             a => Err(unexpected(a)),
         }

@@ -21,9 +21,11 @@ mod parity;
 pub use self::parity::ArrayProxy;
 
 /// Encodes a value for the server.
+/// Encodes a value for the server. Proxies inside it pass their claims to the object the
+/// next request stores into (`client::collecting`).
 pub(crate) fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    codec::encode_plain_into(v, &mut buf)?;
+    super::client::collecting(|| codec::encode_plain_into(v, &mut buf))?;
     Ok(buf)
 }
 

@@ -26,13 +26,15 @@ use std::time::{Duration, Instant};
 
 use super::store::{Caller, ConnId, Store};
 use super::transport::ServerSocket;
-use super::wire::{self, Answer, Buf, Request, Rings};
+use super::wire::{self, Answer, Buf, Request, Rings, Session};
 use crate::connection::Address;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
 /// How often a waiting request checks that its client is still there.
 const PEER_CHECK: Duration = Duration::from_millis(50);
+/// How often sessions without a connection are checked for a dead process.
+const JANITOR: Duration = Duration::from_secs(1);
 
 struct Shared {
     store: Mutex<Store>,
@@ -133,6 +135,18 @@ impl Server {
                     // Whatever comes (end of stream when the owner exits): stop.
                     let _ = lifeline.recv_bytes();
                     shared.stop();
+                })?;
+        }
+        {
+            // Ends the sessions of processes that died without a connection open.
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("mproc-manager-janitor".into())
+                .spawn(move || {
+                    while !shared.stopping.load(Ordering::Acquire) {
+                        std::thread::sleep(JANITOR);
+                        shared.store().reap_sessions();
+                    }
                 })?;
         }
         let acceptor = {
@@ -240,26 +254,64 @@ fn next_request(
     }
 }
 
+/// A connection's place in its process's session: counted out when the connection ends,
+/// however it ends, so that the session can end with its process (`store/claims.rs`).
+struct InSession<'a> {
+    session: Session,
+    shared: &'a Shared,
+}
+
+impl Drop for InSession<'_> {
+    fn drop(&mut self) {
+        self.shared.store().bye(self.session);
+    }
+}
+
 fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
-    let caller = Caller {
+    let mut caller = Caller {
         conn: id,
         remote: shared.remote,
+        session: 0,
     };
+    let mut _in_session: Option<InSession<'_>> = None;
     let mut rings: Option<Rings> = None;
     let mut inp = Vec::new();
     let mut out = Vec::new();
     while next_request(conn, rings.as_ref(), &mut inp, shared) {
+        let mut embedded = Vec::new();
         let request = match wire::decode::<wire::Frame<'_>>(&inp) {
-            Ok((released, request)) => {
-                if !released.is_empty() {
-                    shared.store().free(&released);
+            Ok((ops, tokens, request)) => {
+                if caller.session != 0 && !(ops.is_empty() && tokens.is_empty()) {
+                    let mut store = shared.store();
+                    store.apply_ops(caller.session, &ops);
+                    // Before the request stores the bytes: no reader may see them while
+                    // their tokens are still in transit.
+                    match &request {
+                        Request::Create(_) => embedded = tokens,
+                        Request::Publish(..) => store.embed(&tokens, 0),
+                        r => {
+                            if let Some(container) = r.object() {
+                                store.embed(&tokens, container);
+                            }
+                        }
+                    }
                 }
                 Ok(request)
             }
             Err(e) => Err(e),
         };
+        if let Ok(Request::Hello(session, pid)) = &request {
+            if caller.session == 0 && *session != 0 {
+                caller.session = *session;
+                shared.store().hello(*session, *pid, shared.remote);
+                _in_session = Some(InSession {
+                    session: *session,
+                    shared,
+                });
+            }
+        }
         let (reply, shutdown) = match request {
-            Ok(Request::Hello) => (Ok(Answer::Nonce(shared.nonce)), false),
+            Ok(Request::Hello(..)) => (Ok(Answer::Nonce(shared.nonce)), false),
             Ok(Request::Shutdown(token)) if same_token(token.0, &shared.owner_token) => {
                 (Ok(Answer::Done), true)
             }
@@ -281,7 +333,14 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                 false,
             ),
             Ok(req) => match handle(&req, caller, conn, shared) {
-                Some(r) => (r, false),
+                Some(r) => {
+                    // A new object's contents are seen by no one before its creator has
+                    // its id: its tokens can pass to it now.
+                    if let (Ok(Answer::Id(new)), false) = (&r, embedded.is_empty()) {
+                        shared.store().embed(&embedded, *new);
+                    }
+                    (r, false)
+                }
                 None => break, // the peer hung up while waiting
             },
             Err(e) => {

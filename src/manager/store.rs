@@ -3,8 +3,8 @@
 //! The store keeps every value encoded, exactly as a client sent it: the server never needs
 //! a user's types, except inside `modify` and custom handlers (`managed.rs`). Dict keys are
 //! compared by their encoding (equal keys encode equally for the types a key may be), and
-//! iterate in insertion order, as Python's dicts do. An object lives until a client's
-//! process releases it ([`Store::free`], see `handle.rs`) or the server stops.
+//! iterate in insertion order, as Python's dicts do. An object lives while anything holds
+//! a claim on it (`store/claims.rs`).
 //!
 //! [`Store::apply`] never blocks: a `get` on an empty queue, an `acquire` of a held lock or
 //! a `wait` on a clear event answers `None`, and the connection's thread waits on the
@@ -15,9 +15,10 @@ use std::collections::HashMap;
 
 use super::managed::{Call, Done, ServerEntry, entry_of};
 use super::object::{Dict, Object, wrong_kind};
-use super::wire::{Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request};
+use super::wire::{Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request, Session};
 use crate::error::Error;
 
+mod claims;
 mod containers;
 mod sync;
 
@@ -29,6 +30,8 @@ pub(crate) type ConnId = u64;
 pub(crate) struct Caller {
     pub(crate) conn: ConnId,
     pub(crate) remote: bool,
+    /// The client process's session (`claims.rs`); 0 before its `Hello`.
+    pub(crate) session: Session,
 }
 
 /// Every object of one server.
@@ -40,6 +43,7 @@ pub(crate) struct Store {
     names: HashMap<String, (String, Vec<u8>)>,
     /// Set when an operation may let a waiting caller proceed.
     pub(crate) wake: bool,
+    claims: claims::Claims,
 }
 
 fn out_of_range(i: u64, len: usize) -> Error {
@@ -126,18 +130,8 @@ impl Store {
         };
         self.last_id += 1;
         self.objects.insert(self.last_id, object);
+        self.claim_new(caller.session, self.last_id);
         Ok(self.last_id)
-    }
-
-    /// Frees the objects a client's process let go of (`handle.rs`): no proxy anywhere
-    /// names them. An id already gone is ignored.
-    pub(crate) fn free(&mut self, ids: &[ObjectId]) {
-        for id in ids {
-            self.objects.remove(id);
-        }
-        if self.objects.capacity() > 64 && self.objects.len() < self.objects.capacity() / 4 {
-            self.objects.shrink_to_fit();
-        }
     }
 
     /// Does `req`; `None` when it must wait (a blocking get, acquire or wait).
@@ -152,7 +146,9 @@ impl Store {
     fn try_apply(&mut self, req: &Request<'_>, caller: Caller) -> Result<Option<Answer>, Error> {
         use Request as R;
         let answer = match req {
-            R::Hello | R::Upgrade | R::Shutdown(_) => Answer::Done,
+            R::Hello(..) | R::Upgrade | R::Shutdown(_) => Answer::Done,
+            R::Lend(id) => Answer::Token(self.lend(*id)?),
+            R::ObjectCount => Answer::Len(self.objects.len() as u64),
             R::Create(kind) => Answer::Id(self.create(kind, caller)?),
             R::Len(id) => Answer::Len(match self.get(*id)? {
                 Object::List(l) | Object::Array(l) => l.len(),
@@ -402,6 +398,7 @@ mod tests {
     const REMOTE: Caller = Caller {
         conn: 1,
         remote: true,
+        session: 1,
     };
 
     /// A store with one object of every kind, ids 1 to 12.
@@ -457,10 +454,12 @@ mod tests {
         let a = Caller {
             conn: 10,
             remote: false,
+            session: 10,
         };
         let b = Caller {
             conn: 11,
             remote: false,
+            session: 11,
         };
         assert!(matches!(
             s.apply(&Request::LockAcquire(5, None), a),
@@ -485,10 +484,12 @@ mod tests {
             Caller {
                 conn: 10,
                 remote: false,
+                session: 10,
             },
             Caller {
                 conn: 11,
                 remote: false,
+                session: 11,
             },
         );
         let acquire = Request::LockAcquire(5, None);

@@ -1,7 +1,7 @@
 //! What a manager client and its server say to each other.
 //!
-//! The client writes one [`Frame`] (a [`Request`], after the ids of objects its process
-//! let go of) and reads one [`Reply`] (a
+//! The client writes one [`Frame`] (a [`Request`], after its process's claim changes)
+//! and reads one [`Reply`] (a
 //! `Result<Answer, Error>`) per frame: strictly one request in flight per connection, so
 //! frames never need ids. Values travel already encoded ([`Bytes`]): the server stores bytes
 //! and never decodes a user's type, except inside a `modify` or a custom object's handler,
@@ -18,6 +18,9 @@ use crate::error::Error;
 
 /// The object ids a server hands out; 0 is never used.
 pub(crate) type ObjectId = u64;
+
+/// A client process's name for the server: random, drawn afresh in a forked child.
+pub(crate) type Session = u64;
 
 /// Encoded bytes on the wire: serialized as one byte string, not a sequence of `u8`s
 /// (one copy on each side, no per-byte loop).
@@ -113,18 +116,34 @@ pub(crate) enum Kind<'a> {
     },
 }
 
-/// What a request frame holds: the objects the client's process let go of (freed first;
-/// see `handle.rs`), then the request.
-pub(crate) type Frame<'a> = (Vec<ObjectId>, Request<'a>);
+/// A claim on an object that travels inside a serialized proxy (see `handle.rs`).
+pub(crate) type Token = u64;
 
-/// The release list of a frame that releases nothing.
-pub(crate) const NONE_RELEASED: &[ObjectId] = &[];
+/// A change to the claims of the sending process's session, applied before the request
+/// it rides with (see `handle.rs`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum RefOp {
+    /// The process let go of this many claims on the object.
+    Release(ObjectId, u64),
+    /// The process made a proxy from bytes carrying this token (for this object): the
+    /// token's claim becomes the process's.
+    Convert(Token, ObjectId),
+    /// The process made a proxy from bytes carrying this token but already had a claim:
+    /// the token's claim is given back.
+    Return(Token),
+}
+
+/// What a request frame holds: the sending process's claim changes (applied first), the
+/// tokens of the proxies serialized into this request's values (their claims pass to the
+/// object the request stores into), then the request.
+pub(crate) type Frame<'a> = (Vec<RefOp>, Vec<Token>, Request<'a>);
 
 /// One request. `id` names the object the operation applies to.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
-    /// The first message on a connection; the answer is the server's instance nonce.
-    Hello,
+    /// The first message on a connection: the client process's session and pid; the
+    /// answer is the server's instance nonce.
+    Hello(Session, u32),
     /// Local connections only: after the answer, the client sends (on the socket, with
     /// their descriptors) the two shared-memory rings that carry every later request and
     /// reply; the socket then only tells either side that the other is gone.
@@ -222,9 +241,78 @@ pub(crate) enum Request<'a> {
     /// Stop the server: carries the owner's token, which only the process that started
     /// the server (or serves it) knows.
     Shutdown(#[serde(borrow)] Bytes<'a>),
+    /// A claim on the object for a proxy being serialized; the answer is its token.
+    Lend(ObjectId),
+    /// How many objects the server holds (for tests and diagnostics).
+    ObjectCount,
 }
 
 impl Request<'_> {
+    /// The object the request applies to (that stores what the request carries).
+    pub(crate) fn object(&self) -> Option<ObjectId> {
+        use Request as R;
+        match self {
+            R::Hello(..) | R::Upgrade | R::Create(_) | R::Shutdown(_) | R::ObjectCount => None,
+            R::Publish(..) | R::Lookup(..) => None,
+            R::Len(id)
+            | R::Clear(id)
+            | R::Dump(id, _)
+            | R::ListAppend(id, _)
+            | R::ListExtend(id, _)
+            | R::ListGet(id, _)
+            | R::ListSet(id, ..)
+            | R::ListInsert(id, ..)
+            | R::ListRemove(id, _)
+            | R::ListPop(id)
+            | R::ListModify(id, ..)
+            | R::ListModifyWith(id, ..)
+            | R::ListIndex(id, _)
+            | R::ListCount(id, _)
+            | R::ListReverse(id)
+            | R::ListSort(id, _)
+            | R::ListSlice(id, ..)
+            | R::DictGet(id, _)
+            | R::DictInsert(id, ..)
+            | R::DictRemove(id, _)
+            | R::DictContains(id, _)
+            | R::DictModify(id, ..)
+            | R::DictModifyWith(id, ..)
+            | R::DictUpdate(id, _)
+            | R::DictSetDefault(id, ..)
+            | R::DictPopItem(id)
+            | R::NsGet(id, _)
+            | R::NsSet(id, ..)
+            | R::QueuePut(id, ..)
+            | R::QueueFull(id)
+            | R::QueueTaskDone(id)
+            | R::QueueJoin(id, _)
+            | R::QueueGet(id, _)
+            | R::LockAcquire(id, _)
+            | R::LockRelease(id)
+            | R::RLockAcquire(id, _)
+            | R::RLockRelease(id)
+            | R::SemAcquire(id, _)
+            | R::SemRelease(id)
+            | R::SemValue(id)
+            | R::CondAcquire(id, _)
+            | R::CondRelease(id)
+            | R::CondWait(id, _)
+            | R::CondNotify(id, _)
+            | R::BarrierWait(id, _)
+            | R::BarrierAbort(id)
+            | R::BarrierReset(id)
+            | R::BarrierState(id)
+            | R::EventSet(id)
+            | R::EventClear(id)
+            | R::EventIsSet(id)
+            | R::EventWait(id, _)
+            | R::ValueGet(id)
+            | R::ValueSet(id, _)
+            | R::Call(id, _)
+            | R::Lend(id) => Some(*id),
+        }
+    }
+
     /// How long the request may wait in the server, for those that can: `Some(None)` is
     /// forever, `Some(Some(ns))` a deadline; `None` for a request that never waits.
     pub(crate) fn wait(&self) -> Option<Option<u64>> {
@@ -266,6 +354,7 @@ pub(crate) enum Answer {
     Many(Vec<Buf>),
     Pairs(Vec<(Buf, Buf)>),
     Numbers(Vec<u64>),
+    Token(Token),
 }
 
 /// The two rings of an upgraded connection: requests (client to server), replies.

@@ -398,6 +398,7 @@ mod tests {
         Caller {
             conn,
             remote: false,
+            session: conn,
         }
     }
 
