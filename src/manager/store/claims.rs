@@ -53,7 +53,8 @@ struct SessionState {
     conns: u32,
     /// For a local session: the process, and its start time (a reused pid is another).
     process: Option<(u32, u64)>,
-    claims: HashMap<ObjectId, u64>,
+    /// Its claims on each object (below zero: releases that came before their claims).
+    claims: HashMap<ObjectId, i64>,
 }
 
 impl Store {
@@ -81,16 +82,21 @@ impl Store {
             .sessions
             .iter()
             .filter(|(_, s)| {
+                // Without a connection: a dead process's, or one that holds nothing (it
+                // starts afresh if it comes back).
                 s.conns == 0
-                    && s.process
-                        .is_some_and(|(pid, t)| crate::sys::pid::start_time(pid) != Some(t))
+                    && (s.claims.is_empty()
+                        || s.process
+                            .is_some_and(|(pid, t)| crate::sys::pid::start_time(pid) != Some(t)))
             })
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
             if let Some(s) = self.claims.sessions.remove(&id) {
                 for (object, n) in s.claims {
-                    self.drop_refs(object, n);
+                    if n > 0 {
+                        self.drop_refs(object, n as u64);
+                    }
                 }
             }
         }
@@ -147,21 +153,21 @@ impl Store {
         for op in ops {
             match *op {
                 RefOp::Release(id, n) => {
-                    let mine = self
-                        .claims
-                        .sessions
-                        .get_mut(&session)
-                        .and_then(|s| s.claims.get_mut(&id));
-                    // Only claims this session holds can be given back.
-                    let Some(mine) = mine else { continue };
-                    let n = n.min(*mine);
-                    *mine -= n;
-                    if *mine == 0 {
-                        if let Some(s) = self.claims.sessions.get_mut(&session) {
-                            s.claims.remove(&id);
-                        }
+                    // A session's threads send their changes on their own connections, so
+                    // a release may arrive before the conversion it undoes: the balance
+                    // then goes below zero, and the conversion, when it comes, is given
+                    // back at once.
+                    let s = self.claims.sessions.entry(session).or_default();
+                    let n = i64::try_from(n).unwrap_or(i64::MAX);
+                    let have = s.claims.get(&id).copied().unwrap_or(0);
+                    let give = n.min(have.max(0));
+                    let left = have.saturating_sub(n);
+                    if left == 0 {
+                        s.claims.remove(&id);
+                    } else {
+                        s.claims.insert(id, left);
                     }
-                    self.drop_refs(id, n);
+                    self.drop_refs(id, give as u64);
                 }
                 RefOp::Convert(token, id) => {
                     let transit = match self.claims.tokens.get(&token) {
@@ -178,14 +184,17 @@ impl Store {
                         };
                         *refs += 1;
                     }
-                    *self
-                        .claims
-                        .sessions
-                        .entry(session)
-                        .or_default()
-                        .claims
-                        .entry(id)
-                        .or_default() += 1;
+                    let s = self.claims.sessions.entry(session).or_default();
+                    let have = s.claims.get(&id).copied().unwrap_or(0);
+                    if have + 1 == 0 {
+                        s.claims.remove(&id);
+                    } else {
+                        s.claims.insert(id, have + 1);
+                    }
+                    if have < 0 {
+                        // Its release came first.
+                        self.drop_refs(id, 1);
+                    }
                 }
                 RefOp::Return(token) => {
                     if let Some(t) = self.claims.tokens.get(&token) {
@@ -265,7 +274,8 @@ mod tests {
         s.apply_ops(3, &[RefOp::Convert(t, x)]);
         s.apply_ops(2, &[RefOp::Release(x, 1)]);
         assert!(s.objects.contains_key(&x));
-        // A session cannot give back claims it does not hold.
+        // A session cannot give back claims it does not hold: they count against claims
+        // it takes later.
         s.apply_ops(2, &[RefOp::Release(x, 5)]);
         assert!(s.objects.contains_key(&x));
         s.apply_ops(3, &[RefOp::Release(x, 1)]);
@@ -275,6 +285,19 @@ mod tests {
         let t = lend(&mut s, y);
         s.apply_ops(1, &[RefOp::Return(t), RefOp::Release(y, 1)]);
         assert!(!s.objects.contains_key(&y));
+    }
+
+    #[test]
+    fn a_release_that_overtakes_its_conversion_still_counts() {
+        let mut s = Store::default();
+        let x = list(&mut s, 1);
+        let t = lend(&mut s, x);
+        s.apply_ops(1, &[RefOp::Release(x, 1)]);
+        // Session 2 decoded the proxy and dropped it; its threads' frames crossed.
+        s.apply_ops(2, &[RefOp::Release(x, 1)]);
+        assert!(s.objects.contains_key(&x), "the token in transit keeps it");
+        s.apply_ops(2, &[RefOp::Convert(t, x)]);
+        assert!(!s.objects.contains_key(&x), "no claim is left");
     }
 
     #[test]
