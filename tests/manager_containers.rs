@@ -191,3 +191,69 @@ fn code_runs_over_tcp_for_the_same_executable() {
         .unwrap();
     assert_eq!(got, 107);
 }
+
+/// Run by `code_from_another_executable_over_tcp_says_why` in a copy of this test binary
+/// (a different executable file): tries code-running calls on the manager named by the
+/// environment and prints what each answered.
+#[test]
+#[ignore = "a helper, run by code_from_another_executable_over_tcp_says_why"]
+fn helper_remote_peer_of_another_executable() {
+    let address: Address = std::env::var("MPROC_TEST_MANAGER")
+        .expect("run by its test")
+        .parse()
+        .expect("an address");
+    let key = std::env::var("MPROC_TEST_KEY").expect("run by its test");
+    let m = Manager::connect(address, key.as_bytes()).expect("connect");
+    let l: ListProxy<u64> = m.list().expect("plain calls work");
+    l.append(&1).expect("plain calls work");
+    match l.modify(0, |x: u64| x + 1) {
+        Err(Error::ValueError(e)) => println!("modify: {e}"),
+        other => println!("modify: unexpected {other:?}"),
+    }
+    match m.create(Counter { n: 0 }) {
+        Err(Error::ValueError(e)) => println!("create: {e}"),
+        other => println!("create: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn code_from_another_executable_over_tcp_says_why() {
+    let _s = shared();
+    let _w = watchdog("code_from_another_executable", 120);
+    let key = "a key for this test";
+    let m = Manager::builder()
+        .address(Address::Tcp("127.0.0.1:0".parse().unwrap()))
+        .authkey(key.as_bytes())
+        .start()
+        .unwrap();
+    // A copy of this very binary is another executable file: another fingerprint.
+    let copy = std::env::temp_dir().join(format!("mproc-peer-{}", std::process::id()));
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    let out = std::process::Command::new(&copy)
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_remote_peer_of_another_executable",
+            "--nocapture",
+        ])
+        .env("MPROC_TEST_MANAGER", m.address().to_string())
+        .env("MPROC_TEST_KEY", key)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&copy);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let says_why = "authenticated, but runs a different executable";
+    for call in ["modify", "create"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{call}: ")) && l.contains(says_why)),
+            "{call}: {stdout}"
+        );
+    }
+}
