@@ -122,6 +122,13 @@ fn settles_at(m: &Manager, n: usize, what: &str) {
     }
 }
 
+fn take_one(q: QueueProxy<ListProxy<u32>>, go: EventProxy) -> mproc::Result<usize> {
+    let l = q.get()?;
+    l.append(&5)?;
+    go.set()?;
+    l.len()
+}
+
 fn use_and_keep(l: ListProxy<u32>, go: EventProxy) -> mproc::Result<()> {
     l.append(&1)?;
     go.wait()
@@ -171,7 +178,23 @@ fn an_object_is_freed_with_the_last_proxy_in_any_process() {
     settles_at(&m, base + 2, "still held by the outer list");
     drop(outer);
     settles_at(&m, base, "freed with the outer list");
-    // Through a queue, read by a child; published proxies stay.
+    // Through a queue, taken by a child: the queue lets go of it with the item.
+    let q: QueueProxy<ListProxy<u32>> = m.queue().unwrap();
+    let l: ListProxy<u32> = m.list().unwrap();
+    q.put(l.clone()).unwrap();
+    drop(l);
+    settles_at(&m, base + 2, "in the queue");
+    let (q2, go2) = (m.queue::<ListProxy<u32>>().unwrap(), m.event().unwrap());
+    let p = mproc::spawn(take_one, (q.clone(), go2.clone())).unwrap();
+    assert_eq!(p.result().unwrap().unwrap(), 1);
+    settles_at(
+        &m,
+        base + 3,
+        "taken and dropped: only the queues and the event are left",
+    );
+    drop((q, q2, go2));
+    settles_at(&m, base, "the queues and the event are gone");
+    // Published proxies stay.
     let q: QueueProxy<ListProxy<u32>> = m.queue().unwrap();
     let l: ListProxy<u32> = m.list().unwrap();
     m.publish("kept", &l).unwrap();

@@ -63,6 +63,8 @@ impl Dict {
 /// A queue: its items, its bound, and how many items put were not yet marked done.
 pub(super) struct Queue {
     pub(super) items: VecDeque<Vec<u8>>,
+    /// The tokens of the proxies inside each item (`store/claims.rs`), beside `items`.
+    pub(super) tokens: VecDeque<Vec<u64>>,
     pub(super) maxsize: Option<usize>,
     pub(super) unfinished: u64,
 }

@@ -288,6 +288,11 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                     // their tokens are still in transit.
                     match &request {
                         Request::Create(_) => embedded = tokens,
+                        Request::QueuePut(queue, ..) => {
+                            // Held by the queue while the put waits, then by the item.
+                            store.embed(&tokens, *queue);
+                            embedded = tokens;
+                        }
                         Request::Publish(..) => store.embed(&tokens, 0),
                         r => {
                             if let Some(container) = r.object() {
@@ -332,11 +337,11 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                 )),
                 false,
             ),
-            Ok(req) => match handle(&req, caller, conn, shared) {
+            Ok(req) => match handle(&req, caller, conn, shared, &embedded) {
                 Some(r) => {
                     // A new object's contents are seen by no one before its creator has
                     // its id: its tokens can pass to it now.
-                    if let (Ok(Answer::Id(new)), false) = (&r, embedded.is_empty()) {
+                    if let (Ok(Answer::Id(new)), Request::Create(_)) = (&r, &req) {
                         shared.store().embed(&embedded, *new);
                     }
                     (r, false)
@@ -418,6 +423,7 @@ fn handle(
     caller: Caller,
     conn: &Connection<()>,
     shared: &Shared,
+    tokens: &[wire::Token],
 ) -> Option<wire::Reply> {
     // `None` is forever (or a deadline too far to represent).
     let mut deadline = req
@@ -429,7 +435,11 @@ fn handle(
         if shared.stopping.load(Ordering::Acquire) {
             return Some(Err(Error::Closed));
         }
+        if !tokens.is_empty() {
+            store.arriving = tokens.to_vec();
+        }
         let reply = store.apply(req, caller);
+        store.arriving.clear();
         if std::mem::take(&mut store.wake) {
             shared.cond.notify_all();
         }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use super::managed::{Call, Done, ServerEntry, entry_of};
 use super::object::{Dict, Object, wrong_kind};
-use super::wire::{Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request, Session};
+use super::wire::{self, Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request, Session};
 use crate::error::Error;
 
 mod claims;
@@ -44,6 +44,9 @@ pub(crate) struct Store {
     /// Set when an operation may let a waiting caller proceed.
     pub(crate) wake: bool,
     claims: claims::Claims,
+    /// The tokens inside the value of the request being applied (a queue keeps them with
+    /// the item: `store/claims.rs`).
+    pub(crate) arriving: Vec<wire::Token>,
 }
 
 fn out_of_range(i: u64, len: usize) -> Error {
@@ -161,7 +164,11 @@ impl Store {
                 match self.get(*id)? {
                     Object::List(l) => l.clear(),
                     Object::Dict(d) => d.clear(),
-                    Object::Queue(q) => q.items.clear(),
+                    Object::Queue(q) => {
+                        // Their tokens stay held by the queue (until it is freed).
+                        q.items.clear();
+                        q.tokens.clear();
+                    }
                     Object::Namespace(n) => n.clear(),
                     o => return Err(wrong_kind(*id, o, "list, dict or queue")),
                 }

@@ -11,7 +11,9 @@
 //!   (bytes read again) gets a fresh claim the second time: the first reader converted it.
 //! - a *container*: tokens serialized into a request's values are held by the object the
 //!   request stores into (by the published names, for `Publish`) until that object is
-//!   freed; a reader of the stored bytes converts a held token into a fresh claim.
+//!   freed; a reader of the stored bytes converts a held token into a fresh claim. A
+//!   queue keeps an item's tokens with the item: a `get` puts them back in transit, for
+//!   the getter to convert.
 //!
 //! Claim changes ride on the next request of the process that made them ([`RefOp`]s before
 //! the request in its frame), in the order it made them, so a process never gives back a
@@ -145,6 +147,24 @@ impl Store {
                     self.claims.holds.entry(container).or_default().push(*t);
                 }
             }
+        }
+    }
+
+    /// Tokens `container` held go back in transit: the bytes that carry them left it (a
+    /// queue's item, taken by a `get`), and their reader converts them.
+    pub(super) fn release_held(&mut self, container: ObjectId, tokens: &[Token]) {
+        if tokens.is_empty() {
+            return;
+        }
+        for t in tokens {
+            if let Some(state) = self.claims.tokens.get_mut(t) {
+                if state.held_by == Some(container) {
+                    state.held_by = None;
+                }
+            }
+        }
+        if let Some(held) = self.claims.holds.get_mut(&container) {
+            held.retain(|t| !tokens.contains(t));
         }
     }
 

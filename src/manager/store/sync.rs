@@ -36,11 +36,13 @@ impl Store {
         let me = caller.conn;
         let answer = match req {
             R::QueuePut(id, v, _) => {
+                let arriving = std::mem::take(&mut self.arriving);
                 let q = self.queue(*id)?;
                 if q.maxsize.is_some_and(|m| q.items.len() >= m) {
                     return Ok(None);
                 }
                 q.items.push_back(v.0.to_vec());
+                q.tokens.push_back(arriving);
                 q.unfinished += 1;
                 self.wake = true;
                 Answer::Done
@@ -50,8 +52,12 @@ impl Store {
                 let Some(v) = q.items.pop_front() else {
                     return Ok(None);
                 };
+                let tokens = q.tokens.pop_front().unwrap_or_default();
                 // A putter may be waiting for room.
                 self.wake |= q.maxsize.is_some();
+                // The item's proxies leave the queue with it: their claims travel on to
+                // the getter, who converts them.
+                self.release_held(*id, &tokens);
                 Answer::One(Buf(v))
             }
             R::QueueFull(id) => {
@@ -359,6 +365,7 @@ impl Store {
 pub(super) fn queue(maxsize: Option<u64>) -> Object {
     Object::Queue(Queue {
         items: Default::default(),
+        tokens: Default::default(),
         maxsize: maxsize.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
         unfinished: 0,
     })
