@@ -72,6 +72,15 @@ pub(crate) trait Word: Send + Sync {
         self.wake(i32::MAX as u32)
     }
 
+    /// The runtime's monotonic clock, for deadlines and sleep slices. The model's is
+    /// frozen, so whether a deadline has passed never depends on how fast the checker ran
+    /// (a deadline computed as `now()` is past; `now() + slice` never is, unless a
+    /// process died: see `model`).
+    #[inline]
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     /// A fence of the runtime's (loom needs its own to see it).
     fn fence(order: Ordering);
     /// A fence that production gets from the SeqCst total order of the accesses around it,
