@@ -184,12 +184,7 @@ impl<R: Runtime> Ring<R> {
 
     /// Reads and checks the header of the frame at `pos`, behind which `avail` units are
     /// published.
-    fn read_frame(
-        &self,
-        c: &Guard<'_, Consuming, R>,
-        pos: u32,
-        avail: u32,
-    ) -> Result<FrameHeader> {
+    fn read_frame(&self, c: &Guard<'_, Consuming, R>, pos: u32, avail: u32) -> Result<FrameHeader> {
         // The tail is another process's word: one past the head by more than the ring
         // holds would let a frame longer than the ring through the check below.
         if avail > self.cap_units {

@@ -90,7 +90,11 @@ mod model {
 
     impl UnitCells {
         pub(crate) fn new(cap: usize) -> UnitCells {
-            UnitCells((0..cap / UNIT).map(|_| loom::cell::UnsafeCell::new(())).collect())
+            UnitCells(
+                (0..cap / UNIT)
+                    .map(|_| loom::cell::UnsafeCell::new(()))
+                    .collect(),
+            )
         }
 
         fn units(&self, index: usize, len: usize) -> impl Iterator<Item = usize> + '_ {
