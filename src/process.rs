@@ -282,6 +282,7 @@ impl<R> Process<R> {
             args,
             log,
             start_method: start::method::chosen(),
+            tree: crate::shared::tracker::tree(),
         };
         let launched = start::launch(method, &boot, fds)?;
         self.args = None;

@@ -176,9 +176,10 @@ pub(crate) fn resolves(offset: i64) -> bool {
     record::entry_at(offset).is_some() || record::pool_entry_at(offset).is_some()
 }
 
-/// Reads what resolving entries needs before this process forks children.
-pub(crate) fn warm() {
-    record::warm();
+/// Reads what resolving entries needs before this process forks children; an error if it
+/// cannot be read now (it is read again next time: a shortage is not remembered).
+pub(crate) fn warm() -> crate::Result<()> {
+    record::warm()
 }
 
 /// A fingerprint of the running executable and of this build's code layout.

@@ -240,6 +240,7 @@ impl Word for MWord {
             }
         });
         if die {
+            quiet_deaths();
             DYING.set(true);
             std::panic::panic_any(Died);
         }
@@ -407,4 +408,18 @@ pub(crate) fn check_with(bound: Option<usize>, f: impl Fn() + Sync + Send + 'sta
 /// Runs `f` under loom with the default bound.
 pub(crate) fn check(f: impl Fn() + Sync + Send + 'static) {
     check_with(None, f)
+}
+
+/// Keeps the panic hook from printing a model death (one per schedule explored); every
+/// other panic is reported as before.
+fn quiet_deaths() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<Died>() {
+                report(info);
+            }
+        }));
+    });
 }

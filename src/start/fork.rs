@@ -23,7 +23,7 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
         warn_once();
     }
     // Read before the fork, so the child resolves its entry without touching `/proc`.
-    crate::target::warm();
+    crate::target::warm()?;
     let (parent_end, child_end) = sys::fd::socketpair()?;
     let parent_pid = sys::pid::current();
     let mut st = state();

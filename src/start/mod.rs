@@ -81,6 +81,8 @@ pub(crate) struct Bootstrap {
     /// The parent's `set_start_method` choice, which the child's `get_start_method` returns
     /// and its own children and pools use.
     pub(crate) start_method: Option<StartMethod>,
+    /// The program tree the child belongs to (its shared-memory tracker's).
+    pub(crate) tree: crate::shared::tracker::Tree,
 }
 
 /// A started child, as the parent sees it.
@@ -152,6 +154,7 @@ impl State {
         if let Some(m) = boot.start_method {
             method::inherit(m);
         }
+        crate::shared::tracker::join(boot.tree);
         self.counter = 0;
         // The handles are the parent's: forget them without running their destructors
         // (their descriptors were closed with the registry, or never existed here).
@@ -171,7 +174,8 @@ impl State {
 pub(crate) fn route() {
     let child = std::env::var(ENV_CHILD).ok();
     let server = std::env::var(ENV_FORKSERVER).ok();
-    if child.is_none() && server.is_none() {
+    let tracker = std::env::var(crate::shared::tracker::ENV_TRACKER).ok();
+    if child.is_none() && server.is_none() && tracker.is_none() {
         return;
     }
     // SAFETY: this runs before `main`, in the constructor, while single-threaded (or from
@@ -179,6 +183,8 @@ pub(crate) fn route() {
     unsafe { crate::sys::process::remove_env(ENV_CHILD) };
     // SAFETY: as above.
     unsafe { crate::sys::process::remove_env(ENV_FORKSERVER) };
+    // SAFETY: as above.
+    unsafe { crate::sys::process::remove_env(crate::shared::tracker::ENV_TRACKER) };
     if crate::sys::process::secure_exec() {
         return;
     }
@@ -187,6 +193,9 @@ pub(crate) fn route() {
     }
     if let Some(v) = server {
         forkserver::serve(&v);
+    }
+    if let Some(v) = tracker {
+        crate::shared::tracker::serve(&v);
     }
 }
 

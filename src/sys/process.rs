@@ -246,6 +246,48 @@ fn mark_all_cloexec_from(first: c_int) {
     }
 }
 
+/// Starts `exe` as a process of its own: a new session (so a signal to this program's
+/// process group or terminal does not reach it), no parent-death signal, stdio on
+/// `/dev/null` (a pipe it kept open would hold up whoever reads the starter's output), `fds`
+/// inherited and nothing else, `env` added. It is not waited for: it outlives its starter
+/// by design (the shared-memory tracker), and is reaped by whoever inherits it.
+pub(crate) fn spawn_detached(
+    exe: &Path,
+    argv0: &str,
+    env: &[(&str, String)],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<u32> {
+    let raw: Vec<RawFd> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    let mut cmd = Command::new(exe);
+    cmd.arg0(argv0);
+    cmd.stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let before_exec = move || {
+        mark_all_cloexec_from(3);
+        for &fd in &raw {
+            // SAFETY: F_SETFD on an integer descriptor; async-signal-safe.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: setsid takes no arguments; async-signal-safe.
+        if unsafe { libc::setsid() } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs between fork and exec and calls only close_range (or
+    // getrlimit and fcntl), fcntl and setsid, which are async-signal-safe; it reads only its
+    // captured vector, allocated before the fork.
+    unsafe { cmd.pre_exec(before_exec) };
+    let child = cmd.spawn()?;
+    Ok(child.id())
+}
+
 /// A pidfd for `pid` (which must be our child, not yet reaped).
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = super::pid::to_kernel(pid).ok_or_else(|| io::Error::other("invalid pid"))?;
