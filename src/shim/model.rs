@@ -307,7 +307,6 @@ pub(crate) enum Fate<T> {
 /// # Safety of the robust walk
 /// The words `f` linked must outlive this call (keep them in an `Arc` the caller holds).
 pub(crate) fn victim<T>(k: Option<u32>, f: impl FnOnce() -> T) -> Fate<T> {
-    quiet_deaths();
     THREAD.with(|t| t.borrow_mut().die_in = k);
     let r = catch_unwind(AssertUnwindSafe(f));
     THREAD.with(|t| t.borrow_mut().die_in = None);
@@ -320,21 +319,6 @@ pub(crate) fn victim<T>(k: Option<u32>, f: impl FnOnce() -> T) -> Fate<T> {
         }
         Err(e) => resume_unwind(e),
     }
-}
-
-/// Keeps the panic hook from reporting a model death (a model that kills at every step
-/// would otherwise print, and with `RUST_BACKTRACE` set capture, thousands of backtraces);
-/// every other panic is reported as before.
-fn quiet_deaths() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let report = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !info.payload().is::<Died>() {
-                report(info)
-            }
-        }));
-    });
 }
 
 /// The kernel's `exit_robust_list`: marks every lock the dead thread held. And time

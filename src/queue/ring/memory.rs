@@ -123,7 +123,9 @@ impl Memory<super::runtime::Model> {
             .collect();
         let raw = words.as_ptr().cast_mut().cast::<u8>();
         let base = raw.wrapping_add(raw.align_offset(128));
-        let ctl = NonNull::new(base.cast::<C>()).expect("a boxed slice is never null");
+        let ctl = NonNull::new(base)
+            .expect("a boxed slice is never null")
+            .cast::<C>();
         // SAFETY: `base` is 128-aligned (checked above to suffice for `C`) and
         // `CONTROL_LEN >= size_of::<C>()` bytes from it lie in `words`, which nobody else
         // reaches yet.
