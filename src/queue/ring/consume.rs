@@ -247,6 +247,9 @@ impl<R: Runtime> Ring<R> {
     /// slice of the frames behind the new head may still be alive.
     #[inline]
     fn advance(&self, _c: &mut Guard<'_, Consuming, R>, pos: u32, count: u32) {
+        // Dead here: the frame read (an item perhaps decoded) but not consumed; the next
+        // consumer reads it again.
+        R::W::die_point();
         // As in `commit`: the swap is the store and the fence.
         self.ctl().head.0.swap(pack(pos, count), Ordering::SeqCst);
         // Dead here: the frame consumed, a sleeping producer not woken (its slice ends).

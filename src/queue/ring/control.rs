@@ -21,6 +21,10 @@
 //! a thread that exits holding it), the kernel marks the word `OWNER_DIED` and wakes a
 //! waiter, which takes the lock and repairs the side (see `produce.rs`, `consume.rs`).
 //! No pid is stored, so a recycled pid cannot pass for a live owner.
+//!
+//! The words' types come from the ring's runtime (`runtime.rs`): `std`'s atomics in
+//! production (the default type parameter, so `Control` is the page as mapped), loom's
+//! under the model, where the page is built on the heap (`Control::model`).
 
 use std::marker::PhantomData;
 use std::time::Instant;

@@ -196,6 +196,8 @@ impl<R: Runtime> Ring<R> {
         let count =
             count_of(tail.load(Ordering::Relaxed)).wrapping_add(u32::from(kind.ends_item()));
         let next = pos.wrapping_add(units(HEADER + len));
+        // Dead here: a whole frame written past the tail, never seen.
+        R::W::die_point();
         // One store publishes the bytes and, for an item's last frame, the item. SeqCst (an
         // `xchg`, a full fence on x86) orders it before the waiter check, which pairs with
         // the sleeper's fence in `sleep_once`, without a separate fence instruction.
