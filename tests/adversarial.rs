@@ -91,6 +91,12 @@ struct ForgedBootstrap {
     args: Vec<u8>,
     log: Option<u8>,
     start_method: Option<mproc::StartMethod>,
+    /// `shared::tracker::Tree`: the root's pid and start time.
+    tree: (u32, u64),
+    /// The limits and sandbox (none: postcard's `None` is one zero byte whatever the type).
+    isolation: Option<u8>,
+    comm: String,
+    program: String,
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -178,6 +184,10 @@ fn a_forged_entry_offset_is_refused_without_a_jump() {
             args: vec![],
             log: None,
             start_method: None,
+            tree: (std::process::id(), 0),
+            isolation: None,
+            comm: "forged".into(),
+            program: "forged".into(),
         };
         ours.write_all(&frame(&postcard::to_allocvec(&boot).unwrap()))
             .unwrap();

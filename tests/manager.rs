@@ -225,7 +225,7 @@ fn modify_that_panics_is_an_error_and_changes_nothing() {
     let l = m.list().unwrap();
     l.append(&5u8).unwrap();
     match l.modify(0, |_: u8| -> u8 { panic!("no thanks") }) {
-        Err(Error::TaskPanicked { message }) => assert_eq!(message, "no thanks"),
+        Err(Error::TaskPanicked { message, .. }) => assert_eq!(message, "no thanks"),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(l.to_vec().unwrap(), [5]);

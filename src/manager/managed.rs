@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -67,9 +66,8 @@ pub(crate) fn entry_of(code: Code) -> Result<ServerEntry> {
 }
 
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::TaskPanicked {
-        message: target::panic_message(p.as_ref()),
-    })
+    // Quiet: the caller gets the panic; Python's manager server does not print it either.
+    target::catch(true, f).map_err(Error::from)
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Done> {

@@ -11,8 +11,10 @@
 //!
 //! **Who moves the phase.** Callers and the driver dispatch (`Idle → Busy`, and queue
 //! tasks ahead) under the pool's lock; answers move `Busy` on to the next queued task, or
-//! `Idle` (`Retiring` once `maxtasksperchild` is reached); the driver kills overdue workers
-//! (`Busy → Overdue`) and accounts for exits ([`Slot::exit_outcome`]).
+//! `Idle` (`Retiring` once `maxtasksperchild` is reached, or once the worker said it
+//! retires: past `max_worker_memory`); the driver kills overdue workers
+//! (`Busy → Overdue`) and accounts for exits ([`Slot::exit_outcome`]); a worker under
+//! limits that dies of one fails its task with `LimitExceeded` (`isolation::blame`).
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::codec::HandleFd;
 use crate::connection::framing::{Incoming, Outgoing};
 use crate::error::Error;
+use crate::isolation::{self, Isolation};
 use crate::pool::gate::{self, Gate};
 use crate::pool::jobs::JobId;
 use crate::process::Process;
@@ -105,6 +108,12 @@ pub(crate) struct Slot {
     pub(crate) gate: Gate,
     /// Its next tasks, in order, sent while it runs the current one (see `gate.rs`).
     pub(crate) queued: VecDeque<Queued>,
+    /// Its limits, to tell a death by a limit from another (`isolation::blame`).
+    pub(crate) isolation: Option<Isolation>,
+    /// It reported dying of its memory limit (`worker::LIMIT_MEMORY`).
+    pub(crate) memory_reported: bool,
+    /// It said it retires after its next answer (`worker::RETIRING`).
+    pub(crate) retiring: bool,
 }
 
 impl Slot {
@@ -129,6 +138,9 @@ impl Slot {
             served: 0,
             gate,
             queued: VecDeque::new(),
+            isolation: None,
+            memory_reported: false,
+            retiring: false,
         }
     }
 
@@ -256,7 +268,7 @@ impl Slot {
     /// An answer came: the task it answers, or `None` if it held none (a protocol
     /// violation). `maxtasks` (0: no limit) retires it once it has served that many.
     pub(crate) fn on_answer(&mut self, maxtasks: u64) -> Option<Task> {
-        let retire = maxtasks != 0 && self.served >= maxtasks;
+        let retire = self.retiring || (maxtasks != 0 && self.served >= maxtasks);
         let next = if retire || matches!(self.phase, Phase::Overdue { .. }) {
             Phase::Retiring { init_failure: None }
         } else if let Some(q) = self.queued.pop_front() {
@@ -306,7 +318,10 @@ impl Slot {
         let placeholder = Phase::Retiring { init_failure: None };
         match std::mem::replace(&mut self.phase, placeholder) {
             Phase::Starting => {
-                let how = Error::WorkerDied { exitcode: code };
+                let how = Error::WorkerDied {
+                    exitcode: code,
+                    peak_rss: self.child.peak_rss(),
+                };
                 ExitOutcome::InitFailed(format!("{how} before its initializer finished"))
             }
             Phase::Retiring {
@@ -320,11 +335,22 @@ impl Slot {
                         "the worker's reply was refused and it was killed: {why}"
                     )),
                 ),
-                None => ExitOutcome::Lost(task, Error::WorkerDied { exitcode: code }),
+                None => ExitOutcome::Lost(task, self.death(code)),
             },
             Phase::Overdue { task, timeout } => {
                 ExitOutcome::Lost(task, Error::TaskTimedOut { timeout })
             }
+        }
+    }
+
+    /// What its death with `code` while running a task means: a limit it hit, or a death.
+    fn death(&self, code: i32) -> Error {
+        match isolation::blame(self.isolation.as_ref(), code, self.memory_reported) {
+            Some(limit) => Error::LimitExceeded { limit },
+            None => Error::WorkerDied {
+                exitcode: code,
+                peak_rss: self.child.peak_rss(),
+            },
         }
     }
 

@@ -195,6 +195,7 @@ fn launch(t: Tree, name: &[u8]) -> io::Result<()> {
 /// The tracker's life, from the route before `main`; never returns.
 pub(crate) fn serve(route: &str) -> ! {
     process::ignore_sigpipe();
+    let _ = crate::sys::prctl::set_comm("mproc-shm-tracker");
     let parsed = parse_route(route);
     let Some((lfd, rfd, root_pid)) = parsed else {
         process::exit_now(70)

@@ -30,6 +30,7 @@ use crate::error::Result;
 
 pub(crate) mod child;
 pub(crate) mod children;
+pub(crate) mod comm;
 mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod method;
@@ -78,11 +79,19 @@ pub(crate) struct Bootstrap {
     /// The parent's log level, if the child forwards its `log` records; then the last
     /// descriptor is the socket to send them to (`crate::log`).
     pub(crate) log: Option<u8>,
-    /// The parent's `set_start_method` choice, which the child's `get_start_method` returns
-    /// and its own children and pools use.
+    /// The method the parent started the child with, if the parent chose one (its
+    /// `Process`'s, from a context, or the parent's own `set_start_method` choice): the
+    /// child's `get_start_method` returns it, and its own children and pools use it.
     pub(crate) start_method: Option<StartMethod>,
     /// The program tree the child belongs to (its shared-memory tracker's).
     pub(crate) tree: crate::shared::tracker::Tree,
+    /// Limits and sandbox the child applies before its target runs.
+    pub(crate) isolation: Option<crate::isolation::Isolation>,
+    /// What the child shows in `ps`/`top` (`comm.rs`): its name if the user set one, else
+    /// the program's name.
+    pub(crate) comm: String,
+    /// The program's name (`comm::program`), which the child hands down in turn.
+    pub(crate) program: String,
 }
 
 /// A started child, as the parent sees it.
@@ -155,6 +164,7 @@ impl State {
             method::inherit(m);
         }
         crate::shared::tracker::join(boot.tree);
+        comm::inherit(&boot.program);
         self.counter = 0;
         // The handles are the parent's: forget them without running their destructors
         // (their descriptors were closed with the registry, or never existed here).

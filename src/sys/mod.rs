@@ -26,11 +26,14 @@
 pub(crate) mod dgram;
 pub(crate) mod fd;
 pub(crate) mod futex;
+pub(crate) mod limits;
 pub(crate) mod mman;
 pub(crate) mod net;
 pub(crate) mod pid;
+pub(crate) mod prctl;
 pub(crate) mod process;
 pub(crate) mod robust;
+pub(crate) mod sandbox;
 pub(crate) mod sched;
 pub(crate) mod seqpacket;
 pub(crate) mod shm;

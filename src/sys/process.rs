@@ -11,13 +11,13 @@
 
 use std::ffi::c_int;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use rustix::process::{PidfdFlags, WaitId, WaitIdOptions};
+use rustix::process::PidfdFlags;
 
 /// The signal armed with `PR_SET_PDEATHSIG` (a real-time signal nobody else uses by
 /// default; glibc reserves the first two).
@@ -297,28 +297,53 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// Reaps the process behind `pidfd` if it has exited. Returns its exit code in Python's
 /// convention (`N` for exit(N), `-N` for signal N), or `None` if it still runs.
 pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    Ok(try_reap_with_usage(pidfd)?.map(|(code, _)| code))
+}
+
+/// [`try_reap`], and the child's peak resident memory in bytes (the kernel's `ru_maxrss`
+/// from the same `waitid`, so it costs nothing more; 0 if it was reaped by someone else).
+pub(crate) fn try_reap_with_usage(pidfd: BorrowedFd<'_>) -> io::Result<Option<(i32, u64)>> {
     loop {
-        match rustix::process::waitid(
-            WaitId::PidFd(pidfd.as_fd()),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-        ) {
-            Ok(None) => return Ok(None),
-            Ok(Some(status)) => {
-                if let Some(code) = status.exit_status() {
-                    return Ok(Some(code));
-                }
-                if let Some(sig) = status.terminating_signal() {
-                    return Ok(Some(-sig));
-                }
-                // Not an exit (no WSTOPPED/WCONTINUED asked): treat as still running.
-                return Ok(None);
+        // SAFETY: all-zero siginfo and rusage are valid values for the kernel to fill in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(P_PIDFD, fd, &info, flags, &usage): Linux's five-argument form,
+        // both pointers to live locals the kernel writes.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                libc::P_PIDFD,
+                pidfd.as_raw_fd(),
+                &mut info as *mut libc::siginfo_t,
+                libc::WEXITED | libc::WNOHANG,
+                &mut usage as *mut libc::rusage,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Reaped behind our back (SIGCHLD ignored, or someone's `wait(-1)`): it
+                // has exited, with a status nobody can know any more.
+                Some(libc::ECHILD) => return Ok(Some((UNKNOWN_EXIT, 0))),
+                _ => return Err(e),
             }
-            Err(rustix::io::Errno::INTR) => continue,
-            // Reaped behind our back (SIGCHLD ignored, or someone's `wait(-1)`): it has
-            // exited, with a status nobody can know any more.
-            Err(rustix::io::Errno::CHILD) => return Ok(Some(UNKNOWN_EXIT)),
-            Err(e) => return Err(e.into()),
         }
+        // SAFETY: waitid filled `info` for a child (or left si_pid 0 under WNOHANG).
+        if unsafe { info.si_pid() } == 0 {
+            return Ok(None);
+        }
+        // SAFETY: as above, si_status is set for a CLD_* code.
+        let status = unsafe { info.si_status() };
+        let code = match info.si_code {
+            libc::CLD_EXITED => status,
+            libc::CLD_KILLED | libc::CLD_DUMPED => -status,
+            // Not an exit (no WSTOPPED/WCONTINUED asked): treat as still running.
+            _ => return Ok(None),
+        };
+        let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+        return Ok(Some((code, peak)));
     }
 }
 
