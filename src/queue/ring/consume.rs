@@ -236,7 +236,7 @@ impl<R: Runtime> Ring<R> {
     /// lock free, or its owner dead), close the item ourselves, and forget a dead one's
     /// room wait as a producer taking over would.
     #[cold]
-    pub(super) fn rescue_stream(&self) {
+    fn rescue_stream(&self) {
         if let Some((p, acquired)) = self.ctl().try_lock_producer() {
             self.take_over_producer(&p, acquired);
         }

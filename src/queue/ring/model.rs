@@ -10,8 +10,8 @@
 //! survivors' probes find it.
 //!
 //! `MPROC_MODEL_BOUND` sets the preemption bound (default 2; the die-point models run at 1
-//! unless `MPROC_MODEL_DEEP=1`, which also adds items). In CI all of them take about a
-//! minute and a half in a debug build.
+//! unless `MPROC_MODEL_DEEP=1`, which also adds items). In CI all of them take about 45 s
+//! in a debug build (a few minutes at bound 2 with `MPROC_MODEL_DEEP=1`).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
