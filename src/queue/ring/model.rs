@@ -2,7 +2,7 @@
 //! loom's words, with one checked cell per data unit; see `runtime.rs`).
 //!
 //! Sizes are shrunk so the checker reaches deep states: a 32-byte data area (4 units: two
-//! 1-byte items fill it) and a `maxsize` of 1 where room waits are wanted. Items carry
+//! 2-byte items fill it) and a `maxsize` of 1 where room waits are wanted. Items carry
 //! their producer and number and a pattern derived from them, so a torn, duplicated,
 //! reordered or foreign item fails the check. Every wait in a model is untimed or already
 //! past (the model's clock is frozen): a lost wake-up is a loom deadlock, not a delay;
