@@ -276,9 +276,7 @@ mod model {
         check(|| {
             let s = shared();
             let s2 = s.clone();
-            let t = loom::thread::spawn(move || {
-                [wait(words(&s2), None), wait(words(&s2), None)]
-            });
+            let t = loom::thread::spawn(move || [wait(words(&s2), None), wait(words(&s2), None)]);
             let mine = [wait(words(&s), None), wait(words(&s), None)];
             let theirs = t.join().unwrap();
             for round in 0..2 {

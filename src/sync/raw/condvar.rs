@@ -191,7 +191,8 @@ impl<'a, W: Word> Cond<'a, W> {
             g.wrapping_sub(1)
         };
         self.add(label, k);
-        self.seq.store(self.seq.load(Relaxed).wrapping_add(1), Relaxed);
+        self.seq
+            .store(self.seq.load(Relaxed).wrapping_add(1), Relaxed);
         // Under the lock: everyone queued on `seq` now arrived before this notify.
         self.seq.wake(k);
         k as usize
@@ -483,7 +484,11 @@ mod model {
             mutex::unlock(&s.user, me);
             let notified = t.join().unwrap();
             assert!(k <= 1);
-            assert_eq!(notified, k == 1, "notify counted {k}, waiter notified {notified}");
+            assert_eq!(
+                notified,
+                k == 1,
+                "notify counted {k}, waiter notified {notified}"
+            );
             assert_eq!(s.cond().waiters.value(), 0);
             assert_eq!(s.cond().tokens(), 0);
         });

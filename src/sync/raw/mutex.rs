@@ -444,7 +444,11 @@ mod model {
             // What the dead owner left is the survivor's to repair.
             s.inside.store(0, Ordering::Relaxed);
         }
-        assert_eq!(s.inside.fetch_add(1, Ordering::Relaxed), 0, "two owners at once");
+        assert_eq!(
+            s.inside.fetch_add(1, Ordering::Relaxed),
+            0,
+            "two owners at once"
+        );
     }
 
     fn leave(s: &Shared) {
