@@ -345,7 +345,7 @@ mod tests {
 #[cfg(test)]
 mod model {
     use super::*;
-    use crate::shim::model::{MWord, check};
+    use crate::shim::model::{MWord, check, deep};
     use crate::sync::raw::mutex;
     use loom::sync::Arc;
     use std::time::Duration;
@@ -402,18 +402,20 @@ mod model {
     }
 
     /// Every party that waited when `notify_all` was called returns, whoever re-enters
-    /// `wait` first (the old single-word condition deadlocks here).
+    /// `wait` first (the old single-word condition deadlocks here, in under a second).
     #[test]
     fn cyclic_barrier_on_a_condition() {
-        check(|| {
+        // Two rounds in CI; three under `MPROC_MODEL_DEEP=1`.
+        let rounds = if deep() { 3 } else { 2 };
+        check(move || {
             let s = Shared::new();
             let s2 = s.clone();
             let t = loom::thread::spawn(move || {
-                for _ in 0..2 {
+                for _ in 0..rounds {
                     barrier_wait(&s2, 2);
                 }
             });
-            for _ in 0..2 {
+            for _ in 0..rounds {
                 barrier_wait(&s, 2);
             }
             t.join().unwrap();

@@ -115,7 +115,9 @@ mod tests {
         let waiters: Vec<_> = (0..6)
             .map(|_| {
                 let w = w.clone();
-                std::thread::spawn(move || wait(&*w, Some(Instant::now() + Duration::from_secs(10))))
+                std::thread::spawn(move || {
+                    wait(&*w, Some(Instant::now() + Duration::from_secs(10)))
+                })
             })
             .collect();
         std::thread::sleep(Duration::from_millis(30));
@@ -133,7 +135,9 @@ mod tests {
         let waiters: Vec<_> = (0..4)
             .map(|_| {
                 let w = w.clone();
-                std::thread::spawn(move || wait(&*w, Some(Instant::now() + Duration::from_secs(10))))
+                std::thread::spawn(move || {
+                    wait(&*w, Some(Instant::now() + Duration::from_secs(10)))
+                })
             })
             .collect();
         std::thread::sleep(Duration::from_millis(30));
@@ -143,7 +147,10 @@ mod tests {
         for h in waiters {
             assert!(h.join().unwrap());
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "a waiter slept through the pulse");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a waiter slept through the pulse"
+        );
         assert!(!is_set(&*w));
     }
 }
