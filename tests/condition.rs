@@ -272,3 +272,89 @@ fn a_lock_and_its_condition_sent_separately_work_together() {
         assert!(p.result().unwrap(), "{m:?}");
     }
 }
+
+const PARTIES: u32 = 3;
+const ROUNDS: u32 = 200;
+/// How long a party waits for a notification: a wait that times out although its round
+/// completed counts as a lost notification (rounds take microseconds; only a machine
+/// stalled this long could time out honestly).
+const STEP: Duration = Duration::from_secs(5);
+
+/// One party of the textbook cyclic barrier on a `Condition` (count and generation under
+/// the condition's lock, `notify_all` by the last to arrive, who at once comes back for the
+/// next round). Returns the rounds it completed; on a lost notification it counts it in
+/// `lost` and wakes the others, who stop too.
+fn barrier_party(
+    cond: Condition,
+    count: Value<u32>,
+    generation: Value<u32>,
+    lost: Value<u32>,
+) -> u32 {
+    for round in 0..ROUNDS {
+        let mut g = cond.acquire();
+        if lost.get() > 0 {
+            return round;
+        }
+        let mine = generation.get();
+        let n = count.get() + 1;
+        if n == PARTIES {
+            count.set(0);
+            generation.set(mine + 1);
+            cond.notify_all();
+        } else {
+            count.set(n);
+            while generation.get() == mine && lost.get() == 0 {
+                let (g2, notified) = cond.wait_timeout(g, STEP);
+                g = g2;
+                if !notified && generation.get() != mine {
+                    lost.set(lost.get() + 1);
+                    cond.notify_all();
+                }
+            }
+            if lost.get() > 0 {
+                return round;
+            }
+        }
+        drop(g);
+    }
+    ROUNDS
+}
+
+// The textbook cyclic barrier on a Condition, 3 processes × 200 rounds: every round's
+// notify_all reaches every party that waited, even though the notifier is back in `wait`
+// for the next round before they run. Before the fix the last party took the token of a
+// party it had just woken, which slept on (1 to 8 rounds in).
+#[test]
+fn a_cyclic_barrier_on_a_condition_across_processes() {
+    let _s = shared();
+    let _w = watchdog("cyclic barrier on a Condition", 120);
+    let cond = Condition::new().unwrap();
+    let (count, generation, lost) = (
+        Value::new(0u32).unwrap(),
+        Value::new(0u32).unwrap(),
+        Value::new(0u32).unwrap(),
+    );
+    let ps: Vec<_> = (0..PARTIES)
+        .map(|_| {
+            let args = (
+                cond.clone(),
+                count.clone(),
+                generation.clone(),
+                lost.clone(),
+            );
+            let mut p = get_context(StartMethod::Fork).process(barrier_party, args);
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let rounds: Vec<u32> = ps.into_iter().map(|p| p.result().unwrap()).collect();
+    assert_eq!(
+        lost.get(),
+        0,
+        "a party's wait timed out after its round had completed: a notify_all was lost \
+         (rounds completed: {rounds:?}, generation {})",
+        generation.get()
+    );
+    assert_eq!(rounds, vec![ROUNDS; PARTIES as usize]);
+    assert_eq!(generation.get(), ROUNDS);
+}

@@ -97,6 +97,8 @@ struct ThreadState {
     /// Robust list: linked lock words, and the pending one.
     linked: Vec<*const MWord>,
     pending: Option<*const MWord>,
+    /// How many lock words the "kernel" marked `OWNER_DIED` at this thread's last death.
+    marked: usize,
 }
 
 loom::thread_local! {
@@ -307,7 +309,11 @@ pub(crate) enum Fate<T> {
 /// # Safety of the robust walk
 /// The words `f` linked must outlive this call (keep them in an `Arc` the caller holds).
 pub(crate) fn victim<T>(k: Option<u32>, f: impl FnOnce() -> T) -> Fate<T> {
-    THREAD.with(|t| t.borrow_mut().die_in = k);
+    THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        t.die_in = k;
+        t.marked = 0;
+    });
     let r = catch_unwind(AssertUnwindSafe(f));
     THREAD.with(|t| t.borrow_mut().die_in = None);
     match r {
@@ -319,6 +325,12 @@ pub(crate) fn victim<T>(k: Option<u32>, f: impl FnOnce() -> T) -> Fate<T> {
         }
         Err(e) => resume_unwind(e),
     }
+}
+
+/// How many lock words the "kernel" marked `OWNER_DIED` when the calling thread's last
+/// [`victim`] died: the locks it died holding.
+pub(crate) fn marked_at_death() -> usize {
+    THREAD.with(|t| t.borrow().marked)
 }
 
 /// The kernel's `exit_robust_list`: marks every lock the dead thread held. And time
@@ -358,6 +370,7 @@ fn kernel_exit() {
                 .compare_exchange(v, new, Ordering::SeqCst, Ordering::SeqCst)
             {
                 Ok(_) => {
+                    THREAD.with(|t| t.borrow_mut().marked += 1);
                     if v & WAITERS != 0 {
                         word.wake(1);
                     }

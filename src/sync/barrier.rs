@@ -54,7 +54,7 @@ impl Barrier {
         })
     }
 
-    fn words(&self) -> Words<'_> {
+    fn words(&self) -> Words<'_, std::sync::atomic::AtomicU32> {
         let r = &self.region;
         Words {
             lock: r.atomic_u32(LOCK_WORD),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::lock::{Lock, LockGuard};
-use super::raw::condvar as raw;
-use super::raw::robust::{BLOCK, SyncRegion};
+use super::raw::condvar::Cond;
+use super::raw::robust::{BLOCK, LOCK_WORD, SyncRegion};
 use crate::error::Result;
 use crate::shared::region::Region;
 
@@ -43,7 +43,8 @@ pub struct Condition {
 impl Condition {
     /// A condition with its own lock.
     pub fn new() -> Result<Self> {
-        let region = Region::new("mproc-condition", BLOCK + 4)?;
+        // The user's lock block, then the condition's block.
+        let region = Region::new("mproc-condition", 2 * BLOCK)?;
         Ok(Condition {
             lock: Lock::in_region(Arc::new(SyncRegion::new(region, true))),
             region: None,
@@ -52,19 +53,23 @@ impl Condition {
 
     /// A condition that uses `lock` (Python's `Condition(lock)`).
     pub fn with_lock(lock: Lock) -> Result<Self> {
-        let region = Region::new("mproc-condition", 4)?;
+        let region = Region::new("mproc-condition", BLOCK)?;
         Ok(Condition {
             lock,
             region: Some(Arc::new(SyncRegion::new(region, false))),
         })
     }
 
+    /// The condition's block: its internal lock at `LOCK_WORD`, its state words before.
     #[inline]
-    fn word(&self) -> &AtomicU32 {
-        match &self.region {
-            Some(r) => r.atomic_u32(0),
-            None => self.lock.shared.atomic_u32(BLOCK),
-        }
+    fn cond(&self) -> Cond<'_, AtomicU32> {
+        let (r, base) = match &self.region {
+            Some(r) => (&**r, 0),
+            None => (&*self.lock.shared, BLOCK),
+        };
+        Cond::new(r.atomic_u32(base + LOCK_WORD), move |i| {
+            r.atomic_u32(base + 4 * i)
+        })
     }
 
     /// The condition's lock.
@@ -107,9 +112,9 @@ impl Condition {
         let lock: &'a Lock = g.lock;
         // Counted while still holding the lock: a notify made under the lock after this
         // point sees this waiter.
-        raw::prepare_wait(self.word());
+        let ticket = self.cond().prepare_wait();
         drop(g);
-        let notified = raw::wait(self.word(), deadline);
+        let notified = self.cond().wait(ticket, deadline);
         (lock.acquire(), notified)
     }
 
@@ -145,14 +150,17 @@ impl Condition {
         }
     }
 
-    /// Wakes up to `n` waiters.
+    /// Wakes up to `n` of the threads waiting now (fewer if fewer wait). A thread that
+    /// starts waiting after this call is not one of them.
     pub fn notify(&self, n: usize) {
-        raw::notify(self.word(), n);
+        self.cond().notify(n);
     }
 
-    /// Wakes every waiter.
+    /// Wakes every thread waiting now; none of them can be overtaken by a thread that
+    /// starts waiting later (the last party of a cyclic barrier that notifies and waits
+    /// again at once does not take the notification of the party it woke).
     pub fn notify_all(&self) {
-        raw::notify(self.word(), usize::MAX);
+        self.cond().notify(usize::MAX);
     }
 }
 
@@ -162,7 +170,7 @@ impl fmt::Debug for Condition {
             f,
             "Condition({:?}, waiters={})",
             self.lock,
-            raw::sleepers(self.word())
+            self.cond().sleepers()
         )
     }
 }

@@ -61,12 +61,18 @@ impl Event {
         raw::is_set(self.word())
     }
 
-    /// Blocks until the flag is set.
+    /// Blocks until the flag is set, or until a [`set`](Event::set) after this call began
+    /// (even if [`clear`](Event::clear) followed at once: a `set(); clear()` pulse releases
+    /// every waiter that was waiting).
     pub fn wait(&self) {
         raw::wait(self.word(), None);
     }
 
-    /// Blocks at most `d` until the flag is set; returns whether it is.
+    /// As [`wait`](Event::wait), for at most `d`. Returns true if the flag was set when
+    /// it began or a `set` came while it waited (even if `clear` followed), false only when
+    /// time ran out with no `set`: `threading.Event.wait`'s documented contract, which
+    /// Python's `multiprocessing.Event` claims (CPython's own `multiprocessing` returns the
+    /// flag's value at return, so false after a pulse).
     pub fn wait_timeout(&self, d: Duration) -> bool {
         raw::wait(self.word(), Instant::now().checked_add(d))
     }

@@ -5,7 +5,8 @@
 //! anonymous memfd, see `shared::region`): no named semaphores, no server process, no
 //! helper thread. Handles are `Clone` (same primitive) and travel to children in process
 //! arguments and inside messages as the region's fd. The state machines are in `raw/`,
-//! one file per primitive, each over plain `&AtomicU32` words and unit-tested on the heap;
+//! one file per primitive, each generic over its words (`&AtomicU32` in production),
+//! unit-tested on the heap and model-checked under loom;
 //! the files here own the regions and give them Python's names. All futex operations are
 //! shared (never `FUTEX_PRIVATE_FLAG`), since waiters and wakers are in different
 //! processes. Every wait has a timeout form, with deadlines on the monotonic clock.

@@ -14,12 +14,11 @@
 //! makes it `FILLING`). A party process that dies inside `wait` stays counted: the others
 //! see their timeouts, as with CPython's barrier.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::mutex;
-use super::robust::me;
-use crate::sys::futex::{self, Wake};
+use crate::shim::{Me, Wake, Word};
 
 /// Parties are arriving.
 pub(crate) const FILLING: u32 = 0;
@@ -31,37 +30,45 @@ pub(crate) const RESETTING: u32 = 2;
 pub(crate) const BROKEN: u32 = 3;
 
 /// The barrier's words.
-#[derive(Clone, Copy)]
-pub(crate) struct Words<'a> {
+pub(crate) struct Words<'a, W> {
     /// The robust lock word (start of its block).
-    pub(crate) lock: &'a AtomicU32,
+    pub(crate) lock: &'a W,
     /// The state, one of the consts above.
-    pub(crate) state: &'a AtomicU32,
+    pub(crate) state: &'a W,
     /// Parties inside `wait`.
-    pub(crate) count: &'a AtomicU32,
+    pub(crate) count: &'a W,
     /// The change counter waiters sleep on.
-    pub(crate) seq: &'a AtomicU32,
+    pub(crate) seq: &'a W,
     /// How many parties make a round.
     pub(crate) parties: u32,
 }
+
+impl<W> Clone for Words<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W> Copy for Words<'_, W> {}
 
 /// Why a `wait` failed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Broken;
 
-struct Held<'a> {
-    w: Words<'a>,
+struct Held<'a, W: Word> {
+    w: Words<'a, W>,
+    me: Me,
 }
 
-impl<'a> Held<'a> {
-    fn lock(w: Words<'a>, deadline: Option<Instant>) -> Option<Self> {
-        let died = mutex::lock(w.lock, me(), deadline)?;
+impl<'a, W: Word> Held<'a, W> {
+    fn lock(w: Words<'a, W>, deadline: Option<Instant>) -> Option<Self> {
+        let me = W::me();
+        let died = mutex::lock(w.lock, me, deadline)?;
         if died {
             // A party died mid-update: nothing it left can be trusted.
             w.state.store(BROKEN, Ordering::Relaxed);
             w.count.store(0, Ordering::Relaxed);
         }
-        Some(Held { w })
+        Some(Held { w, me })
     }
     fn state(&self) -> u32 {
         self.w.state.load(Ordering::Relaxed)
@@ -69,7 +76,7 @@ impl<'a> Held<'a> {
     fn set_state(&self, s: u32) {
         self.w.state.store(s, Ordering::Relaxed);
         self.w.seq.fetch_add(1, Ordering::Relaxed);
-        futex::wake_all(self.w.seq);
+        self.w.seq.wake_all();
     }
     fn count(&self) -> u32 {
         self.w.count.load(Ordering::Relaxed)
@@ -81,7 +88,7 @@ impl<'a> Held<'a> {
         drop(self);
         let mut timed_out = false;
         while w.seq.load(Ordering::Relaxed) == seen {
-            if futex::wait(w.seq, seen, deadline) == Wake::TimedOut {
+            if w.seq.wait(seen, deadline) == Wake::TimedOut {
                 timed_out = true;
                 break;
             }
@@ -91,14 +98,17 @@ impl<'a> Held<'a> {
     }
 }
 
-impl Drop for Held<'_> {
+impl<W: Word> Drop for Held<'_, W> {
     fn drop(&mut self) {
-        mutex::unlock(self.w.lock, me());
+        // A dying party (a model victim) leaves the lock to the kernel, as a killed one does.
+        if !W::dying() {
+            mutex::unlock(self.w.lock, self.me);
+        }
     }
 }
 
 /// Waits for the round; `Ok(index)` (arrival order, distinct per party).
-pub(crate) fn wait(w: Words<'_>, deadline: Option<Instant>) -> Result<usize, Broken> {
+pub(crate) fn wait<W: Word>(w: Words<'_, W>, deadline: Option<Instant>) -> Result<usize, Broken> {
     let Some(mut held) = Held::lock(w, deadline) else {
         return Err(Broken);
     };
@@ -145,14 +155,14 @@ pub(crate) fn wait(w: Words<'_>, deadline: Option<Instant>) -> Result<usize, Bro
 }
 
 /// Breaks the barrier: current and future waiters fail until `reset`.
-pub(crate) fn abort(w: Words<'_>) {
+pub(crate) fn abort<W: Word>(w: Words<'_, W>) {
     if let Some(held) = Held::lock(w, None) {
         held.set_state(BROKEN);
     }
 }
 
 /// Returns the barrier to its initial state; current waiters fail.
-pub(crate) fn reset(w: Words<'_>) {
+pub(crate) fn reset<W: Word>(w: Words<'_, W>) {
     if let Some(held) = Held::lock(w, None) {
         if held.count() > 0 {
             if matches!(held.state(), FILLING | BROKEN) {
@@ -165,7 +175,7 @@ pub(crate) fn reset(w: Words<'_>) {
 }
 
 /// Parties waiting in the current round.
-pub(crate) fn n_waiting(w: Words<'_>) -> usize {
+pub(crate) fn n_waiting<W: Word>(w: Words<'_, W>) -> usize {
     if w.state.load(Ordering::Relaxed) == FILLING {
         w.count.load(Ordering::Relaxed) as usize
     } else {
@@ -174,7 +184,7 @@ pub(crate) fn n_waiting(w: Words<'_>) -> usize {
 }
 
 /// Whether the barrier is broken.
-pub(crate) fn is_broken(w: Words<'_>) -> bool {
+pub(crate) fn is_broken<W: Word>(w: Words<'_, W>) -> bool {
     w.state.load(Ordering::Relaxed) == BROKEN
 }
 
@@ -182,12 +192,13 @@ pub(crate) fn is_broken(w: Words<'_>) -> bool {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
     use std::time::Duration;
 
     #[repr(C, align(64))]
     struct Block([AtomicU32; 20]);
 
-    fn words(b: &Block, parties: u32) -> Words<'_> {
+    fn words(b: &Block, parties: u32) -> Words<'_, AtomicU32> {
         Words {
             lock: &b.0[0],
             state: &b.0[16],
@@ -232,5 +243,71 @@ mod tests {
         assert!(!is_broken(w));
         assert_eq!(words(&b, 1).parties, 1);
         assert_eq!(wait(words(&b, 1), None), Ok(0));
+    }
+}
+
+/// The barrier under loom, over this code and the robust mutex.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use crate::shim::model::{MWord, check};
+    use loom::sync::Arc;
+
+    struct Shared([MWord; 4]);
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared(std::array::from_fn(|_| MWord::new(0))))
+    }
+
+    fn words(s: &Shared) -> Words<'_, MWord> {
+        Words {
+            lock: &s.0[0],
+            state: &s.0[1],
+            count: &s.0[2],
+            seq: &s.0[3],
+            parties: 2,
+        }
+    }
+
+    /// Two parties, two rounds: each round gives indices 0 and 1, whoever leaves last or
+    /// arrives first for the next round.
+    #[test]
+    fn two_parties_two_rounds() {
+        check(|| {
+            let s = shared();
+            let s2 = s.clone();
+            let t = loom::thread::spawn(move || [wait(words(&s2), None), wait(words(&s2), None)]);
+            let mine = [wait(words(&s), None), wait(words(&s), None)];
+            let theirs = t.join().unwrap();
+            for round in 0..2 {
+                let (a, b) = (mine[round].as_ref(), theirs[round].as_ref());
+                let mut idx = [*a.unwrap(), *b.unwrap()];
+                idx.sort();
+                assert_eq!(idx, [0, 1], "round {round}");
+            }
+            assert_eq!(n_waiting(words(&s)), 0);
+            assert!(!is_broken(words(&s)));
+        });
+    }
+
+    /// A party waits while another aborts: the wait fails (before or after it slept), the
+    /// barrier stays broken until `reset`, and then a full round works again.
+    #[test]
+    fn abort_breaks_and_reset_repairs() {
+        check(|| {
+            let s = shared();
+            let s2 = s.clone();
+            let t = loom::thread::spawn(move || wait(words(&s2), None));
+            abort(words(&s));
+            assert_eq!(t.join().unwrap(), Err(Broken));
+            assert!(is_broken(words(&s)));
+            assert_eq!(wait(words(&s), None), Err(Broken));
+            reset(words(&s));
+            assert!(!is_broken(words(&s)));
+            let s2 = s.clone();
+            let t = loom::thread::spawn(move || wait(words(&s2), None));
+            let mine = wait(words(&s), None).unwrap();
+            assert_eq!(mine + t.join().unwrap().unwrap(), 1);
+        });
     }
 }

@@ -1,7 +1,8 @@
-//! The raw state machines: one per primitive, over `&AtomicU32` words wherever they live
-//! (a shared region in production, the heap in unit tests). Each file's `//!` states its
-//! protocol. Nothing here allocates or knows about processes, except `robust`, which links
-//! lock words into the calling thread's kernel robust list.
+//! The raw state machines: one per primitive, generic over the runtime's 32-bit word
+//! ([`crate::shim::Word`]): `&AtomicU32` words wherever they live in production (a shared
+//! region, or the heap in unit tests), loom's under the models that end each file. Each
+//! file's `//!` states its protocol. Nothing here allocates or knows about processes,
+//! except `robust`, which links lock words into the calling thread's kernel robust list.
 
 pub(crate) mod backoff;
 pub(crate) mod barrier;
