@@ -19,7 +19,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use loom::sync::{Arc, Condvar, Mutex};
+use loom::sync::{Condvar, Mutex};
+use std::sync::Arc;
 
 use super::{Bell, Ready, after_publish, wait};
 use crate::error::Result;

@@ -23,7 +23,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
-use loom::sync::{Arc, Mutex};
+use loom::sync::Mutex;
+use std::sync::Arc;
 
 use super::{Records, take_fds};
 use crate::shim::Word;

@@ -251,7 +251,7 @@ mod tests {
 mod model {
     use super::*;
     use crate::shim::model::{MWord, check};
-    use loom::sync::Arc;
+    use std::sync::Arc;
 
     struct Shared([MWord; 4]);
 

@@ -347,7 +347,7 @@ mod model {
     use super::*;
     use crate::shim::model::{MWord, check, deep};
     use crate::sync::raw::mutex;
-    use loom::sync::Arc;
+    use std::sync::Arc;
     use std::time::Duration;
 
     struct Shared {
@@ -472,7 +472,7 @@ mod model {
         check(|| {
             let s = Shared::new();
             let s2 = s.clone();
-            let past = Instant::now() - Duration::from_millis(1);
+            let past = MWord::now() - Duration::from_millis(1);
             let t = loom::thread::spawn(move || {
                 let me = MWord::me();
                 mutex::lock(&s2.user, me, None);

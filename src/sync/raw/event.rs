@@ -160,7 +160,7 @@ mod tests {
 mod model {
     use super::*;
     use crate::shim::model::{MWord, check};
-    use loom::sync::Arc;
+    use std::sync::Arc;
 
     /// A `set(); clear()` pulse while a waiter waits: the wait returns (true), whether the
     /// pulse came before it slept, while it slept, or as it was about to sleep. A wait that

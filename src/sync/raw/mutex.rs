@@ -429,7 +429,7 @@ mod tests {
 mod model {
     use super::*;
     use crate::shim::model::{Fate, MWord, check, marked_at_death, victim};
-    use loom::sync::Arc;
+    use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
     struct Shared {

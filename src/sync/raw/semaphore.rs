@@ -137,7 +137,7 @@ mod tests {
 mod model {
     use super::*;
     use crate::shim::model::{MWord, check};
-    use loom::sync::Arc;
+    use std::sync::Arc;
 
     /// A taker that finds no permit and a releaser: the taker always gets the permit (a
     /// wake lost between the release and the sleeper deadlocks), twice over, with a bound
