@@ -33,16 +33,32 @@ pub enum Error {
     ValueError(String),
     /// A barrier was aborted, reset, or timed out while this party waited.
     BrokenBarrier,
-    /// The target panicked; `message` is the panic's payload.
+    /// The target panicked; `message` is the panic's payload, `location` where it happened.
     TaskPanicked {
         /// The panic message.
         message: String,
+        /// Where the panic happened, `file:line:column` (`"src/main.rs:12:5"`); `None` when
+        /// not known (a pool's initializer failing everywhere, or a target that installed
+        /// its own panic hook).
+        location: Option<String>,
     },
     /// A pool worker died while running this task.
     WorkerDied {
         /// The worker's exit code: `-N` for signal `N`.
         exitcode: i32,
+        /// The dead worker's peak resident memory in bytes (the kernel's `ru_maxrss`, read
+        /// when it was reaped; 0 if someone else reaped it).
+        peak_rss: u64,
     },
+    /// The task's worker was stopped by one of its [`Limits`](crate::Limits) (memory, CPU
+    /// time, file size); a pool replaces the worker and goes on.
+    LimitExceeded {
+        /// The limit it hit.
+        limit: crate::Limit,
+    },
+    /// The kernel or platform cannot do what was asked (a sandbox feature it lacks); the
+    /// message names the feature.
+    Unsupported(String),
     /// A child ended without producing its result.
     ChildFailed {
         /// The child's exit code: `-N` for signal `N`, `N` for `exit(N)`.
@@ -100,10 +116,21 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("timed out"),
             Error::ValueError(m) => f.write_str(m),
             Error::BrokenBarrier => f.write_str("barrier is broken"),
-            Error::TaskPanicked { message } => write!(f, "task panicked: {message}"),
-            Error::WorkerDied { exitcode } => {
-                write!(f, "worker died {}", describe_exit(*exitcode))
-            }
+            Error::TaskPanicked {
+                message,
+                location: Some(at),
+            } => write!(f, "task panicked at {at}: {message}"),
+            Error::TaskPanicked {
+                message,
+                location: None,
+            } => write!(f, "task panicked: {message}"),
+            Error::WorkerDied { exitcode, peak_rss } => write!(
+                f,
+                "worker died {} (peak resident memory {peak_rss} bytes)",
+                describe_exit(*exitcode)
+            ),
+            Error::LimitExceeded { limit } => write!(f, "worker stopped by its {limit}"),
+            Error::Unsupported(m) => write!(f, "not supported here: {m}"),
             Error::ChildFailed { exitcode } => {
                 write!(f, "child failed: it {}", describe_exit_verb(*exitcode))
             }
@@ -200,8 +227,12 @@ mod tests {
     #[test]
     fn messages_name_what_failed() {
         assert_eq!(
-            Error::WorkerDied { exitcode: -9 }.to_string(),
-            "worker died with signal 9"
+            Error::WorkerDied {
+                exitcode: -9,
+                peak_rss: 4096
+            }
+            .to_string(),
+            "worker died with signal 9 (peak resident memory 4096 bytes)"
         );
         assert_eq!(
             Error::ChildFailed { exitcode: 3 }.to_string(),
@@ -209,6 +240,23 @@ mod tests {
         );
         let io = Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
         assert!(std::error::Error::source(&io).is_some());
+        let panicked = Error::TaskPanicked {
+            message: "boom".into(),
+            location: Some("src/main.rs:12:5".into()),
+        };
+        assert_eq!(
+            panicked.to_string(),
+            "task panicked at src/main.rs:12:5: boom"
+        );
+        assert!(
+            matches!(panicked.clone(), Error::TaskPanicked { message, location }
+            if message == "boom" && location.as_deref() == Some("src/main.rs:12:5"))
+        );
+        let nowhere = Error::TaskPanicked {
+            message: "boom".into(),
+            location: None,
+        };
+        assert_eq!(nowhere.to_string(), "task panicked: boom");
     }
 
     #[test]
@@ -234,6 +282,17 @@ mod tests {
                 timeout: std::time::Duration::from_millis(300),
             },
             Error::ValueError("x must be positive".into()),
+            Error::WorkerDied {
+                exitcode: -6,
+                peak_rss: 1 << 20,
+            },
+            Error::LimitExceeded {
+                limit: crate::Limit::CpuTime(std::time::Duration::from_millis(200)),
+            },
+            Error::LimitExceeded {
+                limit: crate::Limit::Memory(64 << 20),
+            },
+            Error::Unsupported("read_only: landlock".into()),
         ] {
             assert_eq!(e.clone().to_string(), e.to_string());
             assert_eq!(format!("{:?}", e.clone()), format!("{e:?}"));
@@ -258,8 +317,8 @@ enum WireError {
     Timeout,
     ValueError(String),
     BrokenBarrier,
-    TaskPanicked(String),
-    WorkerDied(i32),
+    TaskPanicked(String, Option<String>),
+    WorkerDied(i32, u64),
     ChildFailed(i32),
     NotStarted,
     AlreadyStarted,
@@ -274,6 +333,8 @@ enum WireError {
     TooManyHandles(u64, u64),
     LoggerAlreadySet,
     TaskTimedOut(std::time::Duration),
+    LimitExceeded(crate::Limit),
+    Unsupported(String),
 }
 
 impl Error {
@@ -290,8 +351,12 @@ impl Error {
             Error::Timeout => WireError::Timeout,
             Error::ValueError(m) => WireError::ValueError(m.clone()),
             Error::BrokenBarrier => WireError::BrokenBarrier,
-            Error::TaskPanicked { message } => WireError::TaskPanicked(message.clone()),
-            Error::WorkerDied { exitcode } => WireError::WorkerDied(*exitcode),
+            Error::TaskPanicked { message, location } => {
+                WireError::TaskPanicked(message.clone(), location.clone())
+            }
+            Error::WorkerDied { exitcode, peak_rss } => WireError::WorkerDied(*exitcode, *peak_rss),
+            Error::LimitExceeded { limit } => WireError::LimitExceeded(*limit),
+            Error::Unsupported(m) => WireError::Unsupported(m.clone()),
             Error::ChildFailed { exitcode } => WireError::ChildFailed(*exitcode),
             Error::NotStarted => WireError::NotStarted,
             Error::AlreadyStarted => WireError::AlreadyStarted,
@@ -324,8 +389,10 @@ impl Error {
             WireError::Timeout => Error::Timeout,
             WireError::ValueError(m) => Error::ValueError(m),
             WireError::BrokenBarrier => Error::BrokenBarrier,
-            WireError::TaskPanicked(message) => Error::TaskPanicked { message },
-            WireError::WorkerDied(exitcode) => Error::WorkerDied { exitcode },
+            WireError::TaskPanicked(message, location) => Error::TaskPanicked { message, location },
+            WireError::WorkerDied(exitcode, peak_rss) => Error::WorkerDied { exitcode, peak_rss },
+            WireError::LimitExceeded(limit) => Error::LimitExceeded { limit },
+            WireError::Unsupported(m) => Error::Unsupported(m),
             WireError::ChildFailed(exitcode) => Error::ChildFailed { exitcode },
             WireError::NotStarted => Error::NotStarted,
             WireError::AlreadyStarted => Error::AlreadyStarted,

@@ -21,6 +21,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A target is a fn item or a closure that captures nothing, with owned serde arguments.
+//! Two mistakes give compiler messages that do not say so: a `&str` parameter ("`Deserialize`
+//! is not general enough": take a `String`), and a fn pointer or a capturing closure (passes
+//! `cargo check`, then `cargo build` fails with a const-eval panic inside `core`: pass the fn
+//! item or a non-capturing closure, and the data as arguments). [`Target`]'s docs list these
+//! and the other compiler messages that need a translation.
+//!
 //! Talk to it over a typed pipe; a connection can itself travel to the child:
 //!
 //! ```
@@ -40,13 +47,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A panic in the child comes back as an error with its message:
+//! A panic in the child comes back as an error with its message and where it happened:
 //!
 //! ```
 //! # fn main() -> mproc::Result<()> {
 //! let p = mproc::spawn(|| -> u8 { panic!("boom") }, ())?;
 //! match p.result() {
-//!     Err(mproc::Error::TaskPanicked { message }) => assert_eq!(message, "boom"),
+//!     Err(mproc::Error::TaskPanicked { message, location }) => {
+//!         assert_eq!(message, "boom");
+//!         assert!(location.is_some()); // "src/main.rs:3:33"
+//!     }
 //!     other => panic!("unexpected {other:?}"),
 //! }
 //! # Ok(()) }
@@ -105,6 +115,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Workers can be limited and sandboxed ([`Limits`], [`Sandbox`]): a task that allocates
+//! past its worker's memory limit fails alone, and the pool goes on:
+//!
+//! ```
+//! # fn main() -> mproc::Result<()> {
+//! fn parse(n: usize) -> usize { vec![1u8; n].len() }
+//! let pool = mproc::Pool::builder()
+//!     .processes(1)
+//!     .limits(mproc::Limits::new().memory(64 << 20))
+//!     .sandbox(mproc::Sandbox::new().no_network().read_only())
+//!     .build()?;
+//! let r = pool.apply(parse, (1 << 30,));
+//! assert!(matches!(r, Err(mproc::Error::LimitExceeded { limit: mproc::Limit::Memory(_) })));
+//! assert_eq!(pool.apply(parse, (1000,))?, 1000);
+//! # Ok(()) }
+//! ```
+//!
 //! Listen and connect across processes and hosts ([`Listener`], [`connect`]: Python's
 //! `Listener` and `Client`, with the same mutual HMAC authentication), and [`wait`] on
 //! connections, listeners and processes at once. It is CPython's own wire protocol, so the
@@ -160,7 +187,7 @@
 //! | environment, working directory | the parent's at `start` | the parent's at `start` | the parent's at `start` (sent with each request; the server `chdir`s and sets the environment in the new child) |
 //! | globals (`static`s, `thread_local!`s, lazies) | copies of the parent's values at `start` | fresh: as the program starts, `main` not run | fresh: as the program starts, `main` not run |
 //! | `log` logger | a copy of the parent's logger | records forwarded to the parent's logger | records forwarded to the parent's logger |
-//! | start method ([`get_start_method`]) | the parent's | the parent's | the parent's |
+//! | start method ([`get_start_method`]) | the one it was started with, if chosen (a [`Context`]'s, [`Process::set_start_method`]), else the parent's | the same | the same |
 //! | threads | only the one that called `start` | only the main thread | only the main thread |
 //! | descriptors | all of the parent's but mproc handles it was not given | stdio and the handles it was given | stdio and the handles it was given |
 //! | signal handlers | the parent's | default, but SIGPIPE ignored (as Rust's `main` does) | default, but SIGPIPE ignored |
@@ -168,6 +195,7 @@
 //! | signal mask | the calling thread's | empty | the server's: empty |
 //! | rlimits, umask, nice value | the parent's at `start` | the parent's at `start` | the fork server's: the parent's when the server started (a later `setrlimit` or `umask` is not seen) |
 //! | daemon flag, name, pid of the parent | set by the parent ([`current_process`], [`parent_process`]) | the same | the same |
+//! | name in `ps`/`top` (the kernel's 15-byte `comm`) | the name set with [`Process::set_name`], else the program's | the same | the same (the server itself shows `mproc-forkserver`) |
 //!
 //! Every child dies with its parent (a parent-death signal, checked against thread exits).
 //! Pool workers, the fork server and manager servers ignore SIGINT: Ctrl-C goes to the whole process group,
@@ -229,6 +257,7 @@ mod context;
 mod error;
 #[cfg(test)]
 mod fuzz_tests;
+mod isolation;
 mod log;
 mod manager;
 #[cfg(feature = "mpi")]
@@ -258,10 +287,12 @@ pub use crate::context::{
     set_executable, set_start_method,
 };
 pub use crate::error::{Error, Result};
+pub use crate::isolation::{Limit, Limits, Sandbox};
 pub use crate::log::log_to_stderr;
 pub use crate::manager::{
-    DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
-    Namespace, Proxy, QueueProxy, ValueProxy,
+    ArrayProxy, BarrierProxy, ConditionProxy, ConditionProxyGuard, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, LockProxyGuard, Managed, Manager, ManagerBuilder,
+    Namespace, Proxy, QueueProxy, RLockProxy, RLockProxyGuard, SemaphoreProxy, ValueProxy,
 };
 pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{

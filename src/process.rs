@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{self, HandleFd};
 use crate::connection::framing::{self, Arrival};
 use crate::error::{Error, Result};
+use crate::isolation::{self, Isolation, Limits, Sandbox};
 use crate::start::children::{self, ChildHandle};
 use crate::start::method::{StartMethod, get_start_method};
 use crate::start::{self, Bootstrap, state};
@@ -104,6 +105,8 @@ impl<A: Serialize + Send> Args for A {
 /// ```
 pub struct Process<R> {
     name: String,
+    /// Whether the user set the name (then the child shows it in `ps`/`top`).
+    named: bool,
     identity: Vec<u32>,
     daemon: bool,
     method: Option<StartMethod>,
@@ -113,6 +116,10 @@ pub struct Process<R> {
     result: Option<HandleFd>,
     outcome: Option<Result<(Vec<u8>, Vec<OwnedFd>)>>,
     incoming: framing::Incoming,
+    limits: Limits,
+    sandbox: Sandbox,
+    /// The isolation checked at start, to attribute its death.
+    isolation: Option<Isolation>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -198,6 +205,7 @@ where
         );
         Process {
             name,
+            named: false,
             identity,
             daemon,
             method: None,
@@ -207,6 +215,9 @@ where
             result: None,
             outcome: None,
             incoming: framing::Incoming::default(),
+            limits: Limits::default(),
+            sandbox: Sandbox::default(),
+            isolation: None,
             _result: PhantomData,
         }
     }
@@ -214,8 +225,13 @@ where
 
 impl<R> Process<R> {
     /// Sets the name (before or after start; the child sees the name it had at start).
+    ///
+    /// A name set before start is also what the child shows in `ps` and `top` (the
+    /// kernel's `comm`, its first 15 bytes); a child left with its default name
+    /// (`Process-N`) shows the program's name there.
     pub fn set_name(&mut self, name: &str) {
         self.name = name.to_string();
+        self.named = true;
     }
 
     /// The name: `"Process-N"` unless set.
@@ -243,12 +259,28 @@ impl<R> Process<R> {
         self.daemon
     }
 
-    /// Uses start method `m` for this process instead of the global one.
+    /// Uses start method `m` for this process instead of the global one. The child runs
+    /// under `m` too: its [`get_start_method`](crate::get_start_method) returns `m`, and its
+    /// own children and pools start with `m` (as a [`Context`](crate::Context)'s do).
     pub fn set_start_method(&mut self, m: StartMethod) {
         self.method = Some(m);
     }
 
-    /// Starts the child. `Err(Error::AlreadyStarted)` the second time.
+    /// Limits for the child, applied before its target runs (see [`Limits`]); its whole
+    /// run counts as one task for [`Limits::cpu_time`]. Checked at [`start`](Process::start).
+    pub fn set_limits(&mut self, l: Limits) {
+        self.limits = l;
+    }
+
+    /// A sandbox for the child, applied before its target runs (see [`Sandbox`]). What this
+    /// kernel cannot enforce makes [`start`](Process::start) fail with `Error::Unsupported`.
+    pub fn set_sandbox(&mut self, s: Sandbox) {
+        self.sandbox = s;
+    }
+
+    /// Starts the child. `Err(Error::AlreadyStarted)` the second time; for its limits and
+    /// sandbox, `Err(ValueError)` (a zero memory or CPU-time limit, a missing `writable`
+    /// path) or `Err(Unsupported)`.
     ///
     /// The arguments are sent to the child and dropped here: handles among them (a
     /// `Connection`, say) are closed in the parent, so their peers see EOF when the child
@@ -257,6 +289,7 @@ impl<R> Process<R> {
         if self.child.is_some() || self.args.is_none() {
             return Err(Error::AlreadyStarted);
         }
+        let isolation = Isolation::checked(&self.limits, &self.sandbox)?;
         children::reap_finished();
         start::child::keep_route_linked();
         let mut args = Vec::new();
@@ -281,10 +314,21 @@ impl<R> Process<R> {
             parent_pid,
             args,
             log,
-            start_method: start::method::chosen(),
+            // The method this child is started with, if one was chosen (here or by the
+            // process), so it runs, and starts its own children, under that method.
+            start_method: self.method.or_else(start::method::chosen),
+            tree: crate::shared::tracker::tree(),
+            isolation: isolation.clone(),
+            comm: if self.named {
+                self.name.clone()
+            } else {
+                start::comm::program()
+            },
+            program: start::comm::program(),
         };
         let launched = start::launch(method, &boot, fds)?;
         self.args = None;
+        self.isolation = isolation;
         let (child, result) = children::adopt(launched, &self.name, self.daemon);
         self.child = Some(child);
         self.result = Some(result);
@@ -422,19 +466,31 @@ impl<R> Process<R> {
 
 impl<R: DeserializeOwned> Process<R> {
     /// Joins the child and returns what the target returned; `Err(Error::TaskPanicked)`
-    /// with the panic message if it panicked, `Err(Error::ChildFailed)` with the exit code
-    /// if it exited or was killed without returning.
+    /// with the panic message and location if it panicked (the child also prints the
+    /// panic on its stderr, as Python prints a child's traceback), `Err(Error::ChildFailed)`
+    /// with the exit code if it exited or was killed without returning,
+    /// `Err(Error::LimitExceeded)` if one of its [`Limits`] stopped it.
     pub fn result(mut self) -> Result<R> {
         self.join()?;
         let exitcode = self.exitcode().unwrap_or(-1);
+        let limit = |memory| isolation::blame(self.isolation.as_ref(), exitcode, memory);
         match self.outcome.take() {
             Some(Ok((bytes, fds))) => match codec::decode::<Outcome<R>>(&bytes, fds)? {
                 Outcome::Returned(v) => Ok(v),
-                Outcome::Panicked(message) => Err(Error::TaskPanicked { message }),
+                Outcome::Panicked(p) => Err(p.into()),
+                Outcome::Failed(message) if message == isolation::child::MEMORY_DEATH => {
+                    match limit(true) {
+                        Some(limit) => Err(Error::LimitExceeded { limit }),
+                        None => Err(Error::ChildFailed { exitcode }),
+                    }
+                }
                 Outcome::Failed(message) => Err(Error::Codec(message)),
             },
             Some(Err(Error::Codec(m))) => Err(Error::Codec(m)),
-            Some(Err(_)) | None => Err(Error::ChildFailed { exitcode }),
+            Some(Err(_)) | None => match limit(false) {
+                Some(limit) => Err(Error::LimitExceeded { limit }),
+                None => Err(Error::ChildFailed { exitcode }),
+            },
         }
     }
 }

@@ -14,7 +14,6 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 
 use serde::de::DeserializeOwned;
@@ -23,8 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, HandleFd};
 use crate::connection::framing;
 
+mod panic;
 mod record;
 pub(crate) mod server;
+
+pub(crate) use panic::{Panic, catch};
 
 /// A function another process can run with `Args` and return `R`: any fn item or
 /// non-capturing closure taking 0 to 8 serde arguments. Implemented automatically.
@@ -49,18 +51,44 @@ pub(crate) mod server;
 ///
 /// # Compiler messages that need a translation
 ///
-/// - **A closure that captures a `Copy` value** (an integer, a reference) passes
-///   `cargo check` and is refused by `cargo build`: "evaluation panicked: a target must be a
-///   fn item or a closure that captures nothing". Whether a type is zero-sized can only be
-///   asserted after monomorphization on stable Rust (a trait bound for it needs the unstable
-///   `generic_const_exprs`), and `cargo check` stops before that. Pass the value as an
-///   argument instead: `Process::new(|x: u32, n: u32| x + n, (1, n))`.
+/// - **A fn pointer, or a closure that captures a `Copy` value** (an integer, a reference),
+///   passes `cargo check` and is refused by `cargo build`, with an error that points inside
+///   `core`, not at your code: "error\[E0080\]: evaluation panicked: a target must be a fn
+///   item or a closure that captures nothing --> .../library/core/src/panic.rs", "evaluation
+///   of `mproc::target::assert_zero_sized::<fn(u32) -> u32>::{constant#0}` failed" (the type
+///   in the angle brackets is your target's: `fn(..)` for a fn pointer, `{closure@..}` for a
+///   closure). A fn pointer or a capture is data the child cannot have; whether a target
+///   carries data can only be asserted after monomorphization on stable Rust (a trait bound
+///   for it needs the unstable `generic_const_exprs`), and `cargo check` stops before that.
+///   **Fix:** pass the fn item itself (`Process::new(double, (1,))`, not a `let f: fn(u32) ->
+///   u32 = double` or a field holding one), or a closure that captures nothing, and pass the
+///   data as arguments: `Process::new(|x: u32, n: u32| x + n, (1, n))`. To choose between
+///   functions at run time, branch on a plain argument inside one target.
+/// - **A parameter that borrows** (`fn greet(name: &str)`, `&[u8]`, `&T`) is refused with
+///   "implementation of `Deserialize` is not general enough", whose notes name an unrelated
+///   type ("`usize` must implement `Deserialize<'de>`"). The arguments are decoded in the child
+///   from a buffer that ends with the call, so they must own their data. **Fix:** take the
+///   owned type (`String`, `Vec<u8>`, `T`) and pass an owned value: `Process::new(greet,
+///   ("hi".to_string(),))`.
 /// - **A closure that captures a `String`** (or any non-`Copy` value) is refused by
 ///   `cargo check` with "the trait bound `String: Copy` is not satisfied in `{closure@...}`":
 ///   the capture is the problem, not the `String`. Pass it as an argument.
 /// - **A closure that never returns** (`|| loop { ... }`) has return type `!`, which is not
 ///   a serde type: "the trait bound `!: serde::Serialize` is not satisfied". Write its
 ///   return type: `|| -> () { loop { ... } }`.
+///
+/// ```compile_fail
+/// // A fn pointer is data, not a function known from its type: refused at `cargo build`.
+/// fn double(x: u32) -> u32 { x * 2 }
+/// let f: fn(u32) -> u32 = double;
+/// let _ = mproc::Process::new(f, (1u32,));
+/// ```
+///
+/// ```compile_fail
+/// // A borrowed parameter: "implementation of `Deserialize` is not general enough".
+/// fn greet(name: &str) -> usize { name.len() }
+/// let _ = mproc::Process::new(greet, ("hi",));
+/// ```
 ///
 /// ```compile_fail
 /// // Arguments must be serde types that can be sent: an `Rc` cannot.
@@ -109,8 +137,8 @@ impl_target!(A, B, C, D, E, G, H, I);
 pub(crate) enum Outcome<R> {
     /// The target returned this value.
     Returned(R),
-    /// The target panicked with this message.
-    Panicked(String),
+    /// The target panicked.
+    Panicked(Panic),
     /// The child could not run the target (arguments did not decode, result did not encode).
     Failed(String),
 }
@@ -176,9 +204,13 @@ pub(crate) fn resolves(offset: i64) -> bool {
     record::entry_at(offset).is_some() || record::pool_entry_at(offset).is_some()
 }
 
-/// Reads what resolving entries needs before this process forks children.
-pub(crate) fn warm() {
-    record::warm();
+/// Installs the panic hook (`target/panic.rs`) and reads what resolving entries needs,
+/// before this process forks children: a forked child must do neither itself. An error if
+/// the entries cannot be read now (they are read again next time: a shortage is not
+/// remembered); the hook is installed either way.
+pub(crate) fn warm() -> crate::Result<()> {
+    panic::install_hook();
+    record::warm()
 }
 
 /// A fingerprint of the running executable and of this build's code layout.
@@ -220,7 +252,9 @@ where
     // function), so reading one from a dangling, well-aligned pointer reads no bytes; fn
     // items and non-capturing closures have no invariants beyond existing.
     let f: F = unsafe { NonNull::<F>::dangling().as_ptr().read() };
-    match catch_unwind(AssertUnwindSafe(|| f.call(args))) {
+    // Not quiet: a child's panic is reported on its stderr as well, as Python's
+    // `Process._bootstrap` prints a child's traceback.
+    match catch(false, || f.call(args)) {
         Ok(value) => {
             if send_outcome(out, &Outcome::Returned(value)) {
                 0
@@ -228,8 +262,8 @@ where
                 1
             }
         }
-        Err(payload) => {
-            send_outcome::<R>(out, &Outcome::Panicked(panic_message(payload.as_ref())));
+        Err(p) => {
+            send_outcome::<R>(out, &Outcome::Panicked(p));
             1
         }
     }
@@ -270,8 +304,8 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) enum ItemOutcome<R> {
     /// The function returned this value.
     Returned(R),
-    /// The function panicked with this message.
-    Panicked(String),
+    /// The function panicked.
+    Panicked(Panic),
 }
 
 /// The signature of a pool entry: a chunk of encoded argument tuples (and their
@@ -325,11 +359,13 @@ where
     // SAFETY: `F` is zero-sized (asserted in `pool_entry_offset`, the only way to reach
     // this function), so reading one from a dangling, well-aligned pointer reads no bytes.
     let f: F = unsafe { NonNull::<F>::dangling().as_ptr().read() };
+    // Quiet: the panic goes back to the caller only, as Python's `Pool` hands a task's
+    // exception back without printing it.
     let outcomes: Vec<ItemOutcome<R>> = items
         .into_iter()
-        .map(|a| match catch_unwind(AssertUnwindSafe(|| f.call(a))) {
+        .map(|a| match catch(true, || f.call(a)) {
             Ok(v) => ItemOutcome::Returned(v),
-            Err(p) => ItemOutcome::Panicked(panic_message(p.as_ref())),
+            Err(p) => ItemOutcome::Panicked(p),
         })
         .collect();
     codec::encode_into(&outcomes, out, out_fds)

@@ -91,6 +91,12 @@ struct ForgedBootstrap {
     args: Vec<u8>,
     log: Option<u8>,
     start_method: Option<mproc::StartMethod>,
+    /// `shared::tracker::Tree`: the root's pid and start time.
+    tree: (u32, u64),
+    /// The limits and sandbox (none: postcard's `None` is one zero byte whatever the type).
+    isolation: Option<u8>,
+    comm: String,
+    program: String,
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -178,6 +184,10 @@ fn a_forged_entry_offset_is_refused_without_a_jump() {
             args: vec![],
             log: None,
             start_method: None,
+            tree: (std::process::id(), 0),
+            isolation: None,
+            comm: "forged".into(),
+            program: "forged".into(),
         };
         ours.write_all(&frame(&postcard::to_allocvec(&boot).unwrap()))
             .unwrap();
@@ -233,4 +243,57 @@ fn routing_variables_are_gone_once_read() {
         p.start().unwrap();
         assert_eq!(p.result().unwrap(), Vec::<String>::new(), "{m:?}");
     }
+}
+
+fn twenty_one() -> u32 {
+    21
+}
+
+/// Run only as a helper by `a_descriptor_shortage_does_not_disable_fork`, in a program of its
+/// own with a small descriptor limit.
+#[test]
+#[ignore]
+fn helper_fork_after_a_descriptor_shortage() {
+    if std::env::var_os("MPROC_TEST_FD_SHORTAGE").is_none() {
+        return;
+    }
+    let mut held = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        held.push(f);
+    }
+    let mut p = mproc::get_context(mproc::StartMethod::Fork).process(twenty_one, ());
+    let first = p.start();
+    println!(
+        "SHORT={}",
+        if first.is_ok() { "started" } else { "refused" }
+    );
+    drop(held);
+    let mut p = mproc::get_context(mproc::StartMethod::Fork).process(twenty_one, ());
+    let after = p.start().and_then(|()| p.result());
+    println!("AFTER={after:?}");
+}
+
+/// Issue 19, item 7: one descriptor shortage at the first Fork start used to cache an empty
+/// list of the executable's mappings, and every later Fork start of the process failed
+/// ("entry ... is not a target entry"). The shortage fails that start only.
+#[test]
+fn a_descriptor_shortage_does_not_disable_fork() {
+    let _g = shared();
+    let _w = watchdog("fork after a descriptor shortage", 60);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_fork_after_a_descriptor_shortage",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MPROC_TEST_FD_SHORTAGE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("SHORT=refused"), "{stdout}");
+    assert!(stdout.contains("AFTER=Ok(21)"), "{stdout}");
 }

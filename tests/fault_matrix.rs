@@ -89,11 +89,11 @@ fn faulty(x: i64, fault: Fault) -> i64 {
 /// Whether `e` is the error `fault` must produce.
 fn names_the_fault(fault: Fault, e: &Error) -> bool {
     match (fault, e) {
-        (Fault::Kill, Error::WorkerDied { exitcode }) => *exitcode == -9,
-        (Fault::Abort, Error::WorkerDied { exitcode }) => *exitcode == -6,
-        (Fault::Segfault, Error::WorkerDied { exitcode }) => *exitcode == -11,
-        (Fault::Exit, Error::WorkerDied { exitcode }) => *exitcode == 7,
-        (Fault::Panic, Error::TaskPanicked { message }) => message.contains("fault on 3"),
+        (Fault::Kill, Error::WorkerDied { exitcode, .. }) => *exitcode == -9,
+        (Fault::Abort, Error::WorkerDied { exitcode, .. }) => *exitcode == -6,
+        (Fault::Segfault, Error::WorkerDied { exitcode, .. }) => *exitcode == -11,
+        (Fault::Exit, Error::WorkerDied { exitcode, .. }) => *exitcode == 7,
+        (Fault::Panic, Error::TaskPanicked { message, .. }) => message.contains("fault on 3"),
         (Fault::Hang, Error::TaskTimedOut { .. }) => true,
         _ => false,
     }

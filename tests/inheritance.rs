@@ -1,5 +1,5 @@
 //! What a child inherits (crate docs, "What a child inherits"): the environment and working
-//! directory at `start` under every start method, the parent's start method, threads cut
+//! directory at `start` under every start method, the start method, threads cut
 //! off when the target returns, and a daemon flag fixed at `start`.
 //!
 //! This binary sets the start method to `Spawn` once, in `start_method_is_passed_down`;
@@ -99,7 +99,8 @@ fn report() -> StartMethod {
 }
 
 /// In a child: its start method, its grandchild's, and how many processes it had to
-/// make for the grandchild (1 under `Spawn`; 2 under `ForkServer`: the server too).
+/// make for the grandchild (1 under `Fork` and `Spawn`; 2 under `ForkServer`: the server
+/// too).
 fn child_reports() -> (StartMethod, StartMethod, usize) {
     let mut p = Process::new(report, ());
     p.start().unwrap();
@@ -112,22 +113,33 @@ fn worker_reports(_: u32) -> StartMethod {
 }
 
 // Ports test_set_get (test 4, the part a child sees): set_start_method is passed down to a
-// child, a grandchild and a pool worker, and nested processes use it.
+// child, a grandchild and a pool worker, and nested processes use it. A process started
+// with a method of its own (`Process::set_start_method`, as a context's are) runs, and
+// starts its children, under that one instead (DESIGN part 3; `tests/context.rs`).
 #[test]
 fn start_method_is_passed_down() {
     let _s = shared();
     let _w = watchdog("inherit start method", 60);
     mproc::set_start_method(Spawn).unwrap();
+    let mut p = Process::new(child_reports, ());
+    p.start().unwrap();
+    let (child, grandchild, made) = p.result().unwrap();
+    assert_eq!((child, grandchild), (Spawn, Spawn), "the program's choice");
+    assert_eq!(
+        made, 1,
+        "the child started its grandchild by Spawn: no fork server"
+    );
     for m in METHODS {
         let (child, grandchild, made) = run(Process::new(child_reports, ()), m);
-        assert_eq!(child, Spawn, "child started by {m:?}");
+        assert_eq!(child, m, "a child started by {m:?}");
         assert_eq!(
-            grandchild, Spawn,
-            "grandchild, under a child started by {m:?}"
+            grandchild, m,
+            "the grandchild, under a child started by {m:?}"
         );
+        let expected = if m == StartMethod::ForkServer { 2 } else { 1 };
         assert_eq!(
-            made, 1,
-            "the child started its grandchild by Spawn: no fork server"
+            made, expected,
+            "processes made for the grandchild under {m:?}"
         );
     }
     let pool = Pool::new(1).unwrap();

@@ -122,7 +122,9 @@ fn seeds(pool: &Pool) -> mproc::Result<Vec<String>> {
     out.push(format!("map_async: {:?}", a.get()?));
     out.push(format!("starmap_async: {:?}", b.get()?));
     match pool.map(fail_on_3, 0..6) {
-        Err(Error::TaskPanicked { message }) => out.push(format!("map, a task panics: {message}")),
+        Err(Error::TaskPanicked { message, .. }) => {
+            out.push(format!("map, a task panics: {message}"))
+        }
         other => out.push(format!("map, a task panics: UNEXPECTED {other:?}")),
     }
     let each: Vec<String> = pool

@@ -338,3 +338,197 @@ fn concurrent_receivers_without_a_lock_share_the_messages_exactly_once() {
     all.sort_unstable();
     assert_eq!(all, (0..n).collect::<Vec<_>>());
 }
+
+/// A message whose handle holds its own number.
+#[derive(Serialize, Deserialize)]
+struct Numbered {
+    i: u32,
+    v: RawValue<u64>,
+}
+
+/// What a receiver saw, in order.
+#[derive(Serialize, Deserialize, Debug)]
+enum Seen {
+    /// Receiver `r` got message `i` with its own handle.
+    Got { r: u32, i: u32 },
+    /// Receiver `r` got message `i` with another message's handle.
+    Wrong { r: u32, i: u32, v: u64 },
+    /// Receiver `r` got an error.
+    Failed { r: u32, why: String },
+}
+
+const FLOOD: u32 = 1_000_000;
+
+fn flood(tx: Sender<Numbered>) -> mproc::Result<()> {
+    for i in 0..FLOOD {
+        tx.send(&Numbered {
+            i,
+            v: RawValue::new(u64::from(i))?,
+        })?;
+    }
+    Ok(())
+}
+
+/// Receives and reports until nothing comes for `idle`.
+fn take_and_report(rx: Receiver<Numbered>, report: Sender<Seen>, r: u32, idle: Duration) {
+    loop {
+        let seen = match rx.recv_timeout(idle) {
+            Ok(m) if m.v.get() == u64::from(m.i) => Seen::Got { r, i: m.i },
+            Ok(m) => Seen::Wrong {
+                r,
+                i: m.i,
+                v: m.v.get(),
+            },
+            Err(Error::Timeout | Error::Closed) => return,
+            Err(e) => Seen::Failed {
+                r,
+                why: e.to_string(),
+            },
+        };
+        report.send(&seen).expect("report");
+    }
+}
+
+fn numbered_rx_clone(rx: &Receiver<Numbered>) -> Receiver<Numbered> {
+    let (a, b) = pipe::<Receiver<Numbered>>().unwrap();
+    a.send(rx).unwrap();
+    b.recv().unwrap()
+}
+
+fn seen_tx_clone(tx: &Sender<Seen>) -> Sender<Seen> {
+    let (a, b) = pipe::<Sender<Seen>>().unwrap();
+    a.send(tx).unwrap();
+    b.recv().unwrap()
+}
+
+/// The receivers' reports, tallied as they come.
+struct Tally {
+    /// Per receiver: its failures, and how many messages it got.
+    failed: Vec<u32>,
+    got: Vec<u32>,
+    /// The next message expected.
+    next: u32,
+    /// Messages never reported as got: failed ones, and any a receiver took before it died.
+    skipped: u32,
+    whys: Vec<String>,
+}
+
+impl Tally {
+    fn new(receivers: usize) -> Tally {
+        Tally {
+            failed: vec![0; receivers],
+            got: vec![0; receivers],
+            next: 0,
+            skipped: 0,
+            whys: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, seen: Seen) {
+        match seen {
+            Seen::Got { r, i } => {
+                assert!(
+                    i >= self.next,
+                    "message {i} after {}: out of order",
+                    self.next
+                );
+                self.skipped += i - self.next;
+                self.next = i + 1;
+                self.got[r as usize] += 1;
+            }
+            Seen::Wrong { r, i, v } => panic!("receiver {r}: message {i} with the handle of {v}"),
+            Seen::Failed { r, why } => {
+                // The one message a receiver may fail is the first it meets.
+                assert_eq!(
+                    self.got[r as usize], 0,
+                    "receiver {r} failed after it got messages: {why}"
+                );
+                self.failed[r as usize] += 1;
+                self.whys.push(why);
+            }
+        }
+    }
+}
+
+// Issue 18: receivers SIGKILLed at random points of their `recv` while a sender floods
+// the pipe with messages that carry a handle. A receiver killed after it took a message's
+// descriptor record but before it moved the ring's head leaves that message to the next
+// receiver without its record: that one message fails, and every later one still arrives
+// with its own handle (the old matching closed every queued record instead, and each of
+// their messages failed after it: 30 to 300 per kill).
+#[test]
+fn a_receiver_killed_mid_take_costs_at_most_its_message() {
+    let _s = shared();
+    let _w = watchdog("ring_receiver_killed_mid_take", 120);
+    const KILLS: u32 = 40;
+    let (rx, tx) = pipe_simplex::<Numbered>().unwrap();
+    let (seen_rx, seen_tx) = pipe_simplex::<Seen>().unwrap();
+    let mut sender = get_context(Fork).process(flood, (tx,));
+    sender.start().unwrap();
+    let mut tally = Tally::new(KILLS as usize + 1);
+    let idle = Duration::from_secs(30);
+    for r in 0..KILLS {
+        let mut p = get_context(Fork).process(
+            take_and_report,
+            (numbered_rx_clone(&rx), seen_tx_clone(&seen_tx), r, idle),
+        );
+        p.start().unwrap();
+        // Messages arrive after each kill; and once this receiver gets them (however
+        // slow the machine), it is killed at a spread of moments into its stream.
+        while tally.got[r as usize] == 0 {
+            let seen = seen_rx.recv_timeout(Duration::from_secs(30));
+            tally.note(seen.expect("a receiver's first message"));
+        }
+        std::thread::sleep(Duration::from_micros(u64::from(r * 7919 % 10_000)));
+        p.kill().unwrap();
+        p.join().unwrap();
+    }
+    // The last receiver must get messages after the last kill; then it drains what the
+    // sender left, and stops once nothing more comes.
+    let mut last = get_context(Fork).process(
+        take_and_report,
+        (
+            numbered_rx_clone(&rx),
+            seen_tx_clone(&seen_tx),
+            KILLS,
+            Duration::from_secs(1),
+        ),
+    );
+    last.start().unwrap();
+    while tally.got[KILLS as usize] == 0 {
+        let seen = seen_rx.recv_timeout(Duration::from_secs(30));
+        tally.note(seen.expect("the last receiver's reports"));
+    }
+    sender.kill().unwrap();
+    sender.join().unwrap();
+    last.join().unwrap();
+    assert_eq!(last.exitcode(), Some(0), "the last receiver");
+    drop(seen_tx);
+    loop {
+        match seen_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(seen) => tally.note(seen),
+            Err(Error::Timeout | Error::Closed) => break,
+            Err(e) => panic!("reading the reports: {e}"),
+        }
+    }
+    let Tally {
+        failed,
+        next,
+        skipped,
+        whys,
+        ..
+    } = tally;
+    let total: u32 = failed.iter().sum();
+    eprintln!(
+        "{KILLS} receivers killed: {next} messages through, {total} failed, {skipped} skipped; \
+         failures per receiver: {failed:?}"
+    );
+    assert!(
+        failed.iter().all(|&f| f <= 1) && skipped <= KILLS,
+        "more than the message in flight lost per kill: {total} failed, {skipped} skipped; \
+         failures per receiver: {failed:?}"
+    );
+    for why in whys {
+        assert!(why.contains("descriptors were lost"), "{why}");
+    }
+}

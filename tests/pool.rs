@@ -134,6 +134,8 @@ fn get_timeout_then_result() {
 fn fail_on_odd(x: i64) -> i64 {
     if x % 2 == 1 { panic!("odd {x}") } else { x }
 }
+/// The line of `fail_on_odd`'s panic.
+const ODD_LINE: u32 = line!() - 3;
 
 // Ports _TestPool.test_map_async_callbacks and _TestPoolWorkerErrors.test_async_error_callback:
 // exactly one of callback / error_callback runs, in the parent.
@@ -152,18 +154,18 @@ fn callbacks_run_exactly_once() {
         |_| panic!("no success expected"),
         move |e| tx2.send(format!("err {e}")).unwrap(),
     );
-    let mut got = vec![
+    let mut got = [
         rx.recv_timeout(Duration::from_secs(20)).unwrap(),
         rx.recv_timeout(Duration::from_secs(20)).unwrap(),
     ];
     got.sort();
-    assert_eq!(
-        got,
-        vec![
-            "err task panicked: odd 3".to_string(),
-            "ok [1, 4, 9]".to_string()
-        ]
-    );
+    assert_eq!(got[1], "ok [1, 4, 9]");
+    let (at, message) = got[0]
+        .strip_prefix("err task panicked at tests/pool.rs:")
+        .and_then(|rest| rest.split_once(": "))
+        .unwrap_or_else(|| panic!("{}", got[0]));
+    assert!(at.starts_with(&format!("{ODD_LINE}:")), "{}", got[0]);
+    assert_eq!(message, "odd 3");
     assert_eq!(ok.get().unwrap(), vec![1, 4, 9]);
     assert!(bad.get().is_err());
     // Registering on a finished result runs the callback at once.
@@ -184,7 +186,14 @@ fn panics_are_per_item_and_workers_survive() {
     let pool = Pool::new(1).unwrap();
     let before = pool.apply(my_pid, ()).unwrap();
     match pool.map(fail_on_odd, vec![0, 2, 5, 4]) {
-        Err(Error::TaskPanicked { message }) => assert_eq!(message, "odd 5"),
+        Err(Error::TaskPanicked { message, location }) => {
+            assert_eq!(message, "odd 5");
+            let at = location.expect("a task's panic comes with its location");
+            assert!(
+                at.starts_with(&format!("tests/pool.rs:{ODD_LINE}:")),
+                "{at}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     let items: Vec<_> = pool.imap(fail_on_odd, vec![0, 1, 2]).collect();
@@ -234,17 +243,17 @@ fn worker_deaths_cost_only_their_task() {
         let pool = get_context(m).pool(2).unwrap();
         let r: Vec<_> = pool.imap(abort_on, 0..6).collect();
         assert!(
-            matches!(r[3], Err(Error::WorkerDied { exitcode: -6 })),
+            matches!(r[3], Err(Error::WorkerDied { exitcode: -6, .. })),
             "{m:?}: {r:?}"
         );
         assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 5, "{m:?}: {r:?}");
         assert!(matches!(
             pool.apply(exit_with, (7,)),
-            Err(Error::WorkerDied { exitcode: 7 })
+            Err(Error::WorkerDied { exitcode: 7, .. })
         ));
         assert!(matches!(
             pool.apply(segfault, ()),
-            Err(Error::WorkerDied { exitcode: -11 })
+            Err(Error::WorkerDied { exitcode: -11, .. })
         ));
         // Killed from outside, mid-task.
         let (rx, tx) = pipe_simplex::<u32>().unwrap();
@@ -255,7 +264,7 @@ fn worker_deaths_cost_only_their_task() {
             .status()
             .unwrap();
         assert!(
-            matches!(r.get(), Err(Error::WorkerDied { exitcode: -9 })),
+            matches!(r.get(), Err(Error::WorkerDied { exitcode: -9, .. })),
             "{m:?}"
         );
         // A chunk: each of its items gets the error.
@@ -320,7 +329,7 @@ fn codec_faults_are_errors_not_hangs() {
     let pool = Pool::new(2).unwrap();
     let r = pool.apply(identity, (Evil::AbortOnDecode,));
     assert!(
-        matches!(r, Err(Error::WorkerDied { exitcode: -6 })),
+        matches!(r, Err(Error::WorkerDied { exitcode: -6, .. })),
         "{r:?}"
     );
     let r = pool.apply(identity, (Evil::FailOnDecode,));
@@ -330,7 +339,7 @@ fn codec_faults_are_errors_not_hangs() {
     );
     let r = pool.apply(identity, (Evil::AbortOnEncode,));
     assert!(
-        matches!(r, Err(Error::WorkerDied { exitcode: -6 })),
+        matches!(r, Err(Error::WorkerDied { exitcode: -6, .. })),
         "{r:?}"
     );
     let r = pool.apply(identity, (Evil::FailOnEncode,));
@@ -364,7 +373,9 @@ fn failing_initializers_end_in_errors() {
         .build()
         .unwrap();
     match pool.apply(sqr, (2,)) {
-        Err(Error::TaskPanicked { message }) => assert!(message.contains("bad init"), "{message}"),
+        Err(Error::TaskPanicked { message, .. }) => {
+            assert!(message.contains("bad init"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     let pool = Pool::builder()

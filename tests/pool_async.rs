@@ -58,7 +58,7 @@ fn await_under_tokio_is_woken_not_polled() {
     });
     assert_eq!(a.unwrap(), 1);
     assert_eq!(b.unwrap(), 2);
-    assert!(matches!(c, Err(Error::TaskPanicked { message }) if message == "boom 3"));
+    assert!(matches!(c, Err(Error::TaskPanicked { message, .. }) if message == "boom 3"));
     // Both sleeps ran at once, on the two workers (the panic waited for a free one).
     assert!(t0.elapsed() < Duration::from_secs(5));
     // Woken once its result arrived: a handful of polls, not a busy loop over 300 ms.

@@ -92,6 +92,8 @@ fn exit_with(code: i32) {
 fn panics(msg: String) -> u32 {
     panic!("{msg}")
 }
+/// The line of `panics`'s panic.
+const PANICS_LINE: u32 = line!() - 3;
 
 fn aborts() {
     std::process::abort()
@@ -118,7 +120,14 @@ fn exit_codes_under_every_method() {
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(1), "{m:?}");
         match p.result() {
-            Err(Error::TaskPanicked { message }) => assert_eq!(message, "it broke"),
+            Err(Error::TaskPanicked { message, location }) => {
+                assert_eq!(message, "it broke");
+                let at = location.expect("a child's panic comes with its location");
+                assert!(
+                    at.starts_with(&format!("tests/process.rs:{PANICS_LINE}:")),
+                    "{m:?}: {at}"
+                );
+            }
             other => panic!("{m:?}: {other:?}"),
         }
 
@@ -445,4 +454,198 @@ fn program_exit_terminates_daemons() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stopped exitcode=-SIGTERM"), "{text}");
+}
+
+// ---- What `ps` and `top` show (the kernel's 15-byte comm; DESIGN part 3) ----
+
+/// What `ps` shows for process `pid`.
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_else(|e| format!("<{pid} unreadable: {e}>"))
+}
+
+/// The pids of this process's children (every thread's).
+fn my_children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Says it runs (so its name is set), then waits for EOF.
+fn ready_then_wait(ready: Sender<u8>, until: mproc::Receiver<u8>) {
+    ready.send(&1).unwrap();
+    let _ = until.recv();
+}
+
+#[test]
+fn children_show_their_name_in_ps_under_every_method() {
+    let _s = shared();
+    let _w = watchdog("comm of children", 120);
+    // A child left with its default name shows the program, as the kernel named it at exec
+    // (not `exe`, nor the name of the thread that forked it).
+    let program = comm_of(std::process::id());
+    for m in METHODS {
+        for (name, shown) in [
+            (Some("reader-7"), "reader-7"),
+            (Some("a-rather-long-process-name"), "a-rather-long-p"),
+            (None, program.as_str()),
+        ] {
+            let (ready_rx, ready_tx) = pipe_simplex::<u8>().unwrap();
+            let (until_rx, until_tx) = pipe_simplex::<u8>().unwrap();
+            let mut p = get_context(m).process(ready_then_wait, (ready_tx, until_rx));
+            if let Some(n) = name {
+                p.set_name(n);
+            }
+            p.start().unwrap();
+            ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert_eq!(comm_of(p.pid().unwrap()), shown, "{m:?}, name {name:?}");
+            drop(until_tx);
+            p.join().unwrap();
+        }
+    }
+}
+
+fn my_pid() -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn pool_workers_show_their_names_in_ps() {
+    let _s = shared();
+    let _w = watchdog("comm of pool workers", 120);
+    // ForkPoolWorker-1, SpawnPoolWorker-1 and ForkServerPoolWorker-1, cut to 15 bytes.
+    for (m, shown) in [
+        (Fork, "ForkPoolWorker-"),
+        (Spawn, "SpawnPoolWorker"),
+        (ForkServer, "ForkServerPoolW"),
+    ] {
+        let pool = mproc::Pool::builder()
+            .processes(1)
+            .start_method(m)
+            .build()
+            .unwrap();
+        let worker = pool.apply(my_pid, ()).unwrap();
+        assert_eq!(comm_of(worker), shown, "{m:?}");
+    }
+}
+
+#[test]
+fn the_fork_server_and_manager_servers_show_their_names_in_ps() {
+    let _s = shared();
+    let _w = watchdog("comm of servers", 120);
+    // This process's fork server exists once a ForkServer child was started.
+    let mut p = get_context(ForkServer).process(noop, ());
+    p.start().unwrap();
+    p.join().unwrap();
+    let manager = mproc::Manager::start().unwrap();
+    let comms: Vec<String> = my_children().into_iter().map(comm_of).collect();
+    assert!(
+        comms.iter().any(|c| c == "mproc-forkserve"), // mproc-forkserver, cut to 15 bytes
+        "no child shows as the fork server: {comms:?}"
+    );
+    assert!(
+        comms.iter().any(|c| c.starts_with("SyncManager-")),
+        "no child shows as a manager server: {comms:?}"
+    );
+    manager.shutdown().unwrap();
+}
+
+/// Set in the copy of this binary that `panics_print_from_a_process_not_from_a_pool_task`
+/// runs with its stderr piped.
+const PANIC_OUTPUT_HELPER: &str = "MPROC_TEST_PANIC_OUTPUT";
+
+// Python's Pool hands a task's exception back without printing it; Python's Process prints
+// its target's traceback (`Process._bootstrap`). So do a pool task's and a Process's panics.
+#[test]
+fn panics_print_from_a_process_not_from_a_pool_task() {
+    let _s = shared();
+    let _w = watchdog("panic output", 120);
+    if std::env::var_os(PANIC_OUTPUT_HELPER).is_some() {
+        // The helper: stderr is the pipe the test below reads, and nothing captures it.
+        for m in METHODS {
+            let pool = mproc::Pool::builder()
+                .processes(1)
+                .start_method(m)
+                .build()
+                .unwrap();
+            let err = pool.apply(panics, (format!("quiet pool panic {m:?}"),));
+            assert!(matches!(err, Err(Error::TaskPanicked { .. })), "{err:?}");
+            let mut p = get_context(m).process(panics, (format!("loud process panic {m:?}"),));
+            p.start().unwrap();
+            p.join().unwrap();
+        }
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "panics_print_from_a_process_not_from_a_pool_task",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PANIC_OUTPUT_HELPER, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the helper failed: {stderr}");
+    for m in METHODS {
+        assert!(
+            stderr.contains(&format!("loud process panic {m:?}")),
+            "a Process's panic is printed ({m:?}): {stderr}"
+        );
+        assert!(
+            !stderr.contains(&format!("quiet pool panic {m:?}")),
+            "a pool task's panic is not printed ({m:?}): {stderr}"
+        );
+    }
+}
+
+fn returns_seven() -> u32 {
+    7
+}
+
+// A forked child must not take the panic hook's lock for writing (installing mproc's hook):
+// another thread of the parent may be panicking, holding it for reading, at the fork, and
+// the child would wait for that reader for ever. The parent installs the hook before it
+// forks. (This hung `tests/inheritance.rs` once, beside a test's deliberate panic.)
+#[test]
+fn fork_children_start_while_another_thread_panics() {
+    let _s = shared();
+    let _w = watchdog("fork beside a panic", 120);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let panicker = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 100_000 {
+                let _ = std::panic::catch_unwind(|| panic!("deliberate"));
+                n += 1;
+            }
+        })
+    };
+    let mut hung = Vec::new();
+    for i in 0..40 {
+        let mut p = get_context(Fork).process(returns_seven, ());
+        p.start().unwrap();
+        if !p.join_timeout(Duration::from_secs(10)).unwrap() {
+            hung.push(i);
+            let _ = p.kill();
+            let _ = p.join();
+            continue;
+        }
+        assert_eq!(p.result().unwrap(), 7);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    panicker.join().unwrap();
+    assert!(hung.is_empty(), "forked children {hung:?} hung at start");
 }

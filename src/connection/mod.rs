@@ -51,6 +51,7 @@ use crate::sys;
 mod address;
 mod auth;
 mod buffer;
+pub(crate) mod doorbell;
 pub(crate) mod framing;
 mod item;
 mod listener;

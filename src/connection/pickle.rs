@@ -22,6 +22,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+mod build;
+
 /// The deepest nesting a decoded message may have.
 pub(crate) const MAX_DEPTH: u32 = 128;
 /// What one value (a node of the decoded tree) weighs besides its bytes.
@@ -43,11 +45,13 @@ pub(crate) fn encode_into<T: Serialize>(item: &T, buf: &mut Vec<u8>) -> Result<(
         .map_err(|e| Error::Codec(format!("pickle: {e}")))
 }
 
-/// Decodes a pickle as `T`, after [`check`].
+/// Decodes a pickle as `T`, after [`check`]: the program's value is built here
+/// (`build.rs`, which copies shared objects where serde-pickle would refuse them), then
+/// handed to serde.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     check(bytes)?;
-    serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new())
-        .map_err(|e| Error::Codec(format!("pickle: {e}")))
+    let value = build::value(bytes)?;
+    serde_pickle::from_value(value).map_err(|e| Error::Codec(format!("pickle: {e}")))
 }
 
 /// One stack entry of the size machine: an object (index into the arena), or a MARK.
@@ -364,7 +368,59 @@ mod tests {
         assert!(e.to_string().contains("not plain data"), "{e}");
     }
 
+    /// Issue 19, item 11: `b = [a, a]; [b, b]` is a DAG, not a cycle.
+    #[test]
+    fn a_value_shared_at_two_levels_is_accepted() {
+        // python3 -c "import pickle; a=[1]; b=[a,a]; print(pickle.dumps([b,b], 4))"
+        let p = b"\x80\x04\x95\x12\x00\x00\x00\x00\x00\x00\x00]\x94(]\x94(]\x94K\x01ah\x02eh\x01e.";
+        let v: Vec<Vec<Vec<u8>>> = decode(p).unwrap();
+        assert_eq!(v, vec![vec![vec![1], vec![1]], vec![vec![1], vec![1]]]);
+        // A true cycle is still refused: a = []; a.append(a).
+        let cyc = b"\x80\x04]\x94h\x00a.";
+        let e = decode::<serde_pickle::Value>(cyc).unwrap_err();
+        assert!(e.to_string().contains("recursive"), "{e}");
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = serde_pickle::Value> {
+        use proptest::prelude::*;
+        use serde_pickle::Value as V;
+        let leaf = prop_oneof![
+            Just(V::None),
+            any::<bool>().prop_map(V::Bool),
+            any::<i64>().prop_map(V::I64),
+            any::<f64>()
+                .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+                .prop_map(V::F64),
+            ".{0,8}".prop_map(V::String),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(V::Bytes),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(V::List),
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(V::Tuple),
+                proptest::collection::btree_map(".{0,4}", inner, 0..4).prop_map(|m| {
+                    V::Dict(
+                        m.into_iter()
+                            .map(|(k, v)| (serde_pickle::HashableValue::String(k), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
     proptest::proptest! {
+        /// The value builder agrees with serde-pickle's own decoding (what `decode` did
+        /// before it) wherever serde-pickle can decode.
+        #[test]
+        fn the_builder_agrees_with_serde_pickle(v in any_value()) {
+            let bytes = serde_pickle::value_to_vec(&v, serde_pickle::SerOptions::new()).unwrap();
+            let ours: serde_pickle::Value = decode(&bytes).unwrap();
+            let theirs: serde_pickle::Value =
+                serde_pickle::from_slice(&bytes, serde_pickle::DeOptions::new()).unwrap();
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+
         #[test]
         fn any_bytes_are_an_error_or_a_value(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = decode::<serde_pickle::Value>(&bytes);

@@ -9,6 +9,21 @@
 //!
 //! Anything else (another length, a wrong magic, a count that disagrees with what arrived)
 //! is refused by [`parse_record`], which every received record goes through.
+//!
+//! **Matching records to items** ([`take_fds`]). Records are queued in the order of their
+//! items' numbers, each before its item is visible, and taken only under the ring's
+//! consumer lock; so at a receiver's turn the front record is never newer than its item's
+//! unless that item's record is gone. It goes when a receiver takes it and dies before it
+//! moves the ring's head past the item: the next receiver meets the same item again, and
+//! the front record is the next item's. The receiver therefore *peeks* at the front record
+//! and compares numbers with the wrap of the counter: older records (items never
+//! published) are taken and closed, the item's own is taken, and a newer one is left for
+//! its item while this one item fails with [`lost_descriptors`]. (Taking before looking, as
+//! this code once did, closed every queued record, newer ones included, and each of their
+//! items failed after it: 30 to 300 messages per receiver killed under a saturating
+//! sender.) The logic is written over the [`Records`] trait, so the loom model in
+//! `records/model.rs` runs it against an in-memory queue with a receiver that dies at each
+//! step.
 
 use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -58,37 +73,121 @@ pub(crate) fn parse_record(bytes: &[u8], nfds: usize) -> Result<u32, String> {
     Ok(seq)
 }
 
-/// Reads the descriptors of the item whose trailer said `seq` (if any) off the socket.
-/// Runs under the consumer lock, after the item was published: its record is queued.
-pub(super) fn take_fds(
-    records: BorrowedFd<'_>,
+/// The `seq` of a record looked at before it is taken (its descriptors not yet counted):
+/// the length, magic and reserved word checked as [`parse_record`] does.
+fn parse_front(bytes: &[u8]) -> Result<u32, String> {
+    let announced = match bytes.get(8..12) {
+        Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize,
+        None => 0,
+    };
+    if announced == 0 || announced > MAX_FDS_PER_MESSAGE {
+        return Err(format!("a record announcing {announced} descriptors"));
+    }
+    parse_record(bytes, announced)
+}
+
+/// What the matching logic ([`take_fds`]) needs of the record socket: the receiving half
+/// of a queue of records, front first. The pipe's seqpacket socket in production
+/// ([`SeqPacket`]); an in-memory queue under the loom model (`records/model.rs`).
+pub(crate) trait Records {
+    /// A descriptor as it comes out of a record.
+    type Fd;
+    /// The `seq` of the record at the front, without taking it; `None` if none is queued.
+    fn peek(&self) -> crate::Result<Option<u32>>;
+    /// Takes the record at the front (one [`peek`](Records::peek) found): its `seq`, its
+    /// descriptors appended to `fds`.
+    fn take(&self, fds: &mut Vec<Self::Fd>) -> crate::Result<u32>;
+}
+
+/// Whether record `a` was numbered before record `b`, with the wrap of the `u32` counter
+/// (numbers in flight at once span far less than half of it).
+#[inline]
+pub(crate) fn older(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// Takes the descriptors of the item whose trailer said `seq` (if any) off `records`.
+/// Runs under the consumer lock, after the item was published: its record was queued
+/// before it, behind the records of every older item.
+///
+/// The front record, looked at before it is taken, is one of three:
+/// * older than the item: its item was never published (its sender died or timed out
+///   between the record and the item); it is taken and its descriptors closed;
+/// * the item's own: taken, and checked against the trailer;
+/// * newer: the item's record is gone, taken by a receiver that died before it moved the
+///   head past the item (the item stayed, its record did not). Only this item fails; the
+///   newer record stays for its own item. Nothing queued at all means the same.
+pub(crate) fn take_fds<R: Records>(
+    records: &R,
     seq: Option<(u32, usize)>,
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut Vec<R::Fd>,
 ) -> crate::Result<()> {
     let Some((seq, nfds)) = seq else {
         return Ok(());
     };
-    let mut buf = [0u8; RECORD_LEN + 1];
     loop {
+        let front = match records.peek()? {
+            Some(front) if !older(seq, front) => front,
+            _ => return Err(lost_descriptors()),
+        };
         let mut got = Vec::new();
-        let n = sys::fd::try_recv_with_fds(records, &mut buf, &mut got)
+        let took = records.take(&mut got)?;
+        if took != front {
+            return Err(corrupt(
+                "a descriptor record changed under the consumer lock",
+            ));
+        }
+        if took == seq {
+            if got.len() != nfds {
+                return Err(super::framing::fd_mismatch(nfds, got.len()));
+            }
+            fds.extend(got);
+            return Ok(());
+        }
+        // Older: a record whose item was never published. Its descriptors close here.
+    }
+}
+
+/// The error of an item whose descriptor record is gone.
+pub(crate) fn lost_descriptors() -> Error {
+    corrupt("its descriptors were lost with a receiver that died while taking it")
+}
+
+/// The receiving half of a pipe's record socket.
+#[derive(Clone, Copy)]
+pub(crate) struct SeqPacket<'a>(pub(crate) BorrowedFd<'a>);
+
+impl Records for SeqPacket<'_> {
+    type Fd = OwnedFd;
+
+    fn peek(&self) -> crate::Result<Option<u32>> {
+        let mut buf = [0u8; RECORD_LEN + 1];
+        let n = sys::fd::try_peek(self.0, &mut buf).map_err(super::framing::map_recv_error)?;
+        match n {
+            None | Some(0) => Ok(None),
+            // The count is checked when the record is taken, with its descriptors.
+            Some(n) => parse_front(&buf[..n])
+                .map(Some)
+                .map_err(|why| corrupt(&why)),
+        }
+    }
+
+    fn take(&self, fds: &mut Vec<OwnedFd>) -> crate::Result<u32> {
+        let mut buf = [0u8; RECORD_LEN + 1];
+        let mut got = Vec::new();
+        let n = sys::fd::try_recv_with_fds(self.0, &mut buf, &mut got)
             .map_err(super::framing::map_recv_error)?;
         let n = match n {
             Some(n) if n > 0 => n,
-            _ => return Err(corrupt("a message's descriptors never arrived")),
-        };
-        match parse_record(&buf[..n], got.len()) {
-            Ok(s) if s == seq => {
-                if got.len() != nfds {
-                    return Err(super::framing::fd_mismatch(nfds, got.len()));
-                }
-                fds.extend(got);
-                return Ok(());
+            _ => {
+                return Err(corrupt(
+                    "a descriptor record vanished under the consumer lock",
+                ));
             }
-            // A record whose item was never published: its descriptors close here.
-            Ok(_) => {}
-            Err(why) => return Err(corrupt(&why)),
-        }
+        };
+        let seq = parse_record(&buf[..n], got.len()).map_err(|why| corrupt(&why))?;
+        fds.extend(got);
+        Ok(seq)
     }
 }
 
@@ -130,6 +229,9 @@ pub(super) fn send_record(
         sys::fd::poll_rw(&[(records, true)], Some(slice))?;
     }
 }
+
+#[cfg(test)]
+mod model;
 
 #[cfg(test)]
 mod tests {

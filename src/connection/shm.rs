@@ -28,8 +28,10 @@
 //! record, then writes the item, all under the lock: records are queued in the order of
 //! their items, and a record is always queued before its item is visible. The receiver
 //! reads the item's descriptors while it still holds the consumer lock (inside the ring's
-//! decode callback), closing any record with another number: one whose item was never
-//! published (its sender died or timed out in between).
+//! decode callback), closing any older record (its item was never published: its sender
+//! died or timed out in between) and leaving a newer one queued: an item whose record a
+//! receiver took before it died fails alone, and the items after it keep theirs
+//! (`records.rs`).
 //!
 //! **Waking.** A receiver looks at the ring, spins on it with the crate's one `Backoff`
 //! (which parks at once on an oversubscribed machine), then counts itself in the ring's
@@ -37,9 +39,9 @@
 //! publishes (a SeqCst swap) and, only if it then sees a sleeper, writes a doorbell byte,
 //! never blocking (a full socket wakes the receiver anyway); a sender that has to wait for
 //! room in the ring rings too, so a large message is drained while it streams. The two
-//! SeqCst orders pair (`queue/ring/pipe.rs`): no lost wake-up, no syscall while the
-//! receiver is awake, and no CPU while it sleeps. Receivers that share an end without a
-//! lock around `recv` may drain each other's doorbells; their sleeps come in
+//! SeqCst orders pair (`doorbell.rs`, model-checked there): no lost wake-up, no syscall
+//! while the receiver is awake, and no CPU while it sleeps. Receivers that share an end
+//! without a lock around `recv` may drain each other's doorbells; their sleeps come in
 //! [`SLEEP_SLICE`]s, after which they look at the ring again, so that costs latency, never
 //! a hang. A receiver that dies while counted as a sleeper leaves the count high: its
 //! pipe's senders then write a (harmless) doorbell per message.
@@ -73,13 +75,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use super::doorbell::Ready;
+use super::doorbell::{self, Stream};
 use super::item::{corrupt, get_varint, put_varint, trailer};
-use super::records::{send_record, take_fds};
+use super::records::{SeqPacket, send_record, take_fds};
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
 use crate::queue::ring::Ring;
 use crate::shared::region::Region;
-use crate::sync::raw::backoff::{self, Backoff};
 use crate::sys;
 
 /// Bytes of frames in each direction's ring. Measured (1 MiB `send_bytes` between two
@@ -97,8 +100,6 @@ pub(crate) const SLEEP_SLICE: Duration = Duration::from_millis(100);
 const TAKE_SLICE: Duration = Duration::from_millis(1);
 /// How long a look that found the peer alive counts for (see the module docs).
 pub(crate) const ALIVE_FOR: Duration = Duration::from_millis(1);
-/// A doorbell's byte.
-const DOORBELL: u8 = 0xdb;
 
 /// The shared-memory half of a pipe end.
 pub(crate) struct Link {
@@ -249,9 +250,7 @@ impl Link {
         }
         // Waiting for room: wake the receiver to drain, and give up if it is gone.
         let stalled = || {
-            if ring.has_sleepers() {
-                ring_doorbell(sock);
-            }
+            doorbell::after_publish(ring.sleepers(), &Stream(sock));
             peer_gone(sock)
         };
         let gone = || peer_gone(sock);
@@ -293,9 +292,7 @@ impl Link {
                 return Err(full_means(e, &gone));
             }
         }
-        if ring.has_sleepers() {
-            ring_doorbell(sock);
-        }
+        doorbell::after_publish(ring.sleepers(), &Stream(sock));
         Ok(())
     }
 
@@ -312,7 +309,7 @@ impl Link {
         deadline: Option<Instant>,
     ) -> Result<()> {
         let rx = self.rx()?;
-        let rec = self.records.as_fd();
+        let rec = SeqPacket(self.records.as_fd());
         // Both callbacks fill these (only one runs per item).
         let out = RefCell::new(out);
         let fds = RefCell::new(fds);
@@ -335,7 +332,7 @@ impl Link {
                     let mut out = out.borrow_mut();
                     out.clear();
                     out.extend_from_slice(&body[..len]);
-                    take_fds(rec, fd_seq, &mut fds.borrow_mut())
+                    take_fds(&rec, fd_seq, &mut fds.borrow_mut())
                 },
                 Some(|m: u64, mut body: Vec<u8>| {
                     if m != body.len() as u64 {
@@ -344,7 +341,7 @@ impl Link {
                     let (len, fd_seq) = trailer(&body)?;
                     body.truncate(len);
                     **out.borrow_mut() = body;
-                    take_fds(rec, fd_seq, &mut fds.borrow_mut())
+                    take_fds(&rec, fd_seq, &mut fds.borrow_mut())
                 }),
             );
             match got {
@@ -360,50 +357,7 @@ impl Link {
     /// module docs for the order of looks).
     pub(crate) fn wait(&self, sock: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<Ready> {
         let rx = self.rx()?;
-        if rx.pending() {
-            return Ok(Ready::Data);
-        }
-        if !backoff::oversubscribed(Instant::now())
-            && Backoff::new().wait_until(deadline, || rx.pending())
-        {
-            return Ok(Ready::Data);
-        }
-        loop {
-            if rx.pending() {
-                return Ok(Ready::Data);
-            }
-            let now = Instant::now();
-            let left = deadline.map(|d| d.saturating_duration_since(now));
-            if left == Some(Duration::ZERO) {
-                // Time is up: one last look, for end of stream.
-                let ended = drain_doorbells(sock)?;
-                return Ok(if rx.pending() {
-                    Ready::Data
-                } else if ended {
-                    Ready::Eof
-                } else {
-                    Ready::TimedOut
-                });
-            }
-            if rx.begin_sleep() {
-                rx.end_sleep();
-                return Ok(Ready::Data);
-            }
-            let slept = match left {
-                // The usual sleep: a blocking `recv` that takes the doorbell that ends it
-                // (one syscall per wake-up, as a plain socket read), in slices of the
-                // socket's receive timeout.
-                Some(l) if l < SLEEP_SLICE => sys::fd::poll_readable(sock, Some(l))
-                    .map_err(Error::from)
-                    .and_then(|_| drain_doorbells(sock)),
-                _ => sleep_in_recv(sock),
-            };
-            rx.end_sleep();
-            // Whatever was sent before the peer closed is in the ring by now.
-            if slept? && !rx.pending() {
-                return Ok(Ready::Eof);
-            }
-        }
+        doorbell::wait(rx.sleepers(), &Stream(sock), || rx.pending(), deadline)
     }
 
     /// Whether a frame is in the ring this end receives from.
@@ -426,41 +380,6 @@ impl Link {
     }
 }
 
-/// How a wait ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ready {
-    Data,
-    Eof,
-    TimedOut,
-}
-
-/// Takes every doorbell byte queued on the stream socket (one `recv` in the usual case);
-/// `true` if the stream has ended (every copy of the peer's end is closed).
-fn drain_doorbells(sock: BorrowedFd<'_>) -> Result<bool> {
-    let mut buf = [0u8; 256];
-    loop {
-        match sys::fd::recv_plain(sock, &mut buf, false).map_err(super::framing::map_recv_error) {
-            Ok(None) => return Ok(false),
-            Ok(Some(0)) | Err(Error::Closed) => return Ok(true),
-            Ok(Some(n)) if n < buf.len() => return Ok(false),
-            Ok(Some(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Sleeps in a blocking `recv` on the stream socket until a doorbell comes, the stream
-/// ends (`true`), or the socket's receive timeout ([`SLEEP_SLICE`]) passes.
-fn sleep_in_recv(sock: BorrowedFd<'_>) -> Result<bool> {
-    let mut buf = [0u8; 256];
-    match sys::fd::recv_plain(sock, &mut buf, true).map_err(super::framing::map_recv_error) {
-        Ok(Some(0)) | Err(Error::Closed) => Ok(true),
-        Ok(Some(n)) if n == buf.len() => drain_doorbells(sock),
-        Ok(_) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// A ring wait that ran out (`Full`): the peer is gone (`Closed`) or the time is up.
 fn full_means(e: Error, gone: &dyn Fn() -> bool) -> Error {
     match e {
@@ -473,9 +392,4 @@ fn full_means(e: Error, gone: &dyn Fn() -> bool) -> Error {
 /// Whether every copy of the peer's end is closed (it can no longer receive).
 fn peer_gone(sock: BorrowedFd<'_>) -> bool {
     sys::stream::peer_hung_up(sock).unwrap_or(true)
-}
-
-/// Writes a doorbell byte, never blocking; a full socket already wakes.
-fn ring_doorbell(sock: BorrowedFd<'_>) {
-    sys::fd::try_send_byte(sock, DOORBELL);
 }

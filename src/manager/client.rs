@@ -13,14 +13,17 @@
 //! answers `Err(Closed)` when the server is gone, so no proxy call outlives its server.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::fmt;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use super::handle::Life;
 use super::transport;
-use super::wire::{self, Answer, Buf, RING_BYTES, Request, Rings};
+use super::wire::{self, Answer, Buf, ObjectId, RING_BYTES, RefOp, Request, Rings, Session, Token};
 use crate::connection::Address;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -28,7 +31,6 @@ use crate::queue::Queue;
 use std::os::fd::AsFd;
 
 /// Where a proxy's object lives.
-#[derive(Debug)]
 pub(crate) struct ServerRef {
     pub(crate) address: Address,
     pub(crate) authkey: Vec<u8>,
@@ -38,10 +40,30 @@ pub(crate) struct ServerRef {
     /// Set by the owner's `shutdown`: calls in this process answer `Closed` at once.
     pub(crate) closed: AtomicBool,
     key: String,
+    /// This process's claims on the server's objects (`handle.rs`).
+    claims: Mutex<ClaimState>,
+}
+
+/// A process's claim bookkeeping for one server.
+#[derive(Default)]
+pub(crate) struct ClaimState {
+    /// The process it belongs to: a child made by `fork` starts afresh.
+    pid: u32,
+    /// Claim changes not yet sent: the next request carries them, in this order.
+    pub(crate) ops: Vec<RefOp>,
+    /// This process's live claim on each object, shared by the proxies to it.
+    pub(crate) lives: HashMap<ObjectId, Weak<Life>>,
+}
+
+/// The server references this process knows, by nonce: a proxy decoded in this process
+/// shares the one already there, and with it the claims (`handle.rs`).
+fn servers() -> MutexGuard<'static, BTreeMap<u64, Weak<ServerRef>>> {
+    static SERVERS: Mutex<BTreeMap<u64, Weak<ServerRef>>> = Mutex::new(BTreeMap::new());
+    SERVERS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ServerRef {
-    pub(crate) fn new(address: Address, authkey: Vec<u8>, nonce: u64) -> Arc<ServerRef> {
+    fn fresh(address: Address, authkey: Vec<u8>, nonce: u64) -> Arc<ServerRef> {
         let key = format!("{address}#{nonce:x}");
         Arc::new(ServerRef {
             address,
@@ -49,8 +71,101 @@ impl ServerRef {
             nonce,
             closed: AtomicBool::new(false),
             key,
+            claims: Mutex::new(ClaimState::default()),
         })
     }
+
+    /// The reference to the server `nonce` names, the one this process already has if any.
+    pub(crate) fn new(address: Address, authkey: Vec<u8>, nonce: u64) -> Arc<ServerRef> {
+        let mut servers = servers();
+        if let Some(s) = servers.get(&nonce).and_then(Weak::upgrade) {
+            if s.authkey == authkey {
+                return s;
+            }
+        }
+        servers.retain(|_, s| s.strong_count() > 0);
+        let s = ServerRef::fresh(address, authkey, nonce);
+        servers.insert(nonce, Arc::downgrade(&s));
+        s
+    }
+
+    /// A reference at exactly `address` (a manager's own, which must reach the server by
+    /// the address it was given); later decoded proxies share it.
+    fn at(address: Address, authkey: Vec<u8>, nonce: u64) -> Arc<ServerRef> {
+        let mut servers = servers();
+        if let Some(s) = servers.get(&nonce).and_then(Weak::upgrade) {
+            if s.authkey == authkey && s.address == address {
+                return s;
+            }
+        }
+        let s = ServerRef::fresh(address, authkey, nonce);
+        servers.insert(nonce, Arc::downgrade(&s));
+        s
+    }
+
+    /// This process's claim bookkeeping (emptied first in a forked child: the parent's
+    /// claims are the parent's).
+    pub(crate) fn claims(&self) -> MutexGuard<'_, ClaimState> {
+        let mut c = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = crate::sys::pid::current();
+        if c.pid != pid {
+            c.ops.clear();
+            c.lives.clear();
+            c.pid = pid;
+        }
+        c
+    }
+}
+
+impl fmt::Debug for ServerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerRef({})", self.key)
+    }
+}
+
+/// This process's session: what it tells every server in `Hello` (`store/claims.rs`).
+pub(crate) fn session() -> Session {
+    static SESSION: Mutex<(u32, Session)> = Mutex::new((0, 0));
+    let mut s = SESSION.lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = crate::sys::pid::current();
+    if s.0 != pid || s.1 == 0 {
+        let mut b = [0u8; 8];
+        // A failure leaves 0: the server then keeps no claims for this process (its
+        // objects live until the server stops), which is safe.
+        let _ = crate::sys::net::random_bytes(&mut b);
+        *s = (pid, u64::from_le_bytes(b));
+    }
+    s.1
+}
+
+thread_local! {
+    /// While `proxy::enc` encodes a request's values: the tokens of the proxies inside.
+    static EMBEDDED: RefCell<Option<Vec<Token>>> = const { RefCell::new(None) };
+    /// Tokens encoded for the next request on this thread.
+    static PENDING: RefCell<Vec<Token>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` (an encoding of a request's values), noting the tokens of proxies it encodes
+/// for the next request this thread sends: their claims pass to the object it stores into.
+pub(crate) fn collecting<T>(f: impl FnOnce() -> T) -> T {
+    let previous = EMBEDDED.with(|e| e.borrow_mut().replace(Vec::new()));
+    let out = f();
+    let tokens = EMBEDDED.with(|e| std::mem::replace(&mut *e.borrow_mut(), previous));
+    if let Some(tokens) = tokens {
+        if !tokens.is_empty() {
+            PENDING.with(|p| p.borrow_mut().extend(tokens));
+        }
+    }
+    out
+}
+
+/// Notes a token encoded into a request's values (see [`collecting`]).
+pub(crate) fn note_embedded(token: Token) {
+    EMBEDDED.with(|e| {
+        if let Some(v) = e.borrow_mut().as_mut() {
+            v.push(token);
+        }
+    });
 }
 
 /// One thread's connection to one server, with its reusable buffers.
@@ -114,7 +229,8 @@ const PEER_CHECK: Duration = Duration::from_millis(50);
 /// One request and its answer on the socket.
 fn socket_call(conn: &Connection<()>, req: &Request<'_>) -> Result<Answer> {
     let mut out = Vec::new();
-    crate::codec::encode_plain_into(req, &mut out)?;
+    let none: (&[RefOp], &[Token]) = (&[], &[]);
+    crate::codec::encode_plain_into(&(none.0, none.1, req), &mut out)?;
     conn.send_bytes(&out)?;
     let mut inp = Vec::new();
     conn.recv_bytes_into(&mut inp)?;
@@ -125,7 +241,8 @@ fn socket_call(conn: &Connection<()>, req: &Request<'_>) -> Result<Answer> {
 /// rings. Returns the connection and the server's nonce.
 pub(crate) fn open(address: &Address, authkey: &[u8]) -> Result<(Link, u64)> {
     let conn = transport::connect(address, authkey)?;
-    let nonce = match socket_call(&conn, &Request::Hello)? {
+    let hello = Request::Hello(session(), crate::sys::pid::current());
+    let nonce = match socket_call(&conn, &hello)? {
         Answer::Nonce(n) => n,
         other => return Err(Error::Codec(format!("unexpected hello answer {other:?}"))),
     };
@@ -195,7 +312,13 @@ pub(crate) fn call(
         return Err(Error::Closed);
     }
     let client = client_for(server)?;
-    match round_trip(&client, req, wait) {
+    let ops = std::mem::take(&mut server.claims().ops);
+    let tokens = if matches!(req, Request::Lend(_)) {
+        Vec::new()
+    } else {
+        PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()))
+    };
+    match round_trip(&client, (&ops, &tokens, req), wait) {
         Ok(reply) => reply,
         Err(e) => {
             // The connection is out of step or dead: the next call starts a fresh one.
@@ -208,12 +331,12 @@ pub(crate) fn call(
 /// One request and its reply. The outer error is the transport's; the inner, the server's.
 fn round_trip(
     client: &Client,
-    req: &Request<'_>,
+    frame: (&[RefOp], &[Token], &Request<'_>),
     wait: Option<Option<Duration>>,
 ) -> Result<wire::Reply> {
     let mut out = client.out.borrow_mut();
     out.clear();
-    crate::codec::encode_plain_into(req, &mut out)?;
+    crate::codec::encode_plain_into(&frame, &mut out)?;
     if let Some((requests, replies)) = &client.rings {
         return ring_trip(&client.conn, requests, replies, &out, wait);
     }
@@ -232,11 +355,22 @@ fn round_trip(
     wire::decode::<wire::Reply>(&inp)
 }
 
+/// A claim on object `id` for a proxy being serialized: its token (one round trip; the
+/// claim changes this process has queued go with it).
+pub(crate) fn lend(server: &ServerRef, id: ObjectId) -> Result<Token> {
+    match call(server, &Request::Lend(id), None)? {
+        Answer::Token(t) => Ok(t),
+        a => Err(Error::Codec(format!(
+            "unexpected answer from the manager: {a:?}"
+        ))),
+    }
+}
+
 /// Connects to the server at `address`, learns its nonce, and keeps the connection as this
 /// thread's for that server.
 pub(crate) fn connect(address: Address, authkey: Vec<u8>) -> Result<Arc<ServerRef>> {
     let (link, nonce) = open(&address, &authkey)?;
-    let server = ServerRef::new(address, authkey, nonce);
+    let server = ServerRef::at(address, authkey, nonce);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         cache.forget_if_forked();

@@ -7,16 +7,28 @@
 //! [`Manager::lookup`](super::Manager::lookup) is re-pointed at the address the looking-up
 //! manager reached the server by, since the address the server bound (say `0.0.0.0:50000`)
 //! need not be one a remote client can reach.
-
+//!
+//! Lifetime (Python's reference counting; the server side is `store/claims.rs`). A process
+//! holds one claim per object it has proxies to: a [`Life`], shared by every proxy to the
+//! object in the process, clones and decoded copies alike (a clone is an `Arc` increment:
+//! no message). The creator's claim comes with `Create`. Serializing a proxy asks the
+//! server for a token (`Lend`, one round trip), a claim the bytes carry; decoding them
+//! turns it into the decoding process's claim (`Convert`) or, if that process has one
+//! already, gives it back (`Return`). When the last proxy to an object in a process goes,
+//! its claim is given back (`Release`). Those changes queue on the [`ServerRef`] and ride
+//! on the process's next request to the server, in order (`client.rs`); the server frees
+//! an object when no claim is left, so no claim is ever given back before the ones that
+//! depend on it arrived. A process that dies gives back its claims through the server
+//! (its session ends).
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::client::{self, ServerRef};
-use super::wire::{Answer, Buf, ObjectId, Request};
+use super::wire::{Answer, Buf, ObjectId, RefOp, Request, Token};
 use crate::connection::Address;
 use crate::error::{Error, Result};
 
@@ -25,6 +37,67 @@ use crate::error::{Error, Result};
 pub(crate) struct Handle {
     pub(crate) server: Arc<ServerRef>,
     pub(crate) id: ObjectId,
+    /// This process's claim on the object.
+    pub(crate) _claim: Option<Arc<Life>>,
+}
+
+/// A process's claim on an object, shared by all its proxies to it; dropping the last
+/// proxy gives it back.
+pub(crate) struct Life {
+    server: Arc<ServerRef>,
+    id: ObjectId,
+    /// The process holding the claim: a child made by `fork` inherits a copy of this
+    /// memory, and must not give back what its parent holds.
+    pid: u32,
+}
+
+impl Life {
+    /// The claim `Create` gave this process on a new object.
+    pub(crate) fn new(server: &Arc<ServerRef>, id: ObjectId) -> Arc<Life> {
+        let life = Arc::new(Life {
+            server: server.clone(),
+            id,
+            pid: crate::sys::pid::current(),
+        });
+        server.claims().lives.insert(id, Arc::downgrade(&life));
+        life
+    }
+
+    /// The claim for a proxy decoded from bytes carrying `token`: this process's, if it
+    /// has one (then the token's claim is given back), or the token's made its own.
+    fn decoded(server: &Arc<ServerRef>, id: ObjectId, token: Token) -> Arc<Life> {
+        let mut claims = server.claims();
+        if let Some(life) = claims.lives.get(&id).and_then(Weak::upgrade) {
+            claims.ops.push(RefOp::Return(token));
+            return life;
+        }
+        let life = Arc::new(Life {
+            server: server.clone(),
+            id,
+            pid: crate::sys::pid::current(),
+        });
+        claims.lives.insert(id, Arc::downgrade(&life));
+        claims.ops.push(RefOp::Convert(token, id));
+        life
+    }
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        if crate::sys::pid::current() != self.pid {
+            return;
+        }
+        let mut claims = self.server.claims();
+        claims.ops.push(RefOp::Release(self.id, 1));
+        // Unless a newer claim took its place meanwhile.
+        if claims
+            .lives
+            .get(&self.id)
+            .is_some_and(|l| l.strong_count() == 0)
+        {
+            claims.lives.remove(&self.id);
+        }
+    }
 }
 
 impl Handle {
@@ -57,6 +130,8 @@ struct Wire {
     authkey: Buf,
     nonce: u64,
     id: ObjectId,
+    /// The claim the bytes carry (0: none).
+    token: Token,
 }
 
 thread_local! {
@@ -75,11 +150,15 @@ pub(crate) fn rebased<T>(server: &Arc<ServerRef>, f: impl FnOnce() -> T) -> T {
 
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        // The bytes may outlive every proxy here: they carry a claim of their own.
+        let token = client::lend(&self.server, self.id).map_err(serde::ser::Error::custom)?;
+        client::note_embedded(token);
         Wire {
             address: self.server.address.clone(),
             authkey: Buf(self.server.authkey.clone()),
             nonce: self.server.nonce,
             id: self.id,
+            token,
         }
         .serialize(s)
     }
@@ -93,6 +172,11 @@ impl<'de> Deserialize<'de> for Handle {
             Some(s) if s.nonce == w.nonce => s,
             _ => ServerRef::new(w.address, w.authkey.0, w.nonce),
         };
-        Ok(Handle { server, id: w.id })
+        let life = (w.token != 0).then(|| Life::decoded(&server, w.id, w.token));
+        Ok(Handle {
+            server,
+            id: w.id,
+            _claim: life,
+        })
     }
 }

@@ -2,15 +2,16 @@
 //!
 //! The server runs the same executable as its owner, so a client names a function the way a
 //! parent names a child's target (`target.rs`): the offset of a monomorphized entry from a
-//! fixed anchor, with the executable's fingerprint. The server checks the fingerprint,
-//! accepts offsets only on local (Unix-socket) connections — never from a network peer —
-//! and calls the entry with the object's bytes. A custom object's entry is fixed when the
-//! object is created, so remote clients may `call` it: they send only requests.
+//! fixed anchor, with the executable's fingerprint. The server accepts an offset only from
+//! a peer that authenticated (every connection does, before its first request) and whose
+//! fingerprint is its own — over TCP too: a network peer running another executable is
+//! refused, with an error saying so — and only if it names a real server entry record;
+//! then it calls the entry with the object's bytes. A custom object's entry is fixed when
+//! the object is created, so any client may `call` it: it sends only requests.
 //! A panic inside user code is caught and answered as `TaskPanicked` to that caller alone.
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -55,6 +56,43 @@ where
         &target::server_record(dict_modify_entry::<F, V>);
 }
 
+/// The records of `modify_with` entries: `F` applied to an element (`T`) and an argument
+/// (`A`).
+pub(crate) struct WithRecords<F, T, A>(PhantomData<Three<F, T, A>>);
+
+/// Names three types without owning values of them.
+type Three<F, T, A> = fn() -> (F, T, A);
+
+impl<F, T, A> WithRecords<F, T, A>
+where
+    F: Target<(T, A), T>,
+    T: Serialize + DeserializeOwned + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+{
+    /// A list's `modify_with(i, arg, f)`.
+    pub(crate) const LIST: &'static Record<ServerEntry> =
+        &target::server_record(list_modify_with_entry::<F, T, A>);
+}
+
+impl<F, V, A> WithRecords<F, Option<V>, A>
+where
+    F: Target<(Option<V>, A), V>,
+    V: Serialize + DeserializeOwned + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+{
+    /// A dict's `modify_with(k, arg, f)`.
+    pub(crate) const DICT: &'static Record<ServerEntry> =
+        &target::server_record(dict_modify_with_entry::<F, V, A>);
+}
+
+/// The record of a list's `sort` for elements of type `T`.
+pub(crate) struct SortRecord<T>(PhantomData<fn() -> T>);
+
+impl<T: Ord + DeserializeOwned + 'static> SortRecord<T> {
+    pub(crate) const LIST: &'static Record<ServerEntry> =
+        &target::server_record(list_sort_entry::<T>);
+}
+
 impl<S: Managed> Records<S, ()> {
     /// A custom object's builder and handler.
     pub(crate) const CUSTOM: &'static Record<ServerEntry> =
@@ -67,9 +105,8 @@ pub(crate) fn entry_of(code: Code) -> Result<ServerEntry> {
 }
 
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| Error::TaskPanicked {
-        message: target::panic_message(p.as_ref()),
-    })
+    // Quiet: the caller gets the panic; Python's manager server does not print it either.
+    target::catch(true, f).map_err(Error::from)
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Done> {
@@ -108,6 +145,50 @@ where
     let old: Option<V> = bytes.map(codec::decode_plain).transpose()?;
     let f: F = target::conjure::<F, (Option<V>,), V>();
     encode(&guarded(|| f.call((old,)))?)
+}
+
+/// The entry that runs a list's `modify_with(i, arg, f)`: `f: fn(T, A) -> T`, given the
+/// encoding of `(element, arg)`.
+pub(crate) fn list_modify_with_entry<F, T, A>(call: Call<'_>) -> Result<Done>
+where
+    F: Target<(T, A), T>,
+    T: Serialize + DeserializeOwned + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+{
+    let Call::Modify(Some(bytes)) = call else {
+        return Err(misused());
+    };
+    let (old, arg): (T, A) = codec::decode_plain(bytes)?;
+    let f: F = target::conjure::<F, (T, A), T>();
+    encode(&guarded(|| f.call((old, arg)))?)
+}
+
+/// The entry that runs a dict's `modify_with(k, arg, f)`: `f: fn(Option<V>, A) -> V`,
+/// given the encoding of `(value or None, arg)`.
+pub(crate) fn dict_modify_with_entry<F, V, A>(call: Call<'_>) -> Result<Done>
+where
+    F: Target<(Option<V>, A), V>,
+    V: Serialize + DeserializeOwned + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+{
+    let Call::Modify(Some(bytes)) = call else {
+        return Err(misused());
+    };
+    let (old, arg): (Option<V>, A) = codec::decode_plain(bytes)?;
+    let f: F = target::conjure::<F, (Option<V>, A), V>();
+    encode(&guarded(|| f.call((old, arg)))?)
+}
+
+/// The entry that sorts a list: given the encoding of every item as a `Vec<T>`, answers
+/// the stable permutation that sorts them (the server moves its bytes accordingly).
+pub(crate) fn list_sort_entry<T: Ord + DeserializeOwned + 'static>(call: Call<'_>) -> Result<Done> {
+    let Call::Modify(Some(bytes)) = call else {
+        return Err(misused());
+    };
+    let items: Vec<T> = codec::decode_plain(bytes)?;
+    let mut order: Vec<u64> = (0..items.len() as u64).collect();
+    guarded(|| order.sort_by(|&a, &b| items[a as usize].cmp(&items[b as usize])))?;
+    encode(&order)
 }
 
 /// A type whose values live in a manager's server and answer requests: Python's

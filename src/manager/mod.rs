@@ -14,8 +14,19 @@
 //! lifeline pipe from its owner, and dies with it: owner exit, even by SIGKILL, ends the
 //! server. [`Manager::shutdown`] (or dropping the owning `Manager`) stops it: every
 //! client's connection is shut down, so every proxy call — a blocked `get` too — answers
-//! `Err(Closed)`. Objects live until the server stops.
+//! `Err(Closed)`. Objects are reference counted (`handle.rs`, `store/claims.rs`): an object
+//! is freed when the last proxy to it, in any process, is gone — dropped, held by a process
+//! that died, or stored inside an object that was freed.
+//!
+//! Only the process that started a server (or serves it) can stop it: a `Shutdown` carries
+//! an owner's token that no other client has (`server.rs`).
+//!
+//! The protocol is mproc's own (`wire.rs`: postcard frames), not CPython's pickle-based
+//! manager protocol: a Python `BaseManager` cannot talk to an mproc manager, nor the
+//! reverse. To exchange data with a Python program, use [`crate::Listener`] and
+//! [`crate::connect`], which speak CPython's connection protocol.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -25,6 +36,7 @@ use serde::de::DeserializeOwned;
 
 mod client;
 mod handle;
+mod locks;
 mod managed;
 mod object;
 mod proxy;
@@ -34,9 +46,12 @@ mod sync_proxy;
 mod transport;
 mod wire;
 
+pub use self::locks::{
+    BarrierProxy, ConditionProxy, ConditionProxyGuard, RLockProxy, RLockProxyGuard, SemaphoreProxy,
+};
 pub use self::managed::{Managed, Proxy};
-pub use self::proxy::{DictProxy, ListProxy, Namespace, ValueProxy};
-pub use self::sync_proxy::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};
+pub use self::proxy::{ArrayProxy, DictProxy, ListProxy, Namespace, ValueProxy};
+pub use self::sync_proxy::{EventProxy, JoinableQueueProxy, LockProxy, LockProxyGuard, QueueProxy};
 
 use self::client::ServerRef;
 use self::handle::{Handle, unexpected};
@@ -60,6 +75,11 @@ type Ready = std::result::Result<Address, Error>;
 /// A manager: a server process holding shared objects, and the way to create them (Python's
 /// `multiprocessing.Manager()` / `SyncManager` / `BaseManager`).
 ///
+/// mproc managers speak their own protocol, not Python's: a Python `BaseManager` cannot
+/// connect to one, nor can an mproc `Manager` connect to a Python manager (the handshake
+/// would pass, then the first request fails to decode). Talk to Python programs with
+/// [`Listener`](crate::Listener) and [`connect`](crate::connect) instead.
+///
 /// ```
 /// # fn main() -> mproc::Result<()> {
 /// fn worker(l: mproc::ListProxy<u32>, d: mproc::DictProxy<String, u32>) -> mproc::Result<()> {
@@ -79,6 +99,9 @@ type Ready = std::result::Result<Address, Error>;
 #[derive(Debug)]
 pub struct Manager {
     server: Arc<ServerRef>,
+    /// The token a `Shutdown` must carry: set when this manager started the server, or
+    /// connected from the process that serves it (`serve_forever`).
+    owner_token: Option<Vec<u8>>,
     /// The server process, when this manager started it.
     owner: Option<Mutex<Option<Owned>>>,
 }
@@ -120,11 +143,7 @@ impl ManagerBuilder {
     fn resolve(&self) -> Result<(Address, Vec<u8>)> {
         let authkey = match &self.authkey {
             Some(k) => k.clone(),
-            None => {
-                let mut k = vec![0u8; 32];
-                crate::sys::net::random_bytes(&mut k)?;
-                k
-            }
+            None => random_key()?,
         };
         let address = match &self.address {
             Some(a) => a.clone(),
@@ -137,8 +156,12 @@ impl ManagerBuilder {
     pub fn start(self) -> Result<Manager> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let (address, authkey) = self.resolve()?;
+        let token = random_key()?;
         let (here, there) = socket_pipe::<Ready>()?;
-        let mut process = Process::new(server_main, (address, authkey.clone(), there));
+        let mut process = Process::new(
+            server_main,
+            (address, authkey.clone(), token.clone(), there),
+        );
         process.set_name(&format!(
             "SyncManager-{}",
             COUNT.fetch_add(1, Ordering::Relaxed) + 1
@@ -171,6 +194,7 @@ impl ManagerBuilder {
         let server = client::connect(address, authkey)?;
         Ok(Manager {
             server,
+            owner_token: Some(token),
             owner: Some(Mutex::new(Some(Owned {
                 process,
                 _lifeline: here,
@@ -178,20 +202,46 @@ impl ManagerBuilder {
         })
     }
 
-    /// Serves from this process until a client asks for shutdown (Python's
-    /// `get_server().serve_forever()`, for a dedicated server host).
+    /// Serves from this process (Python's `get_server().serve_forever()`, for a dedicated
+    /// server host) until a [`Manager`] connected from this same process (another thread)
+    /// calls [`shutdown`](Manager::shutdown): other clients cannot stop it.
     pub fn serve_forever(self) -> Result<()> {
         let (address, authkey) = self.resolve()?;
-        server::Server::bind(&address, &authkey)?.serve::<()>(None)
+        let token = random_key()?;
+        let server = server::Server::bind(&address, &authkey, &token)?;
+        let nonce = server.nonce();
+        serving().insert(nonce, token);
+        let out = server.serve::<()>(None);
+        serving().remove(&nonce);
+        out
     }
 }
 
+/// 32 fresh random bytes (a key or an owner's token).
+fn random_key() -> Result<Vec<u8>> {
+    let mut k = vec![0u8; 32];
+    crate::sys::net::random_bytes(&mut k)?;
+    Ok(k)
+}
+
+/// The owner tokens of the servers this process serves (`serve_forever`), by nonce: a
+/// `Manager` that connects to one of them from this process may shut it down.
+fn serving() -> std::sync::MutexGuard<'static, BTreeMap<u64, Vec<u8>>> {
+    static SERVING: Mutex<BTreeMap<u64, Vec<u8>>> = Mutex::new(BTreeMap::new());
+    SERVING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The server process's body.
-fn server_main(address: Address, authkey: Vec<u8>, lifeline: Connection<Ready>) -> Result<()> {
+fn server_main(
+    address: Address,
+    authkey: Vec<u8>,
+    token: Vec<u8>,
+    lifeline: Connection<Ready>,
+) -> Result<()> {
     // As CPython's manager server does: Ctrl-C reaches the whole process group, and the
     // owner, not the server, decides what it means.
     crate::sys::signal::ignore_interrupts();
-    let server = match server::Server::bind(&address, &authkey) {
+    let server = match server::Server::bind(&address, &authkey, &token) {
         Ok(s) => s,
         Err(e) => return lifeline.send(&Err(e)),
     };
@@ -214,8 +264,11 @@ impl Manager {
     /// Connects to a running manager (Python's `BaseManager(address, authkey).connect()`).
     /// `Err(AuthenticationError)` for a wrong key. Dropping it does not stop the server.
     pub fn connect(address: Address, authkey: &[u8]) -> Result<Manager> {
+        let server = client::connect(address, authkey.to_vec())?;
+        let owner_token = serving().get(&server.nonce).cloned();
         Ok(Manager {
-            server: client::connect(address, authkey.to_vec())?,
+            server,
+            owner_token,
             owner: None,
         })
     }
@@ -231,9 +284,14 @@ impl Manager {
     }
 
     /// Stops the server. Afterwards every proxy call, in every process, is `Err(Closed)`.
-    /// Calling it again is `Ok`.
+    /// Calling it again is `Ok`. Only the manager that started the server (or one connected
+    /// from the process that [serves](ManagerBuilder::serve_forever) it) may: for any other
+    /// client it is `Err(ValueError)` and the server goes on.
     pub fn shutdown(&self) -> Result<()> {
-        let asked = client::call(&self.server, &Request::Shutdown, None);
+        let Some(token) = &self.owner_token else {
+            return Err(server::not_owner());
+        };
+        let asked = client::call(&self.server, &Request::Shutdown(Bytes(token)), None);
         self.server.closed.store(true, Ordering::Relaxed);
         // This thread's connection is of no further use; other threads' and processes'
         // see the end of stream and are dropped at their next call.
@@ -252,11 +310,22 @@ impl Manager {
         }
     }
 
+    /// How many objects the server holds now (a diagnostic: objects are freed when the
+    /// last proxy to them, in any process, is gone).
+    #[doc(hidden)]
+    pub fn object_count(&self) -> Result<usize> {
+        match client::call(&self.server, &Request::ObjectCount, None)? {
+            Answer::Len(n) => Ok(n as usize),
+            a => Err(unexpected(a)),
+        }
+    }
+
     fn new_object(&self, kind: Kind<'_>) -> Result<Handle> {
         match client::call(&self.server, &Request::Create(kind), None)? {
             Answer::Id(id) => Ok(Handle {
                 server: self.server.clone(),
                 id,
+                _claim: Some(handle::Life::new(&self.server, id)),
             }),
             a => Err(unexpected(a)),
         }
@@ -277,9 +346,71 @@ impl Manager {
         Ok(Namespace::from_handle(self.new_object(Kind::Namespace)?))
     }
 
-    /// A new (unbounded) queue.
+    /// A new unbounded queue.
     pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
-        Ok(QueueProxy::from_handle(self.new_object(Kind::Queue)?))
+        Ok(QueueProxy::from_handle(self.new_object(Kind::Queue(None))?))
+    }
+
+    /// A new queue of at most `maxsize` items (Python's `manager.Queue(maxsize)`): `put`
+    /// waits while it is full; `put_timeout` and `try_put` answer `Err(Full)`. A `maxsize`
+    /// of 0 is unbounded, as in Python.
+    pub fn queue_bounded<T>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
+        let bound = (maxsize > 0).then_some(maxsize as u64);
+        Ok(QueueProxy::from_handle(
+            self.new_object(Kind::Queue(bound))?,
+        ))
+    }
+
+    /// A new joinable queue (Python's `manager.JoinableQueue()`), unbounded.
+    pub fn joinable_queue<T>(&self) -> Result<JoinableQueueProxy<T>> {
+        Ok(JoinableQueueProxy::from_handle(
+            self.new_object(Kind::Queue(None))?,
+        ))
+    }
+
+    /// A new reentrant lock (Python's `manager.RLock()`).
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        Ok(RLockProxy::from_handle(self.new_object(Kind::RLock)?))
+    }
+
+    /// A new semaphore of value `n` (Python's `manager.Semaphore(n)`); releases may raise
+    /// it past `n`.
+    pub fn semaphore(&self, n: usize) -> Result<SemaphoreProxy> {
+        Ok(SemaphoreProxy::from_handle(
+            self.new_object(Kind::Semaphore(n as u64, false))?,
+        ))
+    }
+
+    /// A new bounded semaphore of value `n` (Python's `manager.BoundedSemaphore(n)`): a
+    /// release that would raise it past `n` is `Err(ValueError)`.
+    pub fn bounded_semaphore(&self, n: usize) -> Result<SemaphoreProxy> {
+        Ok(SemaphoreProxy::from_handle(
+            self.new_object(Kind::Semaphore(n as u64, true))?,
+        ))
+    }
+
+    /// A new condition variable with its own lock (Python's `manager.Condition()`).
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        Ok(ConditionProxy::from_handle(
+            self.new_object(Kind::Condition)?,
+        ))
+    }
+
+    /// A new barrier for `parties` parties (Python's `manager.Barrier(parties)`); 0 is
+    /// `Err(ValueError)`.
+    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
+        Ok(BarrierProxy::from_handle(
+            self.new_object(Kind::Barrier(parties as u64))?,
+        ))
+    }
+
+    /// A new fixed-length array holding `items` (Python's `manager.Array`).
+    pub fn array<T: Serialize>(&self, items: Vec<T>) -> Result<ArrayProxy<T>> {
+        let items: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
+        let items = items.iter().map(|b| Bytes(b)).collect();
+        Ok(ArrayProxy::from_handle(
+            self.new_object(Kind::Array(items))?,
+        ))
     }
 
     /// A new lock.
@@ -301,9 +432,10 @@ impl Manager {
     }
 
     /// Moves `state` into the server and returns a proxy to it (Python's
-    /// `BaseManager.register` plus the call that creates one). Not available over TCP: the
-    /// server finds `S`'s code the way a child finds its target, so the object must be
-    /// created by a local process running the same executable; publish it for remote ones.
+    /// `BaseManager.register` plus the call that creates one). The server finds `S`'s code
+    /// the way a child finds its target, so the caller must run the server's executable
+    /// (over TCP, a peer running another executable gets `Err(ValueError)` saying so);
+    /// any client may then [`call`](Proxy::call) the object.
     pub fn create<S: Managed>(&self, state: S) -> Result<Proxy<S>> {
         let bytes = enc(&state)?;
         let entry = managed::Records::<S, ()>::CUSTOM;
@@ -320,15 +452,18 @@ impl Manager {
         let bytes = enc(proxy)?;
         done(client::call(
             &self.server,
-            &Request::Publish(name, Bytes(&bytes)),
+            &Request::Publish(name, std::any::type_name::<P>(), Bytes(&bytes)),
             None,
         )?)
     }
 
-    /// The proxy published under `name`; `Err(ValueError)` if there is none. Its calls go to
-    /// the address this manager reached the server by.
+    /// The proxy published under `name`; `Err(ValueError)` if there is none, or if it was
+    /// published as another type than `P` (another kind of proxy, or other element types:
+    /// the error names both). Its calls go to the address this manager reached the server
+    /// by.
     pub fn lookup<P: DeserializeOwned>(&self, name: &str) -> Result<P> {
-        match client::call(&self.server, &Request::Lookup(name), None)? {
+        let want = std::any::type_name::<P>();
+        match client::call(&self.server, &Request::Lookup(name, want), None)? {
             Answer::One(b) => handle::rebased(&self.server, || codec::decode_plain(&b.0)),
             a => Err(unexpected(a)),
         }

@@ -17,10 +17,15 @@ use crate::codec;
 use crate::error::Result;
 use crate::target::Target;
 
+mod parity;
+pub use self::parity::ArrayProxy;
+
 /// Encodes a value for the server.
+/// Encodes a value for the server. Proxies inside it pass their claims to the object the
+/// next request stores into (`client::collecting`).
 pub(crate) fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    codec::encode_plain_into(v, &mut buf)?;
+    super::client::collecting(|| codec::encode_plain_into(v, &mut buf))?;
     Ok(buf)
 }
 
@@ -35,7 +40,7 @@ pub(crate) fn done(a: Answer) -> Result<()> {
     }
 }
 
-fn len(a: Answer) -> Result<usize> {
+pub(crate) fn len(a: Answer) -> Result<usize> {
     match a {
         Answer::Len(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
         a => Err(unexpected(a)),
@@ -56,14 +61,14 @@ pub(crate) fn one<T: DeserializeOwned>(a: Answer) -> Result<T> {
     }
 }
 
-fn maybe<T: DeserializeOwned>(a: Answer) -> Result<Option<T>> {
+pub(crate) fn maybe<T: DeserializeOwned>(a: Answer) -> Result<Option<T>> {
     match a {
         Answer::Maybe(b) => b.as_ref().map(dec).transpose(),
         a => Err(unexpected(a)),
     }
 }
 
-fn many<T: DeserializeOwned>(a: Answer) -> Result<Vec<T>> {
+pub(crate) fn many<T: DeserializeOwned>(a: Answer) -> Result<Vec<T>> {
     match a {
         Answer::Many(v) => v.iter().map(dec).collect(),
         a => Err(unexpected(a)),
@@ -211,7 +216,8 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// every other call, and returns the new item. `f` is a fn item or a closure that
     /// captures nothing (checked at compile time); the server runs this same executable and
     /// finds it as a child finds its target. `Err(ValueError)` past the end; a panic in `f`
-    /// is `Err(TaskPanicked)` and leaves the item as it was. Not available over TCP.
+    /// is `Err(TaskPanicked)` and leaves the item as it was. Over TCP, only for a peer
+    /// running the server's executable (otherwise `Err(ValueError)` says so).
     pub fn modify<F>(&self, i: usize, f: F) -> Result<T>
     where
         F: Target<(T,), T>,

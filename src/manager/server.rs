@@ -26,13 +26,15 @@ use std::time::{Duration, Instant};
 
 use super::store::{Caller, ConnId, Store};
 use super::transport::ServerSocket;
-use super::wire::{self, Answer, Buf, Request, Rings};
+use super::wire::{self, Answer, Buf, Request, Rings, Session};
 use crate::connection::Address;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
 /// How often a waiting request checks that its client is still there.
 const PEER_CHECK: Duration = Duration::from_millis(50);
+/// How often sessions without a connection are checked for a dead process.
+const JANITOR: Duration = Duration::from_secs(1);
 
 struct Shared {
     store: Mutex<Store>,
@@ -41,6 +43,9 @@ struct Shared {
     remote: bool,
     address: Address,
     authkey: Vec<u8>,
+    /// What a `Shutdown` must carry: only the server's owner has it (any client knows the
+    /// authkey, so the key alone must not stop a shared server).
+    owner_token: Vec<u8>,
     stopping: AtomicBool,
     /// A duplicate of each live client socket, so that stopping can shut them all down.
     sockets: Mutex<HashMap<ConnId, OwnedFd>>,
@@ -85,7 +90,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Binds `address` (the real address is [`Server::address`]).
-    pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Server> {
+    pub(crate) fn bind(address: &Address, authkey: &[u8], owner_token: &[u8]) -> Result<Server> {
         let socket = ServerSocket::bind(address, authkey)?;
         let real = socket.address();
         let mut nonce = [0u8; 8];
@@ -98,6 +103,7 @@ impl Server {
                 remote: socket.is_tcp(),
                 address: real,
                 authkey: authkey.to_vec(),
+                owner_token: owner_token.to_vec(),
                 stopping: AtomicBool::new(false),
                 sockets: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
@@ -112,6 +118,11 @@ impl Server {
         self.shared.address.clone()
     }
 
+    /// This server instance's nonce (what its clients learn in `Hello`).
+    pub(crate) fn nonce(&self) -> u64 {
+        self.shared.nonce
+    }
+
     /// Serves until a `Shutdown` request, or until `lifeline` (the owner's end of a pipe)
     /// closes.
     pub(crate) fn serve<L: Send + 'static>(self, lifeline: Option<Connection<L>>) -> Result<()> {
@@ -124,6 +135,18 @@ impl Server {
                     // Whatever comes (end of stream when the owner exits): stop.
                     let _ = lifeline.recv_bytes();
                     shared.stop();
+                })?;
+        }
+        {
+            // Ends the sessions of processes that died without a connection open.
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("mproc-manager-janitor".into())
+                .spawn(move || {
+                    while !shared.stopping.load(Ordering::Acquire) {
+                        std::thread::sleep(JANITOR);
+                        shared.store().reap_sessions();
+                    }
                 })?;
         }
         let acceptor = {
@@ -231,19 +254,73 @@ fn next_request(
     }
 }
 
+/// A connection's place in its process's session: counted out when the connection ends,
+/// however it ends, so that the session can end with its process (`store/claims.rs`).
+struct InSession<'a> {
+    session: Session,
+    shared: &'a Shared,
+}
+
+impl Drop for InSession<'_> {
+    fn drop(&mut self) {
+        self.shared.store().bye(self.session);
+    }
+}
+
 fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
-    let caller = Caller {
+    let mut caller = Caller {
         conn: id,
         remote: shared.remote,
+        session: 0,
     };
+    let mut _in_session: Option<InSession<'_>> = None;
     let mut rings: Option<Rings> = None;
     let mut inp = Vec::new();
     let mut out = Vec::new();
     while next_request(conn, rings.as_ref(), &mut inp, shared) {
-        let request = wire::decode::<Request<'_>>(&inp);
+        let mut embedded = Vec::new();
+        let request = match wire::decode::<wire::Frame<'_>>(&inp) {
+            Ok((ops, tokens, request)) => {
+                if caller.session != 0 && !(ops.is_empty() && tokens.is_empty()) {
+                    let mut store = shared.store();
+                    store.apply_ops(caller.session, &ops);
+                    // Before the request stores the bytes: no reader may see them while
+                    // their tokens are still in transit.
+                    match &request {
+                        Request::Create(_) => embedded = tokens,
+                        Request::QueuePut(queue, ..) => {
+                            // Held by the queue while the put waits, then by the item.
+                            store.embed(&tokens, *queue);
+                            embedded = tokens;
+                        }
+                        Request::Publish(..) => store.embed(&tokens, 0),
+                        r => {
+                            if let Some(container) = r.object() {
+                                store.embed(&tokens, container);
+                            }
+                        }
+                    }
+                }
+                Ok(request)
+            }
+            Err(e) => Err(e),
+        };
+        if let Ok(Request::Hello(session, pid)) = &request {
+            if caller.session == 0 && *session != 0 {
+                caller.session = *session;
+                shared.store().hello(*session, *pid, shared.remote);
+                _in_session = Some(InSession {
+                    session: *session,
+                    shared,
+                });
+            }
+        }
         let (reply, shutdown) = match request {
-            Ok(Request::Hello) => (Ok(Answer::Nonce(shared.nonce)), false),
-            Ok(Request::Shutdown) => (Ok(Answer::Done), true),
+            Ok(Request::Hello(..)) => (Ok(Answer::Nonce(shared.nonce)), false),
+            Ok(Request::Shutdown(token)) if same_token(token.0, &shared.owner_token) => {
+                (Ok(Answer::Done), true)
+            }
+            Ok(Request::Shutdown(_)) => (Err(not_owner()), false),
             Ok(Request::Upgrade) if rings.is_none() && !shared.remote => {
                 if send(conn, None, &Ok(Answer::Done), &mut out).is_err() {
                     break;
@@ -260,8 +337,15 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                 )),
                 false,
             ),
-            Ok(req) => match handle(&req, caller, conn, shared) {
-                Some(r) => (r, false),
+            Ok(req) => match handle(&req, caller, conn, shared, &embedded) {
+                Some(r) => {
+                    // A new object's contents are seen by no one before its creator has
+                    // its id: its tokens can pass to it now.
+                    if let (Ok(Answer::Id(new)), Request::Create(_)) = (&r, &req) {
+                        shared.store().embed(&embedded, *new);
+                    }
+                    (r, false)
+                }
                 None => break, // the peer hung up while waiting
             },
             Err(e) => {
@@ -277,6 +361,19 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
             break;
         }
     }
+}
+
+/// Compares a shutdown token in time independent of where it differs.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The error for a `Shutdown` from a client that is not the server's owner.
+pub(crate) fn not_owner() -> Error {
+    Error::ValueError(
+        "only the manager that started the server (or the process serving it) can shut it down"
+            .into(),
+    )
 }
 
 /// A connection's cleanup, run when its thread ends however it ends (a panic included): forget its socket dup, and release every lock it held so no other
@@ -326,20 +423,23 @@ fn handle(
     caller: Caller,
     conn: &Connection<()>,
     shared: &Shared,
+    tokens: &[wire::Token],
 ) -> Option<wire::Reply> {
-    // Only these requests can wait; `None` is forever (or a deadline too far to represent).
-    let deadline = match req {
-        Request::QueueGet(_, w) | Request::LockAcquire(_, w) | Request::EventWait(_, w) => {
-            w.and_then(|ns| Instant::now().checked_add(Duration::from_nanos(ns)))
-        }
-        _ => None,
-    };
+    // `None` is forever (or a deadline too far to represent).
+    let mut deadline = req
+        .wait()
+        .flatten()
+        .and_then(|ns| Instant::now().checked_add(Duration::from_nanos(ns)));
     let mut store = shared.store();
     loop {
         if shared.stopping.load(Ordering::Acquire) {
             return Some(Err(Error::Closed));
         }
+        if !tokens.is_empty() {
+            store.arriving = tokens.to_vec();
+        }
         let reply = store.apply(req, caller);
+        store.arriving.clear();
         if std::mem::take(&mut store.wake) {
             shared.cond.notify_all();
         }
@@ -351,7 +451,18 @@ fn handle(
         let mut slice = PEER_CHECK;
         if let Some(d) = deadline {
             if now >= d {
-                return Some(Store::timed_out(req));
+                let reply = store.expire(req, caller);
+                if std::mem::take(&mut store.wake) {
+                    shared.cond.notify_all();
+                }
+                match reply {
+                    Some(reply) => return Some(reply),
+                    // A condition's waiter takes its lock back, however long that takes.
+                    None => {
+                        deadline = None;
+                        continue;
+                    }
+                }
             }
             slice = slice.min(d - now);
         }

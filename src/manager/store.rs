@@ -3,19 +3,24 @@
 //! The store keeps every value encoded, exactly as a client sent it: the server never needs
 //! a user's types, except inside `modify` and custom handlers (`managed.rs`). Dict keys are
 //! compared by their encoding (equal keys encode equally for the types a key may be), and
-//! iterate in insertion order, as Python's dicts do. Objects live until the server stops.
+//! iterate in insertion order, as Python's dicts do. An object lives while anything holds
+//! a claim on it (`store/claims.rs`).
 //!
 //! [`Store::apply`] never blocks: a `get` on an empty queue, an `acquire` of a held lock or
 //! a `wait` on a clear event answers `None`, and the connection's thread waits on the
 //! server's condition variable and asks again (`server.rs`). Operations that can let such a
 //! waiter proceed set [`Store::wake`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use super::managed::{Call, Done, ServerEntry, entry_of};
 use super::object::{Dict, Object, wrong_kind};
-use super::wire::{Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request};
+use super::wire::{self, Answer, Buf, Code, DumpWhat, Kind, ObjectId, Reply, Request, Session};
 use crate::error::Error;
+
+mod claims;
+mod containers;
+mod sync;
 
 /// The server's name for a client connection (the owner of a held lock).
 pub(crate) type ConnId = u64;
@@ -25,6 +30,8 @@ pub(crate) type ConnId = u64;
 pub(crate) struct Caller {
     pub(crate) conn: ConnId,
     pub(crate) remote: bool,
+    /// The client process's session (`claims.rs`); 0 before its `Hello`.
+    pub(crate) session: Session,
 }
 
 /// Every object of one server.
@@ -32,9 +39,14 @@ pub(crate) struct Caller {
 pub(crate) struct Store {
     objects: HashMap<ObjectId, Object>,
     last_id: ObjectId,
-    names: HashMap<String, Vec<u8>>,
+    /// Published proxies: name -> (the proxy's Rust type, the proxy).
+    names: HashMap<String, (String, Vec<u8>)>,
     /// Set when an operation may let a waiting caller proceed.
     pub(crate) wake: bool,
+    claims: claims::Claims,
+    /// The tokens inside the value of the request being applied (a queue keeps them with
+    /// the item: `store/claims.rs`).
+    pub(crate) arriving: Vec<wire::Token>,
 }
 
 fn out_of_range(i: u64, len: usize) -> Error {
@@ -58,12 +70,16 @@ fn run_modify(code: Code, caller: Caller, old: Option<&[u8]>) -> Result<Vec<u8>,
     }
 }
 
-/// The entry `code` names, if this caller may name code at all.
+/// The entry `code` names, if this caller may name code at all: a local client, or a
+/// network peer that authenticated (every connection did: the handshake comes first) and
+/// runs this very executable. The offset must still name a real server entry record
+/// (`target/record.rs`), so a peer can only pick among this executable's entries.
 fn trusted_entry(code: Code, caller: Caller) -> Result<ServerEntry, Error> {
-    if caller.remote {
+    if caller.remote && code.fingerprint != crate::target::fingerprint() {
         return Err(Error::ValueError(
-            "modify and custom types cannot be created over TCP: function addresses are never \
-             accepted from a network peer (create the object locally, then publish it)"
+            "modify, modify_with, sort and custom types over TCP need a peer that \
+             authenticated and runs the same executable as the server: this peer \
+             authenticated, but runs a different executable"
                 .into(),
         ));
     }
@@ -96,10 +112,15 @@ impl Store {
             Kind::List => Object::List(Vec::new()),
             Kind::Dict => Object::Dict(Dict::default()),
             Kind::Namespace => Object::Namespace(HashMap::new()),
-            Kind::Queue => Object::Queue(VecDeque::new()),
+            Kind::Queue(maxsize) => sync::queue(*maxsize),
             Kind::Lock => Object::Lock(None),
+            Kind::RLock => Object::RLock(Default::default()),
+            Kind::Semaphore(n, bounded) => sync::semaphore(*n, *bounded),
+            Kind::Condition => sync::condition(),
+            Kind::Barrier(parties) => sync::barrier(*parties)?,
             Kind::Event => Object::Event(false),
             Kind::Value(v) => Object::Value(v.0.to_vec()),
+            Kind::Array(items) => Object::Array(items.iter().map(|v| v.0.to_vec()).collect()),
             Kind::Custom { state, code } => {
                 let entry = trusted_entry(*code, caller)?;
                 match entry(Call::Create(state.0))? {
@@ -112,27 +133,8 @@ impl Store {
         };
         self.last_id += 1;
         self.objects.insert(self.last_id, object);
+        self.claim_new(caller.session, self.last_id);
         Ok(self.last_id)
-    }
-
-    /// Frees every lock `conn` holds: its holder is gone.
-    pub(crate) fn release_all(&mut self, conn: ConnId) {
-        for o in self.objects.values_mut() {
-            if let Object::Lock(owner) = o {
-                if *owner == Some(conn) {
-                    *owner = None;
-                    self.wake = true;
-                }
-            }
-        }
-    }
-
-    /// The answer when a waiting request runs out of time.
-    pub(crate) fn timed_out(req: &Request<'_>) -> Reply {
-        match req {
-            Request::QueueGet(..) => Err(Error::Empty),
-            _ => Ok(Answer::Bool(false)),
-        }
     }
 
     /// Does `req`; `None` when it must wait (a blocking get, acquire or wait).
@@ -147,12 +149,14 @@ impl Store {
     fn try_apply(&mut self, req: &Request<'_>, caller: Caller) -> Result<Option<Answer>, Error> {
         use Request as R;
         let answer = match req {
-            R::Hello | R::Upgrade | R::Shutdown => Answer::Done,
+            R::Hello(..) | R::Upgrade | R::Shutdown(_) => Answer::Done,
+            R::Lend(id) => Answer::Token(self.lend(*id)?),
+            R::ObjectCount => Answer::Len(self.objects.len() as u64),
             R::Create(kind) => Answer::Id(self.create(kind, caller)?),
             R::Len(id) => Answer::Len(match self.get(*id)? {
-                Object::List(l) => l.len(),
+                Object::List(l) | Object::Array(l) => l.len(),
                 Object::Dict(d) => d.len(),
-                Object::Queue(q) => q.len(),
+                Object::Queue(q) => q.items.len(),
                 Object::Namespace(n) => n.len(),
                 o => return Err(wrong_kind(*id, o, "list, dict or queue")),
             } as u64),
@@ -160,14 +164,20 @@ impl Store {
                 match self.get(*id)? {
                     Object::List(l) => l.clear(),
                     Object::Dict(d) => d.clear(),
-                    Object::Queue(q) => q.clear(),
+                    Object::Queue(q) => {
+                        // Their tokens stay held by the queue (until it is freed).
+                        q.items.clear();
+                        q.tokens.clear();
+                    }
                     Object::Namespace(n) => n.clear(),
                     o => return Err(wrong_kind(*id, o, "list, dict or queue")),
                 }
                 Answer::Done
             }
             R::Dump(id, what) => match (self.get(*id)?, what) {
-                (Object::List(l), _) => Answer::Many(l.iter().map(|v| Buf(v.clone())).collect()),
+                (Object::List(l) | Object::Array(l), _) => {
+                    Answer::Many(l.iter().map(|v| Buf(v.clone())).collect())
+                }
                 (Object::Dict(d), DumpWhat::Items) => Answer::Pairs(
                     d.entries
                         .values()
@@ -191,7 +201,7 @@ impl Store {
                 Answer::Done
             }
             R::ListGet(id, i) => {
-                let l = self.list(*id)?;
+                let l = self.items(*id)?;
                 Answer::Maybe(
                     usize::try_from(*i)
                         .ok()
@@ -200,7 +210,7 @@ impl Store {
                 )
             }
             R::ListSet(id, i, v) => {
-                let l = self.list(*id)?;
+                let l = self.items(*id)?;
                 let len = l.len();
                 let slot = usize::try_from(*i).ok().and_then(|i| l.get_mut(i));
                 *slot.ok_or_else(|| out_of_range(*i, len))? = v.0.to_vec();
@@ -253,21 +263,34 @@ impl Store {
                 }
                 o => return Err(wrong_kind(*id, o, "namespace")),
             },
-            R::QueuePut(id, v) => match self.get(*id)? {
-                Object::Queue(q) => {
-                    q.push_back(v.0.to_vec());
-                    self.wake = true;
-                    Answer::Done
-                }
-                o => return Err(wrong_kind(*id, o, "queue")),
-            },
-            R::QueueGet(id, _) => match self.get(*id)? {
-                Object::Queue(q) => match q.pop_front() {
-                    Some(v) => Answer::One(Buf(v)),
-                    None => return Ok(None),
-                },
-                o => return Err(wrong_kind(*id, o, "queue")),
-            },
+            R::QueuePut(..)
+            | R::QueueGet(..)
+            | R::QueueFull(_)
+            | R::QueueTaskDone(_)
+            | R::QueueJoin(..)
+            | R::RLockAcquire(..)
+            | R::RLockRelease(_)
+            | R::SemAcquire(..)
+            | R::SemRelease(_)
+            | R::SemValue(_)
+            | R::CondAcquire(..)
+            | R::CondRelease(_)
+            | R::CondWait(..)
+            | R::CondNotify(..)
+            | R::BarrierWait(..)
+            | R::BarrierAbort(_)
+            | R::BarrierReset(_)
+            | R::BarrierState(_) => return self.apply_sync(req, caller),
+            R::ListModifyWith(..)
+            | R::ListIndex(..)
+            | R::ListCount(..)
+            | R::ListReverse(_)
+            | R::ListSort(..)
+            | R::ListSlice(..)
+            | R::DictModifyWith(..)
+            | R::DictUpdate(..)
+            | R::DictSetDefault(..)
+            | R::DictPopItem(_) => return self.apply_containers(req, caller),
             R::LockAcquire(id, _) => match self.get(*id)? {
                 Object::Lock(owner @ None) => {
                     *owner = Some(caller.conn);
@@ -284,7 +307,7 @@ impl Store {
                 o => return Err(wrong_kind(*id, o, "lock")),
             },
             R::LockRelease(id) => match self.get(*id)? {
-                Object::Lock(owner @ Some(_)) => {
+                Object::Lock(owner) if *owner == Some(caller.conn) => {
                     *owner = None;
                     self.wake = true;
                     Answer::Done
@@ -292,6 +315,13 @@ impl Store {
                 Object::Lock(None) => {
                     return Err(Error::ValueError(
                         "release of an unlocked manager lock".into(),
+                    ));
+                }
+                // Only its holder's connection releases a lock: a stray release must not
+                // break another process's mutual exclusion.
+                Object::Lock(Some(_)) => {
+                    return Err(Error::ValueError(
+                        "release of a manager lock held by another thread or process".into(),
                     ));
                 }
                 o => return Err(wrong_kind(*id, o, "lock")),
@@ -336,12 +366,20 @@ impl Store {
                 }
                 o => return Err(wrong_kind(*id, o, "custom object")),
             },
-            R::Publish(name, proxy) => {
-                self.names.insert(name.to_string(), proxy.0.to_vec());
+            R::Publish(name, ty, proxy) => {
+                self.names
+                    .insert(name.to_string(), (ty.to_string(), proxy.0.to_vec()));
                 Answer::Done
             }
-            R::Lookup(name) => match self.names.get(*name) {
-                Some(p) => Answer::One(Buf(p.clone())),
+            R::Lookup(name, want) => match self.names.get(*name) {
+                Some((ty, p)) if ty == want => Answer::One(Buf(p.clone())),
+                // Decoding one proxy as another would answer with the wrong object's data
+                // (a queue read as a dict has a length): refuse, naming both types.
+                Some((ty, _)) => {
+                    return Err(Error::ValueError(format!(
+                        "the proxy published under {name:?} is a {ty}, not a {want}"
+                    )));
+                }
                 None => {
                     return Err(Error::ValueError(format!(
                         "no proxy is published under the name {name:?}"
@@ -367,19 +405,25 @@ mod tests {
     const REMOTE: Caller = Caller {
         conn: 1,
         remote: true,
+        session: 1,
     };
 
-    /// A store with one object of every kind, ids 1 to 7.
+    /// A store with one object of every kind, ids 1 to 12.
     fn populated() -> Store {
         let mut s = Store::default();
         for kind in [
             Kind::List,
             Kind::Dict,
             Kind::Namespace,
-            Kind::Queue,
+            Kind::Queue(None),
             Kind::Lock,
             Kind::Event,
             Kind::Value(Bytes(&[1, 2])),
+            Kind::RLock,
+            Kind::Semaphore(1, true),
+            Kind::Condition,
+            Kind::Barrier(2),
+            Kind::Array(vec![Bytes(&[3])]),
         ] {
             s.create(&kind, REMOTE).unwrap();
         }
@@ -387,20 +431,28 @@ mod tests {
     }
 
     #[test]
-    fn code_is_never_run_for_a_network_peer() {
+    fn code_from_another_executable_is_refused_over_tcp() {
         let mut s = populated();
         let code = Code {
             offset: 0,
-            fingerprint: crate::target::fingerprint(),
+            fingerprint: crate::target::fingerprint() ^ 1,
         };
         let kind = Kind::Custom {
             state: Bytes(&[]),
             code,
         };
-        assert!(matches!(s.create(&kind, REMOTE), Err(Error::ValueError(m)) if m.contains("TCP")));
+        let says_why = |m: &str| m.contains("authenticated, but runs a different executable");
+        assert!(matches!(s.create(&kind, REMOTE), Err(Error::ValueError(m)) if says_why(&m)));
         s.apply(&Request::ListAppend(1, Bytes(&[0])), REMOTE);
         let r = s.apply(&Request::ListModify(1, 0, code), REMOTE);
-        assert!(matches!(r, Some(Err(Error::ValueError(m))) if m.contains("TCP")));
+        assert!(matches!(r, Some(Err(Error::ValueError(m))) if says_why(&m)));
+        // The same executable's peer still names only real entries: offset 0 is none.
+        let code = Code {
+            offset: 0,
+            fingerprint: crate::target::fingerprint(),
+        };
+        let r = s.apply(&Request::ListModify(1, 0, code), REMOTE);
+        assert!(matches!(r, Some(Err(Error::BinaryMismatch))), "{r:?}");
     }
 
     #[test]
@@ -409,10 +461,12 @@ mod tests {
         let a = Caller {
             conn: 10,
             remote: false,
+            session: 10,
         };
         let b = Caller {
             conn: 11,
             remote: false,
+            session: 11,
         };
         assert!(matches!(
             s.apply(&Request::LockAcquire(5, None), a),
@@ -430,13 +484,39 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn only_the_holder_releases_a_lock() {
+        let mut s = populated();
+        let (a, b) = (
+            Caller {
+                conn: 10,
+                remote: false,
+                session: 10,
+            },
+            Caller {
+                conn: 11,
+                remote: false,
+                session: 11,
+            },
+        );
+        let acquire = Request::LockAcquire(5, None);
+        assert!(matches!(s.apply(&acquire, a), Some(Ok(Answer::Bool(true)))));
+        let r = s.apply(&Request::LockRelease(5), b);
+        assert!(matches!(r, Some(Err(Error::ValueError(m))) if m.contains("another")));
+        assert!(s.apply(&acquire, b).is_none(), "still held by a");
+        assert!(matches!(
+            s.apply(&Request::LockRelease(5), a),
+            Some(Ok(Answer::Done))
+        ));
+    }
+
     proptest! {
         // Hostile requests: whatever bytes arrive, decoding and applying them is an answer
         // or an error for that peer, never a panic (and never code execution for a TCP peer).
         #[test]
         fn arbitrary_requests_never_panic_the_store(
-            tag in 0u8..40,
-            id in 0u8..9,
+            tag in 0u8..70,
+            id in 0u8..14,
             rest in proptest::collection::vec(any::<u8>(), 0..48),
         ) {
             let mut bytes = vec![tag, id];

@@ -17,11 +17,13 @@ use super::proxy::{boolean, done, enc, one, proxy_traits};
 use super::wire::{Answer, Bytes, Request};
 use crate::error::{Error, Result};
 
-fn nanos(d: Duration) -> Option<u64> {
+pub(crate) fn nanos(d: Duration) -> Option<u64> {
     Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// A FIFO queue in a manager's server (Python's `manager.Queue()`), unbounded.
+/// A FIFO queue in a manager's server (Python's `manager.Queue()`), unbounded or
+/// bounded ([`Manager::queue_bounded`](super::Manager::queue_bounded), Python's
+/// `Queue(maxsize)`).
 ///
 /// ```
 /// # fn main() -> mproc::Result<()> {
@@ -48,12 +50,34 @@ pub struct QueueProxy<T> {
 proxy_traits!(QueueProxy<T>);
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    /// Adds `v` at the back (the queue is unbounded: this never waits).
+    /// Adds `v` at the back, waiting as long as it takes while a bounded queue
+    /// ([`Manager::queue_bounded`](super::Manager::queue_bounded)) is full; an unbounded
+    /// queue never waits.
     pub fn put(&self, v: T) -> Result<()> {
+        let v = enc(&v)?;
         done(
             self.handle
-                .call(&Request::QueuePut(self.handle.id, Bytes(&enc(&v)?)))?,
+                .call_waiting(&Request::QueuePut(self.handle.id, Bytes(&v), None), None)?,
         )
+    }
+
+    /// Adds `v` at the back, waiting at most `d` for room; `Err(Full)` if there was none.
+    pub fn put_timeout(&self, v: T, d: Duration) -> Result<()> {
+        let v = enc(&v)?;
+        done(self.handle.call_waiting(
+            &Request::QueuePut(self.handle.id, Bytes(&v), nanos(d)),
+            Some(d),
+        )?)
+    }
+
+    /// Adds `v` at the back if there is room; `Err(Full)` if not.
+    pub fn try_put(&self, v: T) -> Result<()> {
+        self.put_timeout(v, Duration::ZERO)
+    }
+
+    /// Whether a bounded queue holds as many items as it may (never, for an unbounded one).
+    pub fn full(&self) -> Result<bool> {
+        boolean(self.handle.call(&Request::QueueFull(self.handle.id))?)
     }
 
     /// Takes the front item, waiting as long as it takes; `Err(Closed)` if the server ends.
@@ -86,6 +110,97 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Whether no item is waiting.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.qsize()? == 0)
+    }
+}
+
+/// A queue whose consumers mark each item done, so that a producer can wait for all the
+/// work to finish (Python's `manager.JoinableQueue()`). It has every method of
+/// [`QueueProxy`] (through `Deref`), and [`task_done`](JoinableQueueProxy::task_done) and
+/// [`join`](JoinableQueueProxy::join).
+///
+/// ```
+/// # fn main() -> mproc::Result<()> {
+/// fn worker(q: mproc::JoinableQueueProxy<u32>, out: mproc::ListProxy<u32>) -> mproc::Result<()> {
+///     loop {
+///         let n = q.get()?;
+///         out.append(&(n * 10))?;
+///         q.task_done()?;
+///     }
+/// }
+/// let manager = mproc::Manager::start()?;
+/// let (q, out) = (manager.joinable_queue()?, manager.list()?);
+/// let mut w = mproc::Process::new(worker, (q.clone(), out.clone()));
+/// w.set_daemon(true);
+/// w.start()?;
+/// for n in 1..=3 { q.put(n)?; }
+/// q.join()?; // every item was marked done
+/// assert_eq!(out.to_vec()?, [10, 20, 30]);
+/// # w.kill()?;
+/// # Ok(()) }
+/// ```
+pub struct JoinableQueueProxy<T> {
+    queue: QueueProxy<T>,
+}
+
+impl<T> Clone for JoinableQueueProxy<T> {
+    fn clone(&self) -> Self {
+        JoinableQueueProxy {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for JoinableQueueProxy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JoinableQueueProxy({:?})", self.queue.handle)
+    }
+}
+
+impl<T> Serialize for JoinableQueueProxy<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.queue.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueueProxy<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(JoinableQueueProxy {
+            queue: QueueProxy::deserialize(d)?,
+        })
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueueProxy<T> {
+    type Target = QueueProxy<T>;
+    fn deref(&self) -> &QueueProxy<T> {
+        &self.queue
+    }
+}
+
+impl<T> JoinableQueueProxy<T> {
+    pub(crate) fn from_handle(handle: Handle) -> Self {
+        JoinableQueueProxy {
+            queue: QueueProxy::from_handle(handle),
+        }
+    }
+
+    /// Marks one item taken with `get` as done; more calls than items put is
+    /// `Err(ValueError)`, as in Python.
+    pub fn task_done(&self) -> Result<()> {
+        let h = &self.queue.handle;
+        done(h.call(&Request::QueueTaskDone(h.id))?)
+    }
+
+    /// Waits until every item put was marked done.
+    pub fn join(&self) -> Result<()> {
+        let h = &self.queue.handle;
+        boolean(h.call_waiting(&Request::QueueJoin(h.id, None), None)?).map(|_| ())
+    }
+
+    /// Waits at most `d` until every item put was marked done; whether they were.
+    pub fn join_timeout(&self, d: Duration) -> Result<bool> {
+        let h = &self.queue.handle;
+        boolean(h.call_waiting(&Request::QueueJoin(h.id, nanos(d)), Some(d))?)
     }
 }
 
@@ -126,7 +241,9 @@ impl LockProxy {
             &Request::LockAcquire(self.handle.id, wait.and_then(nanos)),
             wait,
         )?)?;
-        Ok(granted.then_some(LockProxyGuard {
+        // Lazily: a guard built for a refused acquire would release, on drop, the lock
+        // another process holds.
+        Ok(granted.then(|| LockProxyGuard {
             lock: self,
             released: false,
         }))

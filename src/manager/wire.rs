@@ -1,6 +1,7 @@
 //! What a manager client and its server say to each other.
 //!
-//! The client writes one [`Request`] per frame and reads one [`Reply`] (a
+//! The client writes one [`Frame`] (a [`Request`], after its process's claim changes)
+//! and reads one [`Reply`] (a
 //! `Result<Answer, Error>`) per frame: strictly one request in flight per connection, so
 //! frames never need ids. Values travel already encoded ([`Bytes`]): the server stores bytes
 //! and never decodes a user's type, except inside a `modify` or a custom object's handler,
@@ -17,6 +18,9 @@ use crate::error::Error;
 
 /// The object ids a server hands out; 0 is never used.
 pub(crate) type ObjectId = u64;
+
+/// A client process's name for the server: random, drawn afresh in a forked child.
+pub(crate) type Session = u64;
 
 /// Encoded bytes on the wire: serialized as one byte string, not a sequence of `u8`s
 /// (one copy on each side, no per-byte loop).
@@ -90,11 +94,20 @@ pub(crate) enum Kind<'a> {
     List,
     Dict,
     Namespace,
-    Queue,
+    /// A queue of at most this many items (`None`: unbounded).
+    Queue(Option<u64>),
     Lock,
+    RLock,
+    /// A semaphore's initial value, and whether releases may not take it above it.
+    Semaphore(u64, bool),
+    Condition,
+    /// A barrier for this many parties.
+    Barrier(u64),
     Event,
     #[serde(borrow)]
     Value(Bytes<'a>),
+    /// A fixed-length array of these items.
+    Array(#[serde(borrow)] Vec<Bytes<'a>>),
     /// A custom object: its encoded state, and the code that builds and serves it.
     Custom {
         #[serde(borrow)]
@@ -103,11 +116,34 @@ pub(crate) enum Kind<'a> {
     },
 }
 
+/// A claim on an object that travels inside a serialized proxy (see `handle.rs`).
+pub(crate) type Token = u64;
+
+/// A change to the claims of the sending process's session, applied before the request
+/// it rides with (see `handle.rs`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum RefOp {
+    /// The process let go of this many claims on the object.
+    Release(ObjectId, u64),
+    /// The process made a proxy from bytes carrying this token (for this object): the
+    /// token's claim becomes the process's.
+    Convert(Token, ObjectId),
+    /// The process made a proxy from bytes carrying this token but already had a claim:
+    /// the token's claim is given back.
+    Return(Token),
+}
+
+/// What a request frame holds: the sending process's claim changes (applied first), the
+/// tokens of the proxies serialized into this request's values (their claims pass to the
+/// object the request stores into), then the request.
+pub(crate) type Frame<'a> = (Vec<RefOp>, Vec<Token>, Request<'a>);
+
 /// One request. `id` names the object the operation applies to.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
-    /// The first message on a connection; the answer is the server's instance nonce.
-    Hello,
+    /// The first message on a connection: the client process's session and pid; the
+    /// answer is the server's instance nonce.
+    Hello(Session, u32),
     /// Local connections only: after the answer, the client sends (on the socket, with
     /// their descriptors) the two shared-memory rings that carry every later request and
     /// reply; the socket then only tells either side that the other is gone.
@@ -126,6 +162,16 @@ pub(crate) enum Request<'a> {
     ListRemove(ObjectId, u64),
     ListPop(ObjectId),
     ListModify(ObjectId, u64, Code),
+    /// `modify_with`: the index, the encoded argument, the function.
+    ListModifyWith(ObjectId, u64, #[serde(borrow)] Bytes<'a>, Code),
+    /// The first index of an item equal (by encoding) to this one.
+    ListIndex(ObjectId, #[serde(borrow)] Bytes<'a>),
+    ListCount(ObjectId, #[serde(borrow)] Bytes<'a>),
+    ListReverse(ObjectId),
+    /// Sort with the element type's order, which only the client's code knows.
+    ListSort(ObjectId, Code),
+    /// Items `start..end` (`None`: to the end), clamped to the list as Python's slices are.
+    ListSlice(ObjectId, u64, Option<u64>),
     DictGet(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictInsert(
         ObjectId,
@@ -135,14 +181,52 @@ pub(crate) enum Request<'a> {
     DictRemove(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictContains(ObjectId, #[serde(borrow)] Bytes<'a>),
     DictModify(ObjectId, #[serde(borrow)] Bytes<'a>, Code),
+    /// `modify_with`: the key, the encoded argument, the function.
+    DictModifyWith(
+        ObjectId,
+        #[serde(borrow)] Bytes<'a>,
+        #[serde(borrow)] Bytes<'a>,
+        Code,
+    ),
+    DictUpdate(ObjectId, #[serde(borrow)] Vec<(Bytes<'a>, Bytes<'a>)>),
+    DictSetDefault(
+        ObjectId,
+        #[serde(borrow)] Bytes<'a>,
+        #[serde(borrow)] Bytes<'a>,
+    ),
+    /// Remove and return the last entry inserted.
+    DictPopItem(ObjectId),
     NsGet(ObjectId, &'a str),
     NsSet(ObjectId, &'a str, #[serde(borrow)] Bytes<'a>),
-    QueuePut(ObjectId, #[serde(borrow)] Bytes<'a>),
+    /// Add an item, waiting up to this many nanoseconds while the queue is full (`None`:
+    /// forever).
+    QueuePut(ObjectId, #[serde(borrow)] Bytes<'a>, Option<u64>),
+    QueueFull(ObjectId),
+    QueueTaskDone(ObjectId),
+    /// Wait until every item put was marked done.
+    QueueJoin(ObjectId, Option<u64>),
     /// Take the queue's first item, waiting up to this many nanoseconds (`None`: forever).
     QueueGet(ObjectId, Option<u64>),
     /// Acquire the lock, waiting up to this many nanoseconds (`None`: forever).
     LockAcquire(ObjectId, Option<u64>),
     LockRelease(ObjectId),
+    RLockAcquire(ObjectId, Option<u64>),
+    RLockRelease(ObjectId),
+    SemAcquire(ObjectId, Option<u64>),
+    SemRelease(ObjectId),
+    SemValue(ObjectId),
+    CondAcquire(ObjectId, Option<u64>),
+    CondRelease(ObjectId),
+    /// Release the condition's lock, wait for a notify (up to the deadline), take the lock
+    /// back; answers whether it was notified.
+    CondWait(ObjectId, Option<u64>),
+    /// Wake up to this many waiters (`u64::MAX`: all).
+    CondNotify(ObjectId, u64),
+    BarrierWait(ObjectId, Option<u64>),
+    BarrierAbort(ObjectId),
+    BarrierReset(ObjectId),
+    /// The barrier's parties, waiting parties, and whether it is broken.
+    BarrierState(ObjectId),
     EventSet(ObjectId),
     EventClear(ObjectId),
     EventIsSet(ObjectId),
@@ -150,9 +234,103 @@ pub(crate) enum Request<'a> {
     ValueGet(ObjectId),
     ValueSet(ObjectId, #[serde(borrow)] Bytes<'a>),
     Call(ObjectId, #[serde(borrow)] Bytes<'a>),
-    Publish(&'a str, #[serde(borrow)] Bytes<'a>),
-    Lookup(&'a str),
-    Shutdown,
+    /// Publish a proxy under a name: the name, the proxy's Rust type, the proxy.
+    Publish(&'a str, &'a str, #[serde(borrow)] Bytes<'a>),
+    /// The proxy published under a name, if it is of this Rust type.
+    Lookup(&'a str, &'a str),
+    /// Stop the server: carries the owner's token, which only the process that started
+    /// the server (or serves it) knows.
+    Shutdown(#[serde(borrow)] Bytes<'a>),
+    /// A claim on the object for a proxy being serialized; the answer is its token.
+    Lend(ObjectId),
+    /// How many objects the server holds (for tests and diagnostics).
+    ObjectCount,
+}
+
+impl Request<'_> {
+    /// The object the request applies to (that stores what the request carries).
+    pub(crate) fn object(&self) -> Option<ObjectId> {
+        use Request as R;
+        match self {
+            R::Hello(..) | R::Upgrade | R::Create(_) | R::Shutdown(_) | R::ObjectCount => None,
+            R::Publish(..) | R::Lookup(..) => None,
+            R::Len(id)
+            | R::Clear(id)
+            | R::Dump(id, _)
+            | R::ListAppend(id, _)
+            | R::ListExtend(id, _)
+            | R::ListGet(id, _)
+            | R::ListSet(id, ..)
+            | R::ListInsert(id, ..)
+            | R::ListRemove(id, _)
+            | R::ListPop(id)
+            | R::ListModify(id, ..)
+            | R::ListModifyWith(id, ..)
+            | R::ListIndex(id, _)
+            | R::ListCount(id, _)
+            | R::ListReverse(id)
+            | R::ListSort(id, _)
+            | R::ListSlice(id, ..)
+            | R::DictGet(id, _)
+            | R::DictInsert(id, ..)
+            | R::DictRemove(id, _)
+            | R::DictContains(id, _)
+            | R::DictModify(id, ..)
+            | R::DictModifyWith(id, ..)
+            | R::DictUpdate(id, _)
+            | R::DictSetDefault(id, ..)
+            | R::DictPopItem(id)
+            | R::NsGet(id, _)
+            | R::NsSet(id, ..)
+            | R::QueuePut(id, ..)
+            | R::QueueFull(id)
+            | R::QueueTaskDone(id)
+            | R::QueueJoin(id, _)
+            | R::QueueGet(id, _)
+            | R::LockAcquire(id, _)
+            | R::LockRelease(id)
+            | R::RLockAcquire(id, _)
+            | R::RLockRelease(id)
+            | R::SemAcquire(id, _)
+            | R::SemRelease(id)
+            | R::SemValue(id)
+            | R::CondAcquire(id, _)
+            | R::CondRelease(id)
+            | R::CondWait(id, _)
+            | R::CondNotify(id, _)
+            | R::BarrierWait(id, _)
+            | R::BarrierAbort(id)
+            | R::BarrierReset(id)
+            | R::BarrierState(id)
+            | R::EventSet(id)
+            | R::EventClear(id)
+            | R::EventIsSet(id)
+            | R::EventWait(id, _)
+            | R::ValueGet(id)
+            | R::ValueSet(id, _)
+            | R::Call(id, _)
+            | R::Lend(id) => Some(*id),
+        }
+    }
+
+    /// How long the request may wait in the server, for those that can: `Some(None)` is
+    /// forever, `Some(Some(ns))` a deadline; `None` for a request that never waits.
+    pub(crate) fn wait(&self) -> Option<Option<u64>> {
+        use Request as R;
+        match self {
+            R::QueueGet(_, w)
+            | R::QueuePut(_, _, w)
+            | R::QueueJoin(_, w)
+            | R::LockAcquire(_, w)
+            | R::RLockAcquire(_, w)
+            | R::SemAcquire(_, w)
+            | R::CondAcquire(_, w)
+            | R::CondWait(_, w)
+            | R::BarrierWait(_, w)
+            | R::EventWait(_, w) => Some(*w),
+            _ => None,
+        }
+    }
 }
 
 /// Which part of a list or dict a [`Request::Dump`] asks for.
@@ -175,6 +353,8 @@ pub(crate) enum Answer {
     Maybe(Option<Buf>),
     Many(Vec<Buf>),
     Pairs(Vec<(Buf, Buf)>),
+    Numbers(Vec<u64>),
+    Token(Token),
 }
 
 /// The two rings of an upgraded connection: requests (client to server), replies.

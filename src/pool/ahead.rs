@@ -210,9 +210,10 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
     }
 
     /// An answer came: the task it answers, or `None` if it held none (a protocol
-    /// violation). `maxtasks` (0: no limit) retires it once it has served that many.
-    pub(crate) fn on_answer(&mut self, maxtasks: u64) -> Option<T> {
-        let retire = maxtasks != 0 && self.served >= maxtasks;
+    /// violation). `maxtasks` (0: no limit) retires it once it has served that many;
+    /// `retiring`: it said it retires after this answer.
+    pub(crate) fn on_answer(&mut self, maxtasks: u64, retiring: bool) -> Option<T> {
+        let retire = retiring || (maxtasks != 0 && self.served >= maxtasks);
         let next = if retire || matches!(self.phase, Phase::Overdue { .. }) {
             Phase::Retiring { init_failure: None }
         } else if let Some(q) = self.queued.pop_front() {

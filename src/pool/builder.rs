@@ -12,10 +12,13 @@ use super::worker;
 use crate::codec;
 use crate::context::{StartMethod, get_start_method};
 use crate::error::{Error, Result};
+use crate::isolation::{Isolation, Limits, Sandbox};
 use crate::target::{self, Target};
 
 /// Configures a [`Pool`] (Python's `Pool(processes, initializer, initargs,
-/// maxtasksperchild, context)`, plus a per-task timeout).
+/// maxtasksperchild, context)`, plus a per-task timeout, and the workers' isolation:
+/// [`limits`](PoolBuilder::limits), [`sandbox`](PoolBuilder::sandbox),
+/// [`max_worker_memory`](PoolBuilder::max_worker_memory)).
 #[derive(Debug, Default)]
 pub struct PoolBuilder {
     processes: usize,
@@ -24,6 +27,9 @@ pub struct PoolBuilder {
     maxtasks: Option<usize>,
     method: Option<StartMethod>,
     timeout: Option<Duration>,
+    limits: Limits,
+    sandbox: Sandbox,
+    max_rss: Option<u64>,
 }
 
 impl PoolBuilder {
@@ -76,7 +82,33 @@ impl PoolBuilder {
         self
     }
 
+    /// Limits for each worker, applied in the worker before its initializer and its first
+    /// task (see [`Limits`]). A limit that stops a worker fails that task with
+    /// `Error::LimitExceeded`; the pool replaces the worker and goes on.
+    pub fn limits(mut self, l: Limits) -> Self {
+        self.limits = l;
+        self
+    }
+
+    /// A sandbox for each worker, applied with the limits (see [`Sandbox`]). What this
+    /// kernel cannot enforce makes [`build`](PoolBuilder::build) fail with
+    /// `Error::Unsupported`, naming the feature.
+    pub fn sandbox(mut self, s: Sandbox) -> Self {
+        self.sandbox = s;
+        self
+    }
+
+    /// After a task, a worker whose resident memory exceeds `bytes` is replaced (it
+    /// answers, then exits; no task fails). Costs the worker one `pread` per task.
+    pub fn max_worker_memory(mut self, bytes: u64) -> Self {
+        self.max_rss = Some(bytes);
+        self
+    }
+
     /// Starts the workers.
+    ///
+    /// `Err(ValueError)` for a zero memory or CPU-time limit or a `writable` path that does
+    /// not exist, `Err(Unsupported)` for a limit or sandbox this kernel cannot enforce.
     pub fn build(self) -> Result<Pool> {
         if let Some(e) = self.init_error {
             return Err(e);
@@ -86,6 +118,12 @@ impl PoolBuilder {
                 "maxtasksperchild must be a positive number".into(),
             ));
         }
+        if self.max_rss == Some(0) {
+            return Err(Error::ValueError(
+                "max_worker_memory must be a positive number".into(),
+            ));
+        }
+        let isolation = Isolation::checked(&self.limits, &self.sandbox)?;
         let processes = if self.processes == 0 {
             crate::cpu_count()
         } else {
@@ -97,6 +135,8 @@ impl PoolBuilder {
             maxtasks: self.maxtasks.unwrap_or(0) as u64,
             timeout: self.timeout,
             init: self.init,
+            isolation,
+            max_rss: self.max_rss.unwrap_or(0),
         })?;
         Ok(Pool { shared })
     }
@@ -116,6 +156,8 @@ impl Pool {
             maxtasks: 0,
             timeout: None,
             init: None,
+            isolation: None,
+            max_rss: 0,
         };
         let shared = Shared::start_with(config, super::engine::Workers::Remote(drive))?;
         Ok(Pool { shared })

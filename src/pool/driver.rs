@@ -304,6 +304,8 @@ impl Shared {
                 st.init_failures = 0;
                 st.workers[i].on_ready();
             }
+            Some(worker::RETIRING) => st.workers[i].retiring = true,
+            Some(worker::LIMIT_MEMORY) => st.workers[i].memory_reported = true,
             Some(worker::INIT_FAILED) => {
                 let message = String::from_utf8_lossy(&bytes[1..]).into_owned();
                 st.workers[i].on_init_failed(message);
@@ -352,6 +354,7 @@ impl Shared {
                 for t in tasks {
                     let err = Error::TaskPanicked {
                         message: format!("pool initializer failed: {reason}"),
+                        location: None,
                     };
                     st.jobs
                         .complete(t.job, t.index, ChunkResult::Failed(err), callbacks);

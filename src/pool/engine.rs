@@ -73,6 +73,10 @@ pub(crate) struct Config {
     pub(crate) maxtasks: u64,
     pub(crate) timeout: Option<Duration>,
     pub(crate) init: Option<InitSpec>,
+    /// The workers' limits and sandbox, checked.
+    pub(crate) isolation: Option<crate::isolation::Isolation>,
+    /// `max_worker_memory` (0: none).
+    pub(crate) max_rss: u64,
 }
 
 /// Who runs a pool's tasks.
@@ -408,7 +412,16 @@ impl Shared {
         let (gate, their_gate) = SharedGate::new()?;
         let mut p = crate::process::Process::new(
             worker::worker_main,
-            (theirs, init, self.config.maxtasks, their_gate),
+            (
+                theirs,
+                init,
+                worker::Settings {
+                    maxtasks: self.config.maxtasks,
+                    isolation: self.config.isolation.clone(),
+                    max_rss: self.config.max_rss,
+                },
+                their_gate,
+            ),
         );
         st.started_workers += 1;
         let prefix = match self.config.method {
@@ -421,8 +434,9 @@ impl Shared {
         p.set_start_method(self.config.method);
         p.start()?;
         let child = p.child_handle().expect("started just above");
-        st.workers
-            .push(Slot::new(p, child, ours.into_handle(), gate));
+        let mut slot = Slot::new(p, child, ours.into_handle(), gate);
+        slot.isolation = self.config.isolation.clone();
+        st.workers.push(slot);
         Ok(())
     }
 
@@ -443,6 +457,7 @@ impl Shared {
         } else {
             st.broken.as_ref().map(|reason| Error::TaskPanicked {
                 message: format!("pool initializer failed: {reason}"),
+                location: None,
             })
         };
         match refused {

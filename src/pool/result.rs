@@ -278,7 +278,7 @@ pub(crate) fn push_chunk<R: DeserializeOwned>(
         Ok((bytes, fds)) => match codec::decode::<Vec<ItemOutcome<R>>>(bytes, fds) {
             Ok(v) => out.extend(v.into_iter().map(|o| match o {
                 ItemOutcome::Returned(r) => Ok(r),
-                ItemOutcome::Panicked(message) => Err(Error::TaskPanicked { message }),
+                ItemOutcome::Panicked(p) => Err(p.into()),
             })),
             Err(e) => out.extend((0..nitems).map(|_| Err(e.duplicate()))),
         },

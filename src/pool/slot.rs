@@ -12,7 +12,9 @@
 //! **Who does what.** The decisions are the account's ([`Account`], no I/O); this file
 //! does their I/O: frames onto the link, kills, and the errors a death reports. Callers
 //! and the driver dispatch under the pool's lock; answers, timeouts and exits come through
-//! the driver.
+//! the driver. A worker retires once `maxtasksperchild` is reached, or once it said it
+//! retires (past `max_worker_memory`); a worker under limits that dies of one fails its
+//! task with `LimitExceeded` (`isolation::blame`).
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::codec::HandleFd;
 use crate::connection::framing::{Incoming, Outgoing};
 use crate::error::Error;
+use crate::isolation::{self, Isolation};
 use crate::pool::ahead::{Account, Outcome, Post};
 use crate::pool::gate::{self, AHEAD, SharedGate, WORDS};
 use crate::pool::jobs::JobId;
@@ -72,6 +75,12 @@ pub(crate) struct Slot {
     pub(crate) link: Link,
     /// Its tasks: what it runs, what it was sent ahead (see `ahead.rs`).
     tasks: Account<Task, Region>,
+    /// Its limits, to tell a death by a limit from another (`isolation::blame`).
+    pub(crate) isolation: Option<Isolation>,
+    /// It reported dying of its memory limit (`worker::LIMIT_MEMORY`).
+    pub(crate) memory_reported: bool,
+    /// It said it retires after its next answer (`worker::RETIRING`).
+    pub(crate) retiring: bool,
 }
 
 impl Slot {
@@ -93,6 +102,9 @@ impl Slot {
                 corrupt: None,
             },
             tasks: Account::new(gate),
+            isolation: None,
+            memory_reported: false,
+            retiring: false,
         }
     }
 
@@ -122,9 +134,10 @@ impl Slot {
     }
 
     /// An answer came: the task it answers, or `None` if it held none (a protocol
-    /// violation). `maxtasks` (0: no limit) retires it once it has served that many.
+    /// violation). `maxtasks` (0: no limit) retires it once it has served that many, and
+    /// so does its saying it retires.
     pub(crate) fn on_answer(&mut self, maxtasks: u64) -> Option<Task> {
-        self.tasks.on_answer(maxtasks)
+        self.tasks.on_answer(maxtasks, self.retiring)
     }
 
     /// Its task ran past `timeout`: kill it; its exit reports the timeout.
@@ -153,7 +166,10 @@ impl Slot {
         match exit.outcome {
             Outcome::Clean => {}
             Outcome::NeverReady => {
-                let how = Error::WorkerDied { exitcode: code };
+                let how = Error::WorkerDied {
+                    exitcode: code,
+                    peak_rss: self.child.peak_rss(),
+                };
                 out.init_failed = Some(format!("{how} before its initializer finished"));
             }
             Outcome::InitFailed(m) => out.init_failed = Some(m),
@@ -168,7 +184,7 @@ impl Slot {
                             (None, Some(why)) => Error::Codec(format!(
                                 "the worker's reply was refused and it was killed: {why}"
                             )),
-                            (None, None) => Error::WorkerDied { exitcode: code },
+                            (None, None) => self.death(code),
                         };
                         (task, err)
                     })
@@ -176,6 +192,17 @@ impl Slot {
             }
         }
         out
+    }
+
+    /// What its death with `code` while running a task means: a limit it hit, or a death.
+    fn death(&self, code: i32) -> Error {
+        match isolation::blame(self.isolation.as_ref(), code, self.memory_reported) {
+            Some(limit) => Error::LimitExceeded { limit },
+            None => Error::WorkerDied {
+                exitcode: code,
+                peak_rss: self.child.peak_rss(),
+            },
+        }
     }
 
     /// Pushes its queued frame out without blocking; true if some is left to send.

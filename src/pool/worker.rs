@@ -7,7 +7,14 @@
 //!   descriptors; a task sent ahead starts with a mark (`gate.rs`), and the worker runs
 //!   it only if it wins its gate, else drops it without an answer;
 //! - worker → pool, per task, in order: `[CHUNK_OK] encoded Vec<ItemOutcome<R>>` with its
-//!   descriptors, or `[CHUNK_FAILED] message`.
+//!   descriptors, or `[CHUNK_FAILED] message`; just before it, `[RETIRING]` if the worker's
+//!   resident memory is past `max_worker_memory`: it exits after this answer, and the pool
+//!   sends it nothing more (what it sent ahead goes to another worker);
+//! - worker → pool, at most once, from its SIGABRT handler: `[LIMIT_MEMORY]`, when it dies
+//!   of an allocation its memory limit refused (see `sys/limits.rs`).
+//!
+//! A worker under [`Isolation`] applies it after its socket and gate are set up, before its
+//! initializer; if that fails it answers `[INIT_FAILED] message` and exits.
 //!
 //! A task comes either when the worker is idle, or ahead, behind the gate: so the pool
 //! knows which task a dead worker was running (see `slot.rs`).
@@ -20,14 +27,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::HandleFd;
 use crate::connection::{Connection, framing};
+use crate::isolation::{self, Isolation, child::Armed};
 use crate::pool::gate;
 use crate::sync::raw::backoff::Backoff;
+use crate::sys::limits::Resident;
 use crate::target::{self, ItemOutcome};
 
 pub(crate) const READY: u8 = 0x10;
 pub(crate) const INIT_FAILED: u8 = 0x11;
 pub(crate) const CHUNK_OK: u8 = 0x00;
 pub(crate) const CHUNK_FAILED: u8 = 0x01;
+pub(crate) const RETIRING: u8 = 0x12;
+pub(crate) const LIMIT_MEMORY: u8 = 0x13;
+
+/// How a worker runs, besides its initializer.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct Settings {
+    /// `maxtasksperchild` (0: no limit).
+    pub(crate) maxtasks: u64,
+    pub(crate) isolation: Option<Isolation>,
+    /// `max_worker_memory` in bytes (0: none).
+    pub(crate) max_rss: u64,
+}
 
 /// The initializer a worker runs first: a pool entry over one argument tuple.
 #[derive(Serialize, Deserialize, Debug)]
@@ -60,13 +81,23 @@ pub(crate) fn init_for_worker(init: &Option<InitSpec>) -> crate::Result<Option<I
 pub(crate) fn worker_main(
     conn: Connection<()>,
     init: Option<InitSpec>,
-    maxtasks: u64,
+    settings: Settings,
     gate: crate::shared::region::Region,
 ) {
     // Ctrl-C reaches the whole process group: the parent decides (it dies, and its workers
     // with it through the parent-death watch; or it handles SIGINT and keeps its pool).
     crate::sys::signal::ignore_interrupts();
     let sock = conn.as_fd();
+    let maxtasks = settings.maxtasks;
+    let (armed, resident) = match isolate(&conn, &settings) {
+        Ok(v) => v,
+        Err(m) => {
+            let mut msg = vec![INIT_FAILED];
+            msg.extend_from_slice(format!("worker isolation failed: {m}").as_bytes());
+            let _ = framing::write_frame(sock, &msg, &[]);
+            crate::start::child::finish(1);
+        }
+    };
     if let Some(init) = init {
         let fds: crate::Result<Vec<_>> = init.fds.into_iter().map(HandleFd::into_owned).collect();
         let mut out = Vec::new();
@@ -78,7 +109,7 @@ pub(crate) fn worker_main(
             Err(m) => Some(m),
             Ok(()) => match decode_own(&out, out_fds) {
                 Ok(v) => v.into_iter().find_map(|o| match o {
-                    ItemOutcome::Panicked(m) => Some(m),
+                    ItemOutcome::Panicked(p) => Some(init_panicked(p)),
                     ItemOutcome::Returned(()) => None,
                 }),
                 Err(e) => Some(e.to_string()),
@@ -121,6 +152,13 @@ pub(crate) fn worker_main(
             }
             body = gate::MARKER_LEN;
         }
+        if let Err(m) = armed.before_task() {
+            out.clear();
+            out.push(CHUNK_FAILED);
+            out.extend_from_slice(m.as_bytes());
+            let _ = framing::write_frame(sock, &out, &[]);
+            return;
+        }
         let task = &task[body..];
         out.clear();
         out.push(CHUNK_OK);
@@ -138,11 +176,58 @@ pub(crate) fn worker_main(
             out.extend_from_slice(m.as_bytes());
             out_fds.clear();
         }
+        // Past max_worker_memory: say so before the answer, so the pool never hands this
+        // worker another task, and leave after it.
+        let retire = resident
+            .as_ref()
+            .is_some_and(|r| r.bytes().is_ok_and(|b| b > settings.max_rss));
+        if retire && framing::write_frame(sock, &[RETIRING], &[]).is_err() {
+            return;
+        }
         if framing::write_frame(sock, &out, &crate::sys::fd::borrowed(&out_fds)).is_err() {
             return;
         }
         done += 1;
+        if retire {
+            return;
+        }
     }
+}
+
+/// Applies the pool's isolation to this worker; returns what it does per task, and the
+/// resident-memory probe for `max_worker_memory` (opened first: the sandbox may forbid it).
+fn isolate(
+    conn: &Connection<()>,
+    settings: &Settings,
+) -> Result<(Armed, Option<Resident>), String> {
+    let resident = match settings.max_rss {
+        0 => None,
+        _ => Some(Resident::open().map_err(|e| format!("max_worker_memory: {e}"))?),
+    };
+    let Some(iso) = &settings.isolation else {
+        return Ok((Armed::default(), resident));
+    };
+    if iso.limits_memory() {
+        let frame = isolation::child::frame(&[LIMIT_MEMORY])?;
+        isolation::child::report_memory_death_to(conn.as_fd(), frame);
+    }
+    let armed = isolation::child::enter(iso)?;
+    Ok((armed, resident))
+}
+
+/// An initializer's panic, caught quietly as a task's is: printed here all the same (as
+/// Python's worker prints its initializer's traceback as it dies, unlike a task's
+/// exception, which the pool only returns), and the text the pool reports.
+fn init_panicked(p: target::Panic) -> String {
+    let text = match &p.location {
+        Some(at) => format!("{} (at {at})", p.message),
+        None => p.message,
+    };
+    eprintln!(
+        "mproc: pool worker {}: the initializer panicked: {text}",
+        crate::name::get()
+    );
+    text
 }
 
 /// Decodes what this process just encoded itself (the initializer's outcome).

@@ -10,6 +10,7 @@ pub(crate) mod cell;
 mod pod;
 pub(crate) mod region;
 mod segment;
+pub(crate) mod tracker;
 mod value;
 
 pub use array::{Array, RawArray};

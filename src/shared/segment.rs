@@ -2,24 +2,12 @@
 //! `multiprocessing.shared_memory.SharedMemory`.
 //!
 //! **Cleanup.** A segment a program creates and never unlinks is unlinked when that
-//! program's process tree is done, and no process warns about a segment someone else
-//! already unlinked. How:
-//! * The *root* of a tree is the topmost ancestor running the same executable as this
-//!   process (mproc children — fork, spawn, fork server — all run it; `cargo test`'s or a
-//!   shell's process above it does not).
-//! * Creating a segment also creates an empty *marker* object
-//!   `mproc-<pid namespace>-<root pid>-n-<hex of the name>`. [`SharedMemory::unlink`] removes both;
-//!   [`SharedMemory::persist`] removes only the marker (Python's `track=False`).
-//! * When the root exits normally (an `atexit` hook), it unlinks every segment named by
-//!   its markers, then the markers; a segment already gone is skipped silently.
-//! * If the root itself was killed, the markers outlive it: the first creation of a segment
-//!   in each later process (of any mproc program) sweeps markers whose root pid no longer
-//!   exists. Once per process, not per creation: the sweep reads all of `/dev/shm`, and a
-//!   creation must cost the same with 20 000 entries there as with none.
-//!
-//! Children never unlink on exit (unlike CPython's per-process tracker, which destroys
-//! segments still in use elsewhere); opening a segment by name tracks nothing.
-//! Names longer than about 110 bytes have no room for a marker and are not tracked.
+//! program's process tree ends, however it ends (a normal exit, a panic, SIGKILL), by the
+//! tree's tracker process (`tracker.rs`): creating a segment registers its name there, and a
+//! creation that cannot be registered fails rather than leave a segment nobody would remove.
+//! [`SharedMemory::unlink`] and [`SharedMemory::persist`] (Python's `track=False`)
+//! unregister it. Children never unlink on exit (unlike CPython's per-process tracking, which
+//! destroys segments still in use elsewhere); opening a segment by name tracks nothing.
 //!
 //! **Truncation.** A named object cannot be sealed (unlike the memfds behind every other
 //! shared structure), so, as in Python, any process that can open a segment can
@@ -27,15 +15,17 @@
 //! past the new end. Share segment names only with processes you trust that far.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::io;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::cell;
 use super::region::Region;
+use super::tracker;
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
-use crate::sys::{mman, pid, shm};
+use crate::sys::{mman, shm};
 
 /// A named shared-memory segment: bytes that any process can open by name.
 ///
@@ -93,7 +83,6 @@ impl SharedMemory {
                 "shared memory size must be a positive number".into(),
             ));
         }
-        sweep_dead_roots();
         let fd = shm::create(&format!("/{name}"), size)?;
         let region = match Region::map(HandleFd::new(fd), size) {
             Ok(r) => r,
@@ -102,9 +91,13 @@ impl SharedMemory {
                 return Err(e);
             }
         };
-        if let Some(marker) = marker_name(name) {
-            // Tracking is best effort: a failure only means no cleanup at exit.
-            let _ = shm::create_empty_if_missing(&format!("/{marker}"));
+        if let Err(e) = tracker::register(name) {
+            // Nobody would remove it at the end: do not leave it behind.
+            let _ = shm::unlink(&format!("/{name}"));
+            return Err(Error::from(io::Error::new(
+                e.kind(),
+                format!("cannot track shared memory segment {name:?} for cleanup: {e}"),
+            )));
         }
         Ok(SharedMemory {
             region: Arc::new(region),
@@ -152,9 +145,7 @@ impl SharedMemory {
     /// Stops tracking the segment: it is no longer unlinked when the program's process
     /// tree is done (Python's `track=False`).
     pub fn persist(&self) {
-        if let Some(marker) = marker_name(&self.name) {
-            let _ = shm::unlink(&format!("/{marker}"));
-        }
+        let _ = tracker::unregister(&self.name);
     }
 
     /// Copies `buf.len()` bytes starting at `offset` into `buf`.
@@ -213,88 +204,6 @@ fn check_name(name: &str) -> Result<&str> {
     Ok(bare)
 }
 
-/// This process tree's root pid (see the module docs).
-fn root() -> u32 {
-    static ROOT: OnceLock<u32> = OnceLock::new();
-    *ROOT.get_or_init(|| {
-        let me = pid::current();
-        let Some(exe) = pid::own_exe() else {
-            return me;
-        };
-        let mut root = me;
-        for _ in 0..64 {
-            match pid::parent_of(root) {
-                Some(p) if p > 1 && pid::exe_of(p).as_ref() == Some(&exe) => root = p,
-                _ => break,
-            }
-        }
-        root
-    })
-}
-
-/// Markers name the pid namespace too: a `/dev/shm` shared with another namespace (a
-/// container with `--ipc=host`) must not make us judge its roots dead by our pid table.
-fn marker_prefix(root: u32) -> String {
-    format!("mproc-{}-{root}-n-", namespace())
-}
-
-fn namespace() -> u64 {
-    static NS: OnceLock<u64> = OnceLock::new();
-    *NS.get_or_init(|| pid::namespace().unwrap_or(0))
-}
-
-fn marker_name(name: &str) -> Option<String> {
-    let mut m = marker_prefix(root());
-    if m.len() + 2 * name.len() > 255 {
-        return None;
-    }
-    for b in name.bytes() {
-        m.push_str(&format!("{b:02x}"));
-    }
-    Some(m)
-}
-
-fn decode_marker(hex: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
-
-/// Unlinks the segments tracked by markers under `root`, then the markers.
-fn sweep(root: u32) {
-    let prefix = marker_prefix(root);
-    for marker in shm::list(&prefix) {
-        if let Some(name) = decode_marker(&marker[prefix.len()..]) {
-            let _ = shm::unlink(&format!("/{name}"));
-        }
-        let _ = shm::unlink(&format!("/{marker}"));
-    }
-}
-
-/// Sweeps the markers of trees whose root is gone (killed before its exit hook ran), the
-/// first time this process creates a segment (a forked child inherits "done").
-fn sweep_dead_roots() {
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    SWEPT.call_once(sweep_dead_roots_now);
-}
-
-fn sweep_dead_roots_now() {
-    let ours = format!("mproc-{}-", namespace());
-    for marker in shm::list(&ours) {
-        let pid = marker[ours.len()..]
-            .split('-')
-            .next()
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if !pid::exists(pid) {
-                sweep(pid);
-            }
-        }
-    }
-}
-
 #[ctor::ctor(unsafe)]
 fn install_exit_sweep() {
     // Before `main`: every process of the program registers the hook; only a tree's root
@@ -302,13 +211,7 @@ fn install_exit_sweep() {
     crate::sys::process::at_exit(sweep_at_exit);
 }
 
-/// Run at normal exit of every process: the root of a tree sweeps its markers.
+/// Run at normal exit of every process: the root of a tree has the tracker sweep.
 extern "C" fn sweep_at_exit() {
-    // Only the root: a child's exit must not unlink what the rest of the tree still uses.
-    if shm::list("mproc-").is_empty() {
-        return;
-    }
-    if root() == pid::current() {
-        sweep(pid::current());
-    }
+    tracker::sweep_at_exit();
 }

@@ -5,7 +5,13 @@
 //!   queues itself there; `wake` dequeues under the same lock. One bucket for all words
 //!   (the kernel hashes; one bucket only serialises more). A deadline in the past times out
 //!   at once, any other never does, so a protocol that needs a timer to recover from a lost
-//!   wake-up deadlocks under the model and loom reports it.
+//!   wake-up deadlocks under the model and loom reports it. The clock ([`Word::now`]) is
+//!   frozen, so that rule never depends on how fast the checker runs.
+//! * **Time after a death.** Protocols find a dead partner by waking from a bounded sleep
+//!   (a probe slice) and looking. So once a model process has died, time flows: every
+//!   sleeper with a deadline is woken as timed out, and every later wait with one times out
+//!   at once (after yielding to the other threads, so a prober's loop is a spin loom can
+//!   schedule). Before the first death a lost wake-up is still a deadlock.
 //! * **Death.** [`victim`] runs a closure that dies at its `k`-th [`Word::die_point`]: the
 //!   thread unwinds with [`Died`] while [`Word::dying`] is true, so lock guards leave their
 //!   locks held, and then the "kernel" walks the thread's robust list as `exit` does: every
@@ -64,11 +70,15 @@ impl Default for MWord64 {
     }
 }
 
-/// The futex bucket: who waits on which word (by address), in arrival order.
+/// The futex bucket: who waits on which word (by address), in arrival order, and whether
+/// with a deadline; and the sleepers the last death timed out.
 #[derive(Default)]
 struct Bucket {
-    queued: Vec<(usize, u64)>,
+    queued: Vec<(usize, u64, bool)>,
     next: u64,
+    timed_out: Vec<u64>,
+    /// A model process has died: deadlines pass.
+    time_flows: bool,
 }
 
 loom::lazy_static! {
@@ -155,11 +165,16 @@ impl Word for MWord {
     }
 
     fn wait(&self, expected: u32, deadline: Option<Instant>) -> Wake {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| Self::now() >= d) {
             return Wake::TimedOut;
         }
         let addr = self as *const MWord as usize;
         let mut b = BUCKET.lock().expect("model bucket");
+        if deadline.is_some() && b.time_flows {
+            drop(b);
+            loom::thread::yield_now();
+            return Wake::TimedOut;
+        }
         // The kernel reads the word under the bucket lock: a waker that changed it first
         // is seen here, one that changes it later finds us queued.
         if self.0.load(Ordering::SeqCst) != expected {
@@ -167,9 +182,13 @@ impl Word for MWord {
         }
         let ticket = b.next;
         b.next += 1;
-        b.queued.push((addr, ticket));
-        while b.queued.iter().any(|&(_, t)| t == ticket) {
+        b.queued.push((addr, ticket, deadline.is_some()));
+        while b.queued.iter().any(|&(_, t, _)| t == ticket) {
             b = WOKEN.wait(b).expect("model bucket");
+        }
+        if let Some(i) = b.timed_out.iter().position(|&t| t == ticket) {
+            b.timed_out.swap_remove(i);
+            return Wake::TimedOut;
         }
         Wake::Retry
     }
@@ -178,7 +197,7 @@ impl Word for MWord {
         let addr = self as *const MWord as usize;
         let mut b = BUCKET.lock().expect("model bucket");
         let mut woken = 0usize;
-        b.queued.retain(|&(a, _)| {
+        b.queued.retain(|&(a, _, _)| {
             if a == addr && woken < n as usize {
                 woken += 1;
                 false
@@ -192,6 +211,10 @@ impl Word for MWord {
         woken
     }
 
+    fn now() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
     fn fence(order: Ordering) {
         loom::sync::atomic::fence(order)
     }
@@ -217,6 +240,7 @@ impl Word for MWord {
             }
         });
         if die {
+            quiet_deaths();
             DYING.set(true);
             std::panic::panic_any(Died);
         }
@@ -297,8 +321,24 @@ pub(crate) fn victim<T>(k: Option<u32>, f: impl FnOnce() -> T) -> Fate<T> {
     }
 }
 
-/// The kernel's `exit_robust_list`: marks every lock the dead thread held.
+/// The kernel's `exit_robust_list`: marks every lock the dead thread held. And time
+/// starts to flow (see the module docs): the sleepers with a deadline time out.
 fn kernel_exit() {
+    {
+        let mut b = BUCKET.lock().expect("model bucket");
+        b.time_flows = true;
+        let mut timed = Vec::new();
+        b.queued.retain(|&(_, t, bounded)| {
+            if bounded {
+                timed.push(t);
+            }
+            !bounded
+        });
+        if !timed.is_empty() {
+            b.timed_out.extend(timed);
+            WOKEN.notify_all();
+        }
+    }
     let (tid, words) = THREAD.with(|t| {
         let mut t = t.borrow_mut();
         t.dying = false;
@@ -352,4 +392,18 @@ pub(crate) fn check_with(bound: Option<usize>, f: impl Fn() + Sync + Send + 'sta
 /// Runs `f` under loom with the default bound.
 pub(crate) fn check(f: impl Fn() + Sync + Send + 'static) {
     check_with(None, f)
+}
+
+/// Keeps the panic hook from printing a model death (one per schedule explored); every
+/// other panic is reported as before.
+fn quiet_deaths() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<Died>() {
+                report(info);
+            }
+        }));
+    });
 }

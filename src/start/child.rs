@@ -16,11 +16,23 @@ use crate::sys;
 
 /// Runs `boot`'s entry in this (already set-up) child and exits.
 pub(super) fn run(parent_pid: u32, boot: &Bootstrap, fds: Vec<OwnedFd>, result: OwnedFd) -> ! {
+    super::comm::show(&boot.comm);
     let _ = sys::process::watch_parent(parent_pid);
     super::children::install_exit_hook();
     // Registered, so a grandchild made by `fork` closes its copy and the parent sees EOF.
     let result = HandleFd::new(result);
     let fds = crate::log::enter_child(boot.log, fds);
+    // Isolation last, after mproc's own set-up, and before the target.
+    if let Some(iso) = &boot.isolation {
+        if let Err(m) = crate::isolation::child::enter_process(iso, result.as_fd()) {
+            let message = format!("isolation failed: {m}");
+            if let Ok(frame) = crate::isolation::child::failed_outcome(&message) {
+                let _ = sys::fd::send_all(result.as_fd(), &frame);
+            }
+            drop(result);
+            finish(1);
+        }
+    }
     let code = crate::target::run_entry(
         boot.entry,
         boot.fingerprint,

@@ -8,7 +8,7 @@
 //! is covered by the children's parent-death watch instead.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub(crate) struct ChildHandle {
     daemon: bool,
     pidfd: HandleFd,
     exitcode: Mutex<Option<i32>>,
+    /// Its peak resident bytes, recorded when it is reaped.
+    peak_rss: AtomicU64,
 }
 
 impl ChildHandle {
@@ -42,9 +44,18 @@ impl ChildHandle {
     pub(crate) fn poll(&self) -> Result<Option<i32>> {
         let mut code = self.exitcode.lock().unwrap_or_else(PoisonError::into_inner);
         if code.is_none() {
-            *code = sys::process::try_reap(self.pidfd.as_fd())?;
+            if let Some((c, peak)) = sys::process::try_reap_with_usage(self.pidfd.as_fd())? {
+                self.peak_rss.store(peak, Ordering::Relaxed);
+                *code = Some(c);
+            }
         }
         Ok(*code)
+    }
+
+    /// Its peak resident memory in bytes (`ru_maxrss`), once reaped; 0 before.
+    pub(crate) fn peak_rss(&self) -> u64 {
+        // Written before the exit code under the same lock: whoever saw the code sees it.
+        self.peak_rss.load(Ordering::Relaxed)
     }
 
     /// The exit code already recorded, without asking the kernel.
@@ -89,6 +100,7 @@ pub(crate) fn adopt(launched: Launched, name: &str, daemon: bool) -> (Arc<ChildH
         daemon,
         pidfd: launched.pidfd,
         exitcode: Mutex::new(None),
+        peak_rss: AtomicU64::new(0),
     });
     state().children.push(Arc::clone(&child));
     install_exit_hook();

@@ -22,8 +22,9 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
     if threaded {
         warn_once();
     }
-    // Read before the fork, so the child resolves its entry without touching `/proc`.
-    crate::target::warm();
+    // Read before the fork, so the child resolves its entry without touching `/proc`; and
+    // the panic hook installed, which the child must not do (`target/panic.rs`).
+    crate::target::warm()?;
     let (parent_end, child_end) = sys::fd::socketpair()?;
     let parent_pid = sys::pid::current();
     let mut st = state();

@@ -208,9 +208,11 @@ pub(super) fn launch(boot: &Bootstrap, fds: Vec<HandleFd>) -> Result<Launched> {
 /// The fork server's main loop; never returns.
 pub(super) fn serve(route: &str) -> ! {
     let (sock, _parent) = super::enter_routed(route);
+    super::comm::show(super::comm::FORKSERVER);
     sys::signal::ignore_interrupts();
-    // Read once here, so every child resolves its entry without touching `/proc`.
-    crate::target::warm();
+    // Read once here, so every child resolves its entry without touching `/proc`; if that
+    // fails now, each child reads them itself (nothing failed is cached).
+    let _ = crate::target::warm();
     if framing::write_frame(
         sock.as_fd(),
         &crate::target::fingerprint().to_le_bytes(),

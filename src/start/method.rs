@@ -1,10 +1,13 @@
 //! Which start method a process uses, and which executable `Spawn` and `ForkServer` run.
 //!
 //! Two process-wide settings, each written by the user (`set_start_method`,
-//! `set_executable`) and read by `start` whenever a child is made.
+//! `set_executable`) and read by `start` whenever a child is made. A child's method is
+//! also written once by `start`, from its bootstrap, before the child's target runs (so
+//! nothing in the child reads it earlier).
 
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,31 +43,58 @@ impl StartMethod {
     }
 }
 
-static METHOD: OnceLock<StartMethod> = OnceLock::new();
+/// The chosen method: 0 while none is, else [`encode`]'s code. Written once by the user
+/// (`set_start_method`, a compare-and-swap from 0), or by `start` when this process becomes
+/// a child (`inherit`, which overwrites: a forked child holds its parent's copy, and a
+/// context's child must take the context's method instead).
+static METHOD: AtomicU8 = AtomicU8::new(0);
+
+fn encode(m: StartMethod) -> u8 {
+    match m {
+        StartMethod::Fork => 1,
+        StartMethod::Spawn => 2,
+        StartMethod::ForkServer => 3,
+    }
+}
+
+fn decode(code: u8) -> Option<StartMethod> {
+    match code {
+        1 => Some(StartMethod::Fork),
+        2 => Some(StartMethod::Spawn),
+        3 => Some(StartMethod::ForkServer),
+        _ => None,
+    }
+}
 
 /// Sets the start method used by [`Process::new`](crate::Process::new), [`crate::spawn`] and
 /// pools. It can be set once: a second call is `Error::ContextAlreadySet` (Python's
 /// `RuntimeError`), as in Python. Use [`get_context`](crate::get_context) to use several
 /// methods in one program.
 pub fn set_start_method(m: StartMethod) -> Result<()> {
-    METHOD.set(m).map_err(|_| Error::ContextAlreadySet)
+    METHOD
+        .compare_exchange(0, encode(m), Ordering::AcqRel, Ordering::Acquire)
+        .map(|_| ())
+        .map_err(|_| Error::ContextAlreadySet)
 }
 
 /// The start method in use: the one set with [`set_start_method`], else `ForkServer`. In a
-/// child it is its parent's: a child, a grandchild and a pool worker of a program that
-/// chose `Spawn` report `Spawn`, and start their own children that way.
+/// child it is the method its parent started it with, when the parent chose one (with
+/// [`set_start_method`], or a [`Context`](crate::Context)): a child, a grandchild and a pool
+/// worker of a program that chose `Spawn` report `Spawn`, and start their own children
+/// that way; so does every process below `get_context(Spawn).process(..)`.
 pub fn get_start_method() -> StartMethod {
-    METHOD.get().copied().unwrap_or_default()
+    chosen().unwrap_or_default()
 }
 
-/// The method set with [`set_start_method`], if any: what a child inherits.
+/// The method set with [`set_start_method`] (or inherited), if any: what a child inherits.
 pub(crate) fn chosen() -> Option<StartMethod> {
-    METHOD.get().copied()
+    decode(METHOD.load(Ordering::Acquire))
 }
 
-/// In a new child: takes on its parent's choice (a forked child already has it).
+/// In a new child: takes on the method its parent started it with, replacing what a forked
+/// child copied from its parent.
 pub(crate) fn inherit(m: StartMethod) {
-    let _ = METHOD.set(m);
+    METHOD.store(encode(m), Ordering::Release);
 }
 
 /// Every start method available on this platform, the default first.

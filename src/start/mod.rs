@@ -30,6 +30,7 @@ use crate::error::Result;
 
 pub(crate) mod child;
 pub(crate) mod children;
+pub(crate) mod comm;
 mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod method;
@@ -78,9 +79,19 @@ pub(crate) struct Bootstrap {
     /// The parent's log level, if the child forwards its `log` records; then the last
     /// descriptor is the socket to send them to (`crate::log`).
     pub(crate) log: Option<u8>,
-    /// The parent's `set_start_method` choice, which the child's `get_start_method` returns
-    /// and its own children and pools use.
+    /// The method the parent started the child with, if the parent chose one (its
+    /// `Process`'s, from a context, or the parent's own `set_start_method` choice): the
+    /// child's `get_start_method` returns it, and its own children and pools use it.
     pub(crate) start_method: Option<StartMethod>,
+    /// The program tree the child belongs to (its shared-memory tracker's).
+    pub(crate) tree: crate::shared::tracker::Tree,
+    /// Limits and sandbox the child applies before its target runs.
+    pub(crate) isolation: Option<crate::isolation::Isolation>,
+    /// What the child shows in `ps`/`top` (`comm.rs`): its name if the user set one, else
+    /// the program's name.
+    pub(crate) comm: String,
+    /// The program's name (`comm::program`), which the child hands down in turn.
+    pub(crate) program: String,
 }
 
 /// A started child, as the parent sees it.
@@ -152,6 +163,8 @@ impl State {
         if let Some(m) = boot.start_method {
             method::inherit(m);
         }
+        crate::shared::tracker::join(boot.tree);
+        comm::inherit(&boot.program);
         self.counter = 0;
         // The handles are the parent's: forget them without running their destructors
         // (their descriptors were closed with the registry, or never existed here).
@@ -171,7 +184,8 @@ impl State {
 pub(crate) fn route() {
     let child = std::env::var(ENV_CHILD).ok();
     let server = std::env::var(ENV_FORKSERVER).ok();
-    if child.is_none() && server.is_none() {
+    let tracker = std::env::var(crate::shared::tracker::ENV_TRACKER).ok();
+    if child.is_none() && server.is_none() && tracker.is_none() {
         return;
     }
     // SAFETY: this runs before `main`, in the constructor, while single-threaded (or from
@@ -179,6 +193,8 @@ pub(crate) fn route() {
     unsafe { crate::sys::process::remove_env(ENV_CHILD) };
     // SAFETY: as above.
     unsafe { crate::sys::process::remove_env(ENV_FORKSERVER) };
+    // SAFETY: as above.
+    unsafe { crate::sys::process::remove_env(crate::shared::tracker::ENV_TRACKER) };
     if crate::sys::process::secure_exec() {
         return;
     }
@@ -187,6 +203,9 @@ pub(crate) fn route() {
     }
     if let Some(v) = server {
         forkserver::serve(&v);
+    }
+    if let Some(v) = tracker {
+        crate::shared::tracker::serve(&v);
     }
 }
 

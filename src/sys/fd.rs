@@ -67,6 +67,18 @@ pub(crate) fn recv_plain(
     }
 }
 
+/// Copies the front of the next message on `sock` into `buf` without taking it, never
+/// blocking: `Ok(None)` when nothing is waiting, `Ok(Some(0))` at end of stream. No control
+/// buffer is passed, so descriptors attached to the message stay queued with it (the
+/// kernel installs none on a peek without room for them).
+pub(crate) fn try_peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match rustix::net::recv(sock, buf, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((n, _)) => Ok(Some(n)),
+        Err(Errno::AGAIN | Errno::INTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sends one byte without blocking and without SIGPIPE; whether it went.
 pub(crate) fn try_send_byte(sock: BorrowedFd<'_>, b: u8) -> bool {
     rustix::net::send(sock, &[b], SendFlags::DONTWAIT | SendFlags::NOSIGNAL).is_ok_and(|n| n == 1)

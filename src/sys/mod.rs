@@ -17,20 +17,25 @@
 //! zero-sized target conjured),
 //! `start/{mod,fork,forkserver}.rs` (the `fork`/`clone` calls, the environment edit before
 //! `main`), `shared/{region,pod,cell}.rs` (the shared mapping and its plain-old-data views),
-//! `sync/raw/robust.rs` (the robust-list entries) and `queue/ring/memory.rs` (the ring's
-//! control page and bulk copies into its data area). `grep -rl 'allow(unsafe_code)' src` must list exactly these.
+//! `sync/raw/robust.rs` (the robust-list entries), `queue/ring/memory.rs` (the ring's
+//! control page and bulk copies into its data area) and, in tests only, `shim/model.rs`
+//! (the model kernel's walk of a dead thread's robust list). `grep -rl 'allow(unsafe_code)' src` must list exactly these.
 
 #![allow(unsafe_code)]
 
 pub(crate) mod dgram;
 pub(crate) mod fd;
 pub(crate) mod futex;
+pub(crate) mod limits;
 pub(crate) mod mman;
 pub(crate) mod net;
 pub(crate) mod pid;
+pub(crate) mod prctl;
 pub(crate) mod process;
 pub(crate) mod robust;
+pub(crate) mod sandbox;
 pub(crate) mod sched;
+pub(crate) mod seqpacket;
 pub(crate) mod shm;
 pub(crate) mod signal;
 pub(crate) mod stream;

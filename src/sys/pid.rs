@@ -19,8 +19,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::io::Errno;
-
 use super::robust;
 
 /// `(fork generation << 32) | pid`, or `NOT_CACHED`.
@@ -55,15 +53,6 @@ pub(crate) fn to_kernel(pid: u32) -> Option<rustix::process::Pid> {
     rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)
 }
 
-/// Whether a process with this pid exists (it may belong to another user, or be a zombie).
-pub(crate) fn exists(pid: u32) -> bool {
-    let Some(p) = to_kernel(pid) else {
-        return false;
-    };
-    // Any other error (EPERM: another user's process) means it exists.
-    !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH))
-}
-
 /// Field `n` (1-based, as in proc(5)) of `/proc/<who>/stat`, for `n >= 3`. The command name
 /// (field 2) is in parentheses and may contain spaces: count from the last `)`.
 fn stat_field(who: &str, n: usize) -> Option<String> {
@@ -72,9 +61,10 @@ fn stat_field(who: &str, n: usize) -> Option<String> {
     rest.split_whitespace().nth(n - 3).map(str::to_string)
 }
 
-/// The parent of process `pid`.
-pub(crate) fn parent_of(pid: u32) -> Option<u32> {
-    stat_field(&pid.to_string(), 4)?.parse().ok()
+/// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat` field 22):
+/// with the pid, an identity that a recycled pid does not share.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    stat_field(&pid.to_string(), 22)?.parse().ok()
 }
 
 /// The number of threads in this process (1 if unknown).
@@ -89,26 +79,9 @@ pub(crate) fn is_own_thread(tid: u32) -> bool {
     std::fs::metadata(format!("/proc/self/task/{tid}")).is_ok()
 }
 
-/// The inode number of this process's pid namespace (`/proc/self/ns/pid` is `pid:[N]`).
-pub(crate) fn namespace() -> Option<u64> {
-    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    let s = link.to_str()?;
-    s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
-}
-
 /// A path that opens the running executable, even if its file was renamed or replaced.
 pub(crate) fn self_exe() -> PathBuf {
     PathBuf::from("/proc/self/exe")
-}
-
-/// The path of the executable process `pid` runs (`None` if gone or not ours to read).
-pub(crate) fn exe_of(pid: u32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
-}
-
-/// The path of the running executable.
-pub(crate) fn own_exe() -> Option<PathBuf> {
-    std::fs::read_link("/proc/self/exe").ok()
 }
 
 /// A fingerprint of the executable file at `path` (device, inode, size, mtime), so that a
@@ -137,22 +110,35 @@ pub(crate) struct ImageMapping {
 }
 
 /// The mappings of the running executable's own file, read once per process image (a
-/// forked child inherits them: its mappings are the parent's). Empty if unknown.
+/// forked child inherits them: its mappings are the parent's). Empty if they could not be
+/// read *this time*: a failure (no descriptor free, `/proc` briefly unreadable) is not
+/// remembered, so the next call reads again rather than refusing every later entry.
 pub(crate) fn image_mappings() -> &'static [ImageMapping] {
-    static MAPS: std::sync::OnceLock<Vec<ImageMapping>> = std::sync::OnceLock::new();
-    MAPS.get_or_init(|| read_image_mappings().unwrap_or_default())
+    try_image_mappings().unwrap_or(&[])
 }
 
-fn read_image_mappings() -> Option<Vec<ImageMapping>> {
+/// As [`image_mappings`], with the reason they could not be read.
+pub(crate) fn try_image_mappings() -> std::io::Result<&'static [ImageMapping]> {
+    static MAPS: std::sync::OnceLock<Vec<ImageMapping>> = std::sync::OnceLock::new();
+    if let Some(maps) = MAPS.get() {
+        return Ok(maps);
+    }
+    let maps = read_image_mappings()?;
+    Ok(MAPS.get_or_init(|| maps))
+}
+
+fn read_image_mappings() -> std::io::Result<Vec<ImageMapping>> {
+    let malformed =
+        || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed /proc/self/maps");
     // The executable's file, by device and inode: its path may have been replaced since.
-    let st = rustix::fs::stat("/proc/self/exe").ok()?;
+    let st = rustix::fs::stat("/proc/self/exe")?;
     let dev = format!(
         "{:02x}:{:02x}",
         rustix::fs::major(st.st_dev),
         rustix::fs::minor(st.st_dev)
     );
     let ino = st.st_ino.to_string();
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
     let mut out = Vec::new();
     for line in maps.lines() {
         // start-end perms offset dev inode [path]
@@ -165,19 +151,19 @@ fn read_image_mappings() -> Option<Vec<ImageMapping>> {
         if d != dev || i != ino {
             continue;
         }
-        let (a, b) = range.split_once('-')?;
+        let (a, b) = range.split_once('-').ok_or_else(malformed)?;
         let perms = perms.as_bytes();
         if perms.first() != Some(&b'r') {
             continue;
         }
         out.push(ImageMapping {
-            start: usize::from_str_radix(a, 16).ok()?,
-            end: usize::from_str_radix(b, 16).ok()?,
+            start: usize::from_str_radix(a, 16).map_err(|_| malformed())?,
+            end: usize::from_str_radix(b, 16).map_err(|_| malformed())?,
             writable: perms.get(1) == Some(&b'w'),
             executable: perms.get(2) == Some(&b'x'),
         });
     }
-    Some(out)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -188,15 +174,9 @@ mod tests {
     fn self_is_alive_and_cached() {
         assert_eq!(current(), std::process::id());
         assert_eq!(current(), std::process::id());
-        assert!(exists(current()));
-        assert!(!exists(0));
-        assert!(!exists(u32::MAX));
-        assert_eq!(
-            parent_of(current()),
-            Some(std::os::unix::process::parent_id())
-        );
+        assert!(start_time(current()).is_some());
+        assert_ne!(start_time(current()), None);
         assert!(thread_count() >= 1);
-        assert_eq!(exe_of(current()), own_exe());
         assert!(is_own_thread(super::super::robust::gettid()));
         // This very function is code of the executable; a heap address is not in it.
         let code = self_is_alive_and_cached as fn() as usize;

@@ -11,13 +11,13 @@
 
 use std::ffi::c_int;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use rustix::process::{PidfdFlags, WaitId, WaitIdOptions};
+use rustix::process::PidfdFlags;
 
 /// The signal armed with `PR_SET_PDEATHSIG` (a real-time signal nobody else uses by
 /// default; glibc reserves the first two).
@@ -246,6 +246,48 @@ fn mark_all_cloexec_from(first: c_int) {
     }
 }
 
+/// Starts `exe` as a process of its own: a new session (so a signal to this program's
+/// process group or terminal does not reach it), no parent-death signal, stdio on
+/// `/dev/null` (a pipe it kept open would hold up whoever reads the starter's output), `fds`
+/// inherited and nothing else, `env` added. It is not waited for: it outlives its starter
+/// by design (the shared-memory tracker), and is reaped by whoever inherits it.
+pub(crate) fn spawn_detached(
+    exe: &Path,
+    argv0: &str,
+    env: &[(&str, String)],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<u32> {
+    let raw: Vec<RawFd> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    let mut cmd = Command::new(exe);
+    cmd.arg0(argv0);
+    cmd.stdin(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let before_exec = move || {
+        mark_all_cloexec_from(3);
+        for &fd in &raw {
+            // SAFETY: F_SETFD on an integer descriptor; async-signal-safe.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: setsid takes no arguments; async-signal-safe.
+        if unsafe { libc::setsid() } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs between fork and exec and calls only close_range (or
+    // getrlimit and fcntl), fcntl and setsid, which are async-signal-safe; it reads only its
+    // captured vector, allocated before the fork.
+    unsafe { cmd.pre_exec(before_exec) };
+    let child = cmd.spawn()?;
+    Ok(child.id())
+}
+
 /// A pidfd for `pid` (which must be our child, not yet reaped).
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = super::pid::to_kernel(pid).ok_or_else(|| io::Error::other("invalid pid"))?;
@@ -255,28 +297,53 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// Reaps the process behind `pidfd` if it has exited. Returns its exit code in Python's
 /// convention (`N` for exit(N), `-N` for signal N), or `None` if it still runs.
 pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    Ok(try_reap_with_usage(pidfd)?.map(|(code, _)| code))
+}
+
+/// [`try_reap`], and the child's peak resident memory in bytes (the kernel's `ru_maxrss`
+/// from the same `waitid`, so it costs nothing more; 0 if it was reaped by someone else).
+pub(crate) fn try_reap_with_usage(pidfd: BorrowedFd<'_>) -> io::Result<Option<(i32, u64)>> {
     loop {
-        match rustix::process::waitid(
-            WaitId::PidFd(pidfd.as_fd()),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-        ) {
-            Ok(None) => return Ok(None),
-            Ok(Some(status)) => {
-                if let Some(code) = status.exit_status() {
-                    return Ok(Some(code));
-                }
-                if let Some(sig) = status.terminating_signal() {
-                    return Ok(Some(-sig));
-                }
-                // Not an exit (no WSTOPPED/WCONTINUED asked): treat as still running.
-                return Ok(None);
+        // SAFETY: all-zero siginfo and rusage are valid values for the kernel to fill in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(P_PIDFD, fd, &info, flags, &usage): Linux's five-argument form,
+        // both pointers to live locals the kernel writes.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                libc::P_PIDFD,
+                pidfd.as_raw_fd(),
+                &mut info as *mut libc::siginfo_t,
+                libc::WEXITED | libc::WNOHANG,
+                &mut usage as *mut libc::rusage,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Reaped behind our back (SIGCHLD ignored, or someone's `wait(-1)`): it
+                // has exited, with a status nobody can know any more.
+                Some(libc::ECHILD) => return Ok(Some((UNKNOWN_EXIT, 0))),
+                _ => return Err(e),
             }
-            Err(rustix::io::Errno::INTR) => continue,
-            // Reaped behind our back (SIGCHLD ignored, or someone's `wait(-1)`): it has
-            // exited, with a status nobody can know any more.
-            Err(rustix::io::Errno::CHILD) => return Ok(Some(UNKNOWN_EXIT)),
-            Err(e) => return Err(e.into()),
         }
+        // SAFETY: waitid filled `info` for a child (or left si_pid 0 under WNOHANG).
+        if unsafe { info.si_pid() } == 0 {
+            return Ok(None);
+        }
+        // SAFETY: as above, si_status is set for a CLD_* code.
+        let status = unsafe { info.si_status() };
+        let code = match info.si_code {
+            libc::CLD_EXITED => status,
+            libc::CLD_KILLED | libc::CLD_DUMPED => -status,
+            // Not an exit (no WSTOPPED/WCONTINUED asked): treat as still running.
+            _ => return Ok(None),
+        };
+        let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+        return Ok(Some((code, peak)));
     }
 }
 

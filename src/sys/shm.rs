@@ -21,16 +21,6 @@ pub(crate) fn create(name: &str, len: usize) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Creates an object of `len` bytes, or does nothing if one exists (markers).
-pub(crate) fn create_empty_if_missing(name: &str) -> io::Result<()> {
-    rustix::shm::open(
-        name,
-        OFlags::CREATE | OFlags::RDWR,
-        Mode::from_raw_mode(0o600),
-    )?;
-    Ok(())
-}
-
 /// Opens the existing object `name` read-write.
 pub(crate) fn open(name: &str) -> io::Result<OwnedFd> {
     Ok(rustix::shm::open(name, OFlags::RDWR, Mode::empty())?)
@@ -39,16 +29,6 @@ pub(crate) fn open(name: &str) -> io::Result<OwnedFd> {
 /// Removes the name `name`; the memory lives on while anything maps it.
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
     Ok(rustix::shm::unlink(name)?)
-}
-
-/// The names (without the leading `/`) of the objects that exist now and start with `prefix`.
-pub(crate) fn list(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(prefix))
-        .collect()
 }
 
 /// A random 64-bit number for unique names.

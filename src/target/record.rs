@@ -104,8 +104,14 @@ pub(crate) fn offset_of<E>(record: &'static Record<E>) -> i64 {
 
 /// Reads the mappings now, so a forked child finds them read (a fork server and a parent
 /// about to fork call this: their children then resolve without touching `/proc`).
-pub(crate) fn warm() {
-    let _ = image_mappings();
+pub(crate) fn warm() -> crate::Result<()> {
+    match crate::sys::pid::try_image_mappings() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(crate::Error::from(std::io::Error::new(
+            e.kind(),
+            format!("cannot read this executable's mappings (/proc/self/maps): {e}"),
+        ))),
+    }
 }
 
 /// What a mapping must be for something of this kind to lie in it.

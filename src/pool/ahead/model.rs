@@ -281,7 +281,10 @@ fn pool<const A: usize, const N: usize>(
                     kill.push(w.id);
                     continue;
                 }
-                let t = w.tasks.on_answer(0).expect("an answer to a task it holds");
+                let t = w
+                    .tasks
+                    .on_answer(0, false)
+                    .expect("an answer to a task it holds");
                 assert_eq!(t, task, "an answer to another task ({case:?})");
                 ends[t] = Some(End::Answered);
             }

@@ -20,8 +20,10 @@ use std::time::Instant;
 
 use super::control::{Acquired, Consuming, Guard};
 use super::frame::{BadFrame, FrameHeader, HEADER, Kind};
+use super::runtime::Runtime;
 use super::{Ring, count_of, pack, pos_of};
 use crate::error::{Error, Result};
+use crate::shim::{Word, Word64};
 
 thread_local! {
     /// The buffer the last streamed item was gathered in, kept for the next one.
@@ -30,49 +32,49 @@ thread_local! {
     static RECV_BUF_KEPT: Cell<bool> = const { Cell::new(false) };
 }
 
-impl Ring {
+impl<R: Runtime> Ring<R> {
     /// Takes one item and hands its bytes to `decode`. `Err(Error::Empty)` if `deadline`
     /// passes before an item begins; once one has begun, waits for its end (which its
     /// producer's progress, deadline or death bounds).
-    pub(crate) fn recv<R>(
+    pub(crate) fn recv<T>(
         &self,
         deadline: Option<Instant>,
-        decode: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R> {
-        self.recv_with(deadline, decode, None::<fn(u64, Vec<u8>) -> R>)
+        decode: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
+        self.recv_with(deadline, decode, None::<fn(u64, Vec<u8>) -> T>)
     }
 
     /// As [`recv`](Ring::recv); and a streamed item whose payload starts with a varint `n`
     /// (a byte string's length) is gathered without that prefix into a fresh buffer reserved
     /// for `n` bytes, and handed to `owned(n, body)` to keep (see `queue/bytes.rs`).
-    pub(crate) fn recv_with<R>(
+    pub(crate) fn recv_with<T>(
         &self,
         deadline: Option<Instant>,
-        decode: impl FnOnce(&[u8]) -> R,
-        owned: Option<impl FnOnce(u64, Vec<u8>) -> R>,
-    ) -> Result<R> {
+        decode: impl FnOnce(&[u8]) -> T,
+        owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
+    ) -> Result<T> {
         self.recv_inner(deadline, decode, owned, false)
     }
 
     /// A pipe's [`recv_with`](Ring::recv_with): the same, except that a streamed item
     /// abandoned half-way (its producer died, or its send timed out) is an error for the
     /// receiver that had begun it, as a torn message on a socket is, not skipped silently.
-    pub(crate) fn recv_pipe<R>(
+    pub(crate) fn recv_pipe<T>(
         &self,
         deadline: Option<Instant>,
-        decode: impl FnOnce(&[u8]) -> R,
-        owned: Option<impl FnOnce(u64, Vec<u8>) -> R>,
-    ) -> Result<R> {
+        decode: impl FnOnce(&[u8]) -> T,
+        owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
+    ) -> Result<T> {
         self.recv_inner(deadline, decode, owned, true)
     }
 
-    fn recv_inner<R>(
+    fn recv_inner<T>(
         &self,
         deadline: Option<Instant>,
-        decode: impl FnOnce(&[u8]) -> R,
-        mut owned: Option<impl FnOnce(u64, Vec<u8>) -> R>,
+        decode: impl FnOnce(&[u8]) -> T,
+        mut owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
         torn_is_error: bool,
-    ) -> Result<R> {
+    ) -> Result<T> {
         let ctl = self.ctl();
         let (mut c, acquired) = ctl.lock_consumer(deadline).ok_or(Error::Empty)?;
         if acquired == Acquired::OwnerDied {
@@ -182,7 +184,7 @@ impl Ring {
 
     /// Reads and checks the header of the frame at `pos`, behind which `avail` units are
     /// published.
-    fn read_frame(&self, c: &Guard<'_, Consuming>, pos: u32, avail: u32) -> Result<FrameHeader> {
+    fn read_frame(&self, c: &Guard<'_, Consuming, R>, pos: u32, avail: u32) -> Result<FrameHeader> {
         // The tail is another process's word: one past the head by more than the ring
         // holds would let a frame longer than the ring through the check below.
         if avail > self.cap_units {
@@ -207,7 +209,7 @@ impl Ring {
 
     /// Units published past `pos`, as of the consumer's freshest view of the tail.
     #[inline]
-    fn avail_units(&self, _c: &Guard<'_, Consuming>, pos: u32) -> u32 {
+    fn avail_units(&self, _c: &Guard<'_, Consuming, R>, pos: u32) -> u32 {
         let seen = &self.ctl().consumer.tail_seen;
         let avail = seen.load(Ordering::Relaxed).wrapping_sub(pos);
         if avail != 0 {
@@ -220,7 +222,7 @@ impl Ring {
 
     fn wait_data(
         &self,
-        c: &Guard<'_, Consuming>,
+        c: &Guard<'_, Consuming, R>,
         pos: u32,
         deadline: Option<Instant>,
         on_probe: impl FnMut(),
@@ -231,11 +233,12 @@ impl Ring {
     }
 
     /// Called while waiting for the rest of a streamed item: if its producer is gone (the
-    /// lock free, or its owner dead), close the item ourselves.
+    /// lock free, or its owner dead), close the item ourselves, and forget a dead one's
+    /// room wait as a producer taking over would.
     #[cold]
     fn rescue_stream(&self) {
-        if let Some((p, _)) = self.ctl().try_lock_producer() {
-            self.repair_producer(&p);
+        if let Some((p, acquired)) = self.ctl().try_lock_producer() {
+            self.take_over_producer(&p, acquired);
         }
     }
 
@@ -243,9 +246,16 @@ impl Ring {
     /// waiting for room if there is now as much as it asked for. `&mut` of the guard: no
     /// slice of the frames behind the new head may still be alive.
     #[inline]
-    fn advance(&self, _c: &mut Guard<'_, Consuming>, pos: u32, count: u32) {
+    fn advance(&self, _c: &mut Guard<'_, Consuming, R>, pos: u32, count: u32) {
+        // Dead here: the frame read (an item perhaps decoded) but not consumed; the next
+        // consumer reads it again.
+        R::W::die_point();
         // As in `commit`: the swap is the store and the fence.
         self.ctl().head.0.swap(pack(pos, count), Ordering::SeqCst);
+        // Dead here: the frame consumed, a sleeping producer not woken (its slice ends).
+        R::W::die_point();
+        // The SeqCst order of the swap before this load, under the model.
+        R::W::model_seqcst_fence();
         if self.ctl().room.waiters.load(Ordering::SeqCst) != 0 {
             self.wake_room(pos);
         }

@@ -10,34 +10,60 @@
 //! re-check sees the change, or the changer sees the waiter, so no wake is lost, and a side
 //! that nobody waits for makes no syscall. Sleeps come in slices (`PROBE_INTERVAL`), after
 //! each of which the waiter may look for a dead partner.
+//!
+//! The changer's side relies on the SeqCst total order of its own store and its `waiters`
+//! load, which loom does not model (it treats SeqCst accesses as AcqRel): under the model
+//! [`notify_after_seqcst`](EventCount::notify_after_seqcst) adds the fence that order stands
+//! for (`Word::model_seqcst_fence`, nothing in production).
 
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::control::EventCount;
+use super::runtime::Runtime;
+use crate::shim::{Wake, Word};
 use crate::sync::raw::backoff::Backoff;
-use crate::sys::futex;
 
 /// How often a sleeper wakes on its own to look for a dead partner.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The nearer of `deadline` and the next probe.
-pub(crate) fn probe_deadline(deadline: Option<Instant>) -> Instant {
-    let probe = Instant::now() + PROBE_INTERVAL;
+/// The nearer of `deadline` and the next probe, on `W`'s clock.
+pub(crate) fn probe_deadline<W: Word>(deadline: Option<Instant>) -> Instant {
+    let probe = W::now() + PROBE_INTERVAL;
     deadline.map_or(probe, |d| d.min(probe))
 }
 
-impl EventCount {
-    /// Sleeps once until woken or `until`; returns `ready()` after.
-    pub(crate) fn sleep_once(&self, until: Instant, mut ready: impl FnMut() -> bool) -> bool {
+/// How one sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slept {
+    /// What the sleeper waits for is there.
+    Ready,
+    /// Woken (or never asleep), and it is not there yet.
+    Early,
+    /// The slice ran out: time to look for a dead partner.
+    SliceOver,
+}
+
+impl<R: Runtime> EventCount<R> {
+    /// Sleeps once until woken or `until`, and says how it ended.
+    pub(crate) fn sleep_once(&self, until: Instant, mut ready: impl FnMut() -> bool) -> Slept {
         let s = self.seq.load(Ordering::Acquire);
         self.waiters.fetch_add(1, Ordering::AcqRel);
-        fence(Ordering::SeqCst);
+        // A waiter killed while asleep leaves what one killed here leaves: its count.
+        R::W::die_point();
+        R::W::fence(Ordering::SeqCst);
+        let mut wake = Wake::Retry;
         if !ready() {
-            futex::wait(&self.seq, s, Some(until));
+            wake = self.seq.wait(s, Some(until));
         }
         self.waiters.fetch_sub(1, Ordering::Relaxed);
-        ready()
+        if ready() {
+            Slept::Ready
+        } else if wake == Wake::TimedOut {
+            Slept::SliceOver
+        } else {
+            Slept::Early
+        }
     }
 
     /// Wakes the sleepers, if any, after the caller changed what they wait for with a
@@ -45,6 +71,8 @@ impl EventCount {
     /// [`sleep_once`](EventCount::sleep_once) requires).
     #[inline]
     pub(crate) fn notify_after_seqcst(&self) {
+        // The SeqCst order of the caller's store before this load, under the model.
+        R::W::model_seqcst_fence();
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.wake();
         }
@@ -53,7 +81,7 @@ impl EventCount {
     /// Wakes the sleepers, if any, after a change made with weaker ordering.
     #[inline]
     pub(crate) fn notify(&self) {
-        fence(Ordering::SeqCst);
+        R::W::fence(Ordering::SeqCst);
         self.notify_after_seqcst();
     }
 
@@ -61,7 +89,7 @@ impl EventCount {
     #[cold]
     pub(crate) fn wake(&self) {
         self.seq.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.seq);
+        self.seq.wake_all();
     }
 
     /// Waits until `ready()`: backs off, then sleeps in `PROBE_INTERVAL` slices, calling
@@ -75,22 +103,22 @@ impl EventCount {
         if ready() {
             return true;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| R::W::now() >= d) {
             return false;
         }
-        if Backoff::new().wait_until(deadline, &mut ready) {
+        if R::W::SPINS && Backoff::new().wait_until(deadline, &mut ready) {
             return true;
         }
         loop {
-            let until = probe_deadline(deadline);
-            if self.sleep_once(until, &mut ready) {
+            let until = probe_deadline::<R::W>(deadline);
+            let slept = self.sleep_once(until, &mut ready);
+            if slept == Slept::Ready {
                 return true;
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.is_some_and(|d| R::W::now() >= d) {
                 return false;
             }
-            if now >= until {
+            if slept == Slept::SliceOver {
                 on_probe();
             }
         }

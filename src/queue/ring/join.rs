@@ -6,16 +6,17 @@
 //! are registered. Joiners sleep on `done` itself: every `task_done` changes it, so a joiner
 //! that read it before registering cannot miss one.
 
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::eventcount::probe_deadline;
+use super::runtime::Runtime;
 use super::{Ring, count_of};
 use crate::error::{Error, Result};
+use crate::shim::{Word, Word64};
 use crate::sync::raw::backoff::Backoff;
-use crate::sys::futex;
 
-impl Ring {
+impl<R: Runtime> Ring<R> {
     /// Acknowledges one item. An error if every published item already was.
     pub(crate) fn task_done(&self) -> Result<()> {
         let done = &self.ctl().join.done;
@@ -41,9 +42,9 @@ impl Ring {
                 }
             }
         }
-        fence(Ordering::SeqCst);
+        R::W::fence(Ordering::SeqCst);
         if self.ctl().join.waiters.load(Ordering::Relaxed) != 0 {
-            futex::wake_all(done);
+            done.wake_all();
         }
         Ok(())
     }
@@ -62,17 +63,17 @@ impl Ring {
                 return true;
             }
             let d = done.load(Ordering::Acquire);
-            let until = probe_deadline(deadline);
+            let until = probe_deadline::<R::W>(deadline);
             waiters.fetch_add(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            R::W::fence(Ordering::SeqCst);
             if self.unfinished() != 0 {
-                futex::wait(done, d, Some(until));
+                done.wait(d, Some(until));
             }
             waiters.fetch_sub(1, Ordering::Relaxed);
             if self.unfinished() == 0 {
                 return true;
             }
-            if deadline.is_some_and(|dl| Instant::now() >= dl) {
+            if deadline.is_some_and(|dl| R::W::now() >= dl) {
                 return false;
             }
         }

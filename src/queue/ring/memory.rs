@@ -7,15 +7,22 @@
 //! Every index is checked against the capacity here, so a corrupt head or tail in shared
 //! memory can make a consumer read garbage (which the frame decoder then refuses), but
 //! never read or write outside the mapping.
+//!
+//! Under the model (`Memory::<Model>::model`) the control page is built of loom's words in
+//! a heap allocation laid out as the mapping is, and every copy is first reported to the
+//! runtime's [`Cells`], one loom cell per unit, which checks that the lock protocol really
+//! orders each write after every read of the same bytes (and each read after their write).
 
 #![allow(unsafe_code)]
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
 #[cfg(test)]
 use std::sync::atomic::AtomicU64;
 
 use super::control::{CONTROL_LEN, Consuming, Control, Guard, Producing};
+use super::runtime::{Cells, Os, Runtime};
 use crate::error::{Error, Result};
 use crate::shared::region::Region;
 
@@ -25,21 +32,26 @@ enum Backing {
     /// Plain heap memory, for unit tests with threads.
     #[cfg(test)]
     Heap(#[allow(dead_code)] Box<[AtomicU64]>),
+    /// Heap memory holding a control page of model words, for the loom models.
+    #[cfg(test)]
+    Model(#[allow(dead_code)] ModelArea),
 }
 
 /// A control page followed by a data area of `cap` bytes (a power of two).
-pub(crate) struct Memory {
+pub(crate) struct Memory<R: Runtime = Os> {
     base: NonNull<u8>,
     cap: usize,
+    cells: R::Cells,
     backing: Backing,
+    runtime: PhantomData<R>,
 }
 
 // SAFETY: the memory is owned by `backing`, which is Send + Sync; shared state is reached
 // through atomics (the control page) or under the lock protocol (the data area), which
 // already tolerates concurrent access from other processes, so other threads are no worse.
-unsafe impl Send for Memory {}
+unsafe impl<R: Runtime> Send for Memory<R> {}
 // SAFETY: as above.
-unsafe impl Sync for Memory {}
+unsafe impl<R: Runtime> Sync for Memory<R> {}
 
 impl Memory {
     /// Views `region` as a control page and a data area of `cap` bytes.
@@ -55,7 +67,9 @@ impl Memory {
         Ok(Memory {
             base,
             cap,
+            cells: (),
             backing: Backing::Shared(region),
+            runtime: PhantomData,
         })
     }
 
@@ -72,16 +86,67 @@ impl Memory {
         Memory {
             base: NonNull::new(base).expect("a boxed slice is never null"),
             cap,
+            cells: (),
             backing: Backing::Heap(words),
+            runtime: PhantomData,
         }
     }
+}
 
+/// The model's memory: a control page of loom words, written in place at the aligned
+/// start of `words`, and dropped before them.
+#[cfg(test)]
+struct ModelArea {
+    ctl: NonNull<Control<super::runtime::Model>>,
+    #[allow(dead_code)]
+    words: Box<[AtomicU64]>,
+}
+
+#[cfg(test)]
+impl Drop for ModelArea {
+    fn drop(&mut self) {
+        // SAFETY: `ctl` was written by `Memory::model` and is dropped only here, once.
+        unsafe { std::ptr::drop_in_place(self.ctl.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+impl Memory<super::runtime::Model> {
+    /// A model ring's memory: a control page of loom words and a data area of `cap` bytes
+    /// (any power of two of at least a unit: models shrink it below the production minimum).
+    pub(crate) fn model(cap: usize) -> Self {
+        type C = Control<super::runtime::Model>;
+        assert!(cap.is_power_of_two() && cap >= super::frame::UNIT);
+        assert!(size_of::<C>() <= CONTROL_LEN && align_of::<C>() <= 128);
+        let words: Box<[AtomicU64]> = (0..(CONTROL_LEN + cap + 128) / 8)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let raw = words.as_ptr().cast_mut().cast::<u8>();
+        let base = raw.wrapping_add(raw.align_offset(128));
+        let ctl = NonNull::new(base)
+            .expect("a boxed slice is never null")
+            .cast::<C>();
+        // SAFETY: `base` is 128-aligned (checked above to suffice for `C`) and
+        // `CONTROL_LEN >= size_of::<C>()` bytes from it lie in `words`, which nobody else
+        // reaches yet.
+        unsafe { ctl.as_ptr().write(Control::model()) };
+        Memory {
+            base: ctl.cast(),
+            cap,
+            cells: super::runtime::model_cells(cap),
+            backing: Backing::Model(ModelArea { ctl, words }),
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime> Memory<R> {
     /// The shared region, to serialize the ring into a message.
     pub(crate) fn region(&self) -> Option<&Arc<Region>> {
         match &self.backing {
             Backing::Shared(r) => Some(r),
             #[cfg(test)]
-            Backing::Heap(_) => None,
+            Backing::Heap(_) | Backing::Model(_) => None,
         }
     }
 
@@ -93,14 +158,16 @@ impl Memory {
 
     /// The control page.
     #[inline]
-    pub(crate) fn control(&self) -> &Control {
+    pub(crate) fn control(&self) -> &Control<R> {
         // SAFETY:
         // * `base` is 128-aligned (a page-aligned mapping, or aligned heap memory), and
         //   `CONTROL_LEN >= size_of::<Control>()` bytes from it are ours (checked when made);
-        // * `Control` is made only of atomics, for which any bit pattern (and all-zero, a
-        //   fresh memfd) is valid, and which every process touches only atomically;
+        // * for `Os`, `Control` is made only of atomics, for which any bit pattern (and
+        //   all-zero, a fresh memfd) is valid, and which every process touches only
+        //   atomically; a `Memory<Model>` is made only by `model`, which wrote a
+        //   `Control<Model>` there;
         // * the memory lives as long as `self.backing`, so as long as `&self`.
-        unsafe { self.base.cast::<Control>().as_ref() }
+        unsafe { self.base.cast::<Control<R>>().as_ref() }
     }
 
     #[inline]
@@ -114,11 +181,12 @@ impl Memory {
     /// The caller holds the producer lock (`_p`) and the bytes lie past the tail and before
     /// the head: no consumer reads them until the caller publishes a tail past them.
     #[inline]
-    pub(crate) fn write(&self, _p: &Guard<'_, Producing>, index: usize, src: &[u8]) {
+    pub(crate) fn write(&self, _p: &Guard<'_, Producing, R>, index: usize, src: &[u8]) {
         assert!(
             index < self.cap && src.len() <= self.cap,
             "ring write out of range"
         );
+        self.cells.writing(index, src.len());
         let first = src.len().min(self.cap - index);
         // SAFETY: `index + first <= cap`: inside the data area.
         let dst = unsafe { self.data().add(index) };
@@ -141,7 +209,7 @@ impl Memory {
     #[inline]
     pub(crate) fn read<'a>(
         &'a self,
-        c: &'a Guard<'_, Consuming>,
+        c: &'a Guard<'_, Consuming, R>,
         index: usize,
         len: usize,
     ) -> (&'a [u8], &'a [u8]) {
@@ -150,6 +218,7 @@ impl Memory {
             index < self.cap && len <= self.cap,
             "ring read out of range"
         );
+        self.cells.reading(index, len);
         let first = len.min(self.cap - index);
         // SAFETY: `index < cap`: inside the data area.
         let start = unsafe { self.data().add(index) };

@@ -12,7 +12,9 @@
 //!   a dead producer left;
 //! * `consume.rs`: getting an item, and skipping what a dead consumer left;
 //! * `join.rs`: JoinableQueue's count of acknowledged items;
-//! * `pipe.rs`: what a pipe's ring needs besides (sleepers in `poll`, descriptor records).
+//! * `pipe.rs`: what a pipe's ring needs besides (sleepers in `poll`, descriptor records);
+//! * `runtime.rs`: what the protocol runs on: the operating system by default, the loom
+//!   model in tests (`model.rs` holds the models, over this very code).
 
 mod consume;
 mod control;
@@ -22,8 +24,11 @@ mod join;
 mod memory;
 mod pipe;
 mod produce;
+mod runtime;
 mod writer;
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;
 
@@ -34,8 +39,10 @@ use std::sync::atomic::Ordering;
 use self::control::{CONTROL_LEN, Control, MAGIC, UNBOUNDED};
 use self::frame::UNIT;
 use self::memory::Memory;
+use self::runtime::{Os, Runtime};
 use crate::error::{Error, Result};
 use crate::shared::region::Region;
+use crate::shim::{Word, Word64};
 
 pub(crate) use self::writer::ItemWriter;
 
@@ -63,14 +70,15 @@ fn count_of(word: u64) -> u32 {
 }
 
 /// One ring. Cheap to share within a process as `Arc<Ring>`; travels to other processes as
-/// its region ([`Ring::region`], [`Ring::attach`]).
-pub(crate) struct Ring {
-    mem: Memory,
+/// its region ([`Ring::region`], [`Ring::attach`]). Generic over its [`Runtime`] only for
+/// the models: `Ring` is the production ring.
+pub(crate) struct Ring<R: Runtime = Os> {
+    mem: Memory<R>,
     cap_units: u32,
     maxsize: u32,
 }
 
-impl fmt::Debug for Ring {
+impl<R: Runtime> fmt::Debug for Ring<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
             .field("capacity", &self.mem.cap())
@@ -117,22 +125,6 @@ impl Ring {
         Ring::init(Memory::heap(cap), maxsize_word(maxsize))
     }
 
-    fn init(mem: Memory, maxsize: u32) -> Ring {
-        let h = &mem.control().header;
-        h.capacity.store(mem.cap() as u64, Ordering::Relaxed);
-        h.maxsize.store(maxsize, Ordering::Relaxed);
-        h.magic.store(MAGIC, Ordering::Release);
-        Ring::over(mem, maxsize)
-    }
-
-    fn over(mem: Memory, maxsize: u32) -> Ring {
-        Ring {
-            cap_units: (mem.cap() / UNIT) as u32,
-            mem,
-            maxsize,
-        }
-    }
-
     /// Rebuilds a ring from a region that arrived from another process. Everything in it
     /// is checked before use: the region is shared memory anyone may have written.
     pub(crate) fn attach(region: Arc<Region>) -> Result<Ring> {
@@ -157,6 +149,33 @@ impl Ring {
     pub(crate) fn region(&self) -> Option<&Arc<Region>> {
         self.mem.region()
     }
+}
+
+#[cfg(test)]
+impl Ring<runtime::Model> {
+    /// A ring of model words for the loom models: `capacity` bytes (a power of two, which
+    /// may be below the production minimum), at most `maxsize` items (0: unbounded).
+    pub(crate) fn model(capacity: usize, maxsize: usize) -> Self {
+        Ring::init(Memory::model(capacity), maxsize_word(maxsize))
+    }
+}
+
+impl<R: Runtime> Ring<R> {
+    fn init(mem: Memory<R>, maxsize: u32) -> Self {
+        let h = &mem.control().header;
+        h.capacity.store(mem.cap() as u64, Ordering::Relaxed);
+        h.maxsize.store(maxsize, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ring::over(mem, maxsize)
+    }
+
+    fn over(mem: Memory<R>, maxsize: u32) -> Self {
+        Ring {
+            cap_units: (mem.cap() / UNIT) as u32,
+            mem,
+            maxsize,
+        }
+    }
 
     /// Bytes of frames the ring holds.
     pub(crate) fn capacity(&self) -> usize {
@@ -169,7 +188,7 @@ impl Ring {
     }
 
     #[inline]
-    fn ctl(&self) -> &Control {
+    fn ctl(&self) -> &Control<R> {
         self.mem.control()
     }
 

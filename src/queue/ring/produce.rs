@@ -11,19 +11,24 @@
 //! ring full asks (`room.need`) to be woken only once a sixteenth of it is free, and
 //! re-checks its own need every 2 ms: one wake-up per many items, not per item.
 //!
-//! **Repair.** The kernel marks the lock `OWNER_DIED` when its holder dies. The next holder
-//! then clears the dead one's registration as a room waiter, and if `stream` says an item
-//! was half streamed, writes an `Abort` frame to close it (a streaming producer always
-//! leaves one unit free for it). A half-written frame is never visible (the tail moves only
-//! after it), so nothing torn is ever delivered.
+//! **Repair.** The kernel marks the lock `OWNER_DIED` when its holder dies. Whoever takes it
+//! next (a producer in `acquire_producer`, or a consumer's `rescue_stream`) goes through
+//! [`Ring::take_over_producer`]: it clears the dead one's registration as a room waiter
+//! (else every later `get` would see a waiter and make a futex wake for nobody), and if
+//! `stream` says an item was half streamed, writes an `Abort` frame to close it (a
+//! streaming producer always leaves one unit free for it). A half-written frame is never
+//! visible (the tail moves only after it), so nothing torn is ever delivered.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::control::{Acquired, Guard, IN_ITEM, NO_ITEM, Producing, UNBOUNDED};
+use super::eventcount::Slept;
 use super::frame::{FrameHeader, HEADER, Kind, units};
+use super::runtime::Runtime;
 use super::{Ring, count_of, pack, pos_of};
 use crate::error::{Error, Result};
+use crate::shim::{Word, Word64};
 use crate::sync::raw::backoff::Backoff;
 
 /// How long a producer waiting for room sleeps before re-checking on its own (see
@@ -32,7 +37,7 @@ const ROOM_SLICE: Duration = Duration::from_millis(2);
 /// Room kept free while streaming, so an `Abort` always fits (one header, one unit).
 pub(super) const ABORT_RESERVE: u32 = 1;
 
-impl Ring {
+impl<R: Runtime> Ring<R> {
     /// Appends one item of raw bytes. `Err(Error::Full)` if `deadline` passes first (then
     /// nothing of it stays in the ring).
     #[cfg(test)]
@@ -47,17 +52,9 @@ impl Ring {
     pub(super) fn acquire_producer(
         &self,
         deadline: Option<Instant>,
-    ) -> Result<Guard<'_, Producing>> {
+    ) -> Result<Guard<'_, Producing, R>> {
         let (held, acquired) = self.ctl().lock_producer(deadline).ok_or(Error::Full)?;
-        if acquired == Acquired::OwnerDied {
-            // A dead producer may have been asleep waiting for room.
-            self.ctl().room.waiters.store(0, Ordering::Relaxed);
-        }
-        if acquired == Acquired::OwnerDied
-            || self.ctl().producer.stream.load(Ordering::Relaxed) != NO_ITEM
-        {
-            self.repair_producer(&held);
-        }
+        self.take_over_producer(&held, acquired);
         if self.maxsize != UNBOUNDED {
             let put = count_of(self.ctl().tail.0.load(Ordering::Relaxed));
             let head = &self.ctl().head.0;
@@ -72,10 +69,26 @@ impl Ring {
         Ok(held)
     }
 
+    /// What whoever takes the producer lock does first: after a dead holder, forget its
+    /// registration as a room waiter (only the holder registers, so the count is its) and
+    /// repair; after a live one, repair only if it left an item open.
+    #[inline]
+    pub(super) fn take_over_producer(&self, p: &Guard<'_, Producing, R>, acquired: Acquired) {
+        if acquired == Acquired::OwnerDied {
+            // A dead producer may have been asleep waiting for room.
+            self.ctl().room.waiters.store(0, Ordering::Relaxed);
+        }
+        if acquired == Acquired::OwnerDied
+            || self.ctl().producer.stream.load(Ordering::Relaxed) != NO_ITEM
+        {
+            self.repair_producer(p);
+        }
+    }
+
     /// Closes an item a dead (or timed-out) producer left unfinished, and wakes a consumer
     /// that might have missed the dead one's wake-up.
     #[cold]
-    pub(super) fn repair_producer(&self, p: &Guard<'_, Producing>) {
+    fn repair_producer(&self, p: &Guard<'_, Producing, R>) {
         let stream = &self.ctl().producer.stream;
         if stream.load(Ordering::Acquire) != NO_ITEM {
             // The abort reserve guarantees room for this frame.
@@ -88,7 +101,7 @@ impl Ring {
     }
 
     /// Free units, as of a fresh look at the head.
-    pub(super) fn free_units(&self, _p: &Guard<'_, Producing>) -> u32 {
+    pub(super) fn free_units(&self, _p: &Guard<'_, Producing, R>) -> u32 {
         let tail = pos_of(self.ctl().tail.0.load(Ordering::Relaxed));
         let head = pos_of(self.ctl().head.0.load(Ordering::Acquire));
         self.ctl().producer.head_seen.store(head, Ordering::Relaxed);
@@ -107,7 +120,7 @@ impl Ring {
     /// gone for good).
     pub(super) fn wait_room(
         &self,
-        _p: &Guard<'_, Producing>,
+        _p: &Guard<'_, Producing, R>,
         need: u32,
         deadline: Option<Instant>,
         stalled: Option<&dyn Fn() -> bool>,
@@ -126,28 +139,29 @@ impl Ring {
         if free() >= need {
             return true;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| R::W::now() >= d) {
             return false;
         }
         if stalled.is_some_and(|g| g()) {
             return false;
         }
         let target = need.max(self.cap_units / 16);
-        if Backoff::new().wait_until(deadline, || free() >= target) {
+        if R::W::SPINS && Backoff::new().wait_until(deadline, || free() >= target) {
             return true;
         }
         ctl.room.need.store(target, Ordering::Relaxed);
         loop {
-            let until = Instant::now() + ROOM_SLICE;
+            let until = R::W::now() + ROOM_SLICE;
             let until = deadline.map_or(until, |d| d.min(until));
-            if ctl.room.sleep_once(until, || free() >= target) {
+            let slept = ctl.room.sleep_once(until, || free() >= target);
+            if slept == Slept::Ready {
                 return true;
             }
-            if Instant::now() >= until {
+            if slept == Slept::SliceOver {
                 if free() >= need {
                     return true;
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) || stalled.is_some_and(|g| g()) {
+                if deadline.is_some_and(|d| R::W::now() >= d) || stalled.is_some_and(|g| g()) {
                     return false;
                 }
             }
@@ -155,15 +169,17 @@ impl Ring {
     }
 
     /// Writes one frame at the tail and publishes it. The caller made sure it fits.
-    pub(super) fn write_frame(&self, p: &Guard<'_, Producing>, kind: Kind, payload: &[u8]) {
+    pub(super) fn write_frame(&self, p: &Guard<'_, Producing, R>, kind: Kind, payload: &[u8]) {
         let pos = pos_of(self.ctl().tail.0.load(Ordering::Relaxed));
         self.mem.write(p, self.index(pos, HEADER), payload);
+        // Dead here: a frame written but not published, so never seen.
+        R::W::die_point();
         self.publish(p, pos, payload.len(), kind);
     }
 
     /// Writes the header of the frame at `pos` (its payload already in place) and moves the
     /// tail past it.
-    pub(super) fn publish(&self, p: &Guard<'_, Producing>, pos: u32, len: usize, kind: Kind) {
+    pub(super) fn publish(&self, p: &Guard<'_, Producing, R>, pos: u32, len: usize, kind: Kind) {
         let header = FrameHeader {
             len: len as u32,
             kind,
@@ -175,24 +191,31 @@ impl Ring {
 
     /// Moves the tail past the frame at `pos`, header and payload already in place.
     #[inline]
-    pub(super) fn commit(&self, _p: &Guard<'_, Producing>, pos: u32, len: usize, kind: Kind) {
+    pub(super) fn commit(&self, _p: &Guard<'_, Producing, R>, pos: u32, len: usize, kind: Kind) {
         let tail = &self.ctl().tail.0;
         let count =
             count_of(tail.load(Ordering::Relaxed)).wrapping_add(u32::from(kind.ends_item()));
         let next = pos.wrapping_add(units(HEADER + len));
+        // Dead here: a whole frame written past the tail, never seen.
+        R::W::die_point();
         // One store publishes the bytes and, for an item's last frame, the item. SeqCst (an
         // `xchg`, a full fence on x86) orders it before the waiter check, which pairs with
         // the sleeper's fence in `sleep_once`, without a separate fence instruction.
         tail.swap(pack(next, count), Ordering::SeqCst);
+        // Dead here: published, but a sleeping consumer not woken (its probe slice ends).
+        R::W::die_point();
         self.ctl().data.notify_after_seqcst();
     }
 
     /// Marks a streamed item as begun (before its `First` frame is visible), so whoever
     /// takes the lock after our death knows to close it with an `Abort`, or as done.
-    pub(super) fn set_streaming(&self, _p: &Guard<'_, Producing>, on: bool) {
+    pub(super) fn set_streaming(&self, _p: &Guard<'_, Producing, R>, on: bool) {
         let stream = &self.ctl().producer.stream;
         if on {
             stream.store(IN_ITEM, Ordering::SeqCst);
+            // Dead here: an item marked open with none of it published; the `Abort` the
+            // next holder writes closes nothing, and is skipped.
+            R::W::die_point();
         } else {
             stream.store(NO_ITEM, Ordering::Release);
         }

@@ -166,6 +166,39 @@ fn a_producer_dead_while_waiting_for_room_is_replaced() {
     assert_eq!(recv_vec(&r, soon(1000)).unwrap(), b"b");
 }
 
+/// Issue 18's room-waiter leak: a producer killed asleep waiting for room, mid-item, is
+/// found dead by the consumer's probe (`rescue_stream`), not by a producer. The rescue must
+/// forget its registration, or every later `get` wakes the room futex for nobody (counted
+/// here by the room eventcount's sequence, which each wake bumps).
+#[test]
+fn a_producer_dead_waiting_for_room_is_forgotten_by_the_consumers_rescue() {
+    let r = Arc::new(Ring::heap(1024, 0));
+    die_holding(&r, |r| {
+        let (p, _) = r.ctl().lock_producer(None).unwrap();
+        r.ctl().producer.stream.store(IN_ITEM, Ordering::SeqCst);
+        r.write_frame(&p, Kind::First, &[5; 300]);
+        // As `wait_room` leaves it when the process is killed in its sleep.
+        r.ctl().room.need.store(40, Ordering::Relaxed);
+        r.ctl().room.waiters.fetch_add(1, Ordering::SeqCst);
+        std::mem::forget(p);
+    });
+    // The consumer takes the first piece, waits for the rest, and its probe (every 50 ms)
+    // finds the producer dead and closes the item.
+    assert!(matches!(recv_vec(&r, soon(300)), Err(Error::Empty)));
+    assert!(!mutex::is_locked(r.ctl().plock.raw_word()));
+    assert_eq!(r.ctl().room.waiters.load(Ordering::SeqCst), 0);
+    let wakes = r.ctl().room.seq.load(Ordering::SeqCst);
+    for i in 0..100u8 {
+        r.send(&[i], soon(1000)).unwrap();
+        assert_eq!(recv_vec(&r, soon(1000)).unwrap(), [i]);
+    }
+    assert_eq!(
+        r.ctl().room.seq.load(Ordering::SeqCst) - wakes,
+        0,
+        "room wakes for nobody"
+    );
+}
+
 #[test]
 fn a_consumer_dead_mid_stream_leaves_the_rest_skipped() {
     let r = Arc::new(Ring::heap(1024, 0));

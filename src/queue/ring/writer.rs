@@ -15,18 +15,20 @@ use std::time::Instant;
 use super::control::{Guard, Producing};
 use super::frame::{FrameHeader, HEADER, Kind, UNIT, units};
 use super::produce::ABORT_RESERVE;
+use super::runtime::{Os, Runtime};
 use super::{Ring, pos_of};
 use crate::error::{Error, Result};
+use crate::shim::{Word, Word64};
 
 /// One item being written; see the module docs.
-pub(crate) struct ItemWriter<'r> {
-    ring: &'r Ring,
+pub(crate) struct ItemWriter<'r, R: Runtime = Os> {
+    ring: &'r Ring<R>,
     deadline: Option<Instant>,
     /// Items up to this size are buffered and written whole.
     small_limit: usize,
     buf: Vec<u8>,
     /// The producer lock, once streaming.
-    held: Option<Guard<'r, Producing>>,
+    held: Option<Guard<'r, Producing, R>>,
     /// The open piece: its header's unit (the tail), payload bytes written, bytes it can
     /// still take.
     piece_pos: u32,
@@ -47,7 +49,7 @@ pub(crate) struct ItemWriter<'r> {
     stalled: Option<&'r dyn Fn() -> bool>,
 }
 
-impl fmt::Debug for ItemWriter<'_> {
+impl<R: Runtime> fmt::Debug for ItemWriter<'_, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ItemWriter")
             .field("streaming", &self.held.is_some())
@@ -56,9 +58,9 @@ impl fmt::Debug for ItemWriter<'_> {
     }
 }
 
-impl Ring {
+impl<R: Runtime> Ring<R> {
     /// Starts writing one item; see [`ItemWriter`]. `buf` is scratch space to reuse.
-    pub(crate) fn writer(&self, deadline: Option<Instant>, mut buf: Vec<u8>) -> ItemWriter<'_> {
+    pub(crate) fn writer(&self, deadline: Option<Instant>, mut buf: Vec<u8>) -> ItemWriter<'_, R> {
         buf.clear();
         // Room for the frame header: a small item goes into the ring in one copy.
         buf.extend_from_slice(&[0; HEADER]);
@@ -88,7 +90,7 @@ impl Ring {
         &'a self,
         deadline: Option<Instant>,
         stalled: Option<&'a dyn Fn() -> bool>,
-    ) -> Result<(ItemWriter<'a>, u32)> {
+    ) -> Result<(ItemWriter<'a, R>, u32)> {
         let mut w = self.writer(deadline, Vec::new());
         w.stalled = stalled;
         let p = self.acquire_producer(deadline)?;
@@ -101,7 +103,7 @@ impl Ring {
     }
 }
 
-impl<'r> ItemWriter<'r> {
+impl<'r, R: Runtime> ItemWriter<'r, R> {
     /// Calls `stalled()` when a wait for room begins and every few milliseconds during
     /// it; the wait ends (as if the deadline passed) once it returns `true`.
     pub(crate) fn on_stall(&mut self, stalled: &'r dyn Fn() -> bool) {
@@ -240,8 +242,13 @@ impl<'r> ItemWriter<'r> {
     }
 }
 
-impl Drop for ItemWriter<'_> {
+impl<R: Runtime> Drop for ItemWriter<'_, R> {
     fn drop(&mut self) {
+        // A killed process writes nothing more (a model victim unwinding; never in
+        // production): the next holder of the lock closes the item.
+        if R::W::dying() {
+            return;
+        }
         if !self.finished && self.published {
             if let Some(p) = &self.held {
                 // A streaming producer always leaves room for this frame (`ABORT_RESERVE`).
