@@ -6,7 +6,7 @@
 //! the state lock, acts on what the poll saw: reads the answers of the sockets that polled
 //! readable, sends what did not fit before, kills workers whose task ran past
 //! `task_timeout`, accounts for the exits its pidfds showed (a dead worker fails exactly
-//! the task it held), starts replacements, dispatches pending tasks, and wakes the waiters
+//! the tasks it started), starts replacements, dispatches pending tasks, and wakes the waiters
 //! if a job or an `imap` result may be ready. User callbacks run after the lock is
 //! released, on this thread.
 
@@ -20,7 +20,7 @@ use crate::connection::framing::Arrival;
 use crate::error::Error;
 use crate::pool::engine::{Shared, State};
 use crate::pool::jobs::{Callback, ChunkResult};
-use crate::pool::slot::{ExitOutcome, Slot, Task};
+use crate::pool::slot::{Slot, Task};
 use crate::pool::worker;
 use crate::start::children::ChildHandle;
 use crate::sys;
@@ -335,32 +335,31 @@ impl Shared {
 
     fn on_exit(&self, st: &mut State, mut w: Slot, code: i32, callbacks: &mut Vec<Callback>) {
         let _ = w.process.join();
+        // The process is gone: its gate says for good which tasks it took.
+        let exit = w.exit(code);
         // Tasks sent ahead that it never started go to the next worker, first in line.
-        for t in w.take_unstarted().into_iter().rev() {
+        for t in exit.unstarted.into_iter().rev() {
             st.pending.push_front(t);
         }
-        match w.exit_outcome(code) {
-            ExitOutcome::Clean => {}
-            ExitOutcome::Lost(task, err) => {
-                st.jobs
-                    .complete(task.job, task.index, ChunkResult::Failed(err), callbacks);
-            }
-            ExitOutcome::InitFailed(reason) => {
-                st.init_failures += 1;
-                // An initializer that fails in every worker would otherwise be retried
-                // for ever: after a few in a row, the pool is broken and says why.
-                if st.init_failures >= 3 * self.config.processes as u32 {
-                    let tasks: Vec<Task> = st.pending.drain(..).collect();
-                    for t in tasks {
-                        let err = Error::TaskPanicked {
-                            message: format!("pool initializer failed: {reason}"),
-                            location: None,
-                        };
-                        st.jobs
-                            .complete(t.job, t.index, ChunkResult::Failed(err), callbacks);
-                    }
-                    st.broken = Some(reason);
+        for (task, err) in exit.failed {
+            st.jobs
+                .complete(task.job, task.index, ChunkResult::Failed(err), callbacks);
+        }
+        if let Some(reason) = exit.init_failed {
+            st.init_failures += 1;
+            // An initializer that fails in every worker would otherwise be retried
+            // for ever: after a few in a row, the pool is broken and says why.
+            if st.init_failures >= 3 * self.config.processes as u32 {
+                let tasks: Vec<Task> = st.pending.drain(..).collect();
+                for t in tasks {
+                    let err = Error::TaskPanicked {
+                        message: format!("pool initializer failed: {reason}"),
+                        location: None,
+                    };
+                    st.jobs
+                        .complete(t.job, t.index, ChunkResult::Failed(err), callbacks);
                 }
+                st.broken = Some(reason);
             }
         }
     }
@@ -403,10 +402,9 @@ impl Shared {
         }
         let mut held: Vec<Task> = st.pending.drain(..).collect();
         for w in &mut st.workers {
-            held.extend(w.take_unstarted());
-            if let ExitOutcome::Lost(task, _) = w.exit_outcome(0) {
-                held.push(task);
-            }
+            let exit = w.exit(0);
+            held.extend(exit.unstarted);
+            held.extend(exit.failed.into_iter().map(|(task, _)| task));
         }
         let mut callbacks = Vec::new();
         for t in held {

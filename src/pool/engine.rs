@@ -43,7 +43,8 @@ use crate::codec::HandleFd;
 use crate::connection::socket_pipe;
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
-use crate::pool::gate::Gate;
+use crate::pool::ahead;
+use crate::pool::gate::SharedGate;
 use crate::pool::jobs::{Callback, ChunkResult, JobId, JobTable, Order};
 use crate::pool::slot::{Slot, Task};
 use crate::pool::worker::{self, InitSpec};
@@ -408,7 +409,7 @@ impl Shared {
     pub(crate) fn spawn_worker(&self, st: &mut State) -> Result<()> {
         let (ours, theirs) = socket_pipe::<()>()?;
         let init = worker::init_for_worker(&self.config.init)?;
-        let (gate, their_gate) = Gate::new()?;
+        let (gate, their_gate) = SharedGate::new()?;
         let mut p = crate::process::Process::new(
             worker::worker_main,
             (
@@ -488,32 +489,12 @@ impl Shared {
     /// every worker is busy, sends each its next task ahead (see `gate.rs`). Wakes the
     /// driver if a frame could not be sent whole (or a timeout must be watched).
     pub(crate) fn dispatch(&self, st: &mut State) {
-        let mut wake = false;
-        while let Some(i) = st.workers.iter().position(Slot::is_idle) {
-            let task = match st.pending.pop_front() {
-                Some(t) => t,
-                None => match st.workers.iter_mut().find_map(Slot::revoke) {
-                    Some(t) => t,
-                    None => break,
-                },
-            };
-            let w = &mut st.workers[i];
-            w.assign(task);
-            wake |= w.flush() || self.config.timeout.is_some();
-        }
-        if self.config.timeout.is_none() && self.config.maxtasks == 0 {
-            while st
-                .pending
-                .front()
-                .is_some_and(|t| t.payload.len() <= AHEAD_MAX)
-            {
-                let Some(w) = st.workers.iter_mut().find(|w| w.can_queue()) else {
-                    break;
-                };
-                w.queue(st.pending.pop_front().expect("checked non-empty"));
-                wake |= w.flush();
-            }
-        }
+        let ahead = self.config.timeout.is_none() && self.config.maxtasks == 0;
+        let st = &mut *st;
+        let done = ahead::dispatch(&mut st.workers, &mut st.pending, |t: &Task| {
+            ahead && t.payload.len() <= AHEAD_MAX
+        });
+        let mut wake = done.unsent || (done.assigned && self.config.timeout.is_some());
         // Remote workers are served by the driver alone: it must hear of new work.
         wake |= st.workers.is_empty() && !st.pending.is_empty();
         if wake {

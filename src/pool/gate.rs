@@ -20,15 +20,27 @@
 //! on the word of a task it still tracks (queued, or the one its worker is to start next;
 //! [`same_word`]): revoked tasks free places in the queue but not numbers, so the numbers
 //! in flight can spread wider than the words, and overwriting a word still armed would
-//! make the worker skip that task while the pool waits for it. A
-//! stale marked task (revoked, read late) carries an older `seq` and can no longer take
-//! anything. A worker that dies holding a task it took through the gate is blamed for it
-//! (`WorkerDied`, as for any task); one that dies before taking it has not run it, and the
-//! task goes to another worker. Only pools without `task_timeout` and `maxtasksperchild`
-//! send tasks ahead (both count the tasks a worker runs from the moment they are sent).
+//! make the worker skip that task while the pool waits for it. A stale marked task
+//! (revoked, read late) carries an older `seq` and can no longer take anything. After a
+//! worker's death the pool reads each tracked task's word once the process is gone (no
+//! take can follow): a task taken was started, and fails with the worker; one still armed
+//! never will be, and goes to another worker. Only pools without `task_timeout` and
+//! `maxtasksperchild` send tasks ahead (both count the tasks a worker runs from the moment
+//! they are sent). The accounting around the gate (who is queued, what a death means) is
+//! `ahead.rs`'s.
+//!
+//! The words are [`Word64`]s (`std`'s atomics in a shared mapping in production, loom's
+//! under the model), and the number of words is a parameter, so that the model can shrink
+//! the gate to two words and reach the states where the numbers in flight wrap around it.
+//! Every access is SeqCst: take and revoke are compare-and-swaps on one word, which decide
+//! on their own; the arming store is read by the worker only after the frame it precedes,
+//! through the socket (a syscall, a full barrier).
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use crate::error::Result;
 use crate::shared::region::Region;
+use crate::shim::Word64;
 
 const ARMED: u64 = 1;
 const TAKEN: u64 = 2;
@@ -40,7 +52,7 @@ pub(crate) const AHEAD: usize = 8;
 
 /// Gate words per worker: more than the tasks that can be unresolved at once (`AHEAD`
 /// queued and the one about to start).
-const WORDS: u64 = 2 * AHEAD as u64;
+pub(crate) const WORDS: usize = 2 * AHEAD;
 
 /// The entry a marked task's frame starts with, which no task's entry offset can be.
 const MARKER: i64 = i64::MIN;
@@ -48,30 +60,57 @@ const MARKER: i64 = i64::MIN;
 /// Bytes of the mark before a marked task's payload.
 pub(crate) const MARKER_LEN: usize = 16;
 
-/// The pool's side of one worker's gate.
+/// Where a gate's words live: a shared mapping in production, the heap under the model.
+pub(crate) trait Words {
+    type W: Word64;
+    /// Word `i` (below the gate's number of words).
+    fn word(&self, i: usize) -> &Self::W;
+}
+
+impl Words for Region {
+    type W = AtomicU64;
+    #[inline]
+    fn word(&self, i: usize) -> &AtomicU64 {
+        self.atomic_u64(i * 8)
+    }
+}
+
+impl<W: Word64> Words for std::sync::Arc<[W]> {
+    type W = W;
+    fn word(&self, i: usize) -> &W {
+        &self[i]
+    }
+}
+
+/// The pool's side of one worker's gate of `N` words in `M`.
 #[derive(Debug)]
-pub(crate) struct Gate {
-    region: Region,
+pub(crate) struct Gate<M, const N: usize = WORDS> {
+    words: M,
     next: u64,
 }
 
-impl Gate {
-    /// A closed gate, and the worker's view of it (to send with its start arguments).
-    pub(crate) fn new() -> Result<(Gate, Region)> {
-        let region = Region::new("mproc-pool-gate", 8 * WORDS as usize)?;
-        let theirs = region.duplicate()?;
-        Ok((Gate { region, next: 0 }, theirs))
-    }
+/// The production gate: its words in a mapping shared with the worker.
+pub(crate) type SharedGate = Gate<Region>;
 
-    fn word(&self, seq: u64) -> &std::sync::atomic::AtomicU64 {
-        word(&self.region, seq)
+impl SharedGate {
+    /// A closed gate, and the worker's view of it (to send with its start arguments).
+    pub(crate) fn new() -> Result<(SharedGate, Region)> {
+        let region = Region::new("mproc-pool-gate", 8 * WORDS)?;
+        let theirs = region.duplicate()?;
+        Ok((Gate::over(region), theirs))
+    }
+}
+
+impl<M: Words, const N: usize> Gate<M, N> {
+    /// A closed gate over `words` (all zero: nothing armed).
+    pub(crate) fn over(words: M) -> Gate<M, N> {
+        Gate { words, next: 0 }
     }
 
     /// Arms the gate for a new next task; its sequence number.
     pub(crate) fn arm(&mut self) -> u64 {
         self.next += 1;
-        self.word(self.next)
-            .store(self.next << 2 | ARMED, std::sync::atomic::Ordering::SeqCst);
+        word::<M, N>(&self.words, self.next).store(self.next << 2 | ARMED, SeqCst);
         self.next
     }
 
@@ -82,36 +121,42 @@ impl Gate {
 
     /// Takes task `seq` back; false if the worker took it first.
     pub(crate) fn revoke(&self, seq: u64) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.word(seq)
+        word::<M, N>(&self.words, seq)
             .compare_exchange(seq << 2 | ARMED, seq << 2 | REVOKED, SeqCst, SeqCst)
             .is_ok()
     }
 
-    /// Whether the worker took task `seq` (started it).
+    /// Whether the worker took task `seq` (started it). Final once the worker is dead, as
+    /// long as no newer task was armed on its word (see [`same_word`]).
     pub(crate) fn was_taken(&self, seq: u64) -> bool {
-        self.word(seq).load(std::sync::atomic::Ordering::SeqCst) == seq << 2 | TAKEN
+        word::<M, N>(&self.words, seq).load(SeqCst) == seq << 2 | TAKEN
     }
 }
 
-/// Whether tasks `a` and `b` use the same gate word. The pool never arms a task on the
-/// word of one it still tracks (queued, or next to start): revoked tasks free their places
-/// in the queue but not their numbers, so without this check the numbers in flight could
-/// span more than [`WORDS`], and arming a new task would overwrite the word of an older
-/// one not yet taken (its worker would then skip it, and the pool wait for it for ever).
-pub(crate) fn same_word(a: u64, b: u64) -> bool {
-    a % WORDS == b % WORDS
+/// Whether tasks `a` and `b` use the same word of a gate of `N`. The pool never arms a
+/// task on the word of one it still tracks (queued, or next to start): revoked tasks free
+/// their places in the queue but not their numbers, so without this check the numbers in
+/// flight could span more than `N`, and arming a new task would overwrite the word of an
+/// older one not yet taken (its worker would then skip it, and the pool wait for it for
+/// ever).
+pub(crate) fn same_word<const N: usize>(a: u64, b: u64) -> bool {
+    a % N as u64 == b % N as u64
 }
 
 /// Task `seq`'s word.
-fn word(region: &Region, seq: u64) -> &std::sync::atomic::AtomicU64 {
-    region.atomic_u64((seq % WORDS) as usize * 8)
+#[inline]
+fn word<M: Words, const N: usize>(words: &M, seq: u64) -> &M::W {
+    words.word((seq % N as u64) as usize)
 }
 
 /// The worker's side: takes task `seq`; false if the pool revoked it.
 pub(crate) fn take(gate: &Region, seq: u64) -> bool {
-    use std::sync::atomic::Ordering::SeqCst;
-    word(gate, seq)
+    take_in::<_, WORDS>(gate, seq)
+}
+
+/// [`take`] on a gate of `N` words in `M`.
+pub(crate) fn take_in<M: Words, const N: usize>(words: &M, seq: u64) -> bool {
+    word::<M, N>(words, seq)
         .compare_exchange(seq << 2 | ARMED, seq << 2 | TAKEN, SeqCst, SeqCst)
         .is_ok()
 }
@@ -142,7 +187,7 @@ mod tests {
 
     #[test]
     fn take_and_revoke_exclude_each_other() {
-        let (mut gate, theirs) = Gate::new().unwrap();
+        let (mut gate, theirs) = SharedGate::new().unwrap();
         let a = gate.arm();
         assert!(take(&theirs, a));
         assert!(gate.was_taken(a));
@@ -165,7 +210,8 @@ mod tests {
             "re-armed word: the stale marker takes nothing"
         );
         assert_eq!(parse_marker(&marked(c, b"task")), Some(c));
-        assert!(same_word(c, c + WORDS) && !same_word(c, c + 1));
+        let w = WORDS as u64;
+        assert!(same_word::<WORDS>(c, c + w) && !same_word::<WORDS>(c, c + 1));
         let next = gate.next_seq();
         assert_eq!(gate.arm(), next);
         assert_eq!(&marked(c, b"task")[MARKER_LEN..], b"task");

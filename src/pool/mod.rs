@@ -3,9 +3,10 @@
 //! Work is cut into chunks (Python's `chunksize`); each chunk is one frame to one worker
 //! over that worker's socket, and one frame back. Layout:
 //! - `jobs.rs`: the [`JobTable`](jobs::JobTable) — what callers wait on, and results;
-//! - `slot.rs`: one worker as the pool sees it, its [`Phase`](slot::Phase), and pull
+//! - `slot.rs`: one worker as the pool sees it, its [`Phase`](ahead::Phase), and pull
 //!   scheduling (a worker gets a task when it is idle, or ahead behind its gate);
 //! - `gate.rs`: how a busy worker's next tasks are sent ahead and taken back;
+//! - `ahead.rs`: the accounting of a worker's tasks and the dispatch decisions, no I/O;
 //! - `engine.rs`: the shared state, dispatch, and the spin-then-sleep waits;
 //! - `driver.rs`: the thread that reads answers and supervises workers;
 //! - `worker.rs`: the worker process's loop; `result.rs`, `imap.rs`: the handles;
@@ -32,6 +33,7 @@ use serde::de::DeserializeOwned;
 use crate::error::Result;
 use crate::target::{self, Target};
 
+mod ahead;
 mod builder;
 mod driver;
 mod engine;
