@@ -40,7 +40,6 @@ pub(crate) use crate::sync::raw::robust::Me;
 pub(crate) trait Word: Send + Sync {
     fn load(&self, order: Ordering) -> u32;
     fn store(&self, v: u32, order: Ordering);
-    fn swap(&self, v: u32, order: Ordering) -> u32;
     fn compare_exchange(
         &self,
         current: u32,
@@ -58,7 +57,6 @@ pub(crate) trait Word: Send + Sync {
     fn fetch_add(&self, v: u32, order: Ordering) -> u32;
     fn fetch_sub(&self, v: u32, order: Ordering) -> u32;
     fn fetch_and(&self, v: u32, order: Ordering) -> u32;
-    fn fetch_or(&self, v: u32, order: Ordering) -> u32;
 
     /// Blocks while the word holds `expected`, until woken or `deadline` passes. The model
     /// treats a deadline in the past as passed and any other as never passing, so a model
@@ -124,7 +122,6 @@ pub(crate) trait Word64: Send + Sync {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64>;
-    fn fetch_add(&self, v: u64, order: Ordering) -> u64;
 }
 
 impl Word for AtomicU32 {
@@ -135,10 +132,6 @@ impl Word for AtomicU32 {
     #[inline]
     fn store(&self, v: u32, order: Ordering) {
         AtomicU32::store(self, v, order)
-    }
-    #[inline]
-    fn swap(&self, v: u32, order: Ordering) -> u32 {
-        AtomicU32::swap(self, v, order)
     }
     #[inline]
     fn compare_exchange(
@@ -171,10 +164,6 @@ impl Word for AtomicU32 {
     #[inline]
     fn fetch_and(&self, v: u32, order: Ordering) -> u32 {
         AtomicU32::fetch_and(self, v, order)
-    }
-    #[inline]
-    fn fetch_or(&self, v: u32, order: Ordering) -> u32 {
-        AtomicU32::fetch_or(self, v, order)
     }
     #[inline]
     fn wait(&self, expected: u32, deadline: Option<Instant>) -> Wake {
@@ -232,9 +221,5 @@ impl Word64 for AtomicU64 {
         failure: Ordering,
     ) -> Result<u64, u64> {
         AtomicU64::compare_exchange(self, current, new, success, failure)
-    }
-    #[inline]
-    fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
-        AtomicU64::fetch_add(self, v, order)
     }
 }

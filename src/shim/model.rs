@@ -131,9 +131,6 @@ impl Word for MWord {
     fn store(&self, v: u32, order: Ordering) {
         self.0.store(v, order)
     }
-    fn swap(&self, v: u32, order: Ordering) -> u32 {
-        self.0.swap(v, order)
-    }
     fn compare_exchange(
         &self,
         current: u32,
@@ -161,9 +158,6 @@ impl Word for MWord {
     }
     fn fetch_and(&self, v: u32, order: Ordering) -> u32 {
         self.0.fetch_and(v, order)
-    }
-    fn fetch_or(&self, v: u32, order: Ordering) -> u32 {
-        self.0.fetch_or(v, order)
     }
 
     fn wait(&self, expected: u32, deadline: Option<Instant>) -> Wake {
@@ -288,9 +282,6 @@ impl Word64 for MWord64 {
         failure: Ordering,
     ) -> Result<u64, u64> {
         self.0.compare_exchange(current, new, success, failure)
-    }
-    fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
-        self.0.fetch_add(v, order)
     }
 }
 

@@ -47,8 +47,3 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
 pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
     futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
 }
-
-/// Wakes every waiter on `word`.
-pub(crate) fn wake_all(word: &AtomicU32) -> usize {
-    wake(word, i32::MAX as u32)
-}
