@@ -38,8 +38,14 @@ fn report(leaked: i32) -> (bool, Vec<String>) {
     (is_open(leaked), non_socket_fds())
 }
 
+/// The tests here count descriptors: one at a time.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn children_hold_only_what_mproc_passes_except_under_fork() {
+    let _one = ONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _w = watchdog("fd inheritance", 60);
     // An inheritable descriptor, as a C library or a careless `open` would leave one.
     let file = std::fs::File::open("/dev/null").unwrap();
@@ -57,4 +63,54 @@ fn children_hold_only_what_mproc_passes_except_under_fork() {
     p.start().unwrap();
     assert!(p.result().unwrap().0, "Fork keeps what fork() gives");
     drop(file);
+}
+
+/// The socket inodes this process holds.
+fn socket_inodes() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let t = std::fs::read_link(e.path()).ok()?;
+            let t = t.to_string_lossy().into_owned();
+            t.starts_with("socket:").then_some(t)
+        })
+        .collect()
+}
+
+fn sockets_of_child(_: ()) -> std::collections::BTreeSet<String> {
+    socket_inodes()
+}
+
+fn one(x: u32) -> u32 {
+    x
+}
+
+// Issue 19, item 9: a `Fork` child used to inherit every pool's wake-up socketpair (plain
+// descriptors outside the handle registry). It closes every mproc descriptor it was not
+// given, the pool's included.
+#[test]
+fn a_fork_child_holds_none_of_a_pools_sockets() {
+    let _one = ONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _w = watchdog("pool sockets in a fork child", 60);
+    let before = socket_inodes();
+    let pool = mproc::Pool::builder()
+        .processes(1)
+        .start_method(ForkServer)
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(one, (1,)).unwrap(), 1);
+    let pools: std::collections::BTreeSet<String> =
+        socket_inodes().difference(&before).cloned().collect();
+    assert!(!pools.is_empty(), "the pool holds sockets");
+    let mut p = mproc::get_context(Fork).process(sockets_of_child, ((),));
+    p.start().unwrap();
+    let inherited: Vec<String> = p.result().unwrap().intersection(&pools).cloned().collect();
+    assert!(
+        inherited.is_empty(),
+        "the fork child holds the pool's {inherited:?}"
+    );
+    drop(pool);
 }

@@ -34,7 +34,7 @@
 //! by their caller, who enters `lock_when` right after submitting.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -204,8 +204,10 @@ pub(crate) struct Shared {
     /// Bumped when a waiter may proceed (see `JobTable::signals`): spinning waiters look
     /// again when it moves.
     pub(crate) progress: AtomicU64,
-    pub(crate) wake_tx: OwnedFd,
-    pub(crate) wake_rx: OwnedFd,
+    /// The driver's wake-up pair: mproc handles (registered), so a child made by `Fork`
+    /// closes its copies as it closes every handle it was not given.
+    pub(crate) wake_tx: HandleFd,
+    pub(crate) wake_rx: HandleFd,
     pub(crate) config: Config,
     /// The driver thread, joined by the first `Pool::join` after it finished.
     pub(crate) driver: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -222,6 +224,7 @@ impl Shared {
     /// Starts the driver thread, and the workers if they are local.
     pub(crate) fn start_with(config: Config, workers: Workers) -> Result<Arc<Shared>> {
         let (wake_tx, wake_rx) = sys::fd::socketpair()?;
+        let (wake_tx, wake_rx) = (HandleFd::new(wake_tx), HandleFd::new(wake_rx));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 workers: Vec::new(),
