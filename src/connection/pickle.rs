@@ -164,7 +164,7 @@ impl Machine {
     }
 }
 
-/// A cursor over the pickle's bytes.
+/// A cursor over the pickle's bytes (also `build.rs`'s).
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_pickle::{DeOptions, HashableValue, Value};
 
+use super::Cursor;
 use crate::error::{Error, Result};
 
 fn refuse(why: &str) -> Error {
@@ -95,53 +96,6 @@ impl Graph {
     }
 }
 
-/// A cursor over the program.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at.checked_add(n).ok_or_else(|| refuse("truncated"))?;
-        let s = self
-            .bytes
-            .get(self.at..end)
-            .ok_or_else(|| refuse("truncated"))?;
-        self.at = end;
-        Ok(s)
-    }
-
-    fn uint(&mut self, n: usize) -> Result<u64> {
-        let b = self.take(n)?;
-        let mut v = [0u8; 8];
-        v[..n].copy_from_slice(b);
-        Ok(u64::from_le_bytes(v))
-    }
-
-    fn len(&mut self, n: usize) -> Result<usize> {
-        usize::try_from(self.uint(n)?).map_err(|_| refuse("truncated"))
-    }
-
-    fn line(&mut self) -> Result<&'a [u8]> {
-        let rest = &self.bytes[self.at..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| refuse("truncated text argument"))?;
-        self.at += end + 1;
-        Ok(&rest[..end])
-    }
-
-    fn line_number(&mut self) -> Result<u64> {
-        let l = self.line()?;
-        std::str::from_utf8(l)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| refuse("bad memo key"))
-    }
-}
-
 /// One scalar opcode (`bytes[start..end]`) decoded by serde-pickle as a pickle of its own.
 fn by_serde_pickle(op: &[u8]) -> Result<Value> {
     let mut p = Vec::with_capacity(op.len() + 3);
@@ -190,20 +144,20 @@ pub(crate) fn value(bytes: &[u8]) -> Result<Value> {
                 g.push(Node::Scalar(v));
             }
             0x8a | 0x8b => {
-                let n = c.len(if op == 0x8a { 1 } else { 4 })?;
+                let n = c.uint(if op == 0x8a { 1 } else { 4 })?;
                 c.take(n)?;
                 let v = by_serde_pickle(&bytes[start..c.at])?;
                 g.push(Node::Scalar(v));
             }
             b'U' | b'T' => {
                 // SHORT_BINSTRING, BINSTRING: Python 2 strings, as serde-pickle reads them.
-                let n = c.len(if op == b'U' { 1 } else { 4 })?;
+                let n = c.uint(if op == b'U' { 1 } else { 4 })?;
                 c.take(n)?;
                 let v = by_serde_pickle(&bytes[start..c.at])?;
                 g.push(Node::Scalar(v));
             }
             0x8c | b'X' | 0x8d => {
-                let n = c.len(match op {
+                let n = c.uint(match op {
                     0x8c => 1,
                     b'X' => 4,
                     _ => 8,
@@ -212,7 +166,7 @@ pub(crate) fn value(bytes: &[u8]) -> Result<Value> {
                 g.push(Node::Scalar(Value::String(s)));
             }
             b'C' | b'B' | 0x8e | 0x96 => {
-                let n = c.len(match op {
+                let n = c.uint(match op {
                     b'C' => 1,
                     b'B' => 4,
                     _ => 8,
