@@ -261,6 +261,22 @@ def queue_64mib(n, r):
 
 # ---- pools ---------------------------------------------------------------------------
 
+def pool_start(n, r):
+    def once(k):
+        busy = 0.0
+        for i in range(k):
+            t0 = now()
+            pool = mp.Pool(2)
+            assert pool.apply(ident, (i,)) == i
+            busy += now() - t0
+            # Teardown outside the clock, before the next start (as the Rust side).
+            pool.terminate()
+            pool.join()
+        return busy / max(k, 1)
+
+    return reps(r, lambda: once(2), lambda: once(n))
+
+
 def pool_apply(n, r):
     with mp.Pool(2) as pool:
         def batch(k):
@@ -461,6 +477,7 @@ WORKLOADS = {
     "queue_stream": queue_stream,
     "queue_rtt": queue_rtt,
     "queue_64mib": queue_64mib,
+    "pool_start": pool_start,
     "pool_apply": pool_apply,
     "pool_map": pool_map(None),
     "pool_map_chunk1": pool_map(1),

@@ -16,6 +16,7 @@
 
 mod cells;
 mod codec;
+mod isolation;
 mod measure;
 #[cfg(feature = "mpi")]
 mod mpi_side;

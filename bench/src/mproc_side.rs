@@ -43,6 +43,12 @@ pub fn run(w: &str, n: u64, r: usize) -> MprocCell {
         "manager_dict_set" => manager_ops(Op::DictSet, n, r),
         "manager_dict_get" => manager_ops(Op::DictGet, n, r),
         "manager_create" => manager_create(n, r),
+        "pool_start" | "pool_start_isolated" | "pool_apply_isolated" => {
+            match crate::isolation::mproc(w, n, r) {
+                Some(v) => v,
+                None => return MprocCell::NotBuilt,
+            }
+        }
         w if w.starts_with("listener_") => match crate::net::mproc(w, n, r) {
             Some(v) => v,
             None => return MprocCell::NotBuilt,

@@ -34,6 +34,8 @@ pub fn run(w: &str, n: u64, r: usize) -> Option<Vec<f64>> {
             || per_op(1, || pi_check(calc_pi(0, 1, std::hint::black_box(n)))),
         ),
         w if w.starts_with("listener_") => return crate::net::raw(w, n, r),
+        // Not an OS floor: the same pool without its isolation (see `isolation.rs`).
+        w if w.ends_with("_isolated") => return crate::isolation::plain(w, n, r),
         "pi_pool" => reps(
             r,
             || pi_check(fork_pi(1000)),

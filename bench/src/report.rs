@@ -238,6 +238,7 @@ impl Run {
             s.push('\n');
         }
         self.pi_speedups(&mut s);
+        self.isolation_costs(&mut s);
         let _ = writeln!(
             s,
             "\nWhat each row does (n operations per repetition, one warm-up first):\n"
@@ -285,6 +286,30 @@ impl Run {
             let _ = writeln!(
                 s,
                 "\npi speedup over the serial Rust loop, 2 workers: {}.",
+                parts.join(", ")
+            );
+        }
+    }
+
+    /// The `_isolated` rows' ratio (their floor is the same pool without isolation),
+    /// against the goals of the isolation work.
+    fn isolation_costs(&self, s: &mut String) {
+        let parts: Vec<String> = [
+            ("pool_start_isolated", "pool start", "2"),
+            ("pool_apply_isolated", "apply round trip", "1.1"),
+        ]
+        .iter()
+        .filter_map(|&(row, what, goal)| {
+            let r = self.rows.iter().find(|r| r.workload == row)?;
+            let x = r.mproc_over_floor?;
+            Some(format!("{what} {}× (goal ≤ {goal}×)", sig(x)))
+        })
+        .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nIsolation cost, the isolated pool ÷ the same pool without isolation (the \
+                 `_isolated` rows' ÷ floor, both cells in the same run): {}.",
                 parts.join(", ")
             );
         }

@@ -285,6 +285,24 @@ pub const WORKLOADS: &[Workload] = &[
         notes: "n = idle ms per repetition; the blocked child's run time from /proc/<pid>/schedstat (its backoff must stop spinning and sleep); raw: a child blocked in read() on a UnixStream. Shown as ms of CPU per idle second",
     },
     Workload {
+        name: "pool_start",
+        op: "build a Pool(2) (Fork) and get its first apply back",
+        unit: Unit::Ms,
+        n: (100, 10),
+        reps: (5, 3),
+        impls: &[Mproc, CPython],
+        notes: "teardown (terminate + reap) outside the clock, before the next start; CPython `Pool(2)` (fork), `apply`, then `terminate()` + `join()`",
+    },
+    Workload {
+        name: "pool_start_isolated",
+        op: "build a Pool(2) (Fork) whose workers are limited and sandboxed (`Limits::new().memory(256 MiB).cpu_time(60 s)`, `Sandbox::new().no_network().read_only()`) and get its first apply back",
+        unit: Unit::Ms,
+        n: (100, 10),
+        reps: (5, 3),
+        impls: &[Mproc, Raw],
+        notes: "no peer has the equivalent; raw floor: the plain pool of `pool_start`, run again in this row, so ÷ floor is isolated ÷ plain (goal: ≤ 2×)",
+    },
+    Workload {
         name: "pool_apply",
         op: "Pool(2) apply of an identity task, round trip",
         unit: Unit::Us,
@@ -292,6 +310,15 @@ pub const WORKLOADS: &[Workload] = &[
         reps: (5, 3),
         impls: &[Mproc, CPython, Procspawn],
         notes: "CPython `Pool(2).apply`; procspawn `Pool::new(2)` spawn(..).join()",
+    },
+    Workload {
+        name: "pool_apply_isolated",
+        op: "`pool_apply` on a Pool(2) whose workers have `pool_start_isolated`'s limits and sandbox",
+        unit: Unit::Us,
+        n: (5_000, 200),
+        reps: (5, 3),
+        impls: &[Mproc, Raw],
+        notes: "no peer has the equivalent; raw floor: the same pool without isolation (as `pool_apply`), run again in this row, so ÷ floor is isolated ÷ plain (goal: ≤ 1.1×)",
     },
     Workload {
         name: "pool_map",
@@ -481,8 +508,33 @@ mod tests {
         );
         assert_eq!(names(&["pool_map"]), vec!["pool_map", "pool_map_chunk1"]);
         assert_eq!(names(&["start_spawn"]), vec!["start_spawn"]);
+        assert_eq!(
+            names(&["pool_start", "pool_apply"]),
+            vec![
+                "pool_start",
+                "pool_start_isolated",
+                "pool_apply",
+                "pool_apply_isolated"
+            ]
+        );
         assert!(names(&["nothing"]).is_empty());
         assert_eq!(names(&["all"]).len(), all().count());
+    }
+
+    /// The isolated rows' ratio is isolated ÷ plain only if their floor is the plain pool
+    /// and no peer's column suggests an equivalent.
+    #[test]
+    fn isolated_rows_compare_with_their_plain_pool_only() {
+        let iso: Vec<_> = WORKLOADS
+            .iter()
+            .filter(|w| w.name.ends_with("_isolated"))
+            .collect();
+        assert_eq!(iso.len(), 2);
+        for w in iso {
+            assert_eq!(w.impls, &[Mproc, Raw], "{}", w.name);
+            let plain = w.name.strip_suffix("_isolated").expect("the suffix");
+            assert!(WORKLOADS.iter().any(|p| p.name == plain), "{plain}");
+        }
     }
 
     #[test]
