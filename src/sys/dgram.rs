@@ -1,5 +1,5 @@
 //! Unix datagram sockets: one message per call, never split or merged, in order per sender.
-//! The log forwarder (`crate::log`) is their only user.
+//! The log forwarder (`crate::log`) is their user; `send` serves seqpacket records too.
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
 
 fn socket(flags: SocketFlags) -> io::Result<OwnedFd> {
     Ok(rustix::net::socket_with(
@@ -55,13 +55,8 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 
 /// Sends `buf` as one record; no SIGPIPE if the peer is gone (the error instead).
 pub(crate) fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
-    loop {
-        match rustix::net::send(sock, buf, SendFlags::NOSIGNAL) {
-            Ok(_) => return Ok(()),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    // A record is sent as a datagram is: one call, never split.
+    super::dgram::send(sock, buf)
 }
 
 /// Receives one record into `buf`, waiting at most `timeout` (`None`: for ever). Returns its
