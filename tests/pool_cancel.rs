@@ -170,7 +170,11 @@ fn cancelling_a_task_sent_ahead_revokes_it() {
     pool.close();
     pool.join();
     assert_eq!(v.get() & cancelled, 0, "a cancelled task ran");
-    assert_eq!(v.get() | cancelled, (1 << 10) - 1, "a task not cancelled did not run");
+    assert_eq!(
+        v.get() | cancelled,
+        (1 << 10) - 1,
+        "a task not cancelled did not run"
+    );
 }
 
 // A map whose chunks all wait is cancelled whole (true); one with a chunk running keeps
@@ -207,8 +211,12 @@ fn cancelling_a_map_stops_the_chunks_not_started() {
 fn a_dropped_imap_stops_its_input_and_runs_what_it_submitted() {
     let _s = shared();
     let _w = watchdog("imap_drop", 60);
-    for ordered in [true, false] {
-        let pool = Pool::new(2).unwrap();
+    for (ordered, queueing) in [(true, false), (false, false), (true, true), (false, true)] {
+        let pool = if queueing {
+            queueing_pool(2)
+        } else {
+            Pool::new(2).unwrap()
+        };
         let v = Value::new(0u64).unwrap();
         let pulled = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&pulled);
@@ -229,7 +237,7 @@ fn a_dropped_imap_stops_its_input_and_runs_what_it_submitted() {
         assert_eq!(
             v.get(),
             submitted as u64,
-            "every submitted task ran (ordered: {ordered})"
+            "every submitted task ran (ordered: {ordered}, queueing: {queueing})"
         );
     }
 }
