@@ -40,6 +40,9 @@ enum Stop {
 
 /// The iterator `imap` and `imap_unordered` return: one `Result<R>` per input item.
 ///
+/// Dropping it stops reading the input (no further item is taken from your iterator); the
+/// tasks it already submitted (a few per worker) still run, and their results are dropped.
+///
 /// Its `size_hint` is exact when its input's is, and counts down as results are taken, so
 /// progress bars (`indicatif`'s `progress_count`, `ProgressIterator`) can show a total.
 pub struct IMap<'a, R> {
