@@ -103,6 +103,9 @@ pub enum Error {
         /// The pool's `task_timeout`.
         timeout: std::time::Duration,
     },
+    /// The pool task was cancelled with `AsyncResult::cancel` before it started: it never
+    /// ran (concurrent.futures' `CancelledError`).
+    Cancelled,
 }
 
 impl fmt::Display for Error {
@@ -161,6 +164,7 @@ impl fmt::Display for Error {
                     "task ran longer than the pool's task_timeout of {timeout:?}"
                 )
             }
+            Error::Cancelled => f.write_str("task cancelled"),
         }
     }
 }
@@ -301,6 +305,8 @@ mod tests {
             Error::TornMessage { sending: false }.to_string(),
             "a timed-out receive left part of a message on this connection"
         );
+        assert_eq!(Error::Cancelled.to_string(), "task cancelled");
+        assert!(matches!(Error::Cancelled.duplicate(), Error::Cancelled));
     }
 }
 
@@ -335,6 +341,7 @@ enum WireError {
     TaskTimedOut(std::time::Duration),
     LimitExceeded(crate::Limit),
     Unsupported(String),
+    Cancelled,
 }
 
 impl Error {
@@ -373,6 +380,7 @@ impl Error {
                 WireError::TooManyHandles(*count as u64, *max as u64)
             }
             Error::TaskTimedOut { timeout } => WireError::TaskTimedOut(*timeout),
+            Error::Cancelled => WireError::Cancelled,
         }
     }
 
@@ -410,6 +418,7 @@ impl Error {
                 max: usize::try_from(max).unwrap_or(usize::MAX),
             },
             WireError::TaskTimedOut(timeout) => Error::TaskTimedOut { timeout },
+            WireError::Cancelled => Error::Cancelled,
         }
     }
 }

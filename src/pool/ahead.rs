@@ -1,14 +1,16 @@
 //! The accounting of one worker's tasks, apart from any I/O: what it is doing
 //! ([`Phase`]), the tasks sent to it ahead behind its gate (`gate.rs`), and the decisions
 //! on them — which worker gets which task ([`dispatch`]), which task goes back to an idle
-//! worker ([`Account::revoke`]), and what a death means ([`Account::exit`]).
+//! worker ([`Account::revoke`]), which are taken back for good when their job is
+//! cancelled ([`Account::cancel`]), and what a death means ([`Account::exit`]).
 //!
 //! **Who moves what.** Only the pool's side, under the pool's lock, touches an
 //! [`Account`]: callers and the driver dispatch (`Idle → Busy`, and queue tasks ahead);
 //! answers move `Busy` on to the next queued task, or `Idle` (`Retiring` once
 //! `maxtasksperchild` is reached); the driver times tasks out (`Busy → Overdue`) and
 //! accounts for exits. The worker shares only the gate words: it takes a queued task by
-//! winning its word (`gate::take`), the pool revokes one by winning it first.
+//! winning its word (`gate::take`), the pool revokes one by winning it first (to give it
+//! to an idle worker, or to cancel it).
 //!
 //! **A death.** Once the worker's process is gone nothing can take a task any more, so
 //! each gate word says for good whether its task was started: a task taken (the one about
@@ -185,6 +187,48 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
     pub(crate) fn revoke(&mut self) -> Option<T> {
         let i = self.queued.iter().position(|q| self.gate.revoke(q.seq))?;
         self.queued.remove(i).map(|q| q.task)
+    }
+
+    /// Takes back every task `pick` chooses that it has not started (`AsyncResult::cancel`):
+    /// those queued, and the one it is to start next (sent ahead, now `Busy` and tentative),
+    /// each by winning its gate word; a task whose word the worker took first stays (it
+    /// started). The worker drops a revoked task unrun and without an answer, so when its
+    /// next task is revoked it goes on with the queued one after it, or is idle: its next
+    /// answer is for that one, or for nothing it holds.
+    pub(crate) fn cancel(&mut self, pick: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.queued.len() {
+            let q = &self.queued[i];
+            if pick(&q.task) && self.gate.revoke(q.seq) {
+                out.extend(self.queued.remove(i).map(|q| q.task));
+            } else {
+                i += 1;
+            }
+        }
+        let next_revoked = match &self.phase {
+            Phase::Busy {
+                task,
+                tentative: Some(seq),
+                ..
+            } => pick(task) && self.gate.revoke(*seq),
+            _ => false,
+        };
+        if next_revoked {
+            let next = match self.queued.pop_front() {
+                Some(q) => Phase::Busy {
+                    task: q.task,
+                    since: Instant::now(),
+                    tentative: Some(q.seq),
+                },
+                None => Phase::Idle,
+            };
+            if let Phase::Busy { task, .. } = std::mem::replace(&mut self.phase, next) {
+                // Revoked before the queued ones it precedes: still first in order.
+                out.insert(0, task);
+            }
+        }
+        out
     }
 
     /// Its queued tasks whose word is not taken (the model's check that none waits while

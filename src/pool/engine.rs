@@ -182,12 +182,40 @@ impl std::fmt::Debug for Deferred {
 }
 
 impl State {
-    /// Drops the unsent chunks of a job nobody will read, and abandons it.
+    /// Drops the unsent chunks of a job whose submission failed half-way (its caller gets
+    /// the error, not a handle), and abandons it. A caller that merely drops its handle
+    /// cancels nothing ([`JobTable::release`]).
     pub(crate) fn abandon(&mut self, job: JobId) {
         let before = self.pending.len();
         self.pending.retain(|t| t.job != job);
         let dropped = before - self.pending.len();
         self.jobs.abandon(job, dropped);
+    }
+
+    /// Cancels every chunk of `job` not started: those pending, and those sent ahead whose
+    /// gate word the pool wins (`ahead.rs`); each fails with `Error::Cancelled`. A chunk
+    /// running, or done, is left alone. True if no chunk had started or finished, so that
+    /// nothing of the job ran (concurrent.futures' `cancel`).
+    pub(crate) fn cancel(&mut self, job: JobId, callbacks: &mut Vec<Callback>) -> bool {
+        let Some((untouched, out)) = self.jobs.unresolved(job) else {
+            return false;
+        };
+        if out == 0 {
+            return false;
+        }
+        let (mut stopped, rest): (Vec<Task>, Vec<Task>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|t| t.job == job);
+        self.pending = rest.into();
+        for w in &mut self.workers {
+            stopped.extend(w.cancel(job));
+        }
+        let all = untouched && stopped.len() == out;
+        for t in stopped {
+            let cancelled = ChunkResult::Failed(Error::Cancelled);
+            self.jobs.complete(job, t.index, cancelled, callbacks);
+        }
+        all
     }
 
     /// Whether any worker holds a task.
@@ -485,6 +513,25 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// `AsyncResult::cancel`: see [`State::cancel`]. Wakes whoever waits for the job, has
+    /// the driver run its callback, and gives a worker whose next task was taken back
+    /// something else to do.
+    pub(crate) fn cancel(&self, job: JobId) -> bool {
+        let mut st = self.lock();
+        let mut callbacks = Vec::new();
+        let signals = st.jobs.signals();
+        let all = st.cancel(job, &mut callbacks);
+        self.dispatch(&mut st);
+        if st.jobs.signals() != signals {
+            self.notify(&st);
+        }
+        // Callbacks run on the driver thread; a closed pool may have nothing left to do.
+        st.deferred.0.extend(callbacks);
+        drop(st);
+        self.wake();
+        all
     }
 
     /// Hands pending tasks to idle workers, without blocking; an idle worker with nothing

@@ -2,8 +2,9 @@
 //!
 //! The iterator pulls its input only as results are consumed: it keeps at most `window`
 //! chunks submitted and unconsumed, so an endless input works and memory stays bounded.
-//! Dropping it abandons the rest: unsent chunks are dropped, results of running ones are
-//! discarded on arrival. If the input iterator panics, every result of the items taken
+//! Dropping it stops the input (no further item is pulled from the caller's iterator), but
+//! cancels nothing: the chunks already submitted run, and their results are discarded on
+//! arrival. If the input iterator panics, every result of the items taken
 //! before the panic is still delivered, and then the panic resumes in the consumer
 //! (Python's `imap` likewise yields what came before and then raises).
 
@@ -38,6 +39,9 @@ enum Stop {
 }
 
 /// The iterator `imap` and `imap_unordered` return: one `Result<R>` per input item.
+///
+/// Dropping it stops reading the input (no further item is taken from your iterator); the
+/// tasks it already submitted (a few per worker) still run, and their results are dropped.
 ///
 /// Its `size_hint` is exact when its input's is, and counts down as results are taken, so
 /// progress bars (`indicatif`'s `progress_count`, `ProgressIterator`) can show a total.
@@ -253,11 +257,7 @@ impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
 impl<R> Drop for IMap<'_, R> {
     fn drop(&mut self) {
         if let Some(job) = self.job {
-            let mut st = self.shared.lock();
-            if st.jobs.release(job) {
-                st.abandon(job);
-            }
-            drop(st);
+            self.shared.lock().jobs.release(job);
             // The driver of a closed pool may be waiting for this job to go away.
             self.shared.wake();
         }

@@ -5,7 +5,10 @@
 //! (the driver reading a worker's answer, a worker's exit, a shut-down pool) records it with
 //! [`JobTable::complete`]; the caller reads results when the job is done ([`JobTable::get`]
 //! for `apply`/`map`, [`JobTable::take_next`] for the `imap` iterators) and removes the job.
-//! A caller that goes away abandons its job: results that still come are dropped.
+//! A caller that goes away releases its job ([`JobTable::release`]): every chunk it
+//! submitted still runs (Python runs an `apply_async` whose result nobody keeps), and
+//! results that still come are dropped, or go to its callback. A cancelled chunk is one
+//! the pool took back before it started: it is completed with `Error::Cancelled`.
 //! The table does no I/O and knows nothing about workers: the local process pool (and a
 //! future MPI one) only feed it outcomes. It lives inside the pool's state lock.
 
@@ -303,26 +306,37 @@ impl JobTable {
         }
     }
 
-    /// The caller went away. A job with nothing out is forgotten; one with a callback runs
-    /// on and is forgotten after the callback; any other is to be abandoned (true: the
-    /// caller drops its unsent chunks and calls [`JobTable::abandon`]).
-    pub(crate) fn release(&mut self, id: JobId) -> bool {
+    /// The caller went away (its `AsyncResult` or `IMap` was dropped). Nothing it
+    /// submitted is cancelled: its chunks still queued run as the others do. A job with
+    /// nothing out is forgotten; one with a callback runs on and is forgotten after the
+    /// callback; any other is abandoned: its results are dropped as they come, and it is
+    /// forgotten once nothing is out. No chunk is added after this (an `imap` stops
+    /// taking input).
+    pub(crate) fn release(&mut self, id: JobId) {
         let Some(j) = self.jobs.get_mut(&id) else {
-            return false;
+            return;
         };
+        j.sealed = true;
         if j.remaining == 0 {
             self.jobs.remove(&id);
-            false
         } else if j.on_done.is_some() {
             j.reader = Reader::Detached;
-            false
         } else {
-            true
+            self.abandon(id, 0);
         }
     }
 
-    /// Nobody will read this job: `unsent` of its chunks will never be sent, results of the
-    /// others are dropped as they come.
+    /// For `cancel`: whether no chunk of the job has a result yet (none finished; none
+    /// was consumed by an `imap`), and how many are unresolved. `None` if the job is gone.
+    pub(crate) fn unresolved(&self, id: JobId) -> Option<(bool, usize)> {
+        let j = self.jobs.get(&id)?;
+        let untouched = j.base == 0 && j.chunks.iter().all(Option::is_none);
+        Some((untouched, j.remaining))
+    }
+
+    /// Nobody will read this job: `unsent` of its chunks will never be sent (they were
+    /// dropped from the queue: a submission that failed half-way), results of the others
+    /// are dropped as they come.
     pub(crate) fn abandon(&mut self, id: JobId, unsent: usize) {
         let Some(j) = self.jobs.get_mut(&id) else {
             return;
@@ -444,12 +458,29 @@ mod tests {
         for _ in 0..3 {
             t.add_chunk(id, 1);
         }
-        assert!(t.release(id));
         t.abandon(id, 1); // one never sent, two running
         assert_eq!(t.remaining(id), Some(2));
         assert!(!t.feeding());
         let mut cbs = Vec::new();
         t.complete(id, 0, done(0), &mut cbs);
+        t.complete(id, 1, done(1), &mut cbs);
+        assert!(t.get(id).is_none());
+    }
+
+    #[test]
+    fn a_released_job_keeps_its_queued_chunks_counted() {
+        let mut t = JobTable::default();
+        let id = t.open(Order::InOrder);
+        for _ in 0..2 {
+            t.add_chunk(id, 1);
+        }
+        t.seal(id);
+        t.release(id);
+        // Both chunks are still out (neither is cancelled): the job waits for both.
+        assert_eq!(t.remaining(id), Some(2));
+        let mut cbs = Vec::new();
+        t.complete(id, 0, done(0), &mut cbs);
+        assert_eq!(t.remaining(id), Some(1));
         t.complete(id, 1, done(1), &mut cbs);
         assert!(t.get(id).is_none());
     }
@@ -462,7 +493,7 @@ mod tests {
         t.seal(id);
         let on_done: OnDone = Box::new(|_job: &Job| Box::new(|| {}) as Callback);
         t.set_on_done(id, on_done);
-        assert!(!t.release(id));
+        t.release(id);
         let mut cbs = Vec::new();
         t.complete(id, 0, done(0), &mut cbs);
         assert_eq!(cbs.len(), 1);

@@ -107,6 +107,9 @@ impl Pool {
     }
 
     /// Runs `f(args...)` in a worker; the result comes through the returned handle.
+    /// Dropping the handle does not cancel the task: `let _ = pool.apply_async(f, args);`
+    /// runs it (fire-and-forget, as in Python), and `close()` then `join()` wait for it.
+    /// [`AsyncResult::cancel`] cancels a task that has not started.
     pub fn apply_async<F, Args, R>(&self, f: F, args: Args) -> AsyncResult<R>
     where
         F: Target<Args, R>,

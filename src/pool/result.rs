@@ -33,7 +33,11 @@ use crate::target::ItemOutcome;
 ///
 /// It is also a future (`pool.apply_async(f, args).await`), under any executor: the task
 /// is woken when the result arrives.
-#[must_use = "an AsyncResult does nothing until you get() it (dropping it discards the result)"]
+///
+/// Dropping it does not cancel the task: it runs all the same, and its result is dropped
+/// when it comes, as in Python (`let _ = pool.apply_async(f, args)` is fire-and-forget;
+/// `close()` then `join()` waits for it). Only [`cancel`](Self::cancel) cancels.
+#[must_use = "dropping an AsyncResult discards the result (the task still runs); get() it, or cancel() it"]
 pub struct AsyncResult<T> {
     shared: Arc<Shared>,
     job: JobId,
@@ -130,6 +134,36 @@ impl<T> AsyncResult<T> {
     /// Waits at most `d`; true if the result is ready.
     pub fn wait_timeout(&self, d: Duration) -> bool {
         self.wait_until(Instant::now().checked_add(d))
+    }
+
+    /// Cancels the task if it has not started: true if it had not and now never will
+    /// (then it is ready: [`get`](Self::get) is `Err(Error::Cancelled)`,
+    /// [`successful`](Self::successful) `Some(false)`, and the error callback of
+    /// [`on_complete`](Self::on_complete) gets `Error::Cancelled`); false if it started or
+    /// finished (it goes on; nothing changes). A task waiting in the pool's queue is taken
+    /// out; one already sent to a busy worker as its next task is taken back if the worker
+    /// has not reached it (exactly one of the two wins).
+    ///
+    /// For a job of several chunks (`map_async`, `starmap_async`), every chunk not yet
+    /// started is cancelled, and the result is true only if none had started or finished,
+    /// so that nothing of it ran (concurrent.futures' rule: `cancel` is true only when
+    /// nothing ran). When it is false, the chunks that ran keep their results and those
+    /// stopped fail with `Error::Cancelled`, so `get()` is `Err(Error::Cancelled)` unless
+    /// every chunk had started.
+    ///
+    /// ```
+    /// # fn main() -> mproc::Result<()> {
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// let pool = mproc::Pool::new(1)?;
+    /// let running = pool.apply_async(nap, (300,));
+    /// let queued = pool.apply_async(nap, (0,));
+    /// assert!(queued.cancel()); // the only worker is busy: it never starts
+    /// assert!(matches!(queued.get(), Err(mproc::Error::Cancelled)));
+    /// assert_eq!(running.get()?, 300);
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.shared.cancel(self.job)
     }
 
     /// Whether the result is ready.
@@ -243,14 +277,13 @@ impl<T> IntoFuture for AsyncResult<T> {
     }
 }
 
+/// Dropping an `AsyncResult` cancels nothing: the task runs, and its result is dropped
+/// when it comes (or handed to the callback set with `on_complete`).
 impl<T> Drop for AsyncResult<T> {
     fn drop(&mut self) {
         if !self.taken {
-            let mut st = self.shared.lock();
-            if st.jobs.release(self.job) {
-                st.abandon(self.job);
-            }
-            drop(st);
+            self.shared.lock().jobs.release(self.job);
+            // The driver of a closed pool may be waiting for this job to go away.
             self.shared.wake();
         }
     }

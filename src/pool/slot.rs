@@ -140,6 +140,12 @@ impl Slot {
         self.tasks.on_answer(maxtasks, self.retiring)
     }
 
+    /// Takes back, for good, the tasks of `job` it was sent ahead and has not started
+    /// (`AsyncResult::cancel`; see [`Account::cancel`]).
+    pub(crate) fn cancel(&mut self, job: JobId) -> Vec<Task> {
+        self.tasks.cancel(|t| t.job == job)
+    }
+
     /// Its task ran past `timeout`: kill it; its exit reports the timeout.
     pub(crate) fn time_out(&mut self, timeout: Duration) {
         self.tasks.time_out(timeout);

@@ -11,11 +11,15 @@
 //! - after each dispatch, no worker is idle while a task is pending or queued untaken
 //!   behind another worker;
 //! - no hang: the pool waits only for an answer or an exit that will come (a skipped
-//!   task would leave it waiting, and loom reports the deadlock).
+//!   task would leave it waiting, and loom reports the deadlock);
+//! - a cancel (`Account::cancel`, as `State::cancel` calls it) that takes a task back,
+//!   from the pool's queue, from a worker's queue or as the worker's next task, means it
+//!   never runs; one that loses the word leaves it to run once.
 //!
 //! Sizes: CI runs one task ahead and two gate words, at the default bound (2): five tasks
 //! without deaths, three with a death at each step of worker 0 and with each of its first
-//! two answers refused. `MPROC_MODEL_DEEP=1` adds bound 3 at five tasks, two ahead with
+//! two answers refused; three tasks with task 1 or 2 cancelled after round 0, 1 or 2,
+//! and with task 2 cancelled while worker 0 dies at every other step. `MPROC_MODEL_DEEP=1` adds bound 3 at five tasks, two ahead with
 //! four words and seven tasks, and bound 4 at four tasks.
 
 use std::collections::VecDeque;
@@ -129,6 +133,9 @@ struct Case {
     die_at: Option<u32>,
     /// The pool refuses worker 0's n-th answer.
     refuse: Option<usize>,
+    /// The caller cancels task `.0` (`AsyncResult::cancel`) after the driver's round `.1`,
+    /// once the frames of that round are on their way.
+    cancel: Option<(usize, usize)>,
 }
 
 const WORKERS: usize = 2;
@@ -179,6 +186,8 @@ fn work<const N: usize>(
 enum End {
     Answered,
     Failed,
+    /// Taken back by a cancel before it started.
+    Cancelled,
 }
 
 /// What the pool's wait brings: answers and exits.
@@ -228,6 +237,7 @@ fn pool<const A: usize, const N: usize>(
     for w in workers.iter_mut() {
         w.tasks.on_ready();
     }
+    let mut round = 0;
     loop {
         // The driver's dispatch after what it read, then the caller's, one per task it
         // submits: a worker left idle by the first may take a task back before the next.
@@ -238,20 +248,30 @@ fn pool<const A: usize, const N: usize>(
             submitted += 1;
             dispatched(workers, &mut pending, case);
         }
-        let frames: Vec<_> = workers
-            .iter_mut()
-            .map(|w| std::mem::take(&mut w.outgoing))
-            .collect();
-        if frames.iter().any(|f| !f.is_empty()) || !kill.is_empty() {
-            net.tell(|wires| {
-                for (i, f) in frames.into_iter().enumerate() {
-                    wires.to[i].extend(f);
+        send(workers, net, &mut kill);
+        if let Some((k, at)) = case.cancel {
+            if round == at && k < submitted && ends[k].is_none() {
+                // `State::cancel`: out of the queue, or revoked at the gate by whoever
+                // holds it; then the dispatch that gives a worker left idle more work.
+                let mut stopped: Vec<usize> = pending.iter().copied().filter(|&t| t == k).collect();
+                pending.retain(|&t| t != k);
+                for w in workers.iter_mut() {
+                    stopped.extend(w.tasks.cancel(|&t| t == k));
                 }
-                for i in kill.drain(..) {
-                    wires.killed[i] = true;
+                let any = !stopped.is_empty();
+                for t in stopped {
+                    assert_eq!(ends[t], None, "task {t} cancelled twice ({case:?})");
+                    ends[t] = Some(End::Cancelled);
                 }
-            });
+                round += 1;
+                if any {
+                    // A result the caller counts on: it may submit more (its window).
+                    continue;
+                }
+            }
         }
+        round += 1;
+        let ended = ends.iter().filter(|e| e.is_some()).count();
         if ended == case.tasks {
             return ends;
         }
@@ -315,6 +335,28 @@ fn pool<const A: usize, const N: usize>(
     }
 }
 
+/// Sends the frames dispatch queued, and the kills decided, to the workers.
+fn send<const A: usize, const N: usize>(
+    workers: &mut [Worker<A, N>],
+    net: &Net,
+    kill: &mut Vec<usize>,
+) {
+    let frames: Vec<_> = workers
+        .iter_mut()
+        .map(|w| std::mem::take(&mut w.outgoing))
+        .collect();
+    if frames.iter().any(|f| !f.is_empty()) || !kill.is_empty() {
+        net.tell(|wires| {
+            for (i, f) in frames.into_iter().enumerate() {
+                wires.to[i].extend(f);
+            }
+            for i in kill.drain(..) {
+                wires.killed[i] = true;
+            }
+        });
+    }
+}
+
 /// One model run of `case` with `A` ahead and `N` gate words.
 fn run<const A: usize, const N: usize>(case: Case) {
     let net = Arc::new(Net {
@@ -360,6 +402,10 @@ fn run<const A: usize, const N: usize>(case: Case) {
         match end {
             Some(End::Answered) => assert_eq!(r.runs[t], 1, "task {t} answered unrun"),
             Some(End::Failed) => assert!(r.started_by[t].is_some()),
+            Some(End::Cancelled) => {
+                assert_eq!(r.runs[t], 0, "task {t} ran after its cancel won ({case:?})");
+                assert_eq!(r.started_by[t], None, "task {t} cancelled after it started");
+            }
             None => unreachable!("the pool ends once every task has"),
         }
     }
@@ -377,6 +423,7 @@ fn case(tasks: usize) -> Case {
         window: 3,
         die_at: None,
         refuse: None,
+        cancel: None,
     }
 }
 
@@ -408,6 +455,46 @@ fn gate_with_a_worker_dying_at_each_step() {
 }
 
 // Finds the `was_taken` bug (a task taken after a refused frame run again) at bound 1.
+// The caller cancels task 1 or 2 after each of the first rounds: queued in the pool,
+// queued ahead behind a busy worker, or the worker's next task (sent ahead, `Busy` and
+// tentative): a won revoke never runs, a lost one runs once, and a worker whose next task
+// was taken back goes on with the one after it or is given another (no hang).
+#[test]
+fn gate_with_a_cancel() {
+    for (k, at) in [(1, 0), (2, 1), (2, 2)] {
+        {
+            let c = Case {
+                cancel: Some((k, at)),
+                ..case(3)
+            };
+            check::<1, 2>(None, c);
+            if model::deep() {
+                check::<1, 2>(Some(3), Case { tasks: 5, ..c });
+                check::<2, 4>(Some(3), Case { tasks: 6, ..c });
+            }
+        }
+    }
+}
+
+// A cancel and a death: worker 0 dies at every other step (every step when deep) while
+// task 2 is cancelled after round 1: its gate word is won by exactly one of the worker
+// and the cancel, and the exit's reading of it agrees.
+#[test]
+fn gate_with_a_cancel_and_a_death() {
+    let step = if model::deep() { 1 } else { 2 };
+    for die in (0..10).step_by(step) {
+        let c = Case {
+            die_at: Some(die),
+            cancel: Some((2, 1)),
+            ..case(3)
+        };
+        check::<1, 2>(None, c);
+        if model::deep() {
+            check::<1, 2>(Some(3), Case { tasks: 5, ..c });
+        }
+    }
+}
+
 #[test]
 fn gate_with_a_refused_answer() {
     for n in 0..2 {
