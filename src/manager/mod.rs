@@ -35,6 +35,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod client;
+mod conns;
 mod handle;
 mod locks;
 mod managed;

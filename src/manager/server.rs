@@ -14,19 +14,29 @@
 //! variable. A waiting thread also wakes every [`PEER_CHECK`] to see whether its client hung
 //! up (then it gives up the wait) or the server is stopping.
 //!
+//! **A client's rings are its memory.** Nothing a client writes there may keep its
+//! connection's thread, or what the connection holds, for ever. The thread's waits on the
+//! rings are bounded: a `get` of the next request by [`PEER_CHECK`] (the ring's own wait
+//! for the rest of an item it has begun is the ring's to bound), a reply's `put` by
+//! [`FIRST_PUT`] doubling to [`LAST_PUT`] per attempt, and between them it looks at the
+//! socket: a client on rings never writes on it, so readable means gone. And since a ring
+//! call that does not return would keep the thread from its cleanup, the janitor also looks
+//! at every upgraded connection's socket every [`WATCH`] and runs the cleanup of a gone
+//! client itself, exactly once either way (`conns.rs`).
+//!
 //! Stopping: a `Shutdown` request (or the owner's lifeline closing) sets `stopping`, shuts
 //! down every client socket both ways — so every client, even one blocked in a `get`, reads
 //! end-of-stream and answers `Err(Closed)` — and wakes the accept loop by connecting to it.
 
-use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::conns::{ConnState, Conns};
 use super::store::{Caller, ConnId, Store};
 use super::transport::ServerSocket;
-use super::wire::{self, Answer, Buf, Request, Rings, Session};
+use super::wire::{self, Answer, Buf, Request, Rings};
 use crate::connection::Address;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -35,6 +45,13 @@ use crate::error::{Error, Result};
 const PEER_CHECK: Duration = Duration::from_millis(50);
 /// How often sessions without a connection are checked for a dead process.
 const JANITOR: Duration = Duration::from_secs(1);
+/// How often the janitor looks for upgraded connections whose client left.
+const WATCH: Duration = Duration::from_millis(200);
+/// How long a reply's first `put` may wait for the reply ring (its lock, or room), before
+/// the client is looked at; each later attempt waits twice as long, up to [`LAST_PUT`], so
+/// a reply too large to pass in one attempt still passes to a client that reads it.
+const FIRST_PUT: Duration = Duration::from_secs(1);
+const LAST_PUT: Duration = Duration::from_secs(8);
 
 struct Shared {
     store: Mutex<Store>,
@@ -47,8 +64,8 @@ struct Shared {
     /// authkey, so the key alone must not stop a shared server).
     owner_token: Vec<u8>,
     stopping: AtomicBool,
-    /// A duplicate of each live client socket, so that stopping can shut them all down.
-    sockets: Mutex<HashMap<ConnId, OwnedFd>>,
+    /// The live connections, each with a duplicate of its socket.
+    conns: Conns,
     next_conn: AtomicU64,
     done: Mutex<bool>,
     done_cond: Condvar,
@@ -60,16 +77,34 @@ impl Shared {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The store, for connection `me`'s thread: `None` once the connection has ended
+    /// (see `conns.rs`), and then the thread must change nothing.
+    fn store_for(&self, me: &ConnState) -> Option<MutexGuard<'_, Store>> {
+        let store = self.store();
+        (!me.ended()).then_some(store)
+    }
+
+    /// Ends connection `id`, once: frees every lock it held, drops it from every wait,
+    /// and counts it out of its session (whose claims go when its process is gone).
+    fn end_conn(&self, id: ConnId) {
+        let mut store = self.store();
+        let Some(session) = self.conns.end(id) else {
+            return;
+        };
+        if session != 0 {
+            store.bye(session);
+        }
+        store.release_all(id);
+        if std::mem::take(&mut store.wake) {
+            self.cond.notify_all();
+        }
+    }
+
     fn stop(&self) {
         if self.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let sockets =
-            std::mem::take(&mut *self.sockets.lock().unwrap_or_else(PoisonError::into_inner));
-        for fd in sockets.values() {
-            let _ = crate::sys::fd::shutdown(fd.as_fd(), true);
-            let _ = crate::sys::fd::shutdown(fd.as_fd(), false);
-        }
+        self.conns.shut_down_all();
         {
             let _store = self.store();
             self.cond.notify_all();
@@ -105,7 +140,7 @@ impl Server {
                 authkey: authkey.to_vec(),
                 owner_token: owner_token.to_vec(),
                 stopping: AtomicBool::new(false),
-                sockets: Mutex::new(HashMap::new()),
+                conns: Conns::default(),
                 next_conn: AtomicU64::new(1),
                 done: Mutex::new(false),
                 done_cond: Condvar::new(),
@@ -138,14 +173,23 @@ impl Server {
                 })?;
         }
         {
-            // Ends the sessions of processes that died without a connection open.
+            // Ends the connections of clients that left while their thread could not see
+            // it, and the sessions of processes that died without a connection open.
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("mproc-manager-janitor".into())
                 .spawn(move || {
+                    let mut reaped = Instant::now();
                     while !shared.stopping.load(Ordering::Acquire) {
-                        std::thread::sleep(JANITOR);
-                        shared.store().reap_sessions();
+                        std::thread::sleep(WATCH);
+                        for id in shared.conns.hung_up() {
+                            ::log::debug!("manager: connection {id}'s client left");
+                            shared.end_conn(id);
+                        }
+                        if reaped.elapsed() >= JANITOR {
+                            reaped = Instant::now();
+                            shared.store().reap_sessions();
+                        }
                     }
                 })?;
         }
@@ -190,11 +234,7 @@ fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
         let Ok(dup) = crate::sys::fd::dup_cloexec(conn.as_fd()) else {
             continue;
         };
-        shared
-            .sockets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, dup);
+        let me = shared.conns.add(id, dup);
         let shared2 = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("mproc-manager-conn-{id}"))
@@ -205,84 +245,83 @@ fn accept_loop(socket: &ServerSocket, shared: &Arc<Shared>) {
                     shared: &shared2,
                 };
                 match conn.handshake(None) {
-                    Ok(conn) => serve_conn(&conn, id, &shared2),
+                    Ok(conn) => serve_conn(&Peer {
+                        conn: &conn,
+                        id,
+                        me: &me,
+                        shared: &shared2,
+                    }),
                     Err(e) => ::log::debug!("manager: a connection was refused: {e}"),
                 }
             });
         if spawned.is_err() {
-            forget(id, shared);
+            shared.end_conn(id);
         }
     }
 }
 
-/// Drops the duplicate of connection `id`'s socket (the connection is over).
-fn forget(id: ConnId, shared: &Shared) {
-    shared
-        .sockets
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&id);
+/// One connection, as its thread sees it.
+struct Peer<'a> {
+    conn: &'a Connection<()>,
+    id: ConnId,
+    me: &'a ConnState,
+    shared: &'a Shared,
+}
+
+impl Peer<'_> {
+    /// Whether to stop serving this client: it left (a client on rings never writes on
+    /// the socket, so readable means gone), its connection was ended, or the server stops.
+    fn gone(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
+            || self.me.ended()
+            || self.conn.poll(Some(Duration::ZERO)).unwrap_or(true)
+    }
 }
 
 /// Receives the next request frame into `inp`; `false` when the peer is gone (or the
 /// server stops).
-fn next_request(
-    conn: &Connection<()>,
-    rings: Option<&Rings>,
-    inp: &mut Vec<u8>,
-    shared: &Shared,
-) -> bool {
+fn next_request(peer: &Peer<'_>, rings: Option<&Rings>, inp: &mut Vec<u8>) -> bool {
     let Some((requests, _)) = rings else {
-        return conn.recv_bytes_into(inp).is_ok();
+        return peer.conn.recv_bytes_into(inp).is_ok();
     };
     loop {
         match requests.get_timeout(PEER_CHECK) {
             Ok(frame) => {
                 *inp = frame.0;
-                return true;
+                return !peer.me.ended();
             }
-            // A client sends nothing on the socket once upgraded: readable means it left.
-            Err(Error::Empty) => {
-                if shared.stopping.load(Ordering::Acquire)
-                    || conn.poll(Some(Duration::ZERO)).unwrap_or(true)
-                {
+            // Nothing (or not all of an item) in time: is the client still there?
+            Err(Error::Empty | Error::Timeout) => {
+                if peer.gone() {
                     return false;
                 }
             }
+            // A ring that is not one any more (the client wrote over it).
             Err(_) => return false,
         }
     }
 }
 
-/// A connection's place in its process's session: counted out when the connection ends,
-/// however it ends, so that the session can end with its process (`store/claims.rs`).
-struct InSession<'a> {
-    session: Session,
-    shared: &'a Shared,
-}
-
-impl Drop for InSession<'_> {
-    fn drop(&mut self) {
-        self.shared.store().bye(self.session);
-    }
-}
-
-fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
+fn serve_conn(peer: &Peer<'_>) {
+    let Peer {
+        conn, id, shared, ..
+    } = *peer;
     let mut caller = Caller {
         conn: id,
         remote: shared.remote,
         session: 0,
     };
-    let mut _in_session: Option<InSession<'_>> = None;
     let mut rings: Option<Rings> = None;
     let mut inp = Vec::new();
     let mut out = Vec::new();
-    while next_request(conn, rings.as_ref(), &mut inp, shared) {
+    while next_request(peer, rings.as_ref(), &mut inp) {
         let mut embedded = Vec::new();
         let request = match wire::decode::<wire::Frame<'_>>(&inp) {
             Ok((ops, tokens, request)) => {
                 if caller.session != 0 && !(ops.is_empty() && tokens.is_empty()) {
-                    let mut store = shared.store();
+                    let Some(mut store) = shared.store_for(peer.me) else {
+                        break;
+                    };
                     store.apply_ops(caller.session, &ops);
                     // Before the request stores the bytes: no reader may see them while
                     // their tokens are still in transit.
@@ -307,12 +346,13 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
         };
         if let Ok(Request::Hello(session, pid)) = &request {
             if caller.session == 0 && *session != 0 {
+                let Some(mut store) = shared.store_for(peer.me) else {
+                    break;
+                };
                 caller.session = *session;
-                shared.store().hello(*session, *pid, shared.remote);
-                _in_session = Some(InSession {
-                    session: *session,
-                    shared,
-                });
+                // Counted out of the session by the connection's end, however it ends.
+                peer.me.set_session(*session);
+                store.hello(*session, *pid, shared.remote);
             }
         }
         let (reply, shutdown) = match request {
@@ -322,13 +362,14 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
             }
             Ok(Request::Shutdown(_)) => (Err(not_owner()), false),
             Ok(Request::Upgrade) if rings.is_none() && !shared.remote => {
-                if send(conn, None, &Ok(Answer::Done), &mut out).is_err() {
+                if send(peer, None, &Ok(Answer::Done), &mut out).is_err() {
                     break;
                 }
                 match receive_rings(conn) {
                     Ok(r) => rings = Some(r),
                     Err(_) => break,
                 }
+                peer.me.set_upgraded();
                 continue;
             }
             Ok(Request::Upgrade) => (
@@ -337,7 +378,7 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                 )),
                 false,
             ),
-            Ok(req) => match handle(&req, caller, conn, shared, &embedded) {
+            Ok(req) => match handle(&req, caller, peer, &embedded) {
                 Some(r) => {
                     // A new object's contents are seen by no one before its creator has
                     // its id: its tokens can pass to it now.
@@ -353,7 +394,7 @@ fn serve_conn(conn: &Connection<()>, id: ConnId, shared: &Shared) {
                 (Err(e), false)
             }
         };
-        if send(conn, rings.as_ref(), &reply, &mut out).is_err() {
+        if send(peer, rings.as_ref(), &reply, &mut out).is_err() {
             break;
         }
         if shutdown {
@@ -376,8 +417,9 @@ pub(crate) fn not_owner() -> Error {
     )
 }
 
-/// A connection's cleanup, run when its thread ends however it ends (a panic included): forget its socket dup, and release every lock it held so no other
-/// client waits for a connection that is gone.
+/// A connection's cleanup, run when its thread ends however it ends (a panic included),
+/// unless the janitor ran it already: forget its socket dup, release every lock it held so
+/// no other client waits for a connection that is gone, and count it out of its session.
 struct ConnCleanup<'a> {
     id: ConnId,
     shared: &'a Shared,
@@ -385,13 +427,7 @@ struct ConnCleanup<'a> {
 
 impl Drop for ConnCleanup<'_> {
     fn drop(&mut self) {
-        let shared = self.shared;
-        forget(self.id, shared);
-        let mut store = shared.store();
-        store.release_all(self.id);
-        if std::mem::take(&mut store.wake) {
-            shared.cond.notify_all();
-        }
+        self.shared.end_conn(self.id);
     }
 }
 
@@ -404,16 +440,26 @@ fn receive_rings(conn: &Connection<()>) -> Result<Rings> {
 
 /// Sends one reply on the rings, or the socket.
 fn send(
-    conn: &Connection<()>,
+    peer: &Peer<'_>,
     rings: Option<&Rings>,
     reply: &wire::Reply,
     out: &mut Vec<u8>,
 ) -> Result<()> {
     out.clear();
     crate::codec::encode_plain_into(reply, out)?;
-    match rings {
-        Some((_, replies)) => replies.put(Buf(out.clone())),
-        None => conn.send_bytes(out),
+    let Some((_, replies)) = rings else {
+        return peer.conn.send_bytes(out);
+    };
+    // Each attempt is bounded: the client may hold the reply ring's lock, or stop reading,
+    // and die. A timed-out attempt leaves nothing of the reply but an `Abort` the client
+    // skips, so the next one starts afresh.
+    let mut attempt = FIRST_PUT;
+    loop {
+        match replies.put_timeout(Buf(out.clone()), attempt) {
+            Err(Error::Full) if peer.gone() => return Err(Error::Closed),
+            Err(Error::Full) => attempt = attempt.saturating_mul(2).min(LAST_PUT),
+            r => return r,
+        }
     }
 }
 
@@ -421,19 +467,22 @@ fn send(
 fn handle(
     req: &Request<'_>,
     caller: Caller,
-    conn: &Connection<()>,
-    shared: &Shared,
+    peer: &Peer<'_>,
     tokens: &[wire::Token],
 ) -> Option<wire::Reply> {
+    let Peer { conn, shared, .. } = *peer;
     // `None` is forever (or a deadline too far to represent).
     let mut deadline = req
         .wait()
         .flatten()
         .and_then(|ns| Instant::now().checked_add(Duration::from_nanos(ns)));
-    let mut store = shared.store();
+    let mut store = shared.store_for(peer.me)?;
     loop {
         if shared.stopping.load(Ordering::Acquire) {
             return Some(Err(Error::Closed));
+        }
+        if peer.me.ended() {
+            return None;
         }
         if !tokens.is_empty() {
             store.arriving = tokens.to_vec();
