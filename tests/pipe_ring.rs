@@ -532,3 +532,144 @@ fn a_receiver_killed_mid_take_costs_at_most_its_message() {
         assert!(why.contains("descriptors were lost"), "{why}");
     }
 }
+
+/// The size `send_huge` streams: many times the ring, so it stalls with the ring full.
+const HUGE: usize = 8 << 20;
+
+fn send_huge(conn: Connection<u32>) -> mproc::Result<()> {
+    conn.send_bytes(&vec![3u8; HUGE])
+}
+
+fn receive_one(conn: Connection<u32>) -> mproc::Result<usize> {
+    conn.recv_bytes().map(|b| b.len())
+}
+
+/// Receives untimed (`recv_bytes_into`): what a contender blocked on the lock costs.
+fn receive_into(conn: Connection<u32>) -> mproc::Result<usize> {
+    let mut buf = Vec::new();
+    match conn.recv_bytes_into(&mut buf) {
+        Err(Error::Closed) => Ok(0),
+        r => r,
+    }
+}
+
+fn conn_clone(c: &Connection<u32>) -> Connection<u32> {
+    let (a, b) = pipe::<Connection<u32>>().unwrap();
+    a.send(c).unwrap();
+    b.recv().unwrap()
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, sig).expect("kill");
+}
+
+/// This thread's CPU time so far (`/proc/thread-self/schedstat`).
+fn my_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// Waits (under the test's watchdog) until `a`'s ring is empty (`false`) or not.
+fn until_pending(a: &Connection<u32>, pending: bool) {
+    while a.poll(Some(Duration::ZERO)).unwrap() != pending {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGKILLs the processes of a failed test (a stopped one would outlive it), or always.
+struct KillOnPanic(Vec<u32>, bool);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() || self.1 {
+            for &pid in &self.0 {
+                let _ = rustix::process::Pid::from_raw(pid as i32)
+                    .map(|p| rustix::process::kill_process(p, rustix::process::Signal::KILL));
+            }
+        }
+    }
+}
+
+// Issue 19, item 2: another process shares the receiving end and holds its receive lock
+// (it is SIGSTOPped half-way through a message larger than the ring, whose sender has
+// refilled the ring). A `recv_timeout(200 ms)` here returns `Timeout` in about 200 ms and
+// sleeps meanwhile; an untimed receive in a third process sleeps too; and once the holder
+// runs again it gets its whole message, and the end sees end of stream after it.
+#[test]
+fn a_receive_lock_held_elsewhere_is_waited_for_asleep_and_within_the_timeout() {
+    use rustix::process::Signal;
+    let _s = shared();
+    let _w = watchdog("ring_receive_lock_held", 60);
+    let (a, b) = pipe::<u32>().unwrap();
+    let mut sender = get_context(Fork).process(send_huge, (b,));
+    sender.start().unwrap();
+    let mut pids = KillOnPanic(vec![sender.pid().unwrap()], false);
+    // The ring fills, the sender waits for room; stop it there.
+    until_pending(&a, true);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(sender.pid().unwrap(), Signal::STOP);
+    // The holder takes the consumer lock and all the ring holds, and waits for the rest.
+    let mut holder = get_context(Fork).process(receive_one, (conn_clone(&a),));
+    holder.start().unwrap();
+    pids.0.push(holder.pid().unwrap());
+    until_pending(&a, false);
+    signal(holder.pid().unwrap(), Signal::STOP);
+    // The sender refills the ring and stalls again: the ring is not empty, its lock held.
+    signal(sender.pid().unwrap(), Signal::CONT);
+    until_pending(&a, true);
+    std::thread::sleep(Duration::from_millis(100));
+
+    let mut untimed = get_context(Fork).process(receive_into, (conn_clone(&a),));
+    untimed.start().unwrap();
+    pids.0.push(untimed.pid().unwrap());
+    // A receive that never returns (it did, spinning) would keep the watchdog's exit
+    // waiting for the stopped children: kill them after a while, so it returns and fails.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rescue = {
+        let (done, pids) = (done.clone(), pids.0.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if t.elapsed() > Duration::from_secs(10) {
+                    eprintln!("receive-lock test: still waiting after 10 s; killing the children");
+                    drop(KillOnPanic(pids, true));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    for round in 0..3 {
+        let cpu0 = my_cpu();
+        let t = Instant::now();
+        let r = a.recv_timeout(Duration::from_millis(200));
+        let (took, used) = (t.elapsed(), my_cpu() - cpu0);
+        assert!(matches!(r, Err(Error::Timeout)), "round {round}: {r:?}");
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_millis(600),
+            "round {round}: recv_timeout(200 ms) took {took:?}"
+        );
+        assert!(
+            used < Duration::from_millis(20),
+            "round {round}: recv_timeout(200 ms) used {used:?} of CPU in {took:?}"
+        );
+    }
+    // The untimed contender, past its start-up: at most 2% of a CPU, as an idle receiver.
+    let pid = untimed.pid().unwrap();
+    let c0 = cpu(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu(pid) - c0;
+    assert!(
+        used <= Duration::from_millis(20),
+        "an untimed receive blocked on the lock used {used:?} of CPU in a second"
+    );
+
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    rescue.join().unwrap();
+    signal(holder.pid().unwrap(), Signal::CONT);
+    assert_eq!(holder.result().unwrap().unwrap(), HUGE);
+    sender.result().unwrap().unwrap();
+    assert_eq!(untimed.result().unwrap().unwrap(), 0, "end of stream");
+    assert!(matches!(a.recv(), Err(Error::Closed)));
+}

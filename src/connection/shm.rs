@@ -60,7 +60,11 @@
 //!
 //! **Deadlines.** A `recv_timeout` deadline bounds the wait for a message to begin; one
 //! that has begun is read to its end (which its sender's progress, death or own timeout
-//! bounds). A `send_timeout` that runs out before any of its message is visible leaves
+//! bounds). A receiver that finds the ring's consumer lock (the end's receive lock) held
+//! by another holder of its end sleeps on the lock until it is released (or its holder
+//! dies) or the deadline passes, then `Timeout`: a message in the ring that another
+//! receiver is taking is not "ready" for this one, so neither a busy holder nor a stopped
+//! one makes it look again and again. A `send_timeout` that runs out before any of its message is visible leaves
 //! nothing; one that runs out half-way through streaming a large message closes it with an
 //! `Abort` (its receiver gets the "in the middle of a message" error) and the end refuses
 //! further sends, as a socket connection does.
@@ -346,8 +350,15 @@ impl Link {
             );
             match got {
                 Ok(r) => return r,
-                // Another holder of this end took it first, or holds the consumer lock.
-                Err(Error::Empty) => continue,
+                // Another holder of this end took the item first (the next look finds the
+                // ring empty and sleeps on the socket), or holds the consumer lock, perhaps
+                // for long (it is receiving an item larger than the ring, or it is stopped):
+                // sleep until it lets go, not past the deadline.
+                Err(Error::Empty) => {
+                    if !rx.await_consumer(deadline) {
+                        return Err(Error::Timeout);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
