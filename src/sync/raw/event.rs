@@ -132,15 +132,22 @@ mod tests {
     #[test]
     fn a_pulse_ends_every_wait_that_began_before_it() {
         let w = Arc::new(AtomicU32::new(0));
+        // Each waiter says when its wait has begun, so the pulse surely comes after (a sleep
+        // for "long enough" was not, on a loaded machine).
+        let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let waiters: Vec<_> = (0..4)
             .map(|_| {
-                let w = w.clone();
+                let (w, begun) = (w.clone(), begun.clone());
                 std::thread::spawn(move || {
-                    wait(&*w, Some(Instant::now() + Duration::from_secs(10)))
+                    let b = begin(&*w);
+                    begun.fetch_add(1, Ordering::SeqCst);
+                    wait_from(&*w, b, Some(Instant::now() + Duration::from_secs(10)))
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(30));
+        while begun.load(Ordering::SeqCst) < 4 {
+            std::thread::yield_now();
+        }
         set(&*w);
         clear(&*w);
         let t = Instant::now();
