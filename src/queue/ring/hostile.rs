@@ -34,14 +34,16 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(v) => v,
-        Err(_) => panic!("watchdog: {what} did not return within {secs} s"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("watchdog: {what} did not return within {secs} s")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
     }
 }
 
 fn is_corrupt(e: &Error) -> bool {
     matches!(e, Error::Codec(m) if m.contains("queue ring is corrupt"))
 }
-
 
 /// A producer alive but stalled after its first piece: a timed receive returns at its
 /// deadline, and the ring stays consistent (the stalled item, finished later, is skipped
@@ -92,11 +94,15 @@ fn a_first_piece_left_without_its_producer_is_dropped() {
         // Released without `stream` set, as a peer that forged the frame leaves it.
     }
     let r2 = r.clone();
-    let (got, took) = within(10, "an untimed recv after an abandoned first piece", move || {
-        let t = Instant::now();
-        let got = r2.recv_pipe(None, |b| b.to_vec(), None::<fn(u64, Vec<u8>) -> Vec<u8>>);
-        (got, t.elapsed())
-    });
+    let (got, took) = within(
+        10,
+        "an untimed recv after an abandoned first piece",
+        move || {
+            let t = Instant::now();
+            let got = r2.recv_pipe(None, |b| b.to_vec(), None::<fn(u64, Vec<u8>) -> Vec<u8>>);
+            (got, t.elapsed())
+        },
+    );
     let err = got.unwrap_err();
     assert!(err.to_string().contains("mid"), "{err}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
@@ -128,7 +134,10 @@ fn a_forged_head_is_the_corrupt_ring_error_not_a_panic() {
         // A small one may go by the producer's cached view of the head (a lower bound,
         // never read from the forged word), or find the forgery.
         let small = forged_ring(forged).send(&[1; 20], soon(100));
-        assert!(small.as_ref().err().is_none_or(is_corrupt), "{forged}: {small:?}");
+        assert!(
+            small.as_ref().err().is_none_or(is_corrupt),
+            "{forged}: {small:?}"
+        );
         let err = recv_vec(&forged_ring(forged), soon(100)).unwrap_err();
         assert!(is_corrupt(&err), "{forged}: {err:?}");
     }
@@ -140,7 +149,10 @@ fn a_forged_head_is_the_corrupt_ring_error_not_a_panic() {
 fn forged_counts_past_maxsize_are_the_corrupt_ring_error() {
     let r = Ring::heap(1024, 2);
     let tail = r.ctl().tail.0.load(Ordering::Relaxed);
-    r.ctl().tail.0.store(pack(pos_of(tail), 7), Ordering::SeqCst);
+    r.ctl()
+        .tail
+        .0
+        .store(pack(pos_of(tail), 7), Ordering::SeqCst);
     let err = within(10, "a put on forged counts", move || r.send(b"x", None)).unwrap_err();
     assert!(is_corrupt(&err), "{err:?}");
 }
@@ -159,7 +171,12 @@ enum Scribble {
 
 fn scribble() -> impl Strategy<Value = Scribble> {
     let small = || prop_oneof![0u32..64, any::<u32>()];
-    let pos = || prop_oneof![(0u64..64, 0u64..64).prop_map(|(c, p)| c << 32 | p), any::<u64>()];
+    let pos = || {
+        prop_oneof![
+            (0u64..64, 0u64..64).prop_map(|(c, p)| c << 32 | p),
+            any::<u64>()
+        ]
+    };
     prop_oneof![
         pos().prop_map(Scribble::Head),
         pos().prop_map(Scribble::Tail),
