@@ -76,7 +76,11 @@ fn a_get_timeout_mid_item_returns_at_its_deadline() {
         let t = Instant::now();
         let (b, Pause) = q.get().unwrap();
         assert_eq!(b, b"after", "{m:?}");
-        assert!(t.elapsed() < Duration::from_secs(2), "{m:?}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{m:?}: {:?}",
+            t.elapsed()
+        );
         assert_eq!(q.qsize(), 0, "{m:?}");
     }
 }
