@@ -14,9 +14,10 @@
 //! streamed item looks at the producer lock after each sleep slice (50 ms): a live
 //! producer holds it from an item's `First` to its `Last`, so if it is free or its owner
 //! died and nothing more is published, the item is abandoned and the consumer closes it
-//! with an `Abort` itself (whatever the peer-written `stream` word says). A timed call
-//! that reaches its deadline mid-item drops the item whole: its remaining pieces lack
-//! their `First` and are skipped by whoever reads next.
+//! with an `Abort` itself (whatever the peer-written `stream` word says). A timed queue
+//! call that reaches its deadline mid-item drops the item whole: its remaining pieces
+//! lack their `First` and are skipped by whoever reads next. (A pipe's deadline bounds
+//! only the wait for an item to begin; see [`Ring::recv_pipe`].)
 //!
 //! **Hostile words.** `head`, `tail` and frame headers may have been written by another
 //! process: a frame is checked against the units published (`read_frame`), and every
@@ -63,24 +64,32 @@ impl<R: Runtime> Ring<R> {
         decode: impl FnOnce(&[u8]) -> T,
         owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
     ) -> Result<T> {
-        self.recv_inner(deadline, decode, owned, false)
+        self.recv_inner(deadline, deadline, decode, owned, false)
     }
 
     /// A pipe's [`recv_with`](Ring::recv_with): the same, except that a streamed item
     /// abandoned half-way (its producer died, or its send timed out) is an error for the
     /// receiver that had begun it, as a torn message on a socket is, not skipped silently.
+    ///
+    /// `deadline` bounds only the wait for an item to begin (the pipe passes short slices
+    /// of its own deadline, between which it looks at its socket); a begun item is waited
+    /// for to its end or until its producer is found gone (lock free or dead with nothing
+    /// more published: the torn-message error within a probe slice).
     pub(crate) fn recv_pipe<T>(
         &self,
         deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> T,
         owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
     ) -> Result<T> {
-        self.recv_inner(deadline, decode, owned, true)
+        self.recv_inner(deadline, None, decode, owned, true)
     }
 
+    /// `deadline` bounds the wait for an item to begin, `item_deadline` the wait for the
+    /// rest of a begun one (which is then dropped whole).
     fn recv_inner<T>(
         &self,
         deadline: Option<Instant>,
+        item_deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> T,
         mut owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
         torn_is_error: bool,
@@ -102,7 +111,7 @@ impl<R: Runtime> Ring<R> {
                 let got = if partial.is_none() {
                     self.wait_data(&c, pos, deadline, || {})
                 } else {
-                    self.wait_data(&c, pos, deadline, || self.rescue_stream(&c, pos))
+                    self.wait_data(&c, pos, item_deadline, || self.rescue_stream(&c, pos))
                 };
                 if !got {
                     // Mid-item at the deadline (its producer stalled): the item is dropped
