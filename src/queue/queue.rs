@@ -275,9 +275,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.inner.get(None)
     }
 
-    /// Removes and returns the oldest item, waiting at most `timeout` for one to begin;
-    /// `Err(Error::Empty)` if none did. (An item larger than the ring that has begun to
-    /// arrive is received to its end.)
+    /// Removes and returns the oldest item, waiting at most `timeout` for it;
+    /// `Err(Error::Empty)` if none arrived whole by then. (An item larger than the ring
+    /// whose producer stalls past the deadline, half-way, is dropped whole: nothing torn
+    /// is ever delivered.)
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.inner.get(deadline_in(timeout))
     }

@@ -11,14 +11,24 @@
 //! `OWNER_DIED` mark; the next one clears the dead one's registration as a data waiter and
 //! goes on. Pieces of an item whose `First` it never saw are skipped (their `Last` still
 //! counts as consumed), so nothing torn is delivered. A consumer waiting for the rest of a
-//! streamed item looks at the producer lock after each sleep slice: if it is free or its
-//! owner died, it takes it and closes the item with an `Abort` itself.
+//! streamed item looks at the producer lock after each sleep slice (50 ms): a live
+//! producer holds it from an item's `First` to its `Last`, so if it is free or its owner
+//! died and nothing more is published, the item is abandoned and the consumer closes it
+//! with an `Abort` itself (whatever the peer-written `stream` word says). A timed queue
+//! call that reaches its deadline mid-item drops the item whole: its remaining pieces
+//! lack their `First` and are skipped by whoever reads next. (A pipe's deadline bounds
+//! only the wait for an item to begin; see [`Ring::recv_pipe`].)
+//!
+//! **Hostile words.** `head`, `tail` and frame headers may have been written by another
+//! process: a frame is checked against the units published (`read_frame`), and every
+//! difference of positions is checked against the capacity (`Ring::room_between`); out
+//! of range is the corrupt-ring error (`Error::Codec`), never a panic or a wrapped value.
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::control::{Acquired, Consuming, Guard};
+use super::control::{Acquired, Consuming, Guard, NO_ITEM};
 use super::frame::{BadFrame, FrameHeader, HEADER, Kind};
 use super::runtime::Runtime;
 use super::{Ring, count_of, pack, pos_of};
@@ -34,8 +44,9 @@ thread_local! {
 
 impl<R: Runtime> Ring<R> {
     /// Takes one item and hands its bytes to `decode`. `Err(Error::Empty)` if `deadline`
-    /// passes before an item begins; once one has begun, waits for its end (which its
-    /// producer's progress, deadline or death bounds).
+    /// passes before the item ends (one begun is then dropped whole); untimed, waits for
+    /// the end of a begun item while its producer holds its lock (its death or release
+    /// without finishing it is found within a probe slice).
     pub(crate) fn recv<T>(
         &self,
         deadline: Option<Instant>,
@@ -53,24 +64,32 @@ impl<R: Runtime> Ring<R> {
         decode: impl FnOnce(&[u8]) -> T,
         owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
     ) -> Result<T> {
-        self.recv_inner(deadline, decode, owned, false)
+        self.recv_inner(deadline, deadline, decode, owned, false)
     }
 
     /// A pipe's [`recv_with`](Ring::recv_with): the same, except that a streamed item
     /// abandoned half-way (its producer died, or its send timed out) is an error for the
     /// receiver that had begun it, as a torn message on a socket is, not skipped silently.
+    ///
+    /// `deadline` bounds only the wait for an item to begin (the pipe passes short slices
+    /// of its own deadline, between which it looks at its socket); a begun item is waited
+    /// for to its end or until its producer is found gone (lock free or dead with nothing
+    /// more published: the torn-message error within a probe slice).
     pub(crate) fn recv_pipe<T>(
         &self,
         deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> T,
         owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
     ) -> Result<T> {
-        self.recv_inner(deadline, decode, owned, true)
+        self.recv_inner(deadline, None, decode, owned, true)
     }
 
+    /// `deadline` bounds the wait for an item to begin, `item_deadline` the wait for the
+    /// rest of a begun one (which is then dropped whole).
     fn recv_inner<T>(
         &self,
         deadline: Option<Instant>,
+        item_deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> T,
         mut owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
         torn_is_error: bool,
@@ -92,9 +111,16 @@ impl<R: Runtime> Ring<R> {
                 let got = if partial.is_none() {
                     self.wait_data(&c, pos, deadline, || {})
                 } else {
-                    self.wait_data(&c, pos, None, || self.rescue_stream())
+                    self.wait_data(&c, pos, item_deadline, || self.rescue_stream(&c, pos))
                 };
                 if !got {
+                    // Mid-item at the deadline (its producer stalled): the item is dropped
+                    // whole. Its pieces still to come lack their `First`, so whoever reads
+                    // next skips them; nothing torn is ever delivered.
+                    if let Some(Gather::Contiguous(v)) = partial.take() {
+                        RECV_BUF.set(v);
+                        RECV_BUF_KEPT.set(true);
+                    }
                     return Err(Error::Empty);
                 }
                 continue;
@@ -232,13 +258,23 @@ impl<R: Runtime> Ring<R> {
             .wait_until(deadline, || self.avail_units(c, pos) != 0, on_probe)
     }
 
-    /// Called while waiting for the rest of a streamed item: if its producer is gone (the
-    /// lock free, or its owner dead), close the item ourselves, and forget a dead one's
-    /// room wait as a producer taking over would.
+    /// Called while waiting for the rest of a streamed item begun at a frame before `pos`:
+    /// if its producer is gone (the lock free, or its owner dead), close the item
+    /// ourselves, and forget a dead one's room wait as a producer taking over would.
+    ///
+    /// A live producer holds the lock from an item's `First` to its `Last`, so once we
+    /// hold it, an item with nothing published after `pos` is abandoned, whatever the
+    /// peer-written `stream` word says (a dead or hostile peer may have left it clear):
+    /// we close it with an `Abort`, which the ring, empty past `pos`, has room for.
     #[cold]
-    fn rescue_stream(&self) {
+    fn rescue_stream(&self, c: &Guard<'_, Consuming, R>, pos: u32) {
         if let Some((p, acquired)) = self.ctl().try_lock_producer() {
             self.take_over_producer(&p, acquired);
+            // Through the lock's acquire: what its last holder published is visible.
+            if self.avail_units(c, pos) == 0 {
+                self.write_frame(&p, Kind::Abort, &[]);
+                self.ctl().producer.stream.store(NO_ITEM, Ordering::Release);
+            }
         }
     }
 
@@ -265,7 +301,8 @@ impl<R: Runtime> Ring<R> {
     fn wake_room(&self, head: u32) {
         let need = self.ctl().room.need.load(Ordering::Relaxed);
         let tail = pos_of(self.ctl().tail.0.load(Ordering::Acquire));
-        if self.cap_units - tail.wrapping_sub(head) >= need {
+        // Positions another process wrote over wake the producer, which reports them.
+        if !self.room_between(tail, head).is_ok_and(|free| free < need) {
             self.ctl().room.wake();
         }
     }

@@ -28,6 +28,8 @@ mod runtime;
 mod writer;
 
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod model;
 #[cfg(test)]
 mod tests;

@@ -21,12 +21,13 @@ use std::time::Instant;
 // aborting the test binary (a loom Arc's drop takes a model step while unwinding).
 use std::sync::Arc;
 
-use super::Ring;
 use super::control::{EventCount, NO_ITEM};
+use super::frame::Kind;
 use super::runtime::Model;
+use super::{Ring, pos_of};
 use crate::error::Error;
-use crate::shim::Word;
 use crate::shim::model::{Fate, MWord, check, check_with, deep, victim};
+use crate::shim::{Word, Word64};
 use crate::sync::raw::mutex;
 
 type R = Ring<Model>;
@@ -389,5 +390,73 @@ fn eventcount_loses_no_wake_up() {
         }
         changer.join().unwrap();
         assert_eq!(ec.waiters.value(), 0);
+    });
+}
+
+/// Issue 19: an abandoned first piece. A hostile producer publishes an item's `First`
+/// and lets go of the lock without marking the item open (`stream` clear), then dies; or
+/// dies at any step before, holding the lock. Once its first piece is published and it
+/// is dead, an untimed pipe receive must not hang: time flows after a death, so the
+/// consumer's probe takes the lock, finds nothing after the piece, closes the item and
+/// reports the torn message. (The old rescue trusted `stream` and probed for ever: loom's
+/// branch limit.) Otherwise a marker item ends the receive.
+#[test]
+fn an_abandoned_first_piece_never_hangs_the_consumer() {
+    at_every_die_point(|k| {
+        let r = Arc::new(R::model(32, 0));
+        let r1 = r.clone();
+        let hostile = loom::thread::spawn(move || {
+            let fate = victim(Some(k), || {
+                {
+                    let (p, _) = r1.ctl().lock_producer(None).unwrap();
+                    r1.write_frame(&p, Kind::First, &item(1, 0, 6));
+                }
+                // Released without an `Abort`, the item never marked open.
+                MWord::die_point();
+            });
+            fate == Fate::Died
+        });
+        let r2 = r.clone();
+        let consumer = loom::thread::spawn(move || {
+            r2.recv_pipe(None, |b| b.to_vec(), None::<fn(u64, Vec<u8>) -> Vec<u8>>)
+        });
+        let died = hostile.join().unwrap();
+        let published = pos_of(r.ctl().tail.0.load(Ordering::Acquire)) != 0;
+        let abandoned = died && published;
+        if !abandoned {
+            r.send(&item(3, 0, 2), None).unwrap();
+        }
+        let got = consumer.join().unwrap();
+        if abandoned {
+            let err = got.expect_err("a torn message delivered");
+            assert!(err.to_string().contains("middle of a message"), "{err}");
+        } else {
+            assert_eq!(parse(&got.expect("the marker"), |_, _| 2), (3, 0));
+        }
+        assert_quiet(&r);
+        died
+    });
+}
+
+/// A timed receive that reaches its (already past) deadline in the middle of a streamed
+/// item drops it whole: whatever the interleaving, the next receive gets the next item
+/// intact, never a piece of the dropped one, and the ring ends quiet.
+#[test]
+fn a_timed_recv_mid_item_leaves_the_ring_consistent() {
+    check(|| {
+        let r = Arc::new(R::model(32, 0));
+        let r1 = r.clone();
+        let producer = loom::thread::spawn(move || {
+            r1.send(&item(1, 0, 12), None).unwrap();
+            r1.send(&item(2, 0, 2), None).unwrap();
+        });
+        let mut got: Vec<_> = recv(&r, now(), streamed_len).into_iter().collect();
+        while !got.contains(&(2, 0)) {
+            got.push(recv(&r, None, streamed_len).expect("an item"));
+        }
+        producer.join().unwrap();
+        assert_in_order(&got);
+        assert!(got == [(1, 0), (2, 0)] || got == [(2, 0)], "got {got:?}");
+        assert_quiet(&r);
     });
 }

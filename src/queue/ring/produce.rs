@@ -31,6 +31,12 @@ use crate::error::{Error, Result};
 use crate::shim::{Word, Word64};
 use crate::sync::raw::backoff::Backoff;
 
+/// The error for a ring whose shared words were written over by someone (another process
+/// maps the same memory): `why` says which value was out of range.
+pub(super) fn corrupt(why: std::fmt::Arguments<'_>) -> Error {
+    Error::Codec(format!("queue ring is corrupt: {why}"))
+}
+
 /// How long a producer waiting for room sleeps before re-checking on its own (see
 /// [`Ring::wait_room`]).
 const ROOM_SLICE: Duration = Duration::from_millis(2);
@@ -58,12 +64,21 @@ impl<R: Runtime> Ring<R> {
         if self.maxsize != UNBOUNDED {
             let put = count_of(self.ctl().tail.0.load(Ordering::Relaxed));
             let head = &self.ctl().head.0;
-            let room_for_one =
-                || put.wrapping_sub(count_of(head.load(Ordering::Acquire))) < self.maxsize;
+            let in_ring = || put.wrapping_sub(count_of(head.load(Ordering::Acquire)));
+            // More than `maxsize` items in the ring cannot happen (a producer publishes only
+            // below it, under the lock): the counts were written over. Ready, to be refused.
+            let room_for_one = || in_ring() < self.maxsize || in_ring() > self.maxsize;
             // Any consumption is worth a wake-up here.
             self.ctl().room.need.store(0, Ordering::Relaxed);
             if !self.ctl().room.wait_until(deadline, room_for_one, || {}) {
                 return Err(Error::Full);
+            }
+            let n = in_ring();
+            if n > self.maxsize {
+                return Err(corrupt(format_args!(
+                    "{n} items in a ring of at most {}",
+                    self.maxsize
+                )));
             }
         }
         Ok(held)
@@ -91,8 +106,9 @@ impl<R: Runtime> Ring<R> {
     fn repair_producer(&self, p: &Guard<'_, Producing, R>) {
         let stream = &self.ctl().producer.stream;
         if stream.load(Ordering::Acquire) != NO_ITEM {
-            // The abort reserve guarantees room for this frame.
-            if self.free_units(p) >= 1 {
+            // The abort reserve guarantees room for this frame (unless the positions were
+            // written over: then nothing is written, and the next call reports it).
+            if self.free_units(p).is_ok_and(|f| f >= 1) {
                 self.write_frame(p, Kind::Abort, &[]);
             }
             stream.store(NO_ITEM, Ordering::Release);
@@ -101,11 +117,24 @@ impl<R: Runtime> Ring<R> {
     }
 
     /// Free units, as of a fresh look at the head.
-    pub(super) fn free_units(&self, _p: &Guard<'_, Producing, R>) -> u32 {
+    pub(super) fn free_units(&self, _p: &Guard<'_, Producing, R>) -> Result<u32> {
         let tail = pos_of(self.ctl().tail.0.load(Ordering::Relaxed));
         let head = pos_of(self.ctl().head.0.load(Ordering::Acquire));
         self.ctl().producer.head_seen.store(head, Ordering::Relaxed);
-        self.cap_units - tail.wrapping_sub(head)
+        self.room_between(tail, head)
+    }
+
+    /// Free units between `tail` and `head`: the capacity less the units in use, which
+    /// another process's words may claim to be more than the ring holds.
+    #[inline]
+    pub(super) fn room_between(&self, tail: u32, head: u32) -> Result<u32> {
+        let used = tail.wrapping_sub(head);
+        self.cap_units.checked_sub(used).ok_or_else(|| {
+            corrupt(format_args!(
+                "{used} units in use in a ring of {}",
+                self.cap_units
+            ))
+        })
     }
 
     /// Waits until `need` units are free.
@@ -118,36 +147,45 @@ impl<R: Runtime> Ring<R> {
     /// `stalled` (a pipe's hook) is called when the wait begins and after each slice: it
     /// may wake the consumers by its own means, and returns `true` to give up (they are
     /// gone for good).
+    ///
+    /// `Ok(false)` if the deadline passed (or `stalled` gave up); the corrupt-ring error if
+    /// the positions claim more units in use than the ring holds.
     pub(super) fn wait_room(
         &self,
         _p: &Guard<'_, Producing, R>,
         need: u32,
         deadline: Option<Instant>,
         stalled: Option<&dyn Fn() -> bool>,
-    ) -> bool {
+    ) -> Result<bool> {
         let ctl = self.ctl();
         let tail = pos_of(ctl.tail.0.load(Ordering::Relaxed));
         let seen = &ctl.producer.head_seen;
-        if self.cap_units - tail.wrapping_sub(seen.load(Ordering::Relaxed)) >= need {
-            return true;
+        if self.room_between(tail, seen.load(Ordering::Relaxed))? >= need {
+            return Ok(true);
         }
+        // A corrupt position counts as ready, so that the waits below end and the check
+        // after them reports it.
         let free = || {
             let head = pos_of(ctl.head.0.load(Ordering::Acquire));
             seen.store(head, Ordering::Relaxed);
-            self.cap_units - tail.wrapping_sub(head)
+            self.room_between(tail, head).unwrap_or(u32::MAX)
+        };
+        let checked = || {
+            let head = pos_of(ctl.head.0.load(Ordering::Acquire));
+            self.room_between(tail, head).map(|_| true)
         };
         if free() >= need {
-            return true;
+            return checked();
         }
         if deadline.is_some_and(|d| R::W::now() >= d) {
-            return false;
+            return Ok(false);
         }
         if stalled.is_some_and(|g| g()) {
-            return false;
+            return Ok(false);
         }
         let target = need.max(self.cap_units / 16);
         if R::W::SPINS && Backoff::new().wait_until(deadline, || free() >= target) {
-            return true;
+            return checked();
         }
         ctl.room.need.store(target, Ordering::Relaxed);
         loop {
@@ -155,14 +193,14 @@ impl<R: Runtime> Ring<R> {
             let until = deadline.map_or(until, |d| d.min(until));
             let slept = ctl.room.sleep_once(until, || free() >= target);
             if slept == Slept::Ready {
-                return true;
+                return checked();
             }
             if slept == Slept::SliceOver {
                 if free() >= need {
-                    return true;
+                    return checked();
                 }
                 if deadline.is_some_and(|d| R::W::now() >= d) || stalled.is_some_and(|g| g()) {
-                    return false;
+                    return Ok(false);
                 }
             }
         }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::control::{Guard, Producing};
 use super::frame::{FrameHeader, HEADER, Kind, UNIT, units};
-use super::produce::ABORT_RESERVE;
+use super::produce::{ABORT_RESERVE, corrupt};
 use super::runtime::{Os, Runtime};
 use super::{Ring, pos_of};
 use crate::error::{Error, Result};
@@ -186,15 +186,22 @@ impl<'r, R: Runtime> ItemWriter<'r, R> {
         let ring = self.ring;
         let p = self.held.as_ref().expect("streaming holds the lock");
         let need = units(HEADER + UNIT) + ABORT_RESERVE;
-        if !ring.wait_room(p, need, self.deadline, self.stalled) {
+        if !ring.wait_room(p, need, self.deadline, self.stalled)? {
             return Err(Error::Full);
         }
-        let free = (ring.free_units(p) - ABORT_RESERVE) as usize * UNIT;
+        // A head moved back by another process since `wait_room` looked: less room than
+        // it found, which only a corrupt ring shows.
+        let free = ring.free_units(p)?;
+        let free = free
+            .checked_sub(ABORT_RESERVE)
+            .and_then(|f| (f as usize * UNIT).checked_sub(HEADER))
+            .filter(|&f| f > 0)
+            .ok_or_else(|| corrupt(format_args!("the head moved back to {free} free units")))?;
         self.piece_pos = pos_of(ring.ctl().tail.0.load(Ordering::Relaxed));
         self.piece_len = 0;
         // At most a quarter of the ring, so the consumer copies one piece out while we
         // copy the next one in.
-        self.piece_room = (free - HEADER).min(ring.mem.cap() / 4);
+        self.piece_room = free.min(ring.mem.cap() / 4);
         self.aim();
         Ok(())
     }
@@ -222,7 +229,7 @@ impl<'r, R: Runtime> ItemWriter<'r, R> {
         } else {
             let ring = self.ring;
             let p = ring.acquire_producer(self.deadline)?;
-            if !ring.wait_room(&p, units(self.buf.len()), self.deadline, self.stalled) {
+            if !ring.wait_room(&p, units(self.buf.len()), self.deadline, self.stalled)? {
                 return Err(Error::Full);
             }
             let len = self.buf.len() - HEADER;
