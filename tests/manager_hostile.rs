@@ -316,11 +316,9 @@ fn a_client_that_scribbled_its_request_ring_loses_its_lock_when_it_dies() {
     );
 }
 
-// The ring's consumer still waits without a deadline for the rest of an item it has begun
-// (`queue/ring/consume.rs`, issue 19 item 1): the connection's cleanup runs without its
-// thread, but the thread stays blocked until the ring bounds that wait.
+// The ring's consumer drops a first piece its dead producer left alone (issue 19 item 1,
+// `queue/ring/consume.rs`), so the connection's thread ends too, not only its cleanup.
 #[test]
-#[ignore = "needs the queue ring's consumer to bound its wait for the rest of an item"]
 fn the_thread_of_a_client_that_scribbled_its_request_ring_ends_when_it_dies() {
     let _s = shared();
     let _w = watchdog("scribbled_request_ring_thread", 60);
