@@ -17,18 +17,10 @@ static MARK: AtomicU32 = AtomicU32::new(0);
 
 /// The comm of each child of this process (every thread's children).
 fn children_comms() -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|s| {
-            s.split_whitespace()
-                .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
-                .map(|c| c.trim_end().to_string())
-                .collect::<Vec<_>>()
-        })
+    child_pids()
+        .into_iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|c| c.trim_end().to_string())
         .collect()
 }
 

@@ -465,22 +465,6 @@ fn comm_of(pid: u32) -> String {
         .unwrap_or_else(|e| format!("<{pid} unreadable: {e}>"))
 }
 
-/// The pids of this process's children (every thread's).
-fn my_children() -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|s| {
-            s.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
 /// Says it runs (so its name is set), then waits for EOF.
 fn ready_then_wait(ready: Sender<u8>, until: mproc::Receiver<u8>) {
     ready.send(&1).unwrap();
@@ -548,7 +532,7 @@ fn the_fork_server_and_manager_servers_show_their_names_in_ps() {
     p.start().unwrap();
     p.join().unwrap();
     let manager = mproc::Manager::start().unwrap();
-    let comms: Vec<String> = my_children().into_iter().map(comm_of).collect();
+    let comms: Vec<String> = child_pids().into_iter().map(comm_of).collect();
     assert!(
         comms.iter().any(|c| c == "mproc-forkserve"), // mproc-forkserver, cut to 15 bytes
         "no child shows as the fork server: {comms:?}"

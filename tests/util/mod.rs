@@ -98,3 +98,19 @@ pub(crate) fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
 pub(crate) fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
     COUNTING.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The pids of this process's children (every thread's).
+pub(crate) fn child_pids() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
