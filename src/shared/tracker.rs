@@ -332,4 +332,21 @@ mod tests {
         assert_eq!(parse_route("3:4"), None);
         assert_eq!(parse_route("3:4:5:6"), None);
     }
+
+    proptest::proptest! {
+        /// Whatever a peer sends, the tracker answers DONE or REFUSED, never panics, and
+        /// holds only legal names.
+        #[test]
+        fn any_request_is_answered_and_only_legal_names_are_kept(
+            reqs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..40),
+            peer in 0u32..10,
+        ) {
+            let mut t = Tracker { names: BTreeSet::new(), root_pid: 7, me: 0 };
+            for r in &reqs {
+                let a = t.handle(r, peer);
+                proptest::prop_assert!(a == DONE || a == REFUSED);
+            }
+            proptest::prop_assert!(t.names.iter().all(|n| legal(n)));
+        }
+    }
 }

@@ -19,7 +19,8 @@
 //! `main`), `shared/{region,pod,cell}.rs` (the shared mapping and its plain-old-data views),
 //! `sync/raw/robust.rs` (the robust-list entries), `queue/ring/memory.rs` (the ring's
 //! control page and bulk copies into its data area) and, in tests only, `shim/model.rs`
-//! (the model kernel's walk of a dead thread's robust list). `grep -rl 'allow(unsafe_code)' src` must list exactly these.
+//! (the model kernel's walk of a dead thread's robust list) and `queue/ring/runtime.rs`
+//! (loom's checked cells shared by the model's threads). `grep -rl 'allow(unsafe_code)' src` must list exactly these.
 
 #![allow(unsafe_code)]
 
