@@ -279,7 +279,8 @@ mod target;
 #[doc(hidden)]
 pub use crate::connection::socket_pipe;
 pub use crate::connection::{
-    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, Sender, Waitable, connect,
+    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, RecvFuture, Sender, Waitable,
+    connect,
     connect_timeout, connect_with, pipe, pipe_simplex, wait,
 };
 pub use crate::context::{
@@ -298,7 +299,7 @@ pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,
 };
-pub use crate::queue::{JoinableQueue, Queue, SimpleQueue};
+pub use crate::queue::{GetFuture, JoinableQueue, Queue, SimpleQueue};
 pub use crate::shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, Value, ValueGuard,
 };

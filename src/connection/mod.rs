@@ -52,7 +52,7 @@ mod address;
 mod auth;
 mod buffer;
 pub(crate) mod doorbell;
-mod future;
+pub(crate) mod future;
 mod reactor;
 pub(crate) mod ready;
 pub(crate) mod framing;
@@ -70,6 +70,7 @@ mod wire;
 pub use address::Address;
 pub(crate) use listener::Unauthenticated;
 pub use listener::{HANDSHAKE_TIMEOUT, Listener, connect, connect_timeout, connect_with};
+pub use future::RecvFuture;
 pub use wait::{Waitable, wait};
 pub use wire::Codec;
 
@@ -340,6 +341,28 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let mut fds = Vec::new();
         self.read(&mut buf, &mut fds, deadline)?;
         wire::decode(self.format, &buf, fds)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// One look for an async receive (`future.rs`): a message if one can be taken at once.
+    pub(crate) fn look(&self) -> Result<future::Look<T>> {
+        self.check_readable()?;
+        let Some(l) = &self.link else {
+            // A socket connection: readable means a frame (read whole) or end of stream.
+            return if self.poll(Some(Duration::ZERO))? {
+                self.recv().map(future::Look::Took)
+            } else {
+                Ok(future::Look::Nothing)
+            };
+        };
+        let mut buf = self.recv_buf.borrow_mut();
+        let mut fds = Vec::new();
+        Ok(match l.try_recv(self.fd.as_fd(), &mut buf, &mut fds)? {
+            future::Look::Took(()) => future::Look::Took(wire::decode(self.format, &buf, fds)?),
+            future::Look::Nothing => future::Look::Nothing,
+            future::Look::Busy => future::Look::Busy,
+        })
     }
 }
 

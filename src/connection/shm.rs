@@ -99,6 +99,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use super::doorbell::Ready;
 use super::doorbell::{self, Stream};
+use super::future::Look;
 use super::ready::{self, EventFd};
 use super::item::{corrupt, get_varint, put_varint, trailer};
 use super::records::{SeqPacket, send_record, take_fds};
@@ -452,26 +453,27 @@ impl Link {
         }
     }
 
-    /// Takes a message only if one is there now and this end's receive lock is free:
-    /// `Ok(true)` with it in `out`/`fds`, `Ok(false)` if none could be taken at once. A
-    /// message begun is read to its end (as an untimed `recv` reads it), never dropped:
-    /// what an async receive does in `poll`, so that a dropped future loses nothing.
+    /// Takes a message only if one is there now and this end's receive lock is free
+    /// (`Took`, with it in `out`/`fds`); `Busy` if one is there but could not be taken at
+    /// once. A message begun is read to its end (as an untimed `recv` reads it), never
+    /// dropped: what an async receive does in `poll`, so that a dropped future loses
+    /// nothing.
     pub(crate) fn try_recv(
         &self,
         sock: BorrowedFd<'_>,
         out: &mut Vec<u8>,
         fds: &mut Vec<OwnedFd>,
-    ) -> Result<bool> {
+    ) -> Result<Look<()>> {
         let rx = self.rx()?;
         self.watch();
         // End of stream first: whatever was sent before it is in the ring by then.
         let gone = peer_gone(sock);
         if rx.pending() {
-            match self.take(rx, Some(Instant::now()), None, out, fds) {
-                Ok(()) => return Ok(true),
-                Err(Error::Empty) => return Ok(false),
-                Err(e) => return Err(e),
-            }
+            return match self.take(rx, Some(Instant::now()), None, out, fds) {
+                Ok(()) => Ok(Look::Took(())),
+                Err(Error::Empty) => Ok(Look::Busy),
+                Err(e) => Err(e),
+            };
         }
         if gone {
             return Err(Error::Closed);
@@ -479,7 +481,7 @@ impl Link {
         // Nothing here: a flag left set (by a receiver killed before it settled, or an
         // item another holder took) would wake the caller for nothing again.
         self.settle();
-        Ok(false)
+        Ok(Look::Nothing)
     }
 
     /// One attempt at the ring: `begin` bounds the wait for an item to begin,

@@ -72,5 +72,6 @@ mod queue;
 mod simple;
 
 pub use joinable::JoinableQueue;
+pub use crate::connection::future::GetFuture;
 pub use queue::Queue;
 pub use simple::SimpleQueue;

@@ -51,9 +51,19 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.queue.get_timeout(d)
     }
 
+    /// Removes the oldest item, as a future; see [`Queue::get_async`].
+    pub fn get_async(&self) -> crate::GetFuture<'_, T> {
+        self.queue.get_async()
+    }
+
     /// Whether the queue holds no item.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// A descriptor readable iff an item waits; see [`Queue::as_pollable_fd`].
+    pub fn as_pollable_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.queue.as_pollable_fd()
     }
 
     /// Closes this handle in this process; see [`Queue::close`]. Idempotent.
