@@ -279,9 +279,8 @@ mod target;
 #[doc(hidden)]
 pub use crate::connection::socket_pipe;
 pub use crate::connection::{
-    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, RecvFuture, Sender, Waitable,
-    connect,
-    connect_timeout, connect_with, pipe, pipe_simplex, wait,
+    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, RecvFuture, Sender,
+    Waitable, connect, connect_timeout, connect_with, pipe, pipe_simplex, wait,
 };
 pub use crate::context::{
     Context, StartMethod, cpu_count, get_all_start_methods, get_context, get_start_method, init,

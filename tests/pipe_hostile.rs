@@ -37,7 +37,10 @@ fn recv_timeout_mid_message_returns_at_its_deadline() {
     let (a, b) = pipe::<String>().unwrap();
     let p = spawn(big_then_small, (b,)).unwrap();
     let pid = p.pid().unwrap();
-    assert!(a.poll(Some(Duration::from_secs(10))).unwrap(), "nothing sent");
+    assert!(
+        a.poll(Some(Duration::from_secs(10))).unwrap(),
+        "nothing sent"
+    );
     // Let the child fill the ring and wait for room, then stop it there.
     std::thread::sleep(Duration::from_millis(100));
     signal(pid, Signal::STOP);

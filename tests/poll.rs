@@ -61,13 +61,22 @@ fn a_pipe_end_is_readable_iff_a_message_waits_or_the_peer_is_gone() {
     let t = Instant::now();
     assert!(readable(fd, 5000), "not readable 5 s after the child sent");
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(200), "readable early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "readable early: {took:?}"
+    );
     assert!(readable(fd, 0), "readability is level-triggered");
     assert_eq!(a.recv().unwrap(), 7);
-    assert!(!readable(a.as_fd(), 0), "still readable after the message was received");
+    assert!(
+        !readable(a.as_fd(), 0),
+        "still readable after the message was received"
+    );
     assert!(!readable(a.as_fd(), 100), "readable with nothing sent");
     a.send(&0).unwrap(); // the child exits
-    assert!(readable(a.as_fd(), 5000), "not readable after the peer exited");
+    assert!(
+        readable(a.as_fd(), 5000),
+        "not readable after the peer exited"
+    );
     assert!(matches!(a.recv(), Err(Error::Closed)));
     p.result().unwrap().unwrap();
 }
@@ -85,7 +94,10 @@ fn a_pipe_end_turns_readable_when_its_peer_is_killed() {
     assert!(!readable(a.as_fd(), 50));
     p.kill().unwrap();
     let t = Instant::now();
-    assert!(readable(a.as_fd(), 5000), "not readable after SIGKILL of the peer");
+    assert!(
+        readable(a.as_fd(), 5000),
+        "not readable after SIGKILL of the peer"
+    );
     assert!(t.elapsed() < Duration::from_secs(2));
     assert!(matches!(a.recv(), Err(Error::Closed)));
     // A simplex receiver whose sender is gone is readable at once.
@@ -115,7 +127,10 @@ fn cpython_poll_empty_message_and_boundaries() {
     assert!(readable(fd, 2000), "revents 0 after 2 s");
     assert!(readable(fd, 0), "poll consumed the message");
     assert_eq!(a.recv_bytes().unwrap(), b"");
-    assert!(readable(a.as_fd(), 2000), "not readable between two messages");
+    assert!(
+        readable(a.as_fd(), 2000),
+        "not readable between two messages"
+    );
     assert_eq!(a.recv_bytes().unwrap(), b"x");
     assert!(!readable(a.as_fd(), 0));
     a.send(&0).unwrap();
@@ -134,12 +149,21 @@ fn a_queue_fd_is_readable_iff_an_item_waits() {
     let q = Queue::<u32>::new().unwrap();
     // An item put before anyone polled counts too.
     q.put(1).unwrap();
-    assert!(readable(q.as_pollable_fd(), 0), "an item put before polling is missed");
+    assert!(
+        readable(q.as_pollable_fd(), 0),
+        "an item put before polling is missed"
+    );
     assert_eq!(q.get().unwrap(), 1);
-    assert!(!readable(q.as_pollable_fd(), 0), "readable after the queue drained");
+    assert!(
+        !readable(q.as_pollable_fd(), 0),
+        "readable after the queue drained"
+    );
     let p = spawn(put_later, (q.clone(), 5u32, 200u64)).unwrap();
     assert!(!readable(q.as_pollable_fd(), 0));
-    assert!(readable(q.as_pollable_fd(), 5000), "not readable after a child put");
+    assert!(
+        readable(q.as_pollable_fd(), 5000),
+        "not readable after a child put"
+    );
     p.result().unwrap().unwrap();
     assert!(readable(q.as_pollable_fd(), 0));
     assert_eq!(q.try_get().unwrap(), 5);
@@ -147,11 +171,21 @@ fn a_queue_fd_is_readable_iff_an_item_waits() {
     // `wait()` takes it too, beside a pipe end.
     let (a, b) = pipe::<u32>().unwrap();
     let qfd = q.as_pollable_fd();
-    assert!(mproc::wait(&[&a, &qfd], Some(Duration::from_millis(50))).unwrap().is_empty());
+    assert!(
+        mproc::wait(&[&a, &qfd], Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_empty()
+    );
     q.put(9).unwrap();
-    assert_eq!(mproc::wait(&[&a, &qfd], Some(Duration::from_secs(5))).unwrap(), vec![1]);
+    assert_eq!(
+        mproc::wait(&[&a, &qfd], Some(Duration::from_secs(5))).unwrap(),
+        vec![1]
+    );
     b.send(&3).unwrap();
-    assert_eq!(mproc::wait(&[&a, &qfd], Some(Duration::from_secs(5))).unwrap(), vec![0, 1]);
+    assert_eq!(
+        mproc::wait(&[&a, &qfd], Some(Duration::from_secs(5))).unwrap(),
+        vec![0, 1]
+    );
 }
 
 #[test]
@@ -266,7 +300,9 @@ fn recv_async_and_get_async_under_tokio() {
                 .build()
                 .unwrap()
         } else {
-            tokio::runtime::Builder::new_current_thread().build().unwrap()
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
         };
         let (a, b) = pipe::<u32>().unwrap();
         let q = Queue::<u32>::new().unwrap();
@@ -332,7 +368,10 @@ fn dropped_futures_lose_no_message() {
     let want: Vec<u32> = (0..N).collect();
     assert_eq!(pipe_got, want, "pipe messages lost, doubled or reordered");
     assert_eq!(queue_got, want, "queue items lost, doubled or reordered");
-    assert!(matches!(a.recv_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+    assert!(matches!(
+        a.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
     assert!(q.try_get().is_err());
     a.send(&0).unwrap();
     p1.result().unwrap().unwrap();

@@ -97,7 +97,12 @@ pub(crate) fn after_publish<W: Word, B: Bell, F: Flag + ?Sized>(
 }
 
 #[cold]
-fn rung<W: Word, B: Bell, F: Flag + ?Sized>(n: u32, bell: &B, flag: &F, pending: impl Fn() -> bool) {
+fn rung<W: Word, B: Bell, F: Flag + ?Sized>(
+    n: u32,
+    bell: &B,
+    flag: &F,
+    pending: impl Fn() -> bool,
+) {
     if n & SLEEPERS != 0 {
         bell.ring();
     }

@@ -18,13 +18,13 @@ use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::reactor::Registration;
 use super::{Connection, Receiver};
-use crate::queue::Queue;
 use crate::error::Result;
+use crate::queue::Queue;
 
 /// What one look at a ring found.
 #[derive(Debug)]

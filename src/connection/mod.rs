@@ -52,14 +52,14 @@ mod address;
 mod auth;
 mod buffer;
 pub(crate) mod doorbell;
-pub(crate) mod future;
-mod reactor;
-pub(crate) mod ready;
 pub(crate) mod framing;
+pub(crate) mod future;
 mod item;
 mod listener;
 #[cfg(feature = "pickle")]
 mod pickle;
+mod reactor;
+pub(crate) mod ready;
 mod records;
 mod recv;
 mod shm;
@@ -68,9 +68,9 @@ mod wait;
 mod wire;
 
 pub use address::Address;
+pub use future::RecvFuture;
 pub(crate) use listener::Unauthenticated;
 pub use listener::{HANDSHAKE_TIMEOUT, Listener, connect, connect_timeout, connect_with};
-pub use future::RecvFuture;
 pub use wait::{Waitable, wait};
 pub use wire::Codec;
 

@@ -100,8 +100,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) use super::doorbell::Ready;
 use super::doorbell::{self, Stream};
 use super::future::Look;
-use super::ready::{self, EventFd};
 use super::item::{corrupt, get_varint, put_varint, trailer};
+use super::ready::{self, EventFd};
 use super::records::{SeqPacket, send_record, take_fds};
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
@@ -364,9 +364,8 @@ impl Link {
             return Err(Error::Closed);
         }
         let flag = EventFd(self.tx_flag.as_ref().ok_or(Error::ReadOnly)?.as_fd());
-        let ring_bell = || {
-            doorbell::after_publish(ring.sleepers(), &Stream(sock), &flag, || ring.pending())
-        };
+        let ring_bell =
+            || doorbell::after_publish(ring.sleepers(), &Stream(sock), &flag, || ring.pending());
         // Waiting for room: wake the receiver to drain, and give up if it is gone.
         let stalled = || {
             ring_bell();
@@ -542,7 +541,6 @@ impl Link {
     pub(crate) fn pending(&self) -> bool {
         self.rx.as_ref().is_some_and(Ring::pending)
     }
-
 }
 
 impl Drop for Link {

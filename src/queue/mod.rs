@@ -71,7 +71,7 @@ mod joinable;
 mod queue;
 mod simple;
 
-pub use joinable::JoinableQueue;
 pub use crate::connection::future::GetFuture;
+pub use joinable::JoinableQueue;
 pub use queue::Queue;
 pub use simple::SimpleQueue;

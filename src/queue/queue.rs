@@ -15,14 +15,14 @@ use postcard::ser_flavors::Flavor;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::bytes;
+use super::ring::{DEFAULT_CAPACITY, ItemWriter, Ring};
+use crate::codec;
 use crate::codec::HandleFd;
 use crate::connection::future::{GetFuture, Look};
 use crate::connection::ready::{self, EventFd};
-use crate::sys;
-use super::ring::{DEFAULT_CAPACITY, ItemWriter, Ring};
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::shared::region::Region;
+use crate::sys;
 
 thread_local! {
     /// Each thread's encoding buffer, reused across puts.
