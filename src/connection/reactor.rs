@@ -109,7 +109,7 @@ impl Reactor {
                 Err(e) => {
                     // Not expected (every descriptor is ours and open); look again soon
                     // rather than spin.
-                    log::warn!("mproc reactor: poll failed: {e}");
+                    ::log::warn!("mproc reactor: poll failed: {e}");
                     std::thread::sleep(BUSY_RETRY);
                     continue;
                 }
