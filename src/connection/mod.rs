@@ -110,7 +110,7 @@ pub struct Connection<T> {
 /// carries descriptors, wake-ups and end of stream (see `connection/shm.rs`).
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
     let (a, b) = shm::wake_pair()?;
-    let (la, lb) = shm::Link::duplex(a.as_fd(), b.as_fd())?;
+    let (la, lb) = shm::Link::duplex()?;
     Ok((
         Connection::with_link(a, true, true, la),
         Connection::with_link(b, true, true, lb),
@@ -121,7 +121,7 @@ pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>)> {
 pub fn pipe_simplex<T>() -> Result<(Receiver<T>, Sender<T>)> {
     // Both directions stay open: the sending end writes doorbells to the receiving one.
     let (r, w) = shm::wake_pair()?;
-    let (lr, lw) = shm::Link::simplex(r.as_fd(), w.as_fd())?;
+    let (lr, lw) = shm::Link::simplex()?;
     Ok((
         Receiver {
             conn: Connection::with_link(r, true, false, lr),
@@ -370,15 +370,19 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 /// of its end closed), and not readable otherwise: hand it to `poll(2)`, epoll, mio or
 /// tokio's `AsyncFd` (level-triggered; read nothing from it, call `recv`). For a receiving
 /// end made by [`pipe`]/[`pipe_simplex`] it is an epoll instance over the ring's readiness
-/// flag and the socket's hang-up; the first call counts the end as a poller until it is
-/// dropped, after which each send and receive on the ring costs one eventfd syscall
-/// (nothing before). For a socket connection ([`Listener`]/[`connect`]) it is the socket,
+/// flag and the socket's hang-up, made on the first call, which also counts the end as a
+/// poller until it is dropped, after which each send and receive on the ring costs one
+/// eventfd syscall (nothing before). For a socket connection ([`Listener`]/[`connect`]) it is the socket,
 /// and for a sending end of a simplex pipe the socket too (readable on the peer's close).
 /// A process killed in the middle of a receive may leave it readable with nothing waiting
 /// until the next send or receive: treat readiness as a hint, as with any descriptor.
 impl<T> AsFd for Connection<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match self.link.as_ref().and_then(|l| l.pollable_fd()) {
+        match self
+            .link
+            .as_ref()
+            .and_then(|l| l.pollable_fd(self.fd.as_fd()))
+        {
             Some(fd) => fd,
             None => self.fd.as_fd(),
         }
@@ -429,7 +433,7 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
         let w = Wire::<HandleFd, LinkWire>::deserialize(d)?;
         let link = w
             .link
-            .map(|l| shm::Link::from_wire(l, w.fd.as_fd()))
+            .map(shm::Link::from_wire)
             .transpose()
             .map_err(serde::de::Error::custom)?;
         let mut c = Connection::build(w.fd, w.readable, w.writable, link);

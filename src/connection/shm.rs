@@ -62,8 +62,8 @@
 //! both ends (it travels with the end, beside the ring's region), kept readable iff a
 //! frame waits while some holder of the receiving end counts itself a poller
 //! (`ready.rs`, model-checked there). A receiving end's descriptor (`AsFd`) is an epoll
-//! instance of this process over that flag and its stream socket's hang-up
-//! (`sys::ready::pollable`): readable iff a message waits or every copy of the peer's end
+//! instance of this process (made on first use) over that flag and its stream socket's
+//! hang-up (`sys::ready::pollable`): readable iff a message waits or every copy of the peer's end
 //! is closed. The first `as_fd` counts the end as a poller until it is dropped; from then
 //! on each send and each receive on the ring costs one eventfd syscall, and before it
 //! none: the sender's look at the `sleepers` word, which it made anyway for the
@@ -78,13 +78,14 @@
 //! child it is sent to) could not find it, and would hold the receive lock between calls:
 //! exactly-once delivery to whoever holds the end matters more than one message that its
 //! sender stalled past the receiver's own deadline. An untimed receive reads a begun
-//! message to its end (which its sender's progress, death or own timeout bounds). A receiver that finds the ring's consumer lock (the end's receive lock) held
-//! by another holder of its end sleeps on the lock until it is released (or its holder
-//! dies) or the deadline passes, then `Timeout`: a message in the ring that another
-//! receiver is taking is not "ready" for this one, so neither a busy holder nor a stopped
-//! one makes it look again and again. A `send_timeout` that runs out before any of its message is visible leaves
-//! nothing; one that runs out half-way through streaming a large message closes it with an
-//! `Abort` (its receiver gets the "in the middle of a message" error) and the end refuses
+//! message to its end (which its sender's progress, death or own timeout bounds). A
+//! receiver that finds the ring's consumer lock (the end's receive lock) held by another
+//! holder of its end sleeps on the lock until it is released (or its holder dies) or the
+//! deadline passes, then `Timeout`: a message in the ring that another receiver is taking
+//! is not "ready" for this one, so neither a busy holder nor a stopped one makes it look
+//! again and again. A `send_timeout` that runs out before any of its message is visible
+//! leaves nothing; one that runs out half-way through streaming a large message closes it
+//! with an `Abort` (its receiver gets the "in the middle of a message" error) and the end refuses
 //! further sends, as a socket connection does.
 //!
 //! Connections made by `Listener`/`connect` (CPython's wire) and mproc's internal protocol
@@ -135,8 +136,8 @@ pub(crate) struct Link {
     tx_flag: Option<HandleFd>,
     rx_flag: Option<HandleFd>,
     /// What `AsFd` hands out for a receiving end: readable iff `rx_flag` is or the peer
-    /// hung up (`sys::ready::pollable`). Private to this process.
-    pollable: Option<HandleFd>,
+    /// hung up (`sys::ready::pollable`). Private to this process, made on first use.
+    pollable: std::cell::OnceCell<HandleFd>,
     /// Whether this end counts a poller in its `rx` ring (from its first `pollable_fd`
     /// until it is dropped).
     watching: Cell<bool>,
@@ -189,30 +190,24 @@ fn new_ring() -> Result<(Ring, Arc<Region>, HandleFd, HandleFd)> {
 type Half = Option<(Ring, HandleFd)>;
 
 impl Link {
-    /// A link over its rings; `sock` is the end's stream socket, whose hang-up the
-    /// pollable descriptor of a receiving end shows.
-    fn new(records: HandleFd, tx: Half, rx: Half, sock: BorrowedFd<'_>) -> Result<Link> {
+    fn new(records: HandleFd, tx: Half, rx: Half) -> Link {
         let (tx, tx_flag) = tx.unzip();
         let (rx, rx_flag) = rx.unzip();
-        let pollable = match &rx_flag {
-            Some(f) => Some(HandleFd::new(sys::ready::pollable(f.as_fd(), sock)?)),
-            None => None,
-        };
-        Ok(Link {
+        Link {
             records,
             tx,
             rx,
             tx_flag,
             rx_flag,
-            pollable,
+            pollable: std::cell::OnceCell::new(),
             watching: Cell::new(false),
             scratch: RefCell::new(Vec::new()),
             alive_at: Cell::new(None),
-        })
+        }
     }
 
-    /// The links of a duplex pipe's two ends, whose stream sockets are `a` and `b`.
-    pub(crate) fn duplex(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<(Link, Link)> {
+    /// The links of a duplex pipe's two ends.
+    pub(crate) fn duplex() -> Result<(Link, Link)> {
         let (ra, rb) = sys::fd::seqpacket_pair()?;
         let (ab, ab_region, ab_flag, ab_flag2) = new_ring()?;
         let (ba, ba_region, ba_flag, ba_flag2) = new_ring()?;
@@ -220,20 +215,17 @@ impl Link {
             HandleFd::new(ra),
             Some((ab, ab_flag)),
             Some((Ring::attach(ba_region)?, ba_flag2)),
-            a,
-        )?;
+        );
         let lb = Link::new(
             HandleFd::new(rb),
             Some((ba, ba_flag)),
             Some((Ring::attach(ab_region)?, ab_flag2)),
-            b,
-        )?;
+        );
         Ok((la, lb))
     }
 
-    /// The links of a simplex pipe: `(receiving end, sending end)`, whose stream sockets
-    /// are `r` and `w`.
-    pub(crate) fn simplex(r: BorrowedFd<'_>, w: BorrowedFd<'_>) -> Result<(Link, Link)> {
+    /// The links of a simplex pipe: `(receiving end, sending end)`.
+    pub(crate) fn simplex() -> Result<(Link, Link)> {
         let (rr, rw) = sys::fd::seqpacket_pair()?;
         let (ring, region, flag, flag2) = new_ring()?;
         Ok((
@@ -241,9 +233,8 @@ impl Link {
                 HandleFd::new(rr),
                 None,
                 Some((Ring::attach(region)?, flag2)),
-                r,
-            )?,
-            Link::new(HandleFd::new(rw), Some((ring, flag)), None, w)?,
+            ),
+            Link::new(HandleFd::new(rw), Some((ring, flag)), None),
         ))
     }
 
@@ -260,9 +251,8 @@ impl Link {
         }
     }
 
-    /// Rebuilds a link that arrived in a message beside its end's stream socket `sock`;
-    /// the regions are checked by `attach`.
-    pub(crate) fn from_wire(w: LinkWire<HandleFd, Region>, sock: BorrowedFd<'_>) -> Result<Link> {
+    /// Rebuilds a link that arrived in a message; the regions are checked by `attach`.
+    pub(crate) fn from_wire(w: LinkWire<HandleFd, Region>) -> Result<Link> {
         let half = |r: Option<Region>, f: Option<HandleFd>| -> Result<Half> {
             match (r, f) {
                 (Some(r), Some(f)) => Ok(Some((Ring::attach(Arc::new(r))?, f))),
@@ -272,23 +262,37 @@ impl Link {
                 )),
             }
         };
-        Link::new(
+        Ok(Link::new(
             w.records,
             half(w.tx, w.tx_flag)?,
             half(w.rx, w.rx_flag)?,
-            sock,
-        )
+        ))
     }
 
     // ---- Readiness (`ready.rs`) ----
 
-    /// The descriptor readable iff a message waits or the peer hung up; counts this end
-    /// as a poller first (once), so senders keep it in step. `None` for an end that does
-    /// not receive.
-    pub(crate) fn pollable_fd(&self) -> Option<BorrowedFd<'_>> {
-        let fd = self.pollable.as_ref()?.as_fd();
+    /// The descriptor readable iff a message waits or the peer hung up (on `sock`, the
+    /// end's stream socket); counts this end as a poller first (once), so senders keep it
+    /// in step. `None` for an end that does not receive.
+    ///
+    /// The epoll instance is made on first use (most ends are never polled). If it cannot
+    /// be made (no descriptor left), the flag itself stands in, readable iff a message
+    /// waits but not on the peer's hang-up, and the next call tries again.
+    pub(crate) fn pollable_fd(&self, sock: BorrowedFd<'_>) -> Option<BorrowedFd<'_>> {
+        let flag = self.rx_flag.as_ref()?;
         self.watch();
-        Some(fd)
+        if self.pollable.get().is_none() {
+            match sys::ready::pollable(flag.as_fd(), sock) {
+                Ok(ep) => {
+                    let _ = self.pollable.set(HandleFd::new(ep));
+                }
+                Err(e) => {
+                    ::log::warn!("mproc: a pipe end's pollable descriptor: {e}");
+                    return Some(flag.as_fd());
+                }
+            }
+        }
+        self.pollable.get().map(HandleFd::as_fd)
     }
 
     /// Counts this end as a poller of its `rx` ring, once.
