@@ -33,6 +33,51 @@ fn readable(fd: BorrowedFd<'_>, ms: i32) -> bool {
     }
 }
 
+/// The monotonic clock in nanoseconds: the same clock in every process.
+fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Sends the monotonic time, `n` times, `ms` apart; then waits for one message.
+fn send_times(c: Connection<u64>, n: u32, ms: u64) -> mproc::Result<()> {
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(ms));
+        c.send(&mono_ns())?;
+    }
+    let _ = c.recv_timeout(Duration::from_secs(30));
+    Ok(())
+}
+
+// A poller asleep in `poll(2)` is woken within milliseconds of a child's send (the
+// sender sees the poller counted and sets the flag at once): the slowest of 20 wake-ups,
+// measured on the one clock both processes share.
+#[test]
+fn a_polled_end_turns_readable_within_milliseconds_of_a_send() {
+    let _s = shared();
+    let _w = watchdog("poll_latency", 60);
+    let (a, b) = pipe::<u64>().unwrap();
+    let p = spawn(send_times, (b, 20u32, 20u64)).unwrap();
+    let mut worst = 0;
+    for _ in 0..20 {
+        assert!(readable(a.as_fd(), 5000), "not readable 5 s after a send");
+        let woke = mono_ns();
+        let sent = a.recv().unwrap();
+        worst = worst.max(woke.saturating_sub(sent));
+        assert!(
+            !readable(a.as_fd(), 0),
+            "readable after the message was received"
+        );
+    }
+    assert!(
+        worst < 50_000_000,
+        "a poller woke {} ms after a send",
+        worst / 1_000_000
+    );
+    a.send(&0).unwrap();
+    p.result().unwrap().unwrap();
+}
+
 /// Sends `v` after `ms`, then waits for one message (any) before it returns.
 fn send_later(c: Connection<u32>, v: u32, ms: u64) -> mproc::Result<()> {
     std::thread::sleep(Duration::from_millis(ms));
@@ -341,30 +386,46 @@ fn dropped_futures_lose_no_message() {
     let waker = noop();
     let mut cx = Context::from_waker(&waker);
     let (mut pipe_got, mut queue_got) = (Vec::new(), Vec::new());
-    let mut dropped = 0;
-    while dropped < 1000 || pipe_got.len() < N as usize || queue_got.len() < N as usize {
+    let (mut pipe_dropped, mut queue_dropped) = (0, 0);
+    let (mut pipe_raced, mut queue_raced) = (0, 0);
+    while pipe_dropped < 1000
+        || queue_dropped < 1000
+        || pipe_got.len() < N as usize
+        || queue_got.len() < N as usize
+    {
         {
             let mut f = pin!(a.recv_async());
             match f.as_mut().poll(&mut cx) {
                 Poll::Ready(v) => pipe_got.push(v.unwrap()),
-                Poll::Pending => dropped += 1,
+                Poll::Pending => {
+                    pipe_dropped += 1;
+                    pipe_raced += usize::from(pipe_got.len() < N as usize);
+                }
             }
         }
         {
             let mut f = pin!(q.get_async());
             match f.as_mut().poll(&mut cx) {
                 Poll::Ready(v) => queue_got.push(v.unwrap()),
-                Poll::Pending => dropped += 1,
+                Poll::Pending => {
+                    queue_dropped += 1;
+                    queue_raced += usize::from(queue_got.len() < N as usize);
+                }
             }
         }
-        if dropped >= 1000 && pipe_got.len() < N as usize {
+        if pipe_dropped >= 1000 && pipe_got.len() < N as usize {
             // Enough dropped: the rest arrive through plain receives.
             pipe_got.push(a.recv_timeout(Duration::from_secs(10)).unwrap());
         }
-        if dropped >= 1000 && queue_got.len() < N as usize {
+        if queue_dropped >= 1000 && queue_got.len() < N as usize {
             queue_got.push(q.get_timeout(Duration::from_secs(10)).unwrap());
         }
     }
+    // Most drops happened while messages were still coming (the race this is about).
+    assert!(
+        pipe_raced > 100 && queue_raced > 100,
+        "too few futures dropped during the sends: {pipe_raced}, {queue_raced}"
+    );
     let want: Vec<u32> = (0..N).collect();
     assert_eq!(pipe_got, want, "pipe messages lost, doubled or reordered");
     assert_eq!(queue_got, want, "queue items lost, doubled or reordered");
