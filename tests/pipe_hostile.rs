@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mproc::{Connection, Error, pipe, spawn};
+use mproc::{Connection, Error, Process, pipe};
 use rustix::process::{Pid, Signal, kill_process};
 use util::*;
 
@@ -19,6 +19,18 @@ fn big_then_small(c: Connection<String>) -> mproc::Result<()> {
     c.send(&"after".to_string())?;
     let _ = c.recv_timeout(Duration::from_secs(30));
     Ok(())
+}
+
+/// A started daemon child: if the test hangs, its watchdog's exit terminates it rather
+/// than waiting for it.
+fn spawn<A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
+    f: impl mproc::Target<A, mproc::Result<()>>,
+    args: A,
+) -> mproc::Result<Process<mproc::Result<()>>> {
+    let mut p = Process::new(f, args);
+    p.set_daemon(true);
+    p.start()?;
+    Ok(p)
 }
 
 fn signal(pid: u32, s: Signal) {

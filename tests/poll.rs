@@ -13,8 +13,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use mproc::{Connection, Error, Queue, pipe, pipe_simplex, spawn};
+use mproc::{Connection, Error, Process, Queue, pipe, pipe_simplex};
 use util::*;
+
+/// A started daemon child: if a test hangs, its watchdog's exit terminates it rather than
+/// waiting for it (a stuck non-daemon child would hold the exit up).
+fn spawn<F, A, R>(f: F, args: A) -> mproc::Result<Process<R>>
+where
+    F: mproc::Target<A, R>,
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut p = Process::new(f, args);
+    p.set_daemon(true);
+    p.start()?;
+    Ok(p)
+}
 
 /// `poll(2)` on one descriptor: whether it is readable within `ms`.
 fn readable(fd: BorrowedFd<'_>, ms: i32) -> bool {
@@ -437,4 +451,41 @@ fn dropped_futures_lose_no_message() {
     a.send(&0).unwrap();
     p1.result().unwrap().unwrap();
     p2.result().unwrap().unwrap();
+}
+
+const BIG: usize = 3 << 20;
+
+fn send_big(c: Connection<String>) -> mproc::Result<()> {
+    std::thread::sleep(Duration::from_millis(200));
+    c.send(&"p".repeat(BIG))?;
+    let _ = c.recv_timeout(Duration::from_secs(30));
+    Ok(())
+}
+
+fn put_big(q: Queue<String>) -> mproc::Result<()> {
+    std::thread::sleep(Duration::from_millis(200));
+    q.put("q".repeat(BIG))
+}
+
+// Items larger than the ring (streamed while the receiver drains it) arrive through
+// futures already waiting when the sends begin: the sender, waiting for room, keeps a
+// poller's flag in step, so the future waiting on it and the sender waiting for it do not
+// wait for each other.
+#[test]
+fn async_receives_of_items_larger_than_the_ring() {
+    let _s = shared();
+    let _w = watchdog("async_big", 60);
+    // One at a time: a future woken for the other would look at this one's ring too.
+    let q = Queue::<String>::new().unwrap();
+    let p = spawn(put_big, (q.clone(),)).unwrap();
+    let item = block_on(q.get_async()).unwrap();
+    assert!(item.len() == BIG && item.bytes().all(|c| c == b'q'));
+    assert!(!readable(q.as_pollable_fd(), 0));
+    p.result().unwrap().unwrap();
+    let (mut a, b) = pipe::<String>().unwrap();
+    let p = spawn(send_big, (b,)).unwrap();
+    let m = block_on(a.recv_async()).unwrap();
+    assert!(m.len() == BIG && m.bytes().all(|c| c == b'p'));
+    a.send(&String::new()).unwrap();
+    p.result().unwrap().unwrap();
 }

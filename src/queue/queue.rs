@@ -137,7 +137,15 @@ impl Inner {
 
     pub(super) fn put<T: Serialize>(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
         self.check_open()?;
+        // A streamed item's first pieces are published before the put ends: a poller must
+        // see them while the put waits for room, or a consumer waiting on the flag (a
+        // `get_async`) and this put would wait for each other.
+        let stalled = || {
+            self.changed();
+            false
+        };
         let mut writer = self.ring.writer(deadline, ENCODE_BUF.take());
+        writer.on_stall(&stalled);
         let mut failed = None;
         let encoded = postcard::serialize_with_flavor(
             item,
@@ -149,6 +157,7 @@ impl Inner {
         if let Err(e) = encoded {
             // Dropping the writer abandons what was written of the item.
             drop(writer);
+            self.changed();
             return Err(failed.unwrap_or_else(|| encode_error(item, e)));
         }
         let buf = writer.finish();
