@@ -338,6 +338,17 @@ fn recv_async_and_get_async_without_a_runtime() {
         assert_eq!(block_on(q.get_async()).unwrap(), i);
     }
     p.result().unwrap().unwrap();
+
+    // The other queues' futures are the same.
+    let jq = mproc::JoinableQueue::<u32>::new().unwrap();
+    let sq = mproc::SimpleQueue::<u32>::new().unwrap();
+    jq.put(3).unwrap();
+    sq.put(4).unwrap();
+    assert_eq!(block_on(jq.get_async()).unwrap(), 3);
+    jq.task_done().unwrap();
+    jq.join();
+    assert_eq!(block_on(sq.get_async()).unwrap(), 4);
+    assert!(!readable(jq.as_pollable_fd(), 0) && !readable(sq.as_pollable_fd(), 0));
 }
 
 async fn pipe_and_queue(mut a: Connection<u32>, q: Queue<u32>, n: u32) -> Connection<u32> {
