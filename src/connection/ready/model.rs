@@ -13,6 +13,13 @@
 //! * [`a_polling_receiver_is_always_woken`]: a receiver that sleeps on the flag between
 //!   items (the futures' way) gets every item.
 //!
+//! * [`sleepers_and_pollers_share_the_word`]: the sender's production `after_publish`
+//!   (one load of the word, then a doorbell for a sleeper and a settle for a poller),
+//!   against a receiver that sleeps on the doorbell (`doorbell::wait`, counting itself in
+//!   the low half) while a poller counts itself in the high half: the receiver gets every
+//!   item it waits for, nobody is left counted as asleep, and once quiet the flag matches
+//!   the ring (one item left in it).
+//!
 //! Without the second look in `settle` (set or clear once and return), both fail: the
 //! receiver clears the flag just before the sender sets it for an item already taken
 //! (readable with nothing waiting). Without the model fence in `after_change` (the SeqCst
@@ -26,7 +33,8 @@ use std::sync::atomic::Ordering;
 
 use loom::sync::{Condvar, Mutex};
 
-use super::{Flag, changed, settle, watch};
+use super::{Flag, POLLER, SLEEPERS, changed, settle, watch};
+use crate::connection::doorbell::{Bell, Ready, after_publish, wait};
 use crate::shim::Word64;
 use crate::shim::model::{MWord, MWord64, check, deep};
 
@@ -147,5 +155,71 @@ fn a_polling_receiver_is_always_woken() {
         }
         tx.join().unwrap();
         assert!(!s.flag.is_set(), "readable after the ring drained");
+    });
+}
+
+/// The stream socket of `doorbell.rs`, as its model has it: queued doorbells under a loom
+/// mutex, a sleep with no timeout.
+#[derive(Default)]
+struct Socket {
+    bells: Mutex<u32>,
+    readable: Condvar,
+}
+
+impl Bell for Socket {
+    fn ring(&self) {
+        *self.bells.lock().unwrap() += 1;
+        self.readable.notify_all();
+    }
+
+    fn drain(&self) -> crate::error::Result<bool> {
+        *self.bells.lock().unwrap() = 0;
+        Ok(false)
+    }
+
+    fn sleep(&self, _left: Option<std::time::Duration>) -> crate::error::Result<bool> {
+        let mut n = self.bells.lock().unwrap();
+        while *n == 0 {
+            n = self.readable.wait(n).unwrap();
+        }
+        *n = 0;
+        Ok(false)
+    }
+}
+
+#[test]
+fn sleepers_and_pollers_share_the_word() {
+    let items = items();
+    check(move || {
+        let s = Arc::new(Shared::default());
+        let socket = Arc::new(Socket::default());
+        let tx = {
+            let (s, socket) = (s.clone(), socket.clone());
+            loom::thread::spawn(move || {
+                // One more than the receiver takes: the last is left for the poller.
+                for i in 1..=items + 1 {
+                    s.tail.swap(i, Ordering::SeqCst);
+                    after_publish(&s.word, &*socket, &s.flag, || s.pending());
+                }
+            })
+        };
+        let poller = {
+            let s = s.clone();
+            loom::thread::spawn(move || watch(&s.word, &s.flag, || s.pending()))
+        };
+        for i in 1..=items {
+            let got = wait(&s.word, &*socket, || s.pending(), None).unwrap();
+            assert_eq!(got, Ready::Data, "item {i} of {items}");
+            assert!(s.take(), "woken for item {i}, and it is not there");
+        }
+        tx.join().unwrap();
+        poller.join().unwrap();
+        assert_eq!(s.word.value() & SLEEPERS, 0, "a sleeper left counted");
+        assert_eq!(s.word.value(), POLLER, "the poller's count was disturbed");
+        assert_eq!(
+            s.flag.is_set(),
+            s.pending(),
+            "the flag disagrees with the ring"
+        );
     });
 }
