@@ -69,8 +69,8 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     ///
     /// Cancel-safe: dropping the future before it completes loses no message (it takes a
     /// message only when it can return it at once). The end's descriptor is counted as
-    /// polled from the first `poll` on (see [`AsFd`](#impl-AsFd-for-Connection<T>)); the
-    /// future is woken by a helper thread (one per process, started on first use) that
+    /// polled from the first `poll` on (as by its `AsFd`, whose docs say what that costs);
+    /// the future is woken by a helper thread (one per process, started on first use) that
     /// waits on it. A message larger than the ring that is still streaming when the
     /// future looks is read to its end in that `poll`, as `recv` would.
     ///
