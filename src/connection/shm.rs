@@ -255,7 +255,10 @@ impl Link {
     pub(crate) fn from_wire(w: LinkWire<HandleFd, Region>) -> Result<Link> {
         let half = |r: Option<Region>, f: Option<HandleFd>| -> Result<Half> {
             match (r, f) {
-                (Some(r), Some(f)) => Ok(Some((Ring::attach(Arc::new(r))?, f))),
+                (Some(r), Some(f)) => {
+                    sys::ready::adopt_flag(f.as_fd())?;
+                    Ok(Some((Ring::attach(Arc::new(r))?, f)))
+                }
                 (None, None) => Ok(None),
                 _ => Err(Error::Codec(
                     "a pipe end whose ring and readiness flag disagree".into(),

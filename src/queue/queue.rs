@@ -195,6 +195,7 @@ impl Inner {
         d: D,
     ) -> std::result::Result<Arc<Inner>, D::Error> {
         let (region, flag) = <(Region, HandleFd)>::deserialize(d)?;
+        sys::ready::adopt_flag(flag.as_fd()).map_err(serde::de::Error::custom)?;
         let ring = Ring::attach(Arc::new(region)).map_err(serde::de::Error::custom)?;
         Ok(Arc::new(Inner::over(ring, flag)))
     }

@@ -17,6 +17,17 @@ pub(crate) fn flag() -> io::Result<OwnedFd> {
     Ok(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
 }
 
+/// Makes a flag that arrived from another process safe to use: whatever descriptor a
+/// hostile peer sent in its place, reads and writes on it must never block (they are
+/// non-blocking on the open file, which every holder shares).
+pub(crate) fn adopt_flag(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    if !flags.contains(rustix::fs::OFlags::NONBLOCK) {
+        rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+    }
+    Ok(())
+}
+
 /// Makes the flag readable (never blocks; a counter at its maximum is already readable).
 #[inline]
 pub(crate) fn flag_set(fd: BorrowedFd<'_>) {
@@ -63,4 +74,30 @@ pub(crate) fn pollable(flag: BorrowedFd<'_>, sock: BorrowedFd<'_>) -> io::Result
         epoll::EventFlags::RDHUP,
     )?;
     Ok(ep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    // A peer may send any descriptor as a ring's flag: once adopted, clearing it (a read)
+    // and setting it (a write) return at once even on a blocking socket with nothing in it.
+    #[test]
+    fn an_adopted_flag_never_blocks() {
+        let (a, b) = crate::sys::fd::socketpair().unwrap();
+        adopt_flag(a.as_fd()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            flag_clear(a.as_fd());
+            for _ in 0..100_000 {
+                flag_set(a.as_fd());
+            }
+            tx.send(()).unwrap();
+            drop(b);
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a forged flag blocked its reader or writer");
+    }
 }
