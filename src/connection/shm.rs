@@ -67,7 +67,9 @@
 //! is closed. The first `as_fd` counts the end as a poller until it is dropped; from then
 //! on each send and each receive on the ring costs one eventfd syscall, and before it
 //! none: the sender's look at the `sleepers` word, which it made anyway for the
-//! doorbell, covers pollers too.
+//! doorbell, covers pollers too. A flag that arrives with an end is made non-blocking
+//! before use (`sys::ready::adopt_flag`), so whatever descriptor a hostile peer sent in
+//! its place, no read or write on it waits.
 //!
 //! **Deadlines.** A `recv_timeout` deadline bounds the whole receive. A message begun
 //! (its first piece read, the rest still streaming) that is not whole by the deadline is
