@@ -32,6 +32,9 @@ use crate::pool::gate::{self, AHEAD, Gate, WORDS, Words};
 #[cfg(test)]
 mod model;
 
+#[cfg(test)]
+mod tests;
+
 /// What a worker is doing.
 #[derive(Debug)]
 pub(crate) enum Phase<T> {
@@ -39,17 +42,22 @@ pub(crate) enum Phase<T> {
     Starting,
     /// Waiting for a task.
     Idle,
-    /// Running `task`, sent at `since` (for `task_timeout`); `tentative`: it was sent as a
-    /// worker's next task under this gate sequence, so at the worker's death it counts as
-    /// started only if the gate says so.
+    /// Running `task`, numbered `seq` (its answer must name it), sent at `since` (for
+    /// `task_timeout`); `tentative`: it was sent ahead, behind gate word `seq`, so at the
+    /// worker's death it counts as started only if the gate says so.
     Busy {
         task: T,
         since: Instant,
-        tentative: Option<u64>,
+        seq: u64,
+        tentative: bool,
     },
-    /// `task` ran past the pool's `task_timeout`: the worker was killed, and its exit
-    /// fails the task with `TaskTimedOut`.
-    Overdue { task: T, timeout: Duration },
+    /// `task` (numbered `seq`) ran past the pool's `task_timeout`: the worker was killed,
+    /// and its exit fails the task with `TaskTimedOut`.
+    Overdue {
+        task: T,
+        seq: u64,
+        timeout: Duration,
+    },
     /// Gets no more work (it served `maxtasksperchild`, its initializer failed, or its
     /// link broke while idle); waiting for its exit.
     Retiring { init_failure: Option<String> },
@@ -135,14 +143,21 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
         }
     }
 
-    /// Hands it `task` (it must be idle; its frame is the caller's to send).
-    pub(crate) fn assign(&mut self, task: T) {
+    /// Numbers a task to hand it while idle (the frame's `seq`, then [`assign`](Self::assign)).
+    pub(crate) fn number(&mut self) -> u64 {
+        self.gate.number()
+    }
+
+    /// Hands it `task`, numbered `seq` by [`number`](Self::number) (it must be idle; its
+    /// frame is the caller's to send).
+    pub(crate) fn assign(&mut self, task: T, seq: u64) {
         debug_assert!(self.is_idle());
         self.served += 1;
         self.phase = Phase::Busy {
             task,
             since: Instant::now(),
-            tentative: None,
+            seq,
+            tentative: false,
         };
     }
 
@@ -158,7 +173,8 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
         let next = self.gate.next_seq();
         let tentative = match &self.phase {
             Phase::Busy {
-                tentative: Some(seq),
+                seq,
+                tentative: true,
                 ..
             } => Some(*seq),
             _ => None,
@@ -209,26 +225,57 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
         let next_revoked = match &self.phase {
             Phase::Busy {
                 task,
-                tentative: Some(seq),
+                seq,
+                tentative: true,
                 ..
             } => pick(task) && self.gate.revoke(*seq),
             _ => false,
         };
         if next_revoked {
-            let next = match self.queued.pop_front() {
-                Some(q) => Phase::Busy {
-                    task: q.task,
-                    since: Instant::now(),
-                    tentative: Some(q.seq),
-                },
-                None => Phase::Idle,
-            };
-            if let Phase::Busy { task, .. } = std::mem::replace(&mut self.phase, next) {
-                // Revoked before the queued ones it precedes: still first in order.
-                out.insert(0, task);
-            }
+            // Revoked before the queued ones it precedes: still first in order.
+            out.insert(0, self.skip_next());
         }
         out
+    }
+
+    /// Takes its running task (`Busy`) out of its hands: it goes on with the first queued
+    /// task, or is idle.
+    fn skip_next(&mut self) -> T {
+        let next = match self.queued.pop_front() {
+            Some(q) => Phase::Busy {
+                task: q.task,
+                since: Instant::now(),
+                seq: q.seq,
+                tentative: true,
+            },
+            None => Phase::Idle,
+        };
+        match std::mem::replace(&mut self.phase, next) {
+            Phase::Busy { task, .. } => task,
+            _ => unreachable!("skip_next is called on a busy worker only"),
+        }
+    }
+
+    /// The worker refused task `seq` at its gate (`worker::DROPPED`). If this account still
+    /// holds that task — the pool never revoked it — its word was in a state no honest
+    /// party writes: the task, taken out, is returned (to fail; the caller replaces the
+    /// worker). `None`: the task was taken back (or never was this worker's), an honest
+    /// refusal with nothing to do.
+    pub(crate) fn on_dropped(&mut self, seq: u64) -> Option<T> {
+        if let Some(i) = self.queued.iter().position(|q| q.seq == seq) {
+            return self.queued.remove(i).map(|q| q.task);
+        }
+        match &self.phase {
+            Phase::Busy { seq: s, .. } if *s == seq => Some(self.skip_next()),
+            Phase::Overdue { seq: s, .. } if *s == seq => {
+                let placeholder = Phase::Retiring { init_failure: None };
+                match std::mem::replace(&mut self.phase, placeholder) {
+                    Phase::Overdue { task, .. } => Some(task),
+                    _ => unreachable!("matched just above"),
+                }
+            }
+            _ => None,
+        }
     }
 
     /// Its queued tasks whose word is not taken (the model's check that none waits while
@@ -246,17 +293,31 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
         }
     }
 
-    /// Its initializer failed (its exit follows).
-    pub(crate) fn on_init_failed(&mut self, message: String) {
+    /// Its initializer failed (its exit follows); false if it was past its initializer
+    /// (a protocol violation: the report is ignored, its tasks stay accounted for).
+    pub(crate) fn on_init_failed(&mut self, message: String) -> bool {
+        if !matches!(self.phase, Phase::Starting) {
+            return false;
+        }
         self.phase = Phase::Retiring {
             init_failure: Some(message),
         };
+        true
     }
 
-    /// An answer came: the task it answers, or `None` if it held none (a protocol
-    /// violation). `maxtasks` (0: no limit) retires it once it has served that many;
-    /// `retiring`: it said it retires after this answer.
-    pub(crate) fn on_answer(&mut self, maxtasks: u64, retiring: bool) -> Option<T> {
+    /// The task numbered `seq` is its running one (an answer naming it is due).
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        matches!(&self.phase, Phase::Busy { seq: s, .. } | Phase::Overdue { seq: s, .. } if *s == seq)
+    }
+
+    /// An answer naming task `seq` came: the task it answers, or `None` if it does not
+    /// hold that task as its running one (a protocol violation; nothing changes).
+    /// `maxtasks` (0: no limit) retires it once it has served that many; `retiring`: it
+    /// said it retires after this answer.
+    pub(crate) fn on_answer(&mut self, seq: u64, maxtasks: u64, retiring: bool) -> Option<T> {
+        if !self.holds(seq) {
+            return None;
+        }
         let retire = retiring || (maxtasks != 0 && self.served >= maxtasks);
         let next = if retire || matches!(self.phase, Phase::Overdue { .. }) {
             Phase::Retiring { init_failure: None }
@@ -266,17 +327,15 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
             Phase::Busy {
                 task: q.task,
                 since: Instant::now(),
-                tentative: Some(q.seq),
+                seq: q.seq,
+                tentative: true,
             }
         } else {
             Phase::Idle
         };
         match std::mem::replace(&mut self.phase, next) {
             Phase::Busy { task, .. } | Phase::Overdue { task, .. } => Some(task),
-            other => {
-                self.phase = other;
-                None
-            }
+            _ => unreachable!("holds(seq): busy or overdue"),
         }
     }
 
@@ -284,7 +343,7 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
     pub(crate) fn time_out(&mut self, timeout: Duration) {
         let placeholder = Phase::Retiring { init_failure: None };
         self.phase = match std::mem::replace(&mut self.phase, placeholder) {
-            Phase::Busy { task, .. } => Phase::Overdue { task, timeout },
+            Phase::Busy { task, seq, .. } => Phase::Overdue { task, seq, timeout },
             other => other,
         };
     }
@@ -314,7 +373,8 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
             Phase::Idle | Phase::Retiring { init_failure: None } => Outcome::Clean,
             Phase::Busy {
                 task,
-                tentative: Some(seq),
+                seq,
+                tentative: true,
                 ..
             } if !self.gate.was_taken(seq) => {
                 unstarted.push(task);
@@ -324,7 +384,9 @@ impl<T, M: Words, const A: usize, const N: usize> Account<T, M, A, N> {
                 started.push(task);
                 Outcome::Clean
             }
-            Phase::Overdue { task, timeout: t } => {
+            Phase::Overdue {
+                task, timeout: t, ..
+            } => {
                 timeout = Some(t);
                 started.push(task);
                 Outcome::Clean
@@ -354,8 +416,9 @@ pub(crate) trait Post<T, M: Words, const A: usize, const N: usize> {
     fn account_mut(&mut self) -> &mut Account<T, M, A, N>;
     /// Whether a frame can still be sent to it.
     fn open(&self) -> bool;
-    /// Queues `task`'s frame on its link, marked with `seq` if it goes ahead.
-    fn post(&mut self, task: &T, seq: Option<u64>);
+    /// Queues `task`'s frame on its link, numbered `seq`; `ahead`: sent ahead, behind
+    /// its gate word.
+    fn post(&mut self, task: &T, seq: u64, ahead: bool);
     /// Pushes what its link has queued out, without blocking (a failure closes the link
     /// and has the worker killed); true if some is left to send.
     fn flush(&mut self) -> bool;
@@ -400,8 +463,9 @@ where
             },
         };
         let w = &mut workers[i];
-        w.post(&task, None);
-        w.account_mut().assign(task);
+        let seq = w.account_mut().number();
+        w.post(&task, seq, false);
+        w.account_mut().assign(task, seq);
         done.assigned = true;
         done.unsent |= w.flush();
     }
@@ -415,7 +479,7 @@ where
         let task = pending.pop_front().expect("checked non-empty");
         // The gate is armed before the frame goes: the worker may read it at once.
         let seq = w.account_mut().arm();
-        w.post(&task, Some(seq));
+        w.post(&task, seq, true);
         w.account_mut().queued(task, seq);
         done.unsent |= w.flush();
     }

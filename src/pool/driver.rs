@@ -20,7 +20,7 @@ use crate::connection::framing::Arrival;
 use crate::error::Error;
 use crate::pool::engine::{Shared, State};
 use crate::pool::jobs::{Callback, ChunkResult};
-use crate::pool::slot::{Slot, Task};
+use crate::pool::slot::{self, Slot, Task};
 use crate::pool::worker;
 use crate::start::children::ChildHandle;
 use crate::sys;
@@ -278,13 +278,15 @@ impl Shared {
                     let w = &mut st.workers[i];
                     // A reset is a death (a worker that dies with tasks sent ahead unread
                     // resets its socket), not a refused reply: its exit says how it died.
-                    if let Err(e) = arrival {
-                        if !matches!(e, Error::Closed) {
-                            w.link.corrupt = Some(e.to_string());
+                    match arrival {
+                        Err(e) if !matches!(e, Error::Closed) => {
+                            w.refuse(e.to_string());
+                        }
+                        _ => {
+                            w.link.eof = true;
+                            w.fail_link();
                         }
                     }
-                    w.link.eof = true;
-                    w.fail_link();
                 }
             }
         }
@@ -295,7 +297,7 @@ impl Shared {
         &self,
         st: &mut State,
         i: usize,
-        mut bytes: Vec<u8>,
+        bytes: Vec<u8>,
         fds: Vec<OwnedFd>,
         callbacks: &mut Vec<Callback>,
     ) -> bool {
@@ -308,29 +310,89 @@ impl Shared {
             Some(worker::LIMIT_MEMORY) => st.workers[i].memory_reported = true,
             Some(worker::INIT_FAILED) => {
                 let message = String::from_utf8_lossy(&bytes[1..]).into_owned();
-                st.workers[i].on_init_failed(message);
+                if !st.workers[i].on_init_failed(message) {
+                    let why = "it reported a failed initializer after it was ready";
+                    st.workers[i].refuse(why.into());
+                }
             }
-            Some(status @ (worker::CHUNK_OK | worker::CHUNK_FAILED)) => {
-                let Some(task) = st.workers[i].on_answer(self.config.maxtasks) else {
-                    // An answer to nothing: stop trusting this worker.
-                    st.workers[i].fail_link();
-                    return false;
-                };
-                let result = if status == worker::CHUNK_OK {
-                    bytes.remove(0);
-                    ChunkResult::Done(bytes, fds.into_iter().map(HandleFd::new).collect())
-                } else {
-                    ChunkResult::Failed(Error::Codec(
-                        String::from_utf8_lossy(&bytes[1..]).into_owned(),
-                    ))
-                };
-                st.jobs.complete(task.job, task.index, result, callbacks);
-                return true;
+            Some(worker::CHUNK_OK | worker::CHUNK_FAILED | worker::DROPPED) => {
+                return self.on_answer(st, i, bytes, fds, callbacks);
             }
             // Not our protocol: stop trusting this worker.
-            _ => st.workers[i].fail_link(),
+            Some(kind) => {
+                st.workers[i].refuse(format!("a frame of unknown kind {kind:#x}"));
+            }
+            None => {
+                st.workers[i].refuse("an empty frame".into());
+            }
         }
         false
+    }
+
+    /// An answer (or a refusal at the gate) from worker `i`, checked before anything is
+    /// recorded: it must name the task the worker runs and carry exactly that chunk's
+    /// number of results; else the worker is refused (killed, replaced; the tasks it
+    /// started fail saying why), and no result is shifted onto another task. True if a
+    /// task was answered.
+    fn on_answer(
+        &self,
+        st: &mut State,
+        i: usize,
+        mut bytes: Vec<u8>,
+        fds: Vec<OwnedFd>,
+        callbacks: &mut Vec<Callback>,
+    ) -> bool {
+        let Some((status, seq, count)) = worker::parse_answer(&bytes) else {
+            st.workers[i].refuse(format!("a truncated answer ({} bytes)", bytes.len()));
+            return false;
+        };
+        let w = &mut st.workers[i];
+        if status == worker::DROPPED {
+            // Honest when the pool took the task back; a task it still holds means its
+            // gate word was in a state no honest party writes: fail it, replace the worker.
+            let Some(task) = w.on_dropped(seq) else {
+                return false;
+            };
+            let word = bytes
+                .get(worker::ANSWER_HEADER..worker::ANSWER_HEADER + 8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            let why = format!(
+                "it refused task {seq} at its gate, which the pool had not taken back \
+                 (its gate word held {word:#x}, a state no honest party writes)"
+            );
+            let why = w.refuse(why);
+            let failed = ChunkResult::Failed(slot::refused(&why));
+            st.jobs.complete(task.job, task.index, failed, callbacks);
+            return true;
+        }
+        let Some(task) = w.on_answer(seq, self.config.maxtasks) else {
+            w.refuse(format!(
+                "an answer for task {seq}, which it was not running"
+            ));
+            return false;
+        };
+        let result = if status == worker::CHUNK_OK {
+            let body = &bytes[worker::ANSWER_HEADER..];
+            let carried = worker::leading_len(body);
+            if count != task.nitems as u64 || carried != Some(count) {
+                let why = format!(
+                    "its answer to task {seq} carries {count} results (its body {carried:?}) \
+                     for a chunk of {} items",
+                    task.nitems
+                );
+                let why = w.refuse(why);
+                ChunkResult::Failed(slot::refused(&why))
+            } else {
+                bytes.drain(..worker::ANSWER_HEADER);
+                ChunkResult::Done(bytes, fds.into_iter().map(HandleFd::new).collect())
+            }
+        } else {
+            ChunkResult::Failed(Error::Codec(
+                String::from_utf8_lossy(&bytes[worker::ANSWER_HEADER..]).into_owned(),
+            ))
+        };
+        st.jobs.complete(task.job, task.index, result, callbacks);
+        true
     }
 
     fn on_exit(&self, st: &mut State, mut w: Slot, code: i32, callbacks: &mut Vec<Callback>) {

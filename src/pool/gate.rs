@@ -4,13 +4,19 @@
 //! With pull scheduling alone, a stream of quick tasks pays a parent round trip between
 //! every two tasks of a worker (answer → parent → next task). So when every worker is busy
 //! and tasks are pending, the pool sends a busy worker its next tasks at once (up to
-//! [`AHEAD`]), each marked tentative: its frame starts with `[i64::MIN LE][seq u64 LE]`
-//! (no task's entry offset is `i64::MIN`), then the task's own payload. Each worker has a
-//! shared gate of [`WORDS`] words; task `seq` uses word `seq % WORDS`:
+//! [`AHEAD`]), each marked tentative. Every task frame starts with [`TASK_HEADER`] bytes,
+//! `[kind u8][seq u64 LE]`, then the task's own payload: `seq` numbers the worker's tasks
+//! (one numbering for both kinds, from [`Gate::arm`] or [`Gate::number`]; the worker's
+//! answer names it, `worker.rs`), and `kind` says whether it came ahead. Each worker
+//! has a shared gate of [`WORDS`] words; task `seq` sent ahead uses word `seq % WORDS`:
 //!
 //! - the pool *arms* it (`seq << 2 | ARMED`) before it sends the task;
 //! - the worker, reaching the task, *takes* it: compare-and-swap `ARMED -> TAKEN` for that
-//!   `seq`; if that fails the task was revoked, and the worker drops it unrun and silent;
+//!   `seq`; if that fails it drops the task unrun and reports it (`worker::DROPPED`,
+//!   with the word it found). The pool decides what that meant: a task it revoked (it no
+//!   longer holds it) was honestly taken back; one it still holds found its word in a
+//!   state no honest party writes (a task scribbled the gate), and the pool fails that
+//!   task and replaces the worker rather than wait for an answer that will never come;
 //! - the pool *revokes* it (`ARMED -> REVOKED`), first not-yet-taken task first, when
 //!   another worker is idle and nothing else is pending, and gives the task to the idle
 //!   worker instead: a task never waits behind another while a worker is free, and tasks
@@ -20,7 +26,7 @@
 //! on the word of a task it still tracks (queued, or the one its worker is to start next;
 //! [`same_word`]): revoked tasks free places in the queue but not numbers, so the numbers
 //! in flight can spread wider than the words, and overwriting a word still armed would
-//! make the worker skip that task while the pool waits for it. A stale marked task
+//! make the worker refuse that task. A stale marked task
 //! (revoked, read late) carries an older `seq` and can no longer take anything. After a
 //! worker's death the pool reads each tracked task's word once the process is gone (no
 //! take can follow): a task taken was started, and fails with the worker; one still armed
@@ -54,11 +60,14 @@ pub(crate) const AHEAD: usize = 8;
 /// queued and the one about to start).
 pub(crate) const WORDS: usize = 2 * AHEAD;
 
-/// The entry a marked task's frame starts with, which no task's entry offset can be.
-const MARKER: i64 = i64::MIN;
+/// Bytes of a task frame before the task's payload: `[kind u8][seq u64 LE]`.
+pub(crate) const TASK_HEADER: usize = 9;
 
-/// Bytes of the mark before a marked task's payload.
-pub(crate) const MARKER_LEN: usize = 16;
+/// A task frame's kind: given to an idle worker, to run at once.
+const PLAIN: u8 = 0;
+
+/// A task frame's kind: sent ahead, to run only if the worker wins its gate word.
+const GATED: u8 = 1;
 
 /// Where a gate's words live: a shared mapping in production, the heap under the model.
 pub(crate) trait Words {
@@ -114,6 +123,13 @@ impl<M: Words, const N: usize> Gate<M, N> {
         self.next
     }
 
+    /// Numbers a task given to an idle worker (it runs unconditionally: no word is armed);
+    /// its sequence number.
+    pub(crate) fn number(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
     /// The sequence number the next [`arm`](Gate::arm) will use.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next + 1
@@ -161,24 +177,31 @@ pub(crate) fn take_in<M: Words, const N: usize>(words: &M, seq: u64) -> bool {
         .is_ok()
 }
 
-/// The frame of task `seq` sent ahead: the mark, then the task's payload.
-pub(crate) fn marked(seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(MARKER_LEN + payload.len());
-    m.extend_from_slice(&MARKER.to_le_bytes());
+/// The frame of task `seq`: the header, then the task's payload; `ahead`: sent ahead,
+/// behind the gate.
+pub(crate) fn task_frame(seq: u64, ahead: bool, payload: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(TASK_HEADER + payload.len());
+    m.push(if ahead { GATED } else { PLAIN });
     m.extend_from_slice(&seq.to_le_bytes());
     m.extend_from_slice(payload);
     m
 }
 
-/// The sequence number of a marked task's frame (its payload follows [`MARKER_LEN`]
-/// bytes in); `None` for a plain task frame.
-pub(crate) fn parse_marker(frame: &[u8]) -> Option<u64> {
-    if frame.len() < MARKER_LEN || frame[..8] != MARKER.to_le_bytes() {
-        return None;
-    }
-    Some(u64::from_le_bytes(
-        frame[8..16].try_into().expect("8 bytes"),
-    ))
+/// A task frame's sequence number and whether it came ahead (its payload follows
+/// [`TASK_HEADER`] bytes in); `None` if it is no task frame.
+pub(crate) fn parse_task(frame: &[u8]) -> Option<(u64, bool)> {
+    let ahead = match *frame.first()? {
+        PLAIN => false,
+        GATED => true,
+        _ => return None,
+    };
+    let seq = frame.get(1..TASK_HEADER)?;
+    Some((u64::from_le_bytes(seq.try_into().ok()?), ahead))
+}
+
+/// What task `seq`'s word holds now (for the worker's report of a refused take).
+pub(crate) fn word_now(gate: &Region, seq: u64) -> u64 {
+    word::<Region, WORDS>(gate, seq).load(SeqCst)
 }
 
 #[cfg(test)]
@@ -209,13 +232,18 @@ mod tests {
             !take(&theirs, d),
             "re-armed word: the stale marker takes nothing"
         );
-        assert_eq!(parse_marker(&marked(c, b"task")), Some(c));
+        assert_eq!(parse_task(&task_frame(c, true, b"task")), Some((c, true)));
         let w = WORDS as u64;
         assert!(same_word::<WORDS>(c, c + w) && !same_word::<WORDS>(c, c + 1));
         let next = gate.next_seq();
         assert_eq!(gate.arm(), next);
-        assert_eq!(&marked(c, b"task")[MARKER_LEN..], b"task");
-        assert_eq!(parse_marker(&[0; 16]), None);
-        assert_eq!(parse_marker(&marked(c, &[])[..15]), None);
+        assert_eq!(gate.number(), next + 1, "one numbering for both kinds");
+        assert_eq!(&task_frame(c, false, b"task")[TASK_HEADER..], b"task");
+        assert_eq!(parse_task(&task_frame(c, false, &[])), Some((c, false)));
+        assert_eq!(parse_task(&[2; 16]), None);
+        assert_eq!(parse_task(&task_frame(c, true, &[])[..8]), None);
+        let e = gate.arm();
+        assert!(take(&theirs, e));
+        assert_eq!(word_now(&theirs, e), e << 2 | TAKEN);
     }
 }

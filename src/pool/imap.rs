@@ -168,6 +168,7 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                     let task = Task {
                         job,
                         index,
+                        nitems,
                         payload,
                         fds,
                     };

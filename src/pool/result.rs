@@ -301,7 +301,9 @@ pub(crate) fn items<R: DeserializeOwned>(job: &Job) -> Vec<Result<R>> {
     out
 }
 
-/// Decodes one chunk's items onto `out`.
+/// Decodes one chunk's items onto `out`: exactly `nitems` of them, whatever the chunk
+/// holds (a worker's answer was checked against its count when it came; this keeps a
+/// caller's results in step with its inputs all the same).
 pub(crate) fn push_chunk<R: DeserializeOwned>(
     chunk: &ChunkResult,
     nitems: usize,
@@ -309,6 +311,13 @@ pub(crate) fn push_chunk<R: DeserializeOwned>(
 ) {
     match chunk.view() {
         Ok((bytes, fds)) => match codec::decode::<Vec<ItemOutcome<R>>>(bytes, fds) {
+            Ok(v) if v.len() != nitems => {
+                let e = Error::Codec(format!(
+                    "a chunk of {nitems} items came back with {} results",
+                    v.len()
+                ));
+                out.extend((0..nitems).map(|_| Err(e.duplicate())));
+            }
             Ok(v) => out.extend(v.into_iter().map(|o| match o {
                 ItemOutcome::Returned(r) => Ok(r),
                 ItemOutcome::Panicked(p) => Err(p.into()),

@@ -37,6 +37,8 @@ use crate::start::children::ChildHandle;
 pub(crate) struct Task {
     pub(crate) job: JobId,
     pub(crate) index: usize,
+    /// Items in the chunk: its answer must carry exactly this many results.
+    pub(crate) nitems: usize,
     pub(crate) payload: Arc<Vec<u8>>,
     pub(crate) fds: Vec<HandleFd>,
 }
@@ -128,16 +130,40 @@ impl Slot {
         self.tasks.on_ready();
     }
 
-    /// Its initializer panicked (its exit follows).
-    pub(crate) fn on_init_failed(&mut self, message: String) {
-        self.tasks.on_init_failed(message);
+    /// Its initializer panicked (its exit follows); false if it was past its initializer
+    /// (a protocol violation).
+    pub(crate) fn on_init_failed(&mut self, message: String) -> bool {
+        self.tasks.on_init_failed(message)
     }
 
-    /// An answer came: the task it answers, or `None` if it held none (a protocol
-    /// violation). `maxtasks` (0: no limit) retires it once it has served that many, and
-    /// so does its saying it retires.
-    pub(crate) fn on_answer(&mut self, maxtasks: u64) -> Option<Task> {
-        self.tasks.on_answer(maxtasks, self.retiring)
+    /// An answer naming task `seq` came: the task it answers, or `None` if that is not
+    /// the task it runs (a protocol violation). `maxtasks` (0: no limit) retires it once
+    /// it has served that many, and so does its saying it retires.
+    pub(crate) fn on_answer(&mut self, seq: u64, maxtasks: u64) -> Option<Task> {
+        self.tasks.on_answer(seq, maxtasks, self.retiring)
+    }
+
+    /// It refused task `seq` at its gate: the task, if the pool still held it (an
+    /// impossible state: see [`Account::on_dropped`]), to fail.
+    pub(crate) fn on_dropped(&mut self, seq: u64) -> Option<Task> {
+        self.tasks.on_dropped(seq)
+    }
+
+    /// It broke the protocol (`why`): its stream is no longer read (nothing after the
+    /// violation is trusted), it gets no more work and is killed; its exit fails the tasks
+    /// it started with [`refused`]. Returns `why`, naming the worker.
+    pub(crate) fn refuse(&mut self, why: String) -> String {
+        let why = format!(
+            "{} (pid {}): {why}",
+            self.process.name(),
+            self.process.pid().unwrap_or(0)
+        );
+        if self.link.corrupt.is_none() {
+            self.link.corrupt = Some(why.clone());
+        }
+        self.link.eof = true;
+        self.fail_link();
+        why
     }
 
     /// Takes back, for good, the tasks of `job` it was sent ahead and has not started
@@ -187,9 +213,7 @@ impl Slot {
                         let err = match (timeout, &corrupt) {
                             (Some(timeout), _) => Error::TaskTimedOut { timeout },
                             // Its answers after the refused frame went unread.
-                            (None, Some(why)) => Error::Codec(format!(
-                                "the worker's reply was refused and it was killed: {why}"
-                            )),
+                            (None, Some(why)) => refused(why),
                             (None, None) => self.death(code),
                         };
                         (task, err)
@@ -232,6 +256,13 @@ impl Slot {
     }
 }
 
+/// What a task fails with when its worker broke the protocol (`why`) and was killed.
+pub(crate) fn refused(why: &str) -> Error {
+    Error::Codec(format!(
+        "the worker's reply was refused and it was killed: {why}"
+    ))
+}
+
 impl Post<Task, Region, AHEAD, WORDS> for Slot {
     fn account(&self) -> &Account<Task, Region> {
         &self.tasks
@@ -245,12 +276,9 @@ impl Post<Task, Region, AHEAD, WORDS> for Slot {
         !self.link.broken
     }
 
-    fn post(&mut self, task: &Task, seq: Option<u64>) {
+    fn post(&mut self, task: &Task, seq: u64, ahead: bool) {
         let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
-        let payload = match seq {
-            None => Arc::clone(&task.payload),
-            Some(seq) => Arc::new(gate::marked(seq, &task.payload)),
-        };
+        let payload = Arc::new(gate::task_frame(seq, ahead, &task.payload));
         self.link.outgoing.push_back(Outgoing::new(payload, fds));
     }
 

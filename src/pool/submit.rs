@@ -113,6 +113,7 @@ impl Pool {
                     let task = Task {
                         job: id,
                         index,
+                        nitems: c.len(),
                         payload,
                         fds,
                     };

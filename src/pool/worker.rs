@@ -3,13 +3,15 @@
 //! Protocol on the worker's socket (frames):
 //! - worker → pool, once: `[READY]`, or `[INIT_FAILED] message` if the initializer panicked
 //!   (then the worker exits with code 1);
-//! - pool → worker, per task: `entry (i64 LE) ++ encoded Vec<Args>`, with the arguments'
-//!   descriptors; a task sent ahead starts with a mark (`gate.rs`), and the worker runs
-//!   it only if it wins its gate, else drops it without an answer;
-//! - worker → pool, per task, in order: `[CHUNK_OK] encoded Vec<ItemOutcome<R>>` with its
-//!   descriptors, or `[CHUNK_FAILED] message`; just before it, `[RETIRING]` if the worker's
-//!   resident memory is past `max_worker_memory`: it exits after this answer, and the pool
-//!   sends it nothing more (what it sent ahead goes to another worker);
+//! - pool → worker, per task: `[kind u8][seq u64 LE] entry (i64 LE) ++ encoded Vec<Args>`,
+//!   with the arguments' descriptors (`gate::task_frame`); a task sent ahead (its kind
+//!   says so) runs only if the worker wins its gate word, else the worker drops it unrun
+//!   and says so: `[DROPPED][seq][0 u64] word (u64 LE)`, the word it found;
+//! - worker → pool, per task, in order, an answer that names its task: `[CHUNK_OK][seq]
+//!   [count u64 LE] encoded Vec<ItemOutcome<R>>` (`count`: the items it carries) with its
+//!   descriptors, or `[CHUNK_FAILED][seq][0 u64] message`; just before it, `[RETIRING]` if
+//!   the worker's resident memory is past `max_worker_memory`: it exits after this answer,
+//!   and the pool sends it nothing more (what it sent ahead goes to another worker);
 //! - worker → pool, at most once, from its SIGABRT handler: `[LIMIT_MEMORY]`, when it dies
 //!   of an allocation its memory limit refused (see `sys/limits.rs`).
 //!
@@ -18,6 +20,13 @@
 //!
 //! A task comes either when the worker is idle, or ahead, behind the gate: so the pool
 //! knows which task a dead worker was running (see `slot.rs`).
+//!
+//! **Hostile tasks.** A task runs in this process and can write what it likes on the
+//! socket and the gate. So the pool trusts no answer blindly (`driver.rs`): one naming a
+//! task other than the worker's running one, a count other than the chunk's, a body whose
+//! length disagrees with its count, or a refusal of a task the pool still holds marks the
+//! worker broken — killed and replaced, its tasks failed with the reason — and never
+//! shifts a result onto another task.
 //! After each answer the worker looks for its next task for a few microseconds before it
 //! sleeps in `recv` (through the shared `Backoff`).
 
@@ -39,6 +48,50 @@ pub(crate) const CHUNK_OK: u8 = 0x00;
 pub(crate) const CHUNK_FAILED: u8 = 0x01;
 pub(crate) const RETIRING: u8 = 0x12;
 pub(crate) const LIMIT_MEMORY: u8 = 0x13;
+pub(crate) const DROPPED: u8 = 0x14;
+
+/// Bytes of an answer before its body: `[status u8][seq u64 LE][count u64 LE]`.
+pub(crate) const ANSWER_HEADER: usize = 17;
+
+/// Starts `out` as an answer of `status` for task `seq` (count 0 until [`set_count`]).
+fn answer(out: &mut Vec<u8>, status: u8, seq: u64) {
+    out.clear();
+    out.push(status);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+}
+
+/// Writes the number of results the encoded body of `out` carries into its header.
+fn set_count(out: &mut [u8]) {
+    let count = leading_len(&out[ANSWER_HEADER..]).unwrap_or(0);
+    out[9..ANSWER_HEADER].copy_from_slice(&count.to_le_bytes());
+}
+
+/// An answer's status, task and count; `None` if the frame is too short to be one.
+pub(crate) fn parse_answer(frame: &[u8]) -> Option<(u8, u64, u64)> {
+    let header = frame.get(..ANSWER_HEADER)?;
+    let seq = u64::from_le_bytes(header[1..9].try_into().ok()?);
+    let count = u64::from_le_bytes(header[9..17].try_into().ok()?);
+    Some((header[0], seq, count))
+}
+
+/// The element count an encoded sequence starts with (postcard writes a `Vec`'s length
+/// first, as a LEB128 varint); `None` if it is not a well-formed varint.
+pub(crate) fn leading_len(body: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for (i, &b) in body.iter().take(10).enumerate() {
+        let bits = u64::from(b & 0x7f);
+        let shift = 7 * i as u32;
+        if shift == 63 && bits > 1 {
+            return None; // past 64 bits
+        }
+        n |= bits << shift;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
 
 /// How a worker runs, besides its initializer.
 #[derive(Serialize, Deserialize, Debug)]
@@ -143,25 +196,28 @@ pub(crate) fn worker_main(
         if reader.read_frame(sock, &mut task, &mut fds).is_err() {
             return; // the pool closed our socket (or died): we are done
         }
-        let mut body = 0;
-        if let Some(seq) = gate::parse_marker(&task) {
-            // A task sent ahead: ours only if the pool has not taken it back meanwhile
-            // (then its descriptors are closed here, unused).
-            if !gate::take(&gate, seq) {
-                continue;
+        let Some((seq, ahead)) = gate::parse_task(&task) else {
+            return; // not the pool's frame: nothing here can be trusted
+        };
+        // A task sent ahead is ours only if the pool has not taken it back meanwhile
+        // (then its descriptors are closed here, unused). Say so either way: only the
+        // pool knows whether it took it back, or a task scribbled the word.
+        if ahead && !gate::take(&gate, seq) {
+            answer(&mut out, DROPPED, seq);
+            out.extend_from_slice(&gate::word_now(&gate, seq).to_le_bytes());
+            if framing::write_frame(sock, &out, &[]).is_err() {
+                return;
             }
-            body = gate::MARKER_LEN;
+            continue;
         }
         if let Err(m) = armed.before_task() {
-            out.clear();
-            out.push(CHUNK_FAILED);
+            answer(&mut out, CHUNK_FAILED, seq);
             out.extend_from_slice(m.as_bytes());
             let _ = framing::write_frame(sock, &out, &[]);
             return;
         }
-        let task = &task[body..];
-        out.clear();
-        out.push(CHUNK_OK);
+        let task = &task[gate::TASK_HEADER..];
+        answer(&mut out, CHUNK_OK, seq);
         let mut out_fds = Vec::new();
         let result = match task.get(..8) {
             Some(entry) => {
@@ -170,11 +226,13 @@ pub(crate) fn worker_main(
             }
             None => Err("malformed task frame".to_string()),
         };
-        if let Err(m) = result {
-            out.clear();
-            out.push(CHUNK_FAILED);
-            out.extend_from_slice(m.as_bytes());
-            out_fds.clear();
+        match result {
+            Ok(()) => set_count(&mut out),
+            Err(m) => {
+                answer(&mut out, CHUNK_FAILED, seq);
+                out.extend_from_slice(m.as_bytes());
+                out_fds.clear();
+            }
         }
         // Past max_worker_memory: say so before the answer, so the pool never hands this
         // worker another task, and leave after it.

@@ -5,6 +5,10 @@
 //! kills it, as `driver.rs` does). The sockets are queues under a loom mutex, as ordered
 //! as a stream; a worker's exit is seen after its last answer, as a pidfd is.
 //!
+//! Every frame is numbered and every answer names its task, as in production: the pool
+//! takes an answer only through `Account::on_answer(seq)`, and a worker that loses its
+//! word reports the refusal, which the pool judges with `Account::on_dropped`.
+//!
 //! What it checks, for every interleaving within the preemption bound:
 //! - every task runs at most once, and ends either answered (it ran) or failed, and fails
 //!   only if the dead worker started it (won its word, or was handed it while idle);
@@ -14,13 +18,20 @@
 //!   task would leave it waiting, and loom reports the deadlock);
 //! - a cancel (`Account::cancel`, as `State::cancel` calls it) that takes a task back,
 //!   from the pool's queue, from a worker's queue or as the worker's next task, means it
-//!   never runs; one that loses the word leaves it to run once.
+//!   never runs; one that loses the word leaves it to run once;
+//! - every answer names the task the pool holds as the worker's running one, and an
+//!   honest refusal at the gate never names a task the pool still holds (so the pool's
+//!   verdict "impossible state: fail and replace" never fires without a scribbler);
+//! - with a hostile task (worker 0 scribbles every word of its gate while it runs task
+//!   0, with a value no honest party writes or with a plausible one) the pool still never
+//!   hangs, every task ends once, and no answer is taken for a task it does not name.
 //!
 //! Sizes: CI runs one task ahead and two gate words, at the default bound (2): five tasks
 //! without deaths, three with a death at each step of worker 0 and with each of its first
 //! two answers refused; three tasks with task 1 or 2 cancelled after round 0, 1 or 2,
-//! and with task 2 cancelled while worker 0 dies at every other step. `MPROC_MODEL_DEEP=1` adds bound 3 at five tasks, two ahead with
-//! four words and seven tasks, and bound 4 at four tasks.
+//! and with task 2 cancelled while worker 0 dies at every other step; four tasks with
+//! each of three scribbled values. `MPROC_MODEL_DEEP=1` adds bound 3 at five tasks, two
+//! ahead with four words and seven tasks, and bound 4 at four tasks.
 
 use std::collections::VecDeque;
 use std::sync::Arc as StdArc;
@@ -30,18 +41,18 @@ use loom::sync::{Arc, Condvar, Mutex};
 
 use super::{Account, Outcome, Post, dispatch};
 use crate::pool::gate::{self, Gate};
-use crate::shim::Word;
 use crate::shim::model::{self, Fate, MWord, MWord64, victim};
+use crate::shim::{Word, Word64};
 
 type Words = StdArc<[MWord64]>;
 
 /// What the model's "sockets" and "pidfds" carry, and the callers' submissions.
 #[derive(Default)]
 struct Wires {
-    /// Per worker: frames to it (task, gate sequence if sent ahead).
-    to: Vec<VecDeque<(usize, Option<u64>)>>,
-    /// Per worker: its answers (task, whether the pool refuses the frame).
-    from: Vec<VecDeque<(usize, bool)>>,
+    /// Per worker: frames to it (task, sequence number, whether sent ahead).
+    to: Vec<VecDeque<(usize, u64, bool)>>,
+    /// Per worker: its answers and refusals.
+    from: Vec<VecDeque<Reply>>,
     exited: Vec<bool>,
     /// Per worker: the pool killed it (it dies when it next looks for a frame; its death
     /// at every other step is `victim`'s).
@@ -81,6 +92,19 @@ impl Net {
     }
 }
 
+/// What a worker sends back.
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    /// It ran `task`, numbered `seq`; `refused`: the pool refuses the frame (corrupt).
+    Answer {
+        task: usize,
+        seq: u64,
+        refused: bool,
+    },
+    /// It lost task `seq`'s gate word and dropped it (`worker::DROPPED`).
+    Dropped { seq: u64 },
+}
+
 /// What happened to the tasks, for the verdict (plain bookkeeping, no model steps).
 #[derive(Default)]
 struct Record {
@@ -94,7 +118,7 @@ struct Worker<const A: usize, const N: usize> {
     id: usize,
     tasks: Account<usize, Words, A, N>,
     /// Frames to send once dispatch is done (its link's outgoing queue).
-    outgoing: Vec<(usize, Option<u64>)>,
+    outgoing: Vec<(usize, u64, bool)>,
     record: StdArc<StdMutex<Record>>,
     /// Its link is closed (refused frame): nothing more is sent or read.
     broken: bool,
@@ -111,12 +135,12 @@ impl<const A: usize, const N: usize> Post<usize, Words, A, N> for Worker<A, N> {
     fn open(&self) -> bool {
         !self.broken && !self.gone
     }
-    fn post(&mut self, task: &usize, seq: Option<u64>) {
-        if seq.is_none() {
+    fn post(&mut self, task: &usize, seq: u64, ahead: bool) {
+        if !ahead {
             // Handed over while idle: the worker answers for it from now on.
             self.record.lock().unwrap().started_by[*task] = Some(self.id);
         }
-        self.outgoing.push((*task, seq));
+        self.outgoing.push((*task, seq, ahead));
     }
     fn flush(&mut self) -> bool {
         false
@@ -136,6 +160,9 @@ struct Case {
     /// The caller cancels task `.0` (`AsyncResult::cancel`) after the driver's round `.1`,
     /// once the frames of that round are on their way.
     cancel: Option<(usize, usize)>,
+    /// Worker 0's run of task 0 (the first it is given: its next is sent ahead behind it)
+    /// stores this in every word of its gate (a hostile task).
+    scribble: Option<u64>,
 }
 
 const WORKERS: usize = 2;
@@ -159,12 +186,14 @@ fn work<const N: usize>(
                 w.to[id].pop_front().map(Some)
             }
         });
-        let Some((task, seq)) = frame else {
+        let Some((task, seq, ahead)) = frame else {
             return;
         };
-        if let Some(seq) = seq {
+        if ahead {
             if !gate::take_in::<_, N>(words, seq) {
-                continue; // revoked: dropped unrun
+                // Dropped unrun, and said so: the pool judges.
+                net.tell(|w| w.from[id].push_back(Reply::Dropped { seq }));
+                continue;
             }
             record.lock().unwrap().started_by[task] = Some(id);
         }
@@ -172,12 +201,22 @@ fn work<const N: usize>(
         {
             let mut r = record.lock().unwrap();
             r.runs[task] += 1;
-            assert_eq!(r.runs[task], 1, "task {task} ran twice ({case:?})");
+            // Under a scribbler the gate decides nothing: a task may run twice (its
+            // second answer is refused, as no worker holds it twice).
+            if case.scribble.is_none() {
+                assert_eq!(r.runs[task], 1, "task {task} ran twice ({case:?})");
+            }
+        }
+        if let (0, 0, Some(v)) = (id, task, case.scribble) {
+            for i in 0..N {
+                words[i].store(v, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         MWord::die_point();
         let refused = id == 0 && case.refuse == Some(answered);
         answered += 1;
-        net.tell(|w| w.from[id].push_back((task, refused)));
+        let reply = Reply::Answer { task, seq, refused };
+        net.tell(|w| w.from[id].push_back(reply));
     }
 }
 
@@ -188,11 +227,13 @@ enum End {
     Failed,
     /// Taken back by a cancel before it started.
     Cancelled,
+    /// Its worker broke the protocol (a scribbled gate): failed, the worker replaced.
+    Refused,
 }
 
 /// What the pool's wait brings: answers and exits.
 struct Events {
-    answers: Vec<Vec<(usize, bool)>>,
+    answers: Vec<Vec<Reply>>,
     exits: Vec<bool>,
 }
 
@@ -208,7 +249,12 @@ fn dispatched<const A: usize, const N: usize>(
             pending.is_empty(),
             "a worker idle, tasks pending ({case:?})"
         );
-        for w in workers.iter() {
+        // A scribbled gate can refuse the revoke: that task then waits for its worker
+        // to refuse it in turn (and be replaced), which is bounded, not a hang.
+        for w in workers
+            .iter()
+            .filter(|w| case.scribble.is_none() || w.id != 0)
+        {
             let untaken = w.tasks.untaken();
             assert_eq!(
                 untaken, 0,
@@ -290,23 +336,41 @@ fn pool<const A: usize, const N: usize>(
             })
         });
         for (w, answers) in workers.iter_mut().zip(ev.answers) {
-            for (task, refused) in answers {
+            for reply in answers {
                 if w.broken || w.gone {
                     break; // unread: the stream was refused
                 }
-                if refused {
-                    // `driver.rs`: a refused frame ends the reading; the worker is killed.
+                // `driver.rs`: a refused frame ends the reading; the worker is killed.
+                let mut refuse = |w: &mut Worker<A, N>| {
                     w.broken = true;
                     w.tasks.close();
                     kill.push(w.id);
-                    continue;
+                };
+                match reply {
+                    Reply::Answer { refused: true, .. } => refuse(w),
+                    Reply::Answer { task, seq, .. } => match w.tasks.on_answer(seq, 0, false) {
+                        Some(t) => {
+                            assert_eq!(t, task, "an answer taken for another task ({case:?})");
+                            assert_eq!(ends[t], None, "task {t} ended twice ({case:?})");
+                            ends[t] = Some(End::Answered);
+                        }
+                        None => {
+                            assert!(case.scribble.is_some(), "an answer to nothing ({case:?})");
+                            refuse(w);
+                        }
+                    },
+                    Reply::Dropped { seq } => {
+                        if let Some(t) = w.tasks.on_dropped(seq) {
+                            assert!(
+                                case.scribble.is_some(),
+                                "an honest refusal of task {t}, which the pool holds ({case:?})"
+                            );
+                            assert_eq!(ends[t], None, "task {t} ended twice ({case:?})");
+                            ends[t] = Some(End::Refused);
+                            refuse(w);
+                        }
+                    }
                 }
-                let t = w
-                    .tasks
-                    .on_answer(0, false)
-                    .expect("an answer to a task it holds");
-                assert_eq!(t, task, "an answer to another task ({case:?})");
-                ends[t] = Some(End::Answered);
             }
         }
         for (w, exited) in workers.iter_mut().zip(ev.exits) {
@@ -322,12 +386,17 @@ fn pool<const A: usize, const N: usize>(
             if let Outcome::Lost { started, .. } = exit.outcome {
                 let r = record.lock().unwrap();
                 for t in started {
-                    assert_eq!(
-                        r.started_by[t],
-                        Some(w.id),
-                        "task {t} failed with worker {}, which never started it ({case:?})",
-                        w.id
-                    );
+                    // A scribbled gate may say "taken" of a task never started: it fails,
+                    // bounded, rather than hangs.
+                    if case.scribble.is_none() {
+                        assert_eq!(
+                            r.started_by[t],
+                            Some(w.id),
+                            "task {t} failed with worker {}, which never started it ({case:?})",
+                            w.id
+                        );
+                    }
+                    assert_eq!(ends[t], None, "task {t} ended twice ({case:?})");
                     ends[t] = Some(End::Failed);
                 }
             }
@@ -400,8 +469,11 @@ fn run<const A: usize, const N: usize>(case: Case) {
     let r = record.lock().unwrap();
     for (t, end) in ends.iter().enumerate() {
         match end {
+            Some(End::Answered) if case.scribble.is_some() => assert!(r.runs[t] >= 1),
             Some(End::Answered) => assert_eq!(r.runs[t], 1, "task {t} answered unrun"),
+            Some(End::Failed | End::Refused) if case.scribble.is_some() => {}
             Some(End::Failed) => assert!(r.started_by[t].is_some()),
+            Some(End::Refused) => unreachable!("refused without a scribbler ({case:?})"),
             Some(End::Cancelled) => {
                 assert_eq!(r.runs[t], 0, "task {t} ran after its cancel won ({case:?})");
                 assert_eq!(r.started_by[t], None, "task {t} cancelled after it started");
@@ -424,6 +496,7 @@ fn case(tasks: usize) -> Case {
         die_at: None,
         refuse: None,
         cancel: None,
+        scribble: None,
     }
 }
 
@@ -506,6 +579,27 @@ fn gate_with_a_refused_answer() {
         if model::deep() {
             check::<1, 2>(Some(3), Case { tasks: 5, ..c });
             check::<2, 4>(Some(3), Case { tasks: 7, ..c });
+        }
+    }
+}
+
+// Issue 19 item 5: a task that scribbles its worker's gate. The old worker dropped a task
+// whose take failed in silence while the pool held it as the worker's next: loom reports
+// the pool's wait as a deadlock. Now the refusal is reported and judged: the task fails
+// and the worker is replaced, for a value no honest party writes (all ones), a closed
+// word (0), and a plausible one (its next task, number 2, revoked: what an honest
+// revoke leaves).
+#[test]
+fn gate_scribbled_by_a_task() {
+    for v in [u64::MAX, 0, 2 << 2 | 3] {
+        let c = Case {
+            scribble: Some(v),
+            ..case(4)
+        };
+        check::<1, 2>(None, c);
+        if model::deep() {
+            check::<1, 2>(Some(3), Case { tasks: 5, ..c });
+            check::<2, 4>(Some(3), Case { tasks: 6, ..c });
         }
     }
 }
