@@ -238,3 +238,77 @@ fn a_forged_answer_never_shifts_a_result() {
         }
     }
 }
+
+/// Writes the header of a frame that claims `len` bytes (within every limit) and sends
+/// none of them, on every socket this worker holds; then returns: its worker's own
+/// answer goes in as the first bytes of that frame, which never completes.
+fn half_frame(len: u64) -> i64 {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: `fd` is open in this process (just listed); ManuallyDrop keeps the
+        // stream from closing it, so ownership is never really taken.
+        let s =
+            std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
+        let mut frame = b"MPRF".to_vec();
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&len.to_le_bytes());
+        let _ = (&*s).write_all(&frame);
+    }
+    1
+}
+
+// A frame begun and never finished (a header within the limits, its bytes never sent)
+// must not leave the pool waiting for the rest while its worker, idle, sends nothing:
+// the worker is refused once its frame stalls, its task fails, and the pool goes on.
+#[test]
+fn a_frame_begun_and_never_finished_is_refused_in_bounded_time() {
+    let _s = shared();
+    let _w = watchdog("half_frame", 90);
+    for m in METHODS {
+        let pool = get_context(m).pool(1).unwrap();
+        let t = std::time::Instant::now();
+        match pool.apply(half_frame, (4096,)) {
+            Ok(v) => panic!("{m:?}: the answer went into a half frame, yet {v} came back"),
+            Err(e) => assert!(refused(&e), "{m:?}: {e}"),
+        }
+        eprintln!("{m:?}: refused after {:?}", t.elapsed());
+        assert_eq!(
+            pool.apply(double, (21,)).unwrap(),
+            42,
+            "{m:?}: the pool goes on"
+        );
+        pool.close();
+        pool.join();
+    }
+}
+
+fn big(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+// The stall bound is on a frame's progress, not its size: a large answer, read while it
+// streams in, is never taken for a stalled one.
+#[test]
+fn a_large_answer_is_no_stall() {
+    let _s = shared();
+    let _w = watchdog("large_answer", 120);
+    let pool = mproc::Pool::new(2).unwrap();
+    let n = 64 << 20;
+    for r in [pool.apply_async(big, (n,)), pool.apply_async(big, (n,))] {
+        let v = r.get().unwrap();
+        assert!(v.len() == n && v.iter().all(|&b| b == 7));
+    }
+    pool.close();
+    pool.join();
+}

@@ -402,6 +402,12 @@ impl Incoming {
         !self.rb.pending().is_empty()
     }
 
+    /// How many bytes already read wait here (a frame's progress, for a reader that
+    /// bounds how long a begun frame may stall).
+    pub(crate) fn buffered(&self) -> usize {
+        self.rb.pending().len()
+    }
+
     /// Reads what is available and returns the next whole frame, if one is complete.
     pub(crate) fn poll_frame(&mut self, sock: BorrowedFd<'_>) -> Result<Arrival> {
         loop {

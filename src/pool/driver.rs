@@ -20,7 +20,7 @@ use crate::connection::framing::Arrival;
 use crate::error::Error;
 use crate::pool::engine::{Shared, State};
 use crate::pool::jobs::{Callback, ChunkResult};
-use crate::pool::slot::{self, Slot, Task};
+use crate::pool::slot::{self, FRAME_STALL, Slot, Task};
 use crate::pool::worker;
 use crate::start::children::ChildHandle;
 use crate::sys;
@@ -212,6 +212,14 @@ impl Shared {
     /// One round of the driver's work, on what its poll saw.
     fn service(&self, st: &mut State, callbacks: &mut Vec<Callback>, woken: &Woken) {
         self.harvest_where(st, callbacks, |w| woken.readable(w));
+        // A frame begun and stalled: nobody honest writes half a frame (see FRAME_STALL).
+        for w in &mut st.workers {
+            if !w.link.eof && w.stalled() {
+                let why =
+                    format!("a frame it began on its socket got no further for {FRAME_STALL:?}");
+                w.refuse(why);
+            }
+        }
         // Overdue tasks: kill the worker; its exit reports the timeout.
         if let Some(limit) = self.config.timeout {
             for w in &mut st.workers {
@@ -290,6 +298,7 @@ impl Shared {
                 }
             }
         }
+        st.workers[i].note_read();
         answered
     }
 

@@ -67,7 +67,17 @@ pub(crate) struct Link {
     pub(crate) broken: bool,
     /// Why its stream was refused (a corrupt frame): what its task fails with.
     pub(crate) corrupt: Option<String>,
+    /// A frame begun and not yet whole: the bytes of it read so far, and since when no
+    /// more came (see [`FRAME_STALL`]).
+    partial: Option<(usize, Instant)>,
 }
+
+/// The longest a frame begun on a worker's socket may wait for its next byte. A worker
+/// writes each frame whole, at once (`framing::write_frame`), so a frame that stops
+/// half-way was begun by someone else — a task writing on its worker's socket — and its
+/// claimed length would swallow the worker's real answers while the pool waits for
+/// bytes that never come: past this the worker is refused.
+pub(crate) const FRAME_STALL: Duration = Duration::from_secs(2);
 
 /// A local worker process.
 #[derive(Debug)]
@@ -102,6 +112,7 @@ impl Slot {
                 eof: false,
                 broken: false,
                 corrupt: None,
+                partial: None,
             },
             tasks: Account::new(gate),
             isolation: None,
@@ -233,6 +244,25 @@ impl Slot {
                 peak_rss: self.child.peak_rss(),
             },
         }
+    }
+
+    /// Notes what its last read left: a frame begun and not whole starts (or, if bytes of
+    /// it came, restarts) its stall clock.
+    pub(crate) fn note_read(&mut self) {
+        let link = &mut self.link;
+        let n = link.incoming.buffered();
+        link.partial = match link.partial {
+            _ if n == 0 || link.eof => None,
+            Some((m, since)) if m == n => Some((m, since)),
+            _ => Some((n, Instant::now())),
+        };
+    }
+
+    /// Whether a frame it began has waited past [`FRAME_STALL`] for its next byte.
+    pub(crate) fn stalled(&self) -> bool {
+        self.link
+            .partial
+            .is_some_and(|(_, since)| since.elapsed() >= FRAME_STALL)
     }
 
     /// Pushes its queued frame out without blocking; true if some is left to send.

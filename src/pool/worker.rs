@@ -24,8 +24,8 @@
 //! **Hostile tasks.** A task runs in this process and can write what it likes on the
 //! socket and the gate. So the pool trusts no answer blindly (`driver.rs`): one naming a
 //! task other than the worker's running one, a count other than the chunk's, a body whose
-//! length disagrees with its count, or a refusal of a task the pool still holds marks the
-//! worker broken — killed and replaced, its tasks failed with the reason — and never
+//! length disagrees with its count, a refusal of a task the pool still holds, or a frame
+//! begun and left unfinished (`slot::FRAME_STALL`) marks the worker broken — killed and replaced, its tasks failed with the reason — and never
 //! shifts a result onto another task.
 //! After each answer the worker looks for its next task for a few microseconds before it
 //! sleeps in `recv` (through the shared `Backoff`).

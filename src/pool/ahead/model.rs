@@ -29,7 +29,7 @@
 //! Sizes: CI runs one task ahead and two gate words, at the default bound (2): five tasks
 //! without deaths, three with a death at each step of worker 0 and with each of its first
 //! two answers refused; three tasks with task 1 or 2 cancelled after round 0, 1 or 2,
-//! and with task 2 cancelled while worker 0 dies at every other step; four tasks with
+//! and with task 2 cancelled while worker 0 dies at every other step; three tasks with
 //! each of three scribbled values. `MPROC_MODEL_DEEP=1` adds bound 3 at five tasks, two
 //! ahead with four words and seven tasks, and bound 4 at four tasks.
 
@@ -594,7 +594,7 @@ fn gate_scribbled_by_a_task() {
     for v in [u64::MAX, 0, 2 << 2 | 3] {
         let c = Case {
             scribble: Some(v),
-            ..case(4)
+            ..case(3)
         };
         check::<1, 2>(None, c);
         if model::deep() {
