@@ -40,6 +40,14 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.queue.put(item)
     }
 
+    /// `put`, waiting at most `d` for room; `Err(Error::Full)` if none came, and nothing
+    /// of `item` is left in the queue. Unbounded as the queue is, a put waits only while
+    /// its ring's bytes are full of items nobody takes (Python's `SimpleQueue.put` blocks
+    /// on a full pipe the same way, with no timeout; every blocking call here has one).
+    pub fn put_timeout(&self, item: T, d: std::time::Duration) -> Result<()> {
+        self.queue.put_timeout(item, d)
+    }
+
     /// Removes the oldest item, waiting for one; see [`Queue::get`].
     pub fn get(&self) -> Result<T> {
         self.queue.get()
