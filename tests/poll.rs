@@ -84,7 +84,9 @@ fn a_polled_end_turns_readable_within_milliseconds_of_a_send() {
         );
     }
     assert!(
-        worst < 50_000_000,
+        // Milliseconds quiet; the bound leaves room for a CPU hog beside the test (a lost
+        // readiness would show as the 5 s wait above, not here).
+        worst < 250_000_000,
         "a poller woke {} ms after a send",
         worst / 1_000_000
     );
