@@ -503,8 +503,10 @@ impl Link {
         fds: &mut Vec<OwnedFd>,
     ) -> Result<()> {
         let rec = SeqPacket(self.records.as_fd());
+        // A large message is gathered into `out`'s own allocation (`recv_bytes_into`'s
+        // buffer, the end's reused one for `recv`), which is left there, emptied, on error.
+        let spare = Cell::new(std::mem::take(out));
         // Both callbacks fill these (only one runs per item).
-        let out = RefCell::new(out);
         let fds = RefCell::new(fds);
         let got = rx.recv_pipe(
             begin,
@@ -516,21 +518,31 @@ impl Link {
                 }
                 let body = &bytes[prefix..];
                 let (len, fd_seq) = trailer(body)?;
-                let mut out = out.borrow_mut();
+                let mut out = spare.take();
                 out.clear();
                 out.extend_from_slice(&body[..len]);
+                spare.set(out);
                 take_fds(&rec, fd_seq, &mut fds.borrow_mut())
             },
             Some(|m: u64, mut body: Vec<u8>| {
-                if m != body.len() as u64 {
-                    return Err(corrupt("a length that disagrees with the item"));
+                let checked = if m == body.len() as u64 {
+                    trailer(&body)
+                } else {
+                    Err(corrupt("a length that disagrees with the item"))
+                };
+                if let Ok((len, _)) = checked {
+                    body.truncate(len);
                 }
-                let (len, fd_seq) = trailer(&body)?;
-                body.truncate(len);
-                **out.borrow_mut() = body;
-                take_fds(&rec, fd_seq, &mut fds.borrow_mut())
+                // Kept either way: emptied below on error.
+                spare.set(body);
+                take_fds(&rec, checked?.1, &mut fds.borrow_mut())
             }),
+            &spare,
         );
+        *out = spare.into_inner();
+        if !matches!(got, Ok(Ok(()))) {
+            out.clear();
+        }
         // The head may have moved (an item taken, or one dropped): keep a poller's flag
         // in step (one load when nobody polls).
         if let Some(flag) = &self.rx_flag {

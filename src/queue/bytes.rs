@@ -9,6 +9,11 @@
 //! `Deserialize` as owned bytes (`visit_byte_buf` / `visit_string`), which keeps it. Which
 //! items qualify is asked of the type itself: [`is_byte_string`] runs its `Deserialize`
 //! against a probe that only records the first request.
+//!
+//! **Into the caller's buffer** (`Queue::get_into`, `into.rs`): the same gathering, into a
+//! buffer the caller hands back each time, for a byte string or a sequence of `u8` (a
+//! `Vec<u8>`, which postcard writes the same way: `varint(n)` then one byte per element;
+//! [`is_bytes`] asks the probe for either).
 
 use std::cell::Cell;
 
@@ -22,10 +27,18 @@ use crate::error::{Error, Result};
 enum Shape {
     Unknown,
     ByteString,
+    /// A sequence whose first element asks for a `u8`.
+    ByteSeq,
     Other,
 }
 
 struct Probe<'a>(&'a Cell<Shape>);
+
+/// A sequence's elements, for the probe: it asks the first one what it wants, then stops.
+struct Elements<'a>(&'a Cell<Shape>);
+
+/// A sequence's element: `ByteSeq` if it asks for a `u8`, `Other` for anything else.
+struct Element<'a>(&'a Cell<Shape>);
 
 fn stop() -> de::value::Error {
     de::Error::custom("probe")
@@ -73,17 +86,63 @@ impl<'de> Deserializer<'de> for Probe<'_> {
         v.visit_newtype_struct(self)
     }
 
+    fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> std::result::Result<V::Value, Self::Error> {
+        self.0.set(Shape::Other);
+        v.visit_seq(Elements(self.0))
+    }
+
     forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char option unit unit_struct
-        seq tuple tuple_struct map struct enum identifier ignored_any
+        tuple tuple_struct map struct enum identifier ignored_any
     }
+}
+
+impl<'de> de::SeqAccess<'de> for Elements<'_> {
+    type Error = de::value::Error;
+
+    fn next_element_seed<S: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> std::result::Result<Option<S::Value>, Self::Error> {
+        seed.deserialize(Element(self.0)).map(Some)
+    }
+}
+
+impl<'de> Deserializer<'de> for Element<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> std::result::Result<V::Value, Self::Error> {
+        self.0.set(Shape::Other);
+        Err(stop())
+    }
+
+    fn deserialize_u8<V: Visitor<'de>>(self, _: V) -> std::result::Result<V::Value, Self::Error> {
+        self.0.set(Shape::ByteSeq);
+        Err(stop())
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+fn shape<T: DeserializeOwned>() -> Shape {
+    let seen = Cell::new(Shape::Unknown);
+    let _ = T::deserialize(Probe(&seen));
+    seen.get()
 }
 
 /// Whether `T` is encoded as one byte string (possibly inside newtypes).
 pub(super) fn is_byte_string<T: DeserializeOwned>() -> bool {
-    let seen = Cell::new(Shape::Unknown);
-    let _ = T::deserialize(Probe(&seen));
-    seen.get() == Shape::ByteString
+    shape::<T>() == Shape::ByteString
+}
+
+/// Whether `T` is encoded as `varint(n)` then `n` bytes that are its value: a byte string
+/// (possibly inside newtypes) or a sequence of `u8`.
+pub(super) fn is_bytes<T: DeserializeOwned>() -> bool {
+    matches!(shape::<T>(), Shape::ByteString | Shape::ByteSeq)
 }
 
 /// Owned bytes, offered to a `Deserialize` as one byte string (or string).
@@ -168,7 +227,17 @@ mod tests {
     struct Wrapped(#[serde(with = "serde_bytes_like")] Vec<u8>);
 
     mod serde_bytes_like {
-        use serde::{Deserializer, Serializer};
+        use serde::{Deserializer, Serialize, Serializer};
+
+        /// Bytes serialized as one byte string.
+        pub(super) struct Ser<'a>(pub(super) &'a [u8]);
+
+        impl Serialize for Ser<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+
         pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
             s.serialize_bytes(v)
         }
@@ -198,6 +267,30 @@ mod tests {
         assert!(!is_byte_string::<u64>());
         assert!(!is_byte_string::<(String, u8)>());
         assert!(!is_byte_string::<Option<String>>());
+    }
+
+    #[test]
+    fn the_probe_tells_byte_sequences_from_other_sequences() {
+        assert!(is_bytes::<Vec<u8>>());
+        assert!(is_bytes::<std::collections::VecDeque<u8>>());
+        assert!(is_bytes::<Box<[u8]>>());
+        assert!(is_bytes::<String>());
+        assert!(is_bytes::<Wrapped>());
+        assert!(!is_bytes::<Vec<u16>>());
+        assert!(!is_bytes::<Vec<i8>>());
+        assert!(!is_bytes::<Vec<(u8, u8)>>());
+        assert!(!is_bytes::<Vec<Vec<u8>>>());
+        assert!(!is_bytes::<[u8; 4]>());
+        assert!(!is_bytes::<u8>());
+        assert!(!is_bytes::<Option<Vec<u8>>>());
+        // The fast path of `get` still takes only what a byte visitor accepts.
+        assert!(!is_byte_string::<Vec<u8>>());
+        // Postcard writes a `Vec<u8>` as a byte string: what `get_into` relies on.
+        let v: Vec<u8> = (0..=255).collect();
+        assert_eq!(
+            postcard::to_allocvec(&v).unwrap(),
+            postcard::to_allocvec(&serde_bytes_like::Ser(&v)).unwrap()
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::error::Result;
 /// # }
 /// ```
 pub struct JoinableQueue<T> {
-    queue: Queue<T>,
+    pub(super) queue: Queue<T>,
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {

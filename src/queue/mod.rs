@@ -70,6 +70,7 @@
 //!   `put` returns `Error::Codec` and leaves the queue unchanged.
 
 mod bytes;
+mod into;
 pub(crate) mod ring;
 
 mod joinable;

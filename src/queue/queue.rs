@@ -124,7 +124,7 @@ impl Inner {
         &self.ring
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(super) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::QueueClosed);
         }

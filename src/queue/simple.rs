@@ -24,7 +24,7 @@ use crate::error::Result;
 /// # }
 /// ```
 pub struct SimpleQueue<T> {
-    queue: Queue<T>,
+    pub(super) queue: Queue<T>,
 }
 
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {

@@ -67,9 +67,26 @@ impl<R: Runtime> Ring<R> {
         self.recv_inner(deadline, deadline, decode, owned, false)
     }
 
+    /// As [`recv_with`](Ring::recv_with), but a streamed byte string is gathered into the
+    /// buffer `spare` holds (cleared, grown only if it is too small) rather than a fresh
+    /// one, so a caller that hands the same buffer back each time touches no fresh pages.
+    /// An item dropped half-way (deadline, `Abort`) leaves that buffer, emptied, in
+    /// `spare`; `owned` receives it with the item's bytes.
+    pub(crate) fn recv_into<T>(
+        &self,
+        deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> T,
+        owned: impl FnOnce(u64, Vec<u8>) -> T,
+        spare: &Cell<Vec<u8>>,
+    ) -> Result<T> {
+        self.recv_spare(deadline, deadline, decode, Some(owned), spare, false)
+    }
+
     /// A pipe's [`recv_with`](Ring::recv_with): the same, except that a streamed item
     /// abandoned half-way (its producer died, or its send timed out) is an error for the
     /// receiver that had begun it, as a torn message on a socket is, not skipped silently.
+    /// A streamed byte string is gathered into `spare`'s buffer, as in
+    /// [`recv_into`](Ring::recv_into) (an empty one: a fresh buffer).
     ///
     /// `deadline` bounds the wait for an item to begin (the pipe passes short slices
     /// of its own deadline, between which it looks at its socket), `item_deadline` the
@@ -82,8 +99,9 @@ impl<R: Runtime> Ring<R> {
         item_deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> T,
         owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
+        spare: &Cell<Vec<u8>>,
     ) -> Result<T> {
-        self.recv_inner(deadline, item_deadline, decode, owned, true)
+        self.recv_spare(deadline, item_deadline, decode, owned, spare, true)
     }
 
     /// `deadline` bounds the wait for an item to begin, `item_deadline` the wait for the
@@ -94,7 +112,29 @@ impl<R: Runtime> Ring<R> {
         deadline: Option<Instant>,
         item_deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> T,
+        owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
+        torn_is_error: bool,
+    ) -> Result<T> {
+        let fresh = Cell::new(Vec::new());
+        self.recv_spare(
+            deadline,
+            item_deadline,
+            decode,
+            owned,
+            &fresh,
+            torn_is_error,
+        )
+    }
+
+    /// [`recv_inner`](Ring::recv_inner), a streamed byte string gathered into `spare`'s
+    /// buffer (see [`recv_into`](Ring::recv_into)).
+    fn recv_spare<T>(
+        &self,
+        deadline: Option<Instant>,
+        item_deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> T,
         mut owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
+        spare: &Cell<Vec<u8>>,
         torn_is_error: bool,
     ) -> Result<T> {
         let ctl = self.ctl();
@@ -120,9 +160,8 @@ impl<R: Runtime> Ring<R> {
                     // Mid-item at the deadline (its producer stalled): the item is dropped
                     // whole. Its pieces still to come lack their `First`, so whoever reads
                     // next skips them; nothing torn is ever delivered.
-                    if let Some(Gather::Contiguous(v)) = partial.take() {
-                        RECV_BUF.set(v);
-                        RECV_BUF_KEPT.set(true);
+                    if let Some(g) = partial.take() {
+                        g.give_back(spare);
                     }
                     return Err(Error::Empty);
                 }
@@ -152,7 +191,7 @@ impl<R: Runtime> Ring<R> {
                 Kind::First => {
                     let (a, b) = self.mem.read(&c, at, len);
                     let g = match owned.is_some().then(|| byte_string_start(a, b)).flatten() {
-                        Some(announced) => Gather::owned(announced),
+                        Some(announced) => Gather::owned(announced, spare.take()),
                         None => {
                             // Reuse the buffer of the last streamed item: a stream of big
                             // items then touches no fresh pages on this side.
@@ -197,9 +236,8 @@ impl<R: Runtime> Ring<R> {
                 Kind::Abort => {
                     let had = partial.take();
                     let begun = had.is_some();
-                    if let Some(Gather::Contiguous(v)) = had {
-                        RECV_BUF.set(v);
-                        RECV_BUF_KEPT.set(true);
+                    if let Some(g) = had {
+                        g.give_back(spare);
                     }
                     if torn_is_error && begun {
                         self.advance(&mut c, next, count);
@@ -330,13 +368,31 @@ const MAX_RESERVE: u64 = 1 << 32;
 const HUGE: usize = 2 << 20;
 
 impl Gather {
-    fn owned(announced: (u64, usize)) -> Gather {
+    /// A byte string of `announced` `(n, prefix)`, gathered into `body` (emptied first;
+    /// reserved for `n` bytes, with huge pages asked for, only if it holds fewer).
+    fn owned(announced: (u64, usize), mut body: Vec<u8>) -> Gather {
         let (n, prefix) = announced;
-        let mut body = Vec::new();
-        if body.try_reserve_exact(n.min(MAX_RESERVE) as usize).is_ok() && body.capacity() >= HUGE {
+        body.clear();
+        let want = n.min(MAX_RESERVE) as usize;
+        if body.capacity() < want && body.try_reserve_exact(want).is_ok() && body.capacity() >= HUGE
+        {
             crate::sys::mman::advise_huge_pages(&mut body);
         }
         Gather::Owned { n, prefix, body }
+    }
+
+    /// An item dropped half-way: its buffer goes back where it came from, emptied.
+    fn give_back(self, spare: &Cell<Vec<u8>>) {
+        match self {
+            Gather::Contiguous(v) => {
+                RECV_BUF.set(v);
+                RECV_BUF_KEPT.set(true);
+            }
+            Gather::Owned { mut body, .. } => {
+                body.clear();
+                spare.set(body);
+            }
+        }
     }
 
     /// Appends a piece (`a` then `b`), less its first `skip` bytes.

@@ -104,6 +104,7 @@ fn a_first_piece_left_without_its_producer_is_dropped() {
                 None,
                 |b| b.to_vec(),
                 None::<fn(u64, Vec<u8>) -> Vec<u8>>,
+                &Default::default(),
             );
             (got, t.elapsed())
         },

@@ -423,6 +423,7 @@ fn an_abandoned_first_piece_never_hangs_the_consumer() {
                 None,
                 |b| b.to_vec(),
                 None::<fn(u64, Vec<u8>) -> Vec<u8>>,
+                &Default::default(),
             )
         });
         let died = hostile.join().unwrap();
