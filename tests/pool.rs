@@ -716,7 +716,8 @@ fn forge_header(len: u64) -> u32 {
 
 // Issue 12, defect 1: a worker that forges a frame header claiming 2^40 (or 2^32) bytes
 // cannot make the parent allocate it or wait for it: the frame is refused, the worker is
-// killed and replaced, its task fails with an error that says so, and the pool goes on.
+// killed and replaced, its task fails with an error that says so (unless its answer was
+// taken first), and the pool goes on.
 #[test]
 fn a_worker_forging_a_huge_frame_is_killed_and_replaced() {
     let _s = shared();
@@ -725,11 +726,15 @@ fn a_worker_forging_a_huge_frame_is_killed_and_replaced() {
         for len in [1u64 << 40, 1u64 << 32] {
             let pool = get_context(m).pool(1).unwrap();
             let first = pool.apply(my_pid, ()).unwrap();
-            let err = pool.apply(forge_header, (len,)).unwrap_err();
-            assert!(
-                matches!(&err, Error::Codec(m) if m.contains("refused") && m.contains("limit")),
-                "{m:?} {len}: {err}"
-            );
+            // The task's own answer comes on the worker's ring, and may be taken before
+            // the forged header on its control socket is read (then the task succeeded).
+            match pool.apply(forge_header, (len,)) {
+                Ok(v) => assert_eq!(v, 7),
+                Err(err) => assert!(
+                    matches!(&err, Error::Codec(m) if m.contains("refused") && m.contains("limit")),
+                    "{m:?} {len}: {err}"
+                ),
+            }
             assert_eq!(
                 pool.apply(sqr, (12,)).unwrap(),
                 144,

@@ -272,13 +272,16 @@ impl ReadBuf {
 /// A blocking frame reader that reads ahead: small frames cost one `recvmsg` instead of
 /// two. Payloads larger than what is buffered are read straight into the caller's buffer.
 #[derive(Debug, Default)]
+#[allow(dead_code)] // the pool's links moved onto rings (branch pool-rings, a prototype)
 pub(crate) struct Reader {
     rb: ReadBuf,
 }
 
 /// The step in which a large payload's buffer grows: as bytes arrive, never by a claim.
+#[allow(dead_code)]
 const GROW_STEP: usize = 64 << 20;
 
+#[allow(dead_code)]
 impl Reader {
     /// Whether bytes of a frame are waiting here (so a poll must say readable).
     pub(crate) fn has_buffered(&self) -> bool {
@@ -398,6 +401,7 @@ impl Incoming {
     }
 
     /// Whether bytes already read wait here (a poll of the socket would not show them).
+    #[allow(dead_code)] // unused since the pool's answers moved onto rings (pool-rings)
     pub(crate) fn has_buffered(&self) -> bool {
         !self.rb.pending().is_empty()
     }

@@ -28,6 +28,9 @@ use crate::sys;
 /// The longest the driver sleeps while a worker owes a frame (see `drive_loop`).
 const WATCH_SLICE: Duration = Duration::from_millis(20);
 
+/// How soon the driver tries again to put a task frame into a full ring.
+const RETRY_SLICE: Duration = Duration::from_millis(1);
+
 /// What the driver's poll saw: which sockets and pidfds are ready (`all`: look at
 /// everything, the poll failed).
 struct Woken {
@@ -75,7 +78,7 @@ impl Shared {
 
     fn drive_loop(&self) {
         loop {
-            let (socks, children, timeout) = {
+            let (socks, armed, children, timeout) = {
                 let mut st = self.lock();
                 if self.shutdown_if_done(&mut st) {
                     return;
@@ -84,38 +87,49 @@ impl Shared {
                 // still to be sent is watched all the same); see `State::blind` for who
                 // wakes us.
                 let blind = st.readers.driver_sleeps();
-                // A socket at its end would poll readable for ever, one we cannot send on
-                // writable: leave them out, and wait for those workers' exits.
-                let socks: Vec<(Arc<HandleFd>, bool)> = st
-                    .workers
-                    .iter()
-                    .filter(|w| !w.link.eof)
-                    .map(|w| {
-                        let want_write = !w.link.broken && !w.link.outgoing.is_empty();
-                        (Arc::clone(&w.link.sock), want_write)
-                    })
-                    .filter(|(_, want_write)| !blind || *want_write)
-                    .collect();
+                // A socket at its end would poll readable for ever: leave them out, and
+                // wait for those workers' exits. The control sockets carry READY and the
+                // like, rarely; answers come on the rings, whose doorbell sockets are
+                // watched only once the driver counts itself asleep on them (then the
+                // worker rings after its next answer; `connection/doorbell.rs`).
+                let mut ready_now = false;
+                let mut socks: Vec<(Arc<HandleFd>, *const HandleFd)> = Vec::new();
+                let mut armed: Vec<*const HandleFd> = Vec::new();
+                for w in st.workers.iter().filter(|w| !w.link.eof) {
+                    let id = Arc::as_ptr(&w.link.sock);
+                    socks.push((Arc::clone(&w.link.sock), id));
+                    // Every worker, not only those owing a frame: a task a caller hands
+                    // out while the driver sleeps is answered into a ring it must watch.
+                    if !blind && !w.link.rings_closed {
+                        ready_now |= w.begin_sleep();
+                        armed.push(id);
+                        socks.push((Arc::clone(&w.link.bell), id));
+                    }
+                }
+                let unsent = st.workers.iter().any(|w| !w.link.outgoing.is_empty());
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
                 // A safety net under the wake-up protocol: while work is out, look at
                 // every worker at least every `WATCH_SLICE`, so that a wake-up lost to a
                 // race nobody has found costs that slice, never a hang (an idle pool still
-                // sleeps without a timeout).
+                // sleeps without a timeout). A frame waiting for room in a ring is tried
+                // again each `RETRY_SLICE`.
                 let watch = st
                     .workers
                     .iter()
                     .any(Slot::expects_frame)
                     .then_some(WATCH_SLICE);
-                let timeout = match (self.next_deadline(&st), watch) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                (socks, children, timeout)
+                let retry = unsent.then_some(RETRY_SLICE);
+                let now = ready_now.then_some(Duration::ZERO);
+                let timeout = [self.next_deadline(&st), watch, retry, now]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                (socks, armed, children, timeout)
             };
             let mut set: Vec<(std::os::fd::BorrowedFd<'_>, bool)> =
                 vec![(self.wake_rx.as_fd(), false)];
-            set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
+            set.extend(socks.iter().map(|(s, _)| (s.as_fd(), false)));
             set.extend(children.iter().map(|c| (c.pidfd(), false)));
             let woken = match sys::fd::poll_rw(&set, timeout) {
                 // Nothing stirred within the slice: look at everything.
@@ -125,7 +139,7 @@ impl Shared {
                     wake: ready[0].0,
                     socks: (socks.iter().zip(&ready[1..]))
                         .filter(|(_, r)| r.0)
-                        .map(|((s, _), _)| Arc::as_ptr(s))
+                        .map(|((_, id), _)| *id)
                         .collect(),
                     exited: (children.iter().zip(&ready[1 + socks.len()..]))
                         .filter(|(_, r)| r.0)
@@ -138,6 +152,11 @@ impl Shared {
             let callbacks = {
                 let mut st = self.lock();
                 st.readers.driver_woke();
+                for w in &st.workers {
+                    if armed.contains(&Arc::as_ptr(&w.link.sock)) {
+                        w.end_sleep();
+                    }
+                }
                 if woken.all || woken.wake {
                     self.drain_wake();
                 }
@@ -250,9 +269,9 @@ impl Shared {
         self.dispatch(st);
     }
 
-    /// Reads the frames worker `i` has sent; true if one was an answer. Unless `to_end`,
-    /// reading stops after an answer once nothing read ahead is left (sparing a receive
-    /// that would only say "nothing more").
+    /// Reads what worker `i` has sent: its answers (ring), then its control frames
+    /// (socket); true if one was an answer. Unless `to_end`, reading its ring stops after
+    /// an answer once no other waits.
     fn read_answers(
         &self,
         st: &mut State,
@@ -260,7 +279,7 @@ impl Shared {
         callbacks: &mut Vec<Callback>,
         to_end: bool,
     ) -> bool {
-        let mut answered = false;
+        let mut answered = self.read_ring(st, i, callbacks, to_end);
         while !st.workers[i].link.eof {
             let arrival = {
                 let link = &mut st.workers[i].link;
@@ -269,20 +288,13 @@ impl Shared {
             };
             match arrival {
                 Ok(Arrival::Frame(bytes, fds)) => {
-                    answered = true;
-                    // Read ahead, the next answer (of a task sent ahead) may already be
-                    // here, where no poll would show it: go on while bytes wait.
-                    if self.on_frame(st, i, bytes, fds, callbacks)
-                        && !to_end
-                        && !st.workers[i].link.incoming.has_buffered()
-                    {
-                        break;
-                    }
+                    answered |= self.on_frame(st, i, bytes, fds, callbacks);
                 }
                 Ok(Arrival::Pending) => break,
                 Ok(Arrival::Closed) | Err(_) => {
-                    // Nothing more can come from it: make sure it exits, so what it held
-                    // is accounted for.
+                    // The worker is gone or going: what it put in its ring before it
+                    // closed its socket is there now; read it, then nothing more.
+                    answered |= self.read_ring(st, i, callbacks, true);
                     let w = &mut st.workers[i];
                     // A reset is a death (a worker that dies with tasks sent ahead unread
                     // resets its socket), not a refused reply: its exit says how it died.
@@ -299,6 +311,62 @@ impl Shared {
             }
         }
         st.workers[i].note_read();
+        answered
+    }
+
+    /// Reads the answers waiting in worker `i`'s ring; true if one was an answer. Unless
+    /// `to_end`, stops after an answer once no other waits. The driver also takes the
+    /// doorbells it was rung (callers are never rung: the driver is blind while they read).
+    fn read_ring(
+        &self,
+        st: &mut State,
+        i: usize,
+        callbacks: &mut Vec<Callback>,
+        to_end: bool,
+    ) -> bool {
+        let mut answered = false;
+        let drain = to_end || self.on_driver_thread();
+        loop {
+            let w = &st.workers[i];
+            if w.link.eof || w.link.rings_closed {
+                break;
+            }
+            let Some(l) = w.link.rings.link() else { break };
+            if !l.pending() && !drain {
+                break;
+            }
+            let (mut bytes, mut fds) = (Vec::new(), Vec::new());
+            let got = l.recv(
+                w.link.rings.as_fd(),
+                &mut bytes,
+                &mut fds,
+                Some(Instant::now()),
+            );
+            match got {
+                Ok(()) => {
+                    let fds = fds.into_iter().collect();
+                    let done = self.on_frame(st, i, bytes, fds, callbacks);
+                    answered |= done;
+                    if done && !to_end && !st.workers[i].ring_pending() {
+                        break;
+                    }
+                }
+                // Nothing waits (doorbells taken).
+                Err(Error::Timeout) => break,
+                // Its end is closed: it is gone or going. Its control socket is still read
+                // (a LIMIT_MEMORY report may wait there), to its own end of stream.
+                Err(Error::Closed) => {
+                    let w = &mut st.workers[i];
+                    w.link.rings_closed = true;
+                    w.fail_link();
+                    break;
+                }
+                Err(e) => {
+                    st.workers[i].refuse(format!("its answer ring: {e}"));
+                    break;
+                }
+            }
+        }
         answered
     }
 
@@ -486,6 +554,7 @@ impl Shared {
         // Closing our ends tells the workers to exit; then reap them all.
         for mut w in std::mem::take(&mut st.workers) {
             let _ = sys::fd::shutdown(w.link.sock.as_fd(), true);
+            let _ = sys::fd::shutdown(w.link.rings.as_fd(), true);
             if w.process.join_timeout(Duration::from_secs(5)).ok() != Some(true) {
                 let _ = w.process.kill();
                 let _ = w.process.join();

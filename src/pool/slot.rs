@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::HandleFd;
-use crate::connection::framing::{Incoming, Outgoing};
+use crate::connection::Connection;
+use crate::connection::framing::Incoming;
 use crate::error::Error;
 use crate::isolation::{self, Isolation};
 use crate::pool::ahead::{Account, Outcome, Post};
@@ -54,15 +55,26 @@ pub(crate) struct ExitOutcome {
     pub(crate) init_failed: Option<String>,
 }
 
-/// The parent's end of a worker's socket.
+/// The parent's end of a worker's links: its control socket (the worker's READY or
+/// INIT_FAILED, and LIMIT_MEMORY from its signal handler) and its rings (a shared-memory
+/// pipe, `connection/shm.rs`: tasks one way, answers, RETIRING and DROPPED the other).
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) sock: Arc<HandleFd>,
     pub(crate) incoming: Incoming,
-    /// The task frame not yet wholly written (a large task goes out in pieces).
-    pub(crate) outgoing: VecDeque<Outgoing>,
-    /// Its stream ended (or is corrupt): nothing more to read.
+    /// The pipe end of its rings.
+    pub(crate) rings: Connection<()>,
+    /// A copy of the rings' stream socket (doorbells, end of stream), for the driver to
+    /// poll outside the pool's lock.
+    pub(crate) bell: Arc<HandleFd>,
+    /// Task frames not yet in its ring (it was full).
+    pub(crate) outgoing: VecDeque<(Arc<Vec<u8>>, Vec<HandleFd>)>,
+    /// A send made part of a large frame visible and then failed.
+    torn: std::cell::Cell<bool>,
+    /// Its streams ended (or are corrupt): nothing more to read.
     pub(crate) eof: bool,
+    /// Its rings' end of stream was read: they are no longer watched.
+    pub(crate) rings_closed: bool,
     /// Sending failed: nothing more can be sent.
     pub(crate) broken: bool,
     /// Why its stream was refused (a corrupt frame): what its task fails with.
@@ -71,6 +83,14 @@ pub(crate) struct Link {
     /// more came (see [`FRAME_STALL`]).
     partial: Option<(usize, Instant)>,
 }
+
+/// Task frames larger than this stream through the ring (a quarter of it) while the
+/// worker drains it: they are sent with a wait ([`STREAM_WAIT`]), the others only if
+/// there is room now.
+const STREAMED: usize = crate::pool::engine::RING_QUARTER;
+
+/// How long a streamed task frame may take to go into the ring of its (idle) worker.
+const STREAM_WAIT: Duration = Duration::from_secs(30);
 
 /// The longest a frame begun on a worker's socket may wait for its next byte. A worker
 /// writes each frame whole, at once (`framing::write_frame`), so a frame that stops
@@ -100,6 +120,8 @@ impl Slot {
         process: Process<()>,
         child: Arc<ChildHandle>,
         sock: HandleFd,
+        rings: Connection<()>,
+        bell: HandleFd,
         gate: SharedGate,
     ) -> Slot {
         Slot {
@@ -108,6 +130,10 @@ impl Slot {
             link: Link {
                 sock: Arc::new(sock),
                 incoming: Incoming::default(),
+                rings,
+                bell: Arc::new(bell),
+                torn: std::cell::Cell::new(false),
+                rings_closed: false,
                 outgoing: VecDeque::new(),
                 eof: false,
                 broken: false,
@@ -265,17 +291,51 @@ impl Slot {
             .is_some_and(|(_, since)| since.elapsed() >= FRAME_STALL)
     }
 
-    /// Pushes its queued frame out without blocking; true if some is left to send.
+    /// Whether an answer waits in its ring.
+    pub(crate) fn ring_pending(&self) -> bool {
+        !self.link.eof
+            && !self.link.rings_closed
+            && self.link.rings.link().is_some_and(|l| l.pending())
+    }
+
+    /// Counts the driver as asleep on its answer ring (the worker then rings the
+    /// doorbell after its next answer): whether an answer is there already.
+    pub(crate) fn begin_sleep(&self) -> bool {
+        self.link.rings.link().is_some_and(|l| l.begin_sleep())
+    }
+
+    /// Undoes [`begin_sleep`](Slot::begin_sleep).
+    pub(crate) fn end_sleep(&self) {
+        if let Some(l) = self.link.rings.link() {
+            l.end_sleep();
+        }
+    }
+
+    /// Pushes its queued frames into its ring without waiting for room (a frame too large
+    /// for a quarter of the ring streams, and is waited for: only an idle worker, which
+    /// drains it at once, is sent one); true if some is left to send.
     pub(crate) fn flush(&mut self) -> bool {
         if self.link.broken {
             return false;
         }
-        while let Some(o) = self.link.outgoing.front_mut() {
-            match o.advance(self.link.sock.as_fd()) {
-                Ok(true) => {
+        let Some(l) = self.link.rings.link() else {
+            self.fail_link();
+            return false;
+        };
+        let sock = self.link.rings.as_fd();
+        while let Some((payload, fds)) = self.link.outgoing.front() {
+            let wait = if payload.len() > STREAMED {
+                STREAM_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let deadline = Instant::now() + wait;
+            let fds = crate::sys::fd::borrowed(fds);
+            match l.send(sock, payload, &fds, Some(deadline), &self.link.torn) {
+                Ok(()) => {
                     self.link.outgoing.pop_front();
                 }
-                Ok(false) => return true,
+                Err(Error::Timeout) if !self.link.torn.get() => return true,
                 Err(_) => {
                     self.fail_link();
                     return false;
@@ -309,7 +369,7 @@ impl Post<Task, Region, AHEAD, WORDS> for Slot {
     fn post(&mut self, task: &Task, seq: u64, ahead: bool) {
         let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
         let payload = Arc::new(gate::task_frame(seq, ahead, &task.payload));
-        self.link.outgoing.push_back(Outgoing::new(payload, fds));
+        self.link.outgoing.push_back((payload, fds));
     }
 
     fn flush(&mut self) -> bool {

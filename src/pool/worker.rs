@@ -38,7 +38,6 @@ use crate::codec::HandleFd;
 use crate::connection::{Connection, framing};
 use crate::isolation::{self, Isolation, child::Armed};
 use crate::pool::gate;
-use crate::sync::raw::backoff::Backoff;
 use crate::sys::limits::Resident;
 use crate::target::{self, ItemOutcome};
 
@@ -135,7 +134,7 @@ pub(crate) fn worker_main(
     conn: Connection<()>,
     init: Option<InitSpec>,
     settings: Settings,
-    gate: crate::shared::region::Region,
+    (gate, rings): (crate::shared::region::Region, Connection<()>),
 ) {
     // Ctrl-C reaches the whole process group: the parent decides (it dies, and its workers
     // with it through the parent-death watch; or it handles SIGINT and keeps its pool).
@@ -178,23 +177,23 @@ pub(crate) fn worker_main(
     if framing::write_frame(sock, &[READY], &[]).is_err() {
         return;
     }
+    let Some(link) = rings.link() else {
+        return; // not a pipe end: the pool did not make it
+    };
+    let rsock = rings.as_fd();
+    let torn = std::cell::Cell::new(false);
+    let send = |bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]| {
+        link.send(rsock, bytes, fds, None, &torn)
+    };
     let mut task = Vec::new();
     let mut out = Vec::new();
     let mut done = 0u64;
-    let mut reader = framing::Reader::default();
     while maxtasks == 0 || done < maxtasks {
         let mut fds = Vec::new();
-        // The next task often follows the last answer within microseconds (a stream of
-        // short tasks, an `apply` loop): look for it a while before sleeping in `recv`,
-        // so it is picked up without the wake-up of an idle CPU.
-        if done > 0 && !reader.has_buffered() {
-            let mut backoff = Backoff::with_budget(crate::pool::engine::SPIN);
-            backoff.wait_until(None, || {
-                crate::sys::fd::poll_readable(sock, Some(std::time::Duration::ZERO)).unwrap_or(true)
-            });
-        }
-        if reader.read_frame(sock, &mut task, &mut fds).is_err() {
-            return; // the pool closed our socket (or died): we are done
+        // The ring's receive spins a while before it sleeps (the next task often follows
+        // the last answer within microseconds), then sleeps on the doorbell.
+        if link.recv(rsock, &mut task, &mut fds, None).is_err() {
+            return; // the pool closed our link (or died): we are done
         }
         let Some((seq, ahead)) = gate::parse_task(&task) else {
             return; // not the pool's frame: nothing here can be trusted
@@ -205,7 +204,7 @@ pub(crate) fn worker_main(
         if ahead && !gate::take(&gate, seq) {
             answer(&mut out, DROPPED, seq);
             out.extend_from_slice(&gate::word_now(&gate, seq).to_le_bytes());
-            if framing::write_frame(sock, &out, &[]).is_err() {
+            if send(&out, &[]).is_err() {
                 return;
             }
             continue;
@@ -213,7 +212,7 @@ pub(crate) fn worker_main(
         if let Err(m) = armed.before_task() {
             answer(&mut out, CHUNK_FAILED, seq);
             out.extend_from_slice(m.as_bytes());
-            let _ = framing::write_frame(sock, &out, &[]);
+            let _ = send(&out, &[]);
             return;
         }
         let task = &task[gate::TASK_HEADER..];
@@ -239,10 +238,10 @@ pub(crate) fn worker_main(
         let retire = resident
             .as_ref()
             .is_some_and(|r| r.bytes().is_ok_and(|b| b > settings.max_rss));
-        if retire && framing::write_frame(sock, &[RETIRING], &[]).is_err() {
+        if retire && send(&[RETIRING], &[]).is_err() {
             return;
         }
-        if framing::write_frame(sock, &out, &crate::sys::fd::borrowed(&out_fds)).is_err() {
+        if send(&out, &crate::sys::fd::borrowed(&out_fds)).is_err() {
             return;
         }
         done += 1;
