@@ -279,8 +279,8 @@ mod target;
 #[doc(hidden)]
 pub use crate::connection::socket_pipe;
 pub use crate::connection::{
-    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, Sender, Waitable, connect,
-    connect_timeout, connect_with, pipe, pipe_simplex, wait,
+    Address, Codec, Connection, HANDSHAKE_TIMEOUT, Listener, Receiver, RecvFuture, Sender,
+    Waitable, connect, connect_timeout, connect_with, pipe, pipe_simplex, wait,
 };
 pub use crate::context::{
     Context, StartMethod, cpu_count, get_all_start_methods, get_context, get_start_method, init,
@@ -298,7 +298,7 @@ pub use crate::pool::{AsyncResult, IMap, Pool, PoolBuilder, ResultFuture};
 pub use crate::process::{
     Process, ProcessInfo, active_children, current_process, parent_process, spawn,
 };
-pub use crate::queue::{JoinableQueue, Queue, SimpleQueue};
+pub use crate::queue::{GetFuture, JoinableQueue, Queue, SimpleQueue};
 pub use crate::shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, Value, ValueGuard,
 };

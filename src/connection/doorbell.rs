@@ -6,13 +6,15 @@
 //! ([`begin_sleep`]: a SeqCst increment, then a SeqCst fence), looks at the ring once
 //! more, and only then sleeps on the socket ([`Bell::sleep`]), uncounting itself when it
 //! wakes ([`end_sleep`]). The sender publishes (the ring's SeqCst swap of its tail), then
-//! reads `sleepers` ([`has_sleepers`], SeqCst) and writes a doorbell byte if it is not zero
+//! reads `sleepers` (SeqCst, `ready::after_change`) and writes a doorbell byte if it is not zero
 //! ([`after_publish`]). In the single total order of SeqCst operations either the
 //! receiver's fence comes before the publishing swap, and then the sender's later load
 //! sees the count, or after it, and then the receiver's second look sees the item: a
 //! sleeper is always rung or never sleeps. A doorbell byte stays in the socket until a
 //! receiver takes it, so one written before the receiver reached its `recv` still ends
 //! that sleep.
+//!
+//! The word's high half counts pollers instead (`ready.rs`); both share the one load.
 //!
 //! **Sans-IO.** The handshake is written over the words ([`Word`]) and a [`Bell`] (the
 //! socket's three operations), so the loom model at the end of this file runs the same
@@ -24,6 +26,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::ready::{self, Flag, SLEEPERS};
 use super::shm::SLEEP_SLICE;
 use crate::error::{Error, Result};
 use crate::shim::Word;
@@ -64,11 +67,12 @@ pub(crate) fn begin_sleep<W: Word>(sleepers: &W, pending: impl FnOnce() -> bool)
     pending()
 }
 
-/// Undoes [`begin_sleep`]: never below zero, whatever another process wrote.
+/// Undoes [`begin_sleep`]: never below zero, whatever another process wrote (the high
+/// half of the word counts pollers, `ready.rs`, and is left alone).
 #[inline]
 pub(crate) fn end_sleep<W: Word>(sleepers: &W) {
     let mut n = sleepers.load(Ordering::Relaxed);
-    while n != 0 {
+    while n & SLEEPERS != 0 {
         match sleepers.compare_exchange_weak(n, n - 1, Ordering::AcqRel, Ordering::Relaxed) {
             Ok(_) => return,
             Err(now) => n = now,
@@ -76,21 +80,34 @@ pub(crate) fn end_sleep<W: Word>(sleepers: &W) {
     }
 }
 
-/// Whether a receiver may be asleep. Called right after a publish (a SeqCst swap).
+/// The sender's half, right after a publish (a SeqCst swap): one load of the word
+/// (`ready::after_change`), then, only if it is not zero, a doorbell if a receiver may be
+/// asleep and a settle of the readiness flag if a poller is counted (`ready.rs`).
 #[inline]
-pub(crate) fn has_sleepers<W: Word>(sleepers: &W) -> bool {
-    // Production relies on the SeqCst total order between the publishing swap and this
-    // load; loom models SeqCst accesses as AcqRel, so under the model only a fence stands
-    // for that order (a no-op in production).
-    W::model_seqcst_fence();
-    sleepers.load(Ordering::SeqCst) != 0
+pub(crate) fn after_publish<W: Word, B: Bell, F: Flag + ?Sized>(
+    sleepers: &W,
+    bell: &B,
+    flag: &F,
+    pending: impl Fn() -> bool,
+) {
+    let n = ready::after_change(sleepers);
+    if n != 0 {
+        rung::<W, B, F>(n, bell, flag, pending);
+    }
 }
 
-/// The sender's half, right after a publish: rings if a receiver may be asleep.
-#[inline]
-pub(crate) fn after_publish<W: Word, B: Bell>(sleepers: &W, bell: &B) {
-    if has_sleepers(sleepers) {
+#[cold]
+fn rung<W: Word, B: Bell, F: Flag + ?Sized>(
+    n: u32,
+    bell: &B,
+    flag: &F,
+    pending: impl Fn() -> bool,
+) {
+    if n & SLEEPERS != 0 {
         bell.ring();
+    }
+    if n >= ready::POLLER {
+        ready::settle::<W, F>(flag, pending);
     }
 }
 

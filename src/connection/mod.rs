@@ -53,10 +53,13 @@ mod auth;
 mod buffer;
 pub(crate) mod doorbell;
 pub(crate) mod framing;
+pub(crate) mod future;
 mod item;
 mod listener;
 #[cfg(feature = "pickle")]
 mod pickle;
+mod reactor;
+pub(crate) mod ready;
 mod records;
 mod recv;
 mod shm;
@@ -65,6 +68,7 @@ mod wait;
 mod wire;
 
 pub use address::Address;
+pub use future::RecvFuture;
 pub(crate) use listener::Unauthenticated;
 pub use listener::{HANDSHAKE_TIMEOUT, Listener, connect, connect_timeout, connect_with};
 pub use wait::{Waitable, wait};
@@ -340,12 +344,48 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     }
 }
 
-/// The connection's socket. For an end made by [`pipe`], messages travel in shared memory
-/// and this socket turns readable only on end of stream and on wake-ups for a receiver
-/// asleep in `recv`/[`wait`]: wait for pipe ends with [`wait`], not by polling it.
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// One look for an async receive (`future.rs`): a message if one can be taken at once.
+    pub(crate) fn look(&self) -> Result<future::Look<T>> {
+        self.check_readable()?;
+        let Some(l) = &self.link else {
+            // A socket connection: readable means a frame (read whole) or end of stream.
+            return if self.poll(Some(Duration::ZERO))? {
+                self.recv().map(future::Look::Took)
+            } else {
+                Ok(future::Look::Nothing)
+            };
+        };
+        let mut buf = self.recv_buf.borrow_mut();
+        let mut fds = Vec::new();
+        Ok(match l.try_recv(self.fd.as_fd(), &mut buf, &mut fds)? {
+            future::Look::Took(()) => future::Look::Took(wire::decode(self.format, &buf, fds)?),
+            future::Look::Nothing => future::Look::Nothing,
+            future::Look::Busy => future::Look::Busy,
+        })
+    }
+}
+
+/// A descriptor that is readable iff a message is waiting or the peer is gone (every copy
+/// of its end closed), and not readable otherwise: hand it to `poll(2)`, epoll, mio or
+/// tokio's `AsyncFd` (level-triggered; read nothing from it, call `recv`). For a receiving
+/// end made by [`pipe`]/[`pipe_simplex`] it is an epoll instance over the ring's readiness
+/// flag and the socket's hang-up, made on the first call, which also counts the end as a
+/// poller until it is dropped, after which each send and receive on the ring costs one
+/// eventfd syscall (nothing before). For a socket connection ([`Listener`]/[`connect`]) it is the socket,
+/// and for a sending end of a simplex pipe the socket too (readable on the peer's close).
+/// A process killed in the middle of a receive may leave it readable with nothing waiting
+/// until the next send or receive: treat readiness as a hint, as with any descriptor.
 impl<T> AsFd for Connection<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        match self
+            .link
+            .as_ref()
+            .and_then(|l| l.pollable_fd(self.fd.as_fd()))
+        {
+            Some(fd) => fd,
+            None => self.fd.as_fd(),
+        }
     }
 }
 

@@ -58,15 +58,36 @@
 //! longer fails at once, as on a socket; one racing the close may succeed, its message
 //! dropped with the ring, as a socket's buffer is.
 //!
-//! **Deadlines.** A `recv_timeout` deadline bounds the wait for a message to begin; one
-//! that has begun is read to its end (which its sender's progress, death or own timeout
-//! bounds). A receiver that finds the ring's consumer lock (the end's receive lock) held
-//! by another holder of its end sleeps on the lock until it is released (or its holder
-//! dies) or the deadline passes, then `Timeout`: a message in the ring that another
-//! receiver is taking is not "ready" for this one, so neither a busy holder nor a stopped
-//! one makes it look again and again. A `send_timeout` that runs out before any of its message is visible leaves
-//! nothing; one that runs out half-way through streaming a large message closes it with an
-//! `Abort` (its receiver gets the "in the middle of a message" error) and the end refuses
+//! **Readiness for other pollers.** Each ring has a readiness flag, an eventfd shared by
+//! both ends (it travels with the end, beside the ring's region), kept readable iff a
+//! frame waits while some holder of the receiving end counts itself a poller
+//! (`ready.rs`, model-checked there). A receiving end's descriptor (`AsFd`) is an epoll
+//! instance of this process (made on first use) over that flag and its stream socket's
+//! hang-up (`sys::ready::pollable`): readable iff a message waits or every copy of the peer's end
+//! is closed. The first `as_fd` counts the end as a poller until it is dropped; from then
+//! on each send and each receive on the ring costs one eventfd syscall, and before it
+//! none: the sender's look at the `sleepers` word, which it made anyway for the
+//! doorbell, covers pollers too. A flag that arrives with an end is made non-blocking
+//! before use (`sys::ready::adopt_flag`), so whatever descriptor a hostile peer sent in
+//! its place, no read or write on it waits.
+//!
+//! **Deadlines.** A `recv_timeout` deadline bounds the whole receive. A message begun
+//! (its first piece read, the rest still streaming) that is not whole by the deadline is
+//! dropped whole, as a queue's `get_timeout` drops an item: the call returns `Timeout`,
+//! the pieces still to come lack their first and are skipped by the next receive, which
+//! gets the message after it. Keeping the part read for the next call instead would put
+//! part of a message in one process's memory, where another holder of the end (or a
+//! child it is sent to) could not find it, and would hold the receive lock between calls:
+//! exactly-once delivery to whoever holds the end matters more than one message that its
+//! sender stalled past the receiver's own deadline. An untimed receive reads a begun
+//! message to its end (which its sender's progress, death or own timeout bounds). A
+//! receiver that finds the ring's consumer lock (the end's receive lock) held by another
+//! holder of its end sleeps on the lock until it is released (or its holder dies) or the
+//! deadline passes, then `Timeout`: a message in the ring that another receiver is taking
+//! is not "ready" for this one, so neither a busy holder nor a stopped one makes it look
+//! again and again. A `send_timeout` that runs out before any of its message is visible
+//! leaves nothing; one that runs out half-way through streaming a large message closes it
+//! with an `Abort` (its receiver gets the "in the middle of a message" error) and the end refuses
 //! further sends, as a socket connection does.
 //!
 //! Connections made by `Listener`/`connect` (CPython's wire) and mproc's internal protocol
@@ -81,7 +102,9 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use super::doorbell::Ready;
 use super::doorbell::{self, Stream};
+use super::future::Look;
 use super::item::{corrupt, get_varint, put_varint, trailer};
+use super::ready::{self, EventFd};
 use super::records::{SeqPacket, send_record, take_fds};
 use crate::codec::HandleFd;
 use crate::error::{Error, Result};
@@ -111,6 +134,15 @@ pub(crate) struct Link {
     records: HandleFd,
     tx: Option<Ring>,
     rx: Option<Ring>,
+    /// Each ring's readiness flag (an eventfd shared by both ends, `ready.rs`), beside it.
+    tx_flag: Option<HandleFd>,
+    rx_flag: Option<HandleFd>,
+    /// What `AsFd` hands out for a receiving end: readable iff `rx_flag` is or the peer
+    /// hung up (`sys::ready::pollable`). Private to this process, made on first use.
+    pollable: std::cell::OnceCell<HandleFd>,
+    /// Whether this end counts a poller in its `rx` ring (from its first `pollable_fd`
+    /// until it is dropped).
+    watching: Cell<bool>,
     /// Scratch for the ring writer's small-item buffer, reused between sends.
     scratch: RefCell<Vec<u8>>,
     /// When a look last found the peer alive.
@@ -126,12 +158,15 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// How a link travels: its record socket and its rings' regions (each a memfd handle).
+/// How a link travels: its record socket, its rings' regions (each a memfd handle) and
+/// their readiness flags.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct LinkWire<F, R> {
     records: F,
     tx: Option<R>,
     rx: Option<R>,
+    tx_flag: Option<F>,
+    rx_flag: Option<F>,
 }
 
 /// The stream socketpair of a pipe's doorbells and end of stream, each with the receive
@@ -143,18 +178,31 @@ pub(crate) fn wake_pair() -> Result<(OwnedFd, OwnedFd)> {
     Ok((a, b))
 }
 
-fn new_ring() -> Result<(Ring, Arc<Region>)> {
+/// A ring, its region, and its readiness flag (with a second handle on it for the other
+/// end).
+fn new_ring() -> Result<(Ring, Arc<Region>, HandleFd, HandleFd)> {
     let ring = Ring::create(RING_CAPACITY, 0)?;
     let region = ring.region().expect("a created ring is shared").clone();
-    Ok((ring, region))
+    let flag = HandleFd::new(sys::ready::flag()?);
+    let other = flag.try_clone()?;
+    Ok((ring, region, flag, other))
 }
 
+/// A ring and its flag, one direction of a link.
+type Half = Option<(Ring, HandleFd)>;
+
 impl Link {
-    fn new(records: HandleFd, tx: Option<Ring>, rx: Option<Ring>) -> Link {
+    fn new(records: HandleFd, tx: Half, rx: Half) -> Link {
+        let (tx, tx_flag) = tx.unzip();
+        let (rx, rx_flag) = rx.unzip();
         Link {
             records,
             tx,
             rx,
+            tx_flag,
+            rx_flag,
+            pollable: std::cell::OnceCell::new(),
+            watching: Cell::new(false),
             scratch: RefCell::new(Vec::new()),
             alive_at: Cell::new(None),
         }
@@ -163,20 +211,32 @@ impl Link {
     /// The links of a duplex pipe's two ends.
     pub(crate) fn duplex() -> Result<(Link, Link)> {
         let (ra, rb) = sys::fd::seqpacket_pair()?;
-        let (ab, ab_region) = new_ring()?;
-        let (ba, ba_region) = new_ring()?;
-        let a = Link::new(HandleFd::new(ra), Some(ab), Some(Ring::attach(ba_region)?));
-        let b = Link::new(HandleFd::new(rb), Some(ba), Some(Ring::attach(ab_region)?));
-        Ok((a, b))
+        let (ab, ab_region, ab_flag, ab_flag2) = new_ring()?;
+        let (ba, ba_region, ba_flag, ba_flag2) = new_ring()?;
+        let la = Link::new(
+            HandleFd::new(ra),
+            Some((ab, ab_flag)),
+            Some((Ring::attach(ba_region)?, ba_flag2)),
+        );
+        let lb = Link::new(
+            HandleFd::new(rb),
+            Some((ba, ba_flag)),
+            Some((Ring::attach(ab_region)?, ab_flag2)),
+        );
+        Ok((la, lb))
     }
 
     /// The links of a simplex pipe: `(receiving end, sending end)`.
     pub(crate) fn simplex() -> Result<(Link, Link)> {
         let (rr, rw) = sys::fd::seqpacket_pair()?;
-        let (ring, region) = new_ring()?;
+        let (ring, region, flag, flag2) = new_ring()?;
         Ok((
-            Link::new(HandleFd::new(rr), None, Some(Ring::attach(region)?)),
-            Link::new(HandleFd::new(rw), Some(ring), None),
+            Link::new(
+                HandleFd::new(rr),
+                None,
+                Some((Ring::attach(region)?, flag2)),
+            ),
+            Link::new(HandleFd::new(rw), Some((ring, flag)), None),
         ))
     }
 
@@ -188,13 +248,73 @@ impl Link {
             records: &self.records,
             tx: region(&self.tx),
             rx: region(&self.rx),
+            tx_flag: self.tx_flag.as_ref(),
+            rx_flag: self.rx_flag.as_ref(),
         }
     }
 
     /// Rebuilds a link that arrived in a message; the regions are checked by `attach`.
     pub(crate) fn from_wire(w: LinkWire<HandleFd, Region>) -> Result<Link> {
-        let attach = |r: Option<Region>| r.map(|r| Ring::attach(Arc::new(r))).transpose();
-        Ok(Link::new(w.records, attach(w.tx)?, attach(w.rx)?))
+        let half = |r: Option<Region>, f: Option<HandleFd>| -> Result<Half> {
+            match (r, f) {
+                (Some(r), Some(f)) => {
+                    sys::ready::adopt_flag(f.as_fd())?;
+                    Ok(Some((Ring::attach(Arc::new(r))?, f)))
+                }
+                (None, None) => Ok(None),
+                _ => Err(Error::Codec(
+                    "a pipe end whose ring and readiness flag disagree".into(),
+                )),
+            }
+        };
+        Ok(Link::new(
+            w.records,
+            half(w.tx, w.tx_flag)?,
+            half(w.rx, w.rx_flag)?,
+        ))
+    }
+
+    // ---- Readiness (`ready.rs`) ----
+
+    /// The descriptor readable iff a message waits or the peer hung up (on `sock`, the
+    /// end's stream socket); counts this end as a poller first (once), so senders keep it
+    /// in step. `None` for an end that does not receive.
+    ///
+    /// The epoll instance is made on first use (most ends are never polled). If it cannot
+    /// be made (no descriptor left), the flag itself stands in, readable iff a message
+    /// waits but not on the peer's hang-up, and the next call tries again.
+    pub(crate) fn pollable_fd(&self, sock: BorrowedFd<'_>) -> Option<BorrowedFd<'_>> {
+        let flag = self.rx_flag.as_ref()?;
+        self.watch();
+        if self.pollable.get().is_none() {
+            match sys::ready::pollable(flag.as_fd(), sock) {
+                Ok(ep) => {
+                    let _ = self.pollable.set(HandleFd::new(ep));
+                }
+                Err(e) => {
+                    ::log::warn!("mproc: a pipe end's pollable descriptor: {e}");
+                    return Some(flag.as_fd());
+                }
+            }
+        }
+        self.pollable.get().map(HandleFd::as_fd)
+    }
+
+    /// Counts this end as a poller of its `rx` ring, once.
+    pub(crate) fn watch(&self) {
+        if let (false, Some(rx), Some(flag)) = (self.watching.get(), &self.rx, &self.rx_flag) {
+            self.watching.set(true);
+            ready::watch(rx.sleepers(), &EventFd(flag.as_fd()), || rx.pending());
+        }
+    }
+
+    /// Puts the readiness flag right (after a wake-up that found nothing).
+    pub(crate) fn settle(&self) {
+        if let (Some(rx), Some(flag)) = (&self.rx, &self.rx_flag) {
+            ready::settle::<std::sync::atomic::AtomicU32, _>(&EventFd(flag.as_fd()), || {
+                rx.pending()
+            });
+        }
     }
 
     /// Whether the peer may still receive; looks (one `poll`) at most every
@@ -252,9 +372,12 @@ impl Link {
         if !self.peer_alive(sock) {
             return Err(Error::Closed);
         }
+        let flag = EventFd(self.tx_flag.as_ref().ok_or(Error::ReadOnly)?.as_fd());
+        let ring_bell =
+            || doorbell::after_publish(ring.sleepers(), &Stream(sock), &flag, || ring.pending());
         // Waiting for room: wake the receiver to drain, and give up if it is gone.
         let stalled = || {
-            doorbell::after_publish(ring.sleepers(), &Stream(sock));
+            ring_bell();
             peer_gone(sock)
         };
         let gone = || peer_gone(sock);
@@ -296,15 +419,15 @@ impl Link {
                 return Err(full_means(e, &gone));
             }
         }
-        doorbell::after_publish(ring.sleepers(), &Stream(sock));
+        ring_bell();
         Ok(())
     }
 
     // ---- Receiving ----
 
     /// Receives one message: its payload replaces `out`'s contents, its descriptors are
-    /// appended to `fds`. `Err(Timeout)` if none began by `deadline`; `Err(Closed)` at end
-    /// of stream.
+    /// appended to `fds`. `Err(Timeout)` if none came whole by `deadline` (one begun is
+    /// dropped whole: see the module docs); `Err(Closed)` at end of stream.
     pub(crate) fn recv(
         &self,
         sock: BorrowedFd<'_>,
@@ -313,10 +436,6 @@ impl Link {
         deadline: Option<Instant>,
     ) -> Result<()> {
         let rx = self.rx()?;
-        let rec = SeqPacket(self.records.as_fd());
-        // Both callbacks fill these (only one runs per item).
-        let out = RefCell::new(out);
-        let fds = RefCell::new(fds);
         loop {
             match self.wait(sock, deadline)? {
                 Ready::Data => {}
@@ -324,36 +443,14 @@ impl Link {
                 Ready::TimedOut => return Err(Error::Timeout),
             }
             let attempt = Instant::now() + TAKE_SLICE;
-            let got = rx.recv_pipe(
-                Some(deadline.map_or(attempt, |d| d.min(attempt))),
-                |bytes| {
-                    let (m, prefix) = get_varint(bytes).ok_or_else(|| corrupt("no length"))?;
-                    if prefix as u64 + m != bytes.len() as u64 {
-                        return Err(corrupt("a length that disagrees with the item"));
-                    }
-                    let body = &bytes[prefix..];
-                    let (len, fd_seq) = trailer(body)?;
-                    let mut out = out.borrow_mut();
-                    out.clear();
-                    out.extend_from_slice(&body[..len]);
-                    take_fds(&rec, fd_seq, &mut fds.borrow_mut())
-                },
-                Some(|m: u64, mut body: Vec<u8>| {
-                    if m != body.len() as u64 {
-                        return Err(corrupt("a length that disagrees with the item"));
-                    }
-                    let (len, fd_seq) = trailer(&body)?;
-                    body.truncate(len);
-                    **out.borrow_mut() = body;
-                    take_fds(&rec, fd_seq, &mut fds.borrow_mut())
-                }),
-            );
-            match got {
-                Ok(r) => return r,
+            let begin = Some(deadline.map_or(attempt, |d| d.min(attempt)));
+            match self.take(rx, begin, deadline, out, fds) {
+                Ok(()) => return Ok(()),
                 // Another holder of this end took the item first (the next look finds the
                 // ring empty and sleeps on the socket), or holds the consumer lock, perhaps
                 // for long (it is receiving an item larger than the ring, or it is stopped):
-                // sleep until it lets go, not past the deadline.
+                // sleep until it lets go, not past the deadline. Or our own deadline
+                // passed in the middle of an item (dropped whole): the same `Timeout`.
                 Err(Error::Empty) => {
                     if !rx.await_consumer(deadline) {
                         return Err(Error::Timeout);
@@ -362,6 +459,84 @@ impl Link {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Takes a message only if one is there now and this end's receive lock is free
+    /// (`Took`, with it in `out`/`fds`); `Busy` if one is there but could not be taken at
+    /// once. A message begun is read to its end (as an untimed `recv` reads it), never
+    /// dropped: what an async receive does in `poll`, so that a dropped future loses
+    /// nothing.
+    pub(crate) fn try_recv(
+        &self,
+        sock: BorrowedFd<'_>,
+        out: &mut Vec<u8>,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Look<()>> {
+        let rx = self.rx()?;
+        self.watch();
+        // End of stream first: whatever was sent before it is in the ring by then.
+        let gone = peer_gone(sock);
+        if rx.pending() {
+            return match self.take(rx, Some(Instant::now()), None, out, fds) {
+                Ok(()) => Ok(Look::Took(())),
+                Err(Error::Empty) => Ok(Look::Busy),
+                Err(e) => Err(e),
+            };
+        }
+        if gone {
+            return Err(Error::Closed);
+        }
+        // Nothing here: a flag left set (by a receiver killed before it settled, or an
+        // item another holder took) would wake the caller for nothing again.
+        self.settle();
+        Ok(Look::Nothing)
+    }
+
+    /// One attempt at the ring: `begin` bounds the wait for an item to begin,
+    /// `item_deadline` the wait for the rest of one begun.
+    fn take(
+        &self,
+        rx: &Ring,
+        begin: Option<Instant>,
+        item_deadline: Option<Instant>,
+        out: &mut Vec<u8>,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<()> {
+        let rec = SeqPacket(self.records.as_fd());
+        // Both callbacks fill these (only one runs per item).
+        let out = RefCell::new(out);
+        let fds = RefCell::new(fds);
+        let got = rx.recv_pipe(
+            begin,
+            item_deadline,
+            |bytes| {
+                let (m, prefix) = get_varint(bytes).ok_or_else(|| corrupt("no length"))?;
+                if prefix as u64 + m != bytes.len() as u64 {
+                    return Err(corrupt("a length that disagrees with the item"));
+                }
+                let body = &bytes[prefix..];
+                let (len, fd_seq) = trailer(body)?;
+                let mut out = out.borrow_mut();
+                out.clear();
+                out.extend_from_slice(&body[..len]);
+                take_fds(&rec, fd_seq, &mut fds.borrow_mut())
+            },
+            Some(|m: u64, mut body: Vec<u8>| {
+                if m != body.len() as u64 {
+                    return Err(corrupt("a length that disagrees with the item"));
+                }
+                let (len, fd_seq) = trailer(&body)?;
+                body.truncate(len);
+                **out.borrow_mut() = body;
+                take_fds(&rec, fd_seq, &mut fds.borrow_mut())
+            }),
+        );
+        // The head may have moved (an item taken, or one dropped): keep a poller's flag
+        // in step (one load when nobody polls).
+        if let Some(flag) = &self.rx_flag {
+            ready::changed(rx.sleepers(), &EventFd(flag.as_fd()), || rx.pending());
+        }
+        got?
     }
 
     /// Waits until a frame is in the ring, the stream ended, or `deadline` passed (see the
@@ -375,18 +550,12 @@ impl Link {
     pub(crate) fn pending(&self) -> bool {
         self.rx.as_ref().is_some_and(Ring::pending)
     }
+}
 
-    /// Counts the caller as asleep (for `wait()` over many objects): whether a frame is
-    /// already there.
-    pub(crate) fn begin_sleep(&self) -> bool {
-        self.rx.as_ref().is_some_and(|rx| rx.begin_sleep())
-    }
-
-    /// Undoes [`begin_sleep`](Link::begin_sleep) (a no-op for an end without `rx`, as
-    /// `begin_sleep` was).
-    pub(crate) fn end_sleep(&self) {
-        if let Some(rx) = &self.rx {
-            rx.end_sleep();
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let (true, Some(rx)) = (self.watching.get(), &self.rx) {
+            ready::unwatch(rx.sleepers());
         }
     }
 }

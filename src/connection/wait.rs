@@ -5,12 +5,12 @@
 //! message (or the peer's end of stream) is waiting, a listener when a peer is waiting to be
 //! accepted, a process when it has exited (its pidfd).
 //!
-//! A shared-memory pipe end (`shm.rs`) is ready when its ring holds a frame, which no
-//! descriptor shows: before the poll it counts itself as a sleeper in the ring (so a sender
-//! rings its socket's doorbell) and looks at the ring ([`Waitable::arm`]); after it, it
-//! uncounts itself and says whether it is really ready ([`Waitable::disarm`]), draining
-//! doorbells that only woke it. A round in which something woke but nothing was ready
-//! polls again.
+//! A shared-memory pipe end (`shm.rs`) hands out its pollable descriptor (`AsFd`: readable
+//! iff its ring holds a frame or the peer is gone, `ready.rs`); asking for it counts the
+//! end as a poller, so senders keep it in step. After the poll the end says whether it is
+//! really ready ([`Waitable::disarm`]): a frame in the ring, or end of stream; a flag left
+//! stale (a receiver killed before it settled it) is put right there. A round in which
+//! something woke but nothing was ready polls again.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -116,7 +116,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
 impl<T> Waitable for Connection<T> {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
         // Nothing of the stream is kept in memory between receives (`recv.rs`): the
-        // socket (and a pipe's ring, below) says whether a message is waiting.
+        // socket, or a pipe end's pollable descriptor, says whether a message is waiting.
         Ok(self.as_fd())
     }
 
@@ -124,20 +124,24 @@ impl<T> Waitable for Connection<T> {
         self.link().is_some_and(|l| l.pending())
     }
 
-    fn arm(&self) -> bool {
-        self.link().is_some_and(|l| l.begin_sleep())
-    }
-
     fn disarm(&self, polled: bool) -> Result<bool> {
         let Some(l) = self.link().filter(|_| self.readable) else {
             return Ok(polled);
         };
-        l.end_sleep();
         if l.pending() {
             return Ok(true);
         }
-        // Readable: a doorbell (drained here), a descriptor record, or end of stream.
-        Ok(polled && self.poll(Some(Duration::ZERO))?)
+        if !polled {
+            return Ok(false);
+        }
+        // Readable with nothing in the ring: end of stream (a look that drains the
+        // socket's doorbells says so), or a flag left set by a receiver killed before it
+        // settled it, or by an item another holder took: put it right.
+        if self.poll(Some(Duration::ZERO))? {
+            return Ok(true);
+        }
+        l.settle();
+        Ok(l.pending())
     }
 }
 
@@ -177,10 +181,8 @@ impl Waitable for BorrowedFd<'_> {
     }
 }
 
-// The raw numbers, for code that polls them itself (Python's `fileno()`). A pipe end's
-// descriptor turns readable on end of stream and on wake-ups meant for a receiver counted
-// as asleep, not on every message (messages wait in its ring): to wait for pipe ends
-// among other things, use `wait`.
+// The raw numbers, for code that polls them itself (Python's `fileno()`): the descriptor
+// `AsFd` documents, readable iff a message waits or the peer is gone.
 
 impl<T> AsRawFd for Connection<T> {
     fn as_raw_fd(&self) -> RawFd {

@@ -85,6 +85,17 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.queue.try_get()
     }
 
+    /// Removes the oldest item, as a future; see [`Queue::get_async`]. Call
+    /// [`task_done`](JoinableQueue::task_done) for it as for any item.
+    pub fn get_async(&self) -> crate::GetFuture<'_, T> {
+        self.queue.get_async()
+    }
+
+    /// A descriptor readable iff an item waits; see [`Queue::as_pollable_fd`].
+    pub fn as_pollable_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.queue.as_pollable_fd()
+    }
+
     /// The number of items in the queue; see [`Queue::qsize`].
     pub fn qsize(&self) -> usize {
         self.queue.qsize()

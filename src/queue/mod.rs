@@ -35,6 +35,12 @@
 //! once a sixteenth of it is free, and re-checks its own need every 2 ms: one wakeup per
 //! many items, not per item. Joiners sleep on `DONE` itself.
 //!
+//! **Pollers.** A queue also has a readiness flag, an eventfd every handle carries
+//! (`Queue::as_pollable_fd`, and what `get_async` waits on), kept readable iff a frame
+//! waits while some process counts itself a poller in the ring's `sleepers` word
+//! (`connection/ready.rs`, model-checked there): after each put and each get the caller
+//! reads that word (one load) and, only if a poller is counted, settles the flag.
+//!
 //! **Locks that survive their holder.** Each side's lock is the crate's robust mutex
 //! (`sync::raw::mutex`): its word holds the owner's thread id and is linked into the
 //! owner's kernel robust list, so when the owner dies (SIGKILL, abort, a thread exiting
@@ -71,6 +77,7 @@ mod joinable;
 mod queue;
 mod simple;
 
+pub use crate::connection::future::GetFuture;
 pub use joinable::JoinableQueue;
 pub use queue::Queue;
 pub use simple::SimpleQueue;

@@ -12,11 +12,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use postcard::ser_flavors::Flavor;
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use super::bytes;
 use super::ring::{DEFAULT_CAPACITY, ItemWriter, Ring};
 use crate::codec;
+use crate::codec::HandleFd;
+use crate::connection::future::{GetFuture, Look};
+use crate::connection::ready::{self, EventFd};
 use crate::error::{Error, Result};
 use crate::shared::region::Region;
+use crate::sys;
 
 thread_local! {
     /// Each thread's encoding buffer, reused across puts.
@@ -26,19 +32,92 @@ thread_local! {
 /// A buffer grown beyond this by one huge item is dropped rather than kept for the next.
 const KEEP_BUF: usize = 1 << 20;
 
-/// What every queue handle holds: the ring, and whether this process closed it.
+/// What every queue handle holds: the ring, its readiness flag (an eventfd shared by
+/// every handle in every process, `connection/ready.rs`), and whether this process closed
+/// it or polls it.
 #[derive(Debug)]
 pub(super) struct Inner {
     ring: Ring,
+    flag: HandleFd,
     closed: AtomicBool,
+    /// Whether this process's handles count a poller in the ring (from the first
+    /// `as_pollable_fd` or `get_async` until the last handle here is dropped).
+    watching: AtomicBool,
 }
 
 impl Inner {
     pub(super) fn create(maxsize: usize, ring_bytes: usize) -> Result<Arc<Inner>> {
-        Ok(Arc::new(Inner {
-            ring: Ring::create(ring_bytes, maxsize)?,
+        Ok(Arc::new(Inner::over(
+            Ring::create(ring_bytes, maxsize)?,
+            HandleFd::new(sys::ready::flag()?),
+        )))
+    }
+
+    fn over(ring: Ring, flag: HandleFd) -> Inner {
+        Inner {
+            ring,
+            flag,
             closed: AtomicBool::new(false),
-        }))
+            watching: AtomicBool::new(false),
+        }
+    }
+
+    /// The descriptor readable iff a frame waits in the ring; counts this process as a
+    /// poller first (once).
+    pub(super) fn pollable_fd(&self) -> BorrowedFd<'_> {
+        self.watch();
+        self.flag.as_fd()
+    }
+
+    fn watch(&self) {
+        if !self.watching.swap(true, Ordering::AcqRel) {
+            ready::watch(self.ring.sleepers(), &EventFd(self.flag.as_fd()), || {
+                self.ring.pending()
+            });
+        }
+    }
+
+    /// After a put or a get: keeps a poller's flag in step (one load when nobody polls).
+    #[inline]
+    fn changed(&self) {
+        ready::changed(self.ring.sleepers(), &EventFd(self.flag.as_fd()), || {
+            self.ring.pending()
+        });
+    }
+
+    /// One look for `get_async` (`connection/future.rs`): an item only if one is there and
+    /// the consumer lock is free at once; an item begun is read to its end, never dropped.
+    pub(super) fn look<T: DeserializeOwned>(&self) -> Result<Look<T>> {
+        self.check_open()?;
+        self.watch();
+        if !self.ring.pending() {
+            // A flag left set (an item another process took, a getter killed before it
+            // settled) would wake the caller again for nothing.
+            ready::settle::<std::sync::atomic::AtomicU32, _>(&EventFd(self.flag.as_fd()), || {
+                self.ring.pending()
+            });
+            return Ok(Look::Nothing);
+        }
+        let now = Some(Instant::now());
+        let got = if bytes::is_byte_string::<T>() {
+            let owned = |n, body| bytes::decode_owned::<T>(n, body);
+            self.ring
+                .recv_inner(now, None, codec::decode_plain::<T>, Some(owned), false)
+        } else {
+            self.ring.recv_inner(
+                now,
+                None,
+                codec::decode_plain::<T>,
+                None::<fn(u64, Vec<u8>) -> Result<T>>,
+                false,
+            )
+        };
+        self.changed();
+        match got {
+            Ok(item) => Ok(Look::Took(item?)),
+            Err(Error::Empty) => Ok(Look::Busy),
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) fn ring(&self) -> &Ring {
@@ -58,7 +137,15 @@ impl Inner {
 
     pub(super) fn put<T: Serialize>(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
         self.check_open()?;
+        // A streamed item's first pieces are published before the put ends: a poller must
+        // see them while the put waits for room, or a consumer waiting on the flag (a
+        // `get_async`) and this put would wait for each other.
+        let stalled = || {
+            self.changed();
+            false
+        };
         let mut writer = self.ring.writer(deadline, ENCODE_BUF.take());
+        writer.on_stall(&stalled);
         let mut failed = None;
         let encoded = postcard::serialize_with_flavor(
             item,
@@ -70,9 +157,12 @@ impl Inner {
         if let Err(e) = encoded {
             // Dropping the writer abandons what was written of the item.
             drop(writer);
+            self.changed();
             return Err(failed.unwrap_or_else(|| encode_error(item, e)));
         }
-        let buf = writer.finish()?;
+        let buf = writer.finish();
+        self.changed();
+        let buf = buf?;
         if buf.capacity() <= KEEP_BUF {
             ENCODE_BUF.set(buf);
         }
@@ -81,18 +171,20 @@ impl Inner {
 
     pub(super) fn get<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
         self.check_open()?;
-        if bytes::is_byte_string::<T>() {
+        let got = if bytes::is_byte_string::<T>() {
             let owned = |n, body| bytes::decode_owned::<T>(n, body);
-            return self
-                .ring
-                .recv_with(deadline, codec::decode_plain::<T>, Some(owned))?;
-        }
-        self.ring.recv(deadline, codec::decode_plain::<T>)?
+            self.ring
+                .recv_with(deadline, codec::decode_plain::<T>, Some(owned))
+        } else {
+            self.ring.recv(deadline, codec::decode_plain::<T>)
+        };
+        self.changed();
+        got?
     }
 
     pub(super) fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self.ring.region() {
-            Some(region) => (**region).serialize(s),
+            Some(region) => (&**region, &self.flag).serialize(s),
             None => Err(serde::ser::Error::custom(
                 "this queue is not in shared memory",
             )),
@@ -102,12 +194,18 @@ impl Inner {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> std::result::Result<Arc<Inner>, D::Error> {
-        let region = Region::deserialize(d)?;
+        let (region, flag) = <(Region, HandleFd)>::deserialize(d)?;
+        sys::ready::adopt_flag(flag.as_fd()).map_err(serde::de::Error::custom)?;
         let ring = Ring::attach(Arc::new(region)).map_err(serde::de::Error::custom)?;
-        Ok(Arc::new(Inner {
-            ring,
-            closed: AtomicBool::new(false),
-        }))
+        Ok(Arc::new(Inner::over(ring, flag)))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if *self.watching.get_mut() {
+            ready::unwatch(self.ring.sleepers());
+        }
     }
 }
 
@@ -289,6 +387,33 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.inner.get(Some(Instant::now()))
     }
 
+    /// Removes and returns the oldest item, as a future: [`get`](Queue::get) for async
+    /// code, with no runtime required (tokio, async-std, smol or a hand-written
+    /// `block_on`).
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no item (it takes one
+    /// only when it can return it at once; an item larger than the ring that is still
+    /// streaming when it looks is read to its end in that `poll`, as `get` would). It is
+    /// woken by a helper thread (one per process, started on first use) waiting on
+    /// [`as_pollable_fd`](Queue::as_pollable_fd).
+    ///
+    /// ```
+    /// # fn main() -> mproc::Result<()> {
+    /// let q = mproc::Queue::new()?;
+    /// q.put(7u32)?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// assert_eq!(rt.block_on(q.get_async())?, 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn get_async(&self) -> GetFuture<'_, T> {
+        GetFuture::new(self)
+    }
+
+    /// One look for [`get_async`](Queue::get_async).
+    pub(crate) fn look(&self) -> Result<Look<T>> {
+        self.inner.look()
+    }
+
     /// The number of items in the queue: exact at the instant it is read (items being
     /// streamed count once their last piece is in).
     pub fn qsize(&self) -> usize {
@@ -320,6 +445,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// stay in the queue (nothing is buffered, so there is nothing to flush). Idempotent.
     pub fn close(&self) {
         self.inner.close();
+    }
+}
+
+impl<T> Queue<T> {
+    /// A descriptor that is readable iff an item (or the first piece of one larger than
+    /// the ring) waits in the queue, and not readable otherwise, for `poll(2)`, epoll, mio
+    /// or tokio's `AsyncFd` (level-triggered; read nothing from it, call
+    /// [`try_get`](Queue::try_get)). A queue has no end of stream: any process holding it
+    /// may still put, so nothing else makes it readable.
+    ///
+    /// It is an eventfd shared by every handle of the queue in every process. The first
+    /// call (or `get_async`) counts this process's handles as a poller until the last of
+    /// them is dropped; from then on each `put` and `get`, in any process, costs one
+    /// eventfd syscall to keep it in step (before, nothing: a `put` already reads the
+    /// word that says whether anyone polls). A process killed in the middle of a `get`
+    /// may leave it readable with nothing waiting until the next `put` or `get`: treat it
+    /// as a hint, as any readiness.
+    pub fn as_pollable_fd(&self) -> BorrowedFd<'_> {
+        self.inner.pollable_fd()
     }
 }
 

@@ -40,6 +40,14 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.queue.put(item)
     }
 
+    /// `put`, waiting at most `d` for room; `Err(Error::Full)` if none came, and nothing
+    /// of `item` is left in the queue. Unbounded as the queue is, a put waits only while
+    /// its ring's bytes are full of items nobody takes (Python's `SimpleQueue.put` blocks
+    /// on a full pipe the same way, with no timeout; every blocking call here has one).
+    pub fn put_timeout(&self, item: T, d: std::time::Duration) -> Result<()> {
+        self.queue.put_timeout(item, d)
+    }
+
     /// Removes the oldest item, waiting for one; see [`Queue::get`].
     pub fn get(&self) -> Result<T> {
         self.queue.get()
@@ -51,9 +59,19 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.queue.get_timeout(d)
     }
 
+    /// Removes the oldest item, as a future; see [`Queue::get_async`].
+    pub fn get_async(&self) -> crate::GetFuture<'_, T> {
+        self.queue.get_async()
+    }
+
     /// Whether the queue holds no item.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// A descriptor readable iff an item waits; see [`Queue::as_pollable_fd`].
+    pub fn as_pollable_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.queue.as_pollable_fd()
     }
 
     /// Closes this handle in this process; see [`Queue::close`]. Idempotent.

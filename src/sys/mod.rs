@@ -33,6 +33,7 @@ pub(crate) mod net;
 pub(crate) mod pid;
 pub(crate) mod prctl;
 pub(crate) mod process;
+pub(crate) mod ready;
 pub(crate) mod robust;
 pub(crate) mod sandbox;
 pub(crate) mod sched;

@@ -27,7 +27,10 @@ pub(crate) fn watchdog(what: &'static str, secs: u64) -> Watchdog {
             std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!("watchdog: '{what}' did not finish within {secs} s: it hangs");
-        std::process::exit(101);
+        // Not `exit`: that runs mproc's exit hook, which joins the non-daemon children,
+        // and a child stuck with the test would keep the watchdog from ending it. The
+        // children die with this process (their parent-death watch).
+        std::process::abort();
     });
     Watchdog { done }
 }

@@ -12,7 +12,7 @@
 //! must still get every item before end of stream, and end of stream after the last.
 //!
 //! Without the receiver's second look after it counts itself, or without the model fence
-//! in [`has_sleepers`](super::has_sleepers) (which stands for the SeqCst order production
+//! in `ready::after_change` (which stands for the SeqCst order production
 //! relies on), loom finds the schedule where the sender reads the count before the receiver
 //! wrote it and the receiver sleeps for ever.
 
@@ -68,6 +68,19 @@ impl Socket {
     }
 }
 
+/// No poller is counted in this model: the flag is never touched.
+struct NoPoller;
+
+impl crate::connection::ready::Flag for NoPoller {
+    fn set(&self) {
+        unreachable!("no poller counted")
+    }
+
+    fn clear(&self) {
+        unreachable!("no poller counted")
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     sleepers: MWord,
@@ -86,7 +99,7 @@ fn run(close: bool) {
                 for i in 1..=items {
                     // The ring's publish (`commit`): one SeqCst swap of the tail.
                     s.tail.swap(i, Ordering::SeqCst);
-                    after_publish(&s.sleepers, &s.socket);
+                    after_publish(&s.sleepers, &s.socket, &NoPoller, || true);
                 }
                 if close {
                     s.socket.close();

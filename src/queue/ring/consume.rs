@@ -16,8 +16,8 @@
 //! died and nothing more is published, the item is abandoned and the consumer closes it
 //! with an `Abort` itself (whatever the peer-written `stream` word says). A timed queue
 //! call that reaches its deadline mid-item drops the item whole: its remaining pieces
-//! lack their `First` and are skipped by whoever reads next. (A pipe's deadline bounds
-//! only the wait for an item to begin; see [`Ring::recv_pipe`].)
+//! lack their `First` and are skipped by whoever reads next; a pipe's `recv_timeout` does
+//! the same (see [`Ring::recv_pipe`]).
 //!
 //! **Hostile words.** `head`, `tail` and frame headers may have been written by another
 //! process: a frame is checked against the units published (`read_frame`), and every
@@ -71,22 +71,25 @@ impl<R: Runtime> Ring<R> {
     /// abandoned half-way (its producer died, or its send timed out) is an error for the
     /// receiver that had begun it, as a torn message on a socket is, not skipped silently.
     ///
-    /// `deadline` bounds only the wait for an item to begin (the pipe passes short slices
-    /// of its own deadline, between which it looks at its socket); a begun item is waited
-    /// for to its end or until its producer is found gone (lock free or dead with nothing
-    /// more published: the torn-message error within a probe slice).
+    /// `deadline` bounds the wait for an item to begin (the pipe passes short slices
+    /// of its own deadline, between which it looks at its socket), `item_deadline` the
+    /// wait for the rest of a begun one (then dropped whole, as a queue's); untimed, a
+    /// begun item is waited for to its end or until its producer is found gone (lock free
+    /// or dead with nothing more published: the torn-message error within a probe slice).
     pub(crate) fn recv_pipe<T>(
         &self,
         deadline: Option<Instant>,
+        item_deadline: Option<Instant>,
         decode: impl FnOnce(&[u8]) -> T,
         owned: Option<impl FnOnce(u64, Vec<u8>) -> T>,
     ) -> Result<T> {
-        self.recv_inner(deadline, None, decode, owned, true)
+        self.recv_inner(deadline, item_deadline, decode, owned, true)
     }
 
     /// `deadline` bounds the wait for an item to begin, `item_deadline` the wait for the
-    /// rest of a begun one (which is then dropped whole).
-    fn recv_inner<T>(
+    /// rest of a begun one (which is then dropped whole). A queue's `get_async` passes
+    /// "now" and `None`: it takes an item only if one is there, and never drops one begun.
+    pub(crate) fn recv_inner<T>(
         &self,
         deadline: Option<Instant>,
         item_deadline: Option<Instant>,

@@ -99,7 +99,12 @@ fn a_first_piece_left_without_its_producer_is_dropped() {
         "an untimed recv after an abandoned first piece",
         move || {
             let t = Instant::now();
-            let got = r2.recv_pipe(None, |b| b.to_vec(), None::<fn(u64, Vec<u8>) -> Vec<u8>>);
+            let got = r2.recv_pipe(
+                None,
+                None,
+                |b| b.to_vec(),
+                None::<fn(u64, Vec<u8>) -> Vec<u8>>,
+            );
             (got, t.elapsed())
         },
     );

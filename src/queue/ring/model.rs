@@ -418,7 +418,12 @@ fn an_abandoned_first_piece_never_hangs_the_consumer() {
         });
         let r2 = r.clone();
         let consumer = loom::thread::spawn(move || {
-            r2.recv_pipe(None, |b| b.to_vec(), None::<fn(u64, Vec<u8>) -> Vec<u8>>)
+            r2.recv_pipe(
+                None,
+                None,
+                |b| b.to_vec(),
+                None::<fn(u64, Vec<u8>) -> Vec<u8>>,
+            )
         });
         let died = hostile.join().unwrap();
         let published = pos_of(r.ctl().tail.0.load(Ordering::Acquire)) != 0;

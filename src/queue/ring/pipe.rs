@@ -26,7 +26,6 @@ use std::time::Instant;
 
 use super::control::Acquired;
 use super::{Ring, pos_of};
-use crate::connection::doorbell;
 
 impl Ring {
     /// Whether any frame (an item, or a piece of one) is published past the head.
@@ -41,18 +40,6 @@ impl Ring {
     #[inline]
     pub(crate) fn sleepers(&self) -> &AtomicU32 {
         &self.ctl().pipe.sleepers
-    }
-
-    /// Counts the caller as a receiver about to sleep in `poll`, then looks again: `true`
-    /// if a frame is there (the caller must not sleep; it still calls
-    /// [`end_sleep`](Ring::end_sleep)).
-    pub(crate) fn begin_sleep(&self) -> bool {
-        doorbell::begin_sleep(self.sleepers(), || self.pending())
-    }
-
-    /// Undoes [`begin_sleep`](Ring::begin_sleep).
-    pub(crate) fn end_sleep(&self) {
-        doorbell::end_sleep(self.sleepers());
     }
 
     /// Sleeps until the consumer lock is free (taking it and letting it go), or `deadline`
