@@ -275,6 +275,13 @@ impl<T> Connection<T> {
         self.link.as_ref()
     }
 
+    /// The end's own socket (for a pipe end: its doorbells, records aside, and end of
+    /// stream), which [`link`](Connection::link)'s calls take; `as_fd` may be another
+    /// descriptor (a pipe end's pollable one).
+    pub(crate) fn stream_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
 

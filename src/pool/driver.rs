@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::HandleFd;
 use crate::connection::framing::Arrival;
+use crate::connection::future::Look;
 use crate::error::Error;
 use crate::pool::engine::{Shared, State};
 use crate::pool::jobs::{Callback, ChunkResult};
@@ -78,7 +79,7 @@ impl Shared {
 
     fn drive_loop(&self) {
         loop {
-            let (socks, armed, children, timeout) = {
+            let (socks, children, timeout) = {
                 let mut st = self.lock();
                 if self.shutdown_if_done(&mut st) {
                     return;
@@ -92,17 +93,13 @@ impl Shared {
                 // like, rarely; answers come on the rings, whose doorbell sockets are
                 // watched only once the driver counts itself asleep on them (then the
                 // worker rings after its next answer; `connection/doorbell.rs`).
-                let mut ready_now = false;
                 let mut socks: Vec<(Arc<HandleFd>, *const HandleFd)> = Vec::new();
-                let mut armed: Vec<*const HandleFd> = Vec::new();
                 for w in st.workers.iter().filter(|w| !w.link.eof) {
                     let id = Arc::as_ptr(&w.link.sock);
                     socks.push((Arc::clone(&w.link.sock), id));
                     // Every worker, not only those owing a frame: a task a caller hands
                     // out while the driver sleeps is answered into a ring it must watch.
                     if !blind && !w.link.rings_closed {
-                        ready_now |= w.begin_sleep();
-                        armed.push(id);
                         socks.push((Arc::clone(&w.link.bell), id));
                     }
                 }
@@ -120,12 +117,11 @@ impl Shared {
                     .any(Slot::expects_frame)
                     .then_some(WATCH_SLICE);
                 let retry = unsent.then_some(RETRY_SLICE);
-                let now = ready_now.then_some(Duration::ZERO);
-                let timeout = [self.next_deadline(&st), watch, retry, now]
+                let timeout = [self.next_deadline(&st), watch, retry]
                     .into_iter()
                     .flatten()
                     .min();
-                (socks, armed, children, timeout)
+                (socks, children, timeout)
             };
             let mut set: Vec<(std::os::fd::BorrowedFd<'_>, bool)> =
                 vec![(self.wake_rx.as_fd(), false)];
@@ -152,11 +148,6 @@ impl Shared {
             let callbacks = {
                 let mut st = self.lock();
                 st.readers.driver_woke();
-                for w in &st.workers {
-                    if armed.contains(&Arc::as_ptr(&w.link.sock)) {
-                        w.end_sleep();
-                    }
-                }
                 if woken.all || woken.wake {
                     self.drain_wake();
                 }
@@ -336,14 +327,14 @@ impl Shared {
                 break;
             }
             let (mut bytes, mut fds) = (Vec::new(), Vec::new());
-            let got = l.recv(
-                w.link.rings.as_fd(),
-                &mut bytes,
-                &mut fds,
-                Some(Instant::now()),
-            );
+            // A message begun is read to its end (its worker's progress, death or the
+            // ring's own bounds end that), never dropped half-way.
+            let got = l.try_recv(w.link.rings.stream_fd(), &mut bytes, &mut fds);
             match got {
-                Ok(()) => {
+                // Nothing waits (and the ring's readiness flag is put right), or another
+                // reader is taking it.
+                Ok(Look::Nothing | Look::Busy) => break,
+                Ok(Look::Took(())) => {
                     let fds = fds.into_iter().collect();
                     let done = self.on_frame(st, i, bytes, fds, callbacks);
                     answered |= done;
@@ -351,8 +342,6 @@ impl Shared {
                         break;
                     }
                 }
-                // Nothing waits (doorbells taken).
-                Err(Error::Timeout) => break,
                 // Its end is closed: it is gone or going. Its control socket is still read
                 // (a LIMIT_MEMORY report may wait there), to its own end of stream.
                 Err(Error::Closed) => {
@@ -554,7 +543,7 @@ impl Shared {
         // Closing our ends tells the workers to exit; then reap them all.
         for mut w in std::mem::take(&mut st.workers) {
             let _ = sys::fd::shutdown(w.link.sock.as_fd(), true);
-            let _ = sys::fd::shutdown(w.link.rings.as_fd(), true);
+            let _ = sys::fd::shutdown(w.link.rings.stream_fd(), true);
             if w.process.join_timeout(Duration::from_secs(5)).ok() != Some(true) {
                 let _ = w.process.kill();
                 let _ = w.process.join();

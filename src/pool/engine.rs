@@ -441,6 +441,8 @@ impl Shared {
     pub(crate) fn spawn_worker(&self, st: &mut State) -> Result<()> {
         let (ours, theirs) = socket_pipe::<()>()?;
         let (rings, their_rings) = crate::connection::pipe::<()>()?;
+        // The pollable descriptor of the answer ring (made here, counting the pool as its
+        // poller from now on: `connection/shm.rs`).
         let bell = HandleFd::new(sys::fd::dup_cloexec(rings.as_fd()).map_err(Error::Io)?);
         let init = worker::init_for_worker(&self.config.init)?;
         let (gate, their_gate) = SharedGate::new()?;

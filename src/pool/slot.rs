@@ -17,7 +17,6 @@
 //! task with `LimitExceeded` (`isolation::blame`).
 
 use std::collections::VecDeque;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,8 +63,9 @@ pub(crate) struct Link {
     pub(crate) incoming: Incoming,
     /// The pipe end of its rings.
     pub(crate) rings: Connection<()>,
-    /// A copy of the rings' stream socket (doorbells, end of stream), for the driver to
-    /// poll outside the pool's lock.
+    /// A copy of the rings' pollable descriptor (readable iff an answer waits or the
+    /// worker's end is closed: `connection/shm.rs`), for the driver to poll outside the
+    /// pool's lock.
     pub(crate) bell: Arc<HandleFd>,
     /// Task frames not yet in its ring (it was full).
     pub(crate) outgoing: VecDeque<(Arc<Vec<u8>>, Vec<HandleFd>)>,
@@ -298,19 +298,6 @@ impl Slot {
             && self.link.rings.link().is_some_and(|l| l.pending())
     }
 
-    /// Counts the driver as asleep on its answer ring (the worker then rings the
-    /// doorbell after its next answer): whether an answer is there already.
-    pub(crate) fn begin_sleep(&self) -> bool {
-        self.link.rings.link().is_some_and(|l| l.begin_sleep())
-    }
-
-    /// Undoes [`begin_sleep`](Slot::begin_sleep).
-    pub(crate) fn end_sleep(&self) {
-        if let Some(l) = self.link.rings.link() {
-            l.end_sleep();
-        }
-    }
-
     /// Pushes its queued frames into its ring without waiting for room (a frame too large
     /// for a quarter of the ring streams, and is waited for: only an idle worker, which
     /// drains it at once, is sent one); true if some is left to send.
@@ -322,7 +309,7 @@ impl Slot {
             self.fail_link();
             return false;
         };
-        let sock = self.link.rings.as_fd();
+        let sock = self.link.rings.stream_fd();
         while let Some((payload, fds)) = self.link.outgoing.front() {
             let wait = if payload.len() > STREAMED {
                 STREAM_WAIT

@@ -180,7 +180,7 @@ pub(crate) fn worker_main(
     let Some(link) = rings.link() else {
         return; // not a pipe end: the pool did not make it
     };
-    let rsock = rings.as_fd();
+    let rsock = rings.stream_fd();
     let torn = std::cell::Cell::new(false);
     let send = |bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]| {
         link.send(rsock, bytes, fds, None, &torn)
