@@ -820,3 +820,44 @@ fn killed_workers_run_no_task_twice_and_lose_none() {
     // refused worker had taken ahead, failed with it rather than run again.
     eprintln!("tasks taken ahead by a refused worker, failed with it: {failed_ahead}");
 }
+
+fn sized((n, tag): (usize, u64)) -> (u64, Vec<u8>) {
+    (tag, vec![tag as u8; n])
+}
+
+fn checksum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| b as u64).sum()
+}
+
+// Tasks and answers that fit a ring go through the worker's shared-memory pipe; larger
+// ones go on its socket, announced in the ring (pool/link.rs). Mixed, they keep their
+// order and their contents: answers of 10 B and 300 KiB alternating (while tasks are sent
+// ahead), and tasks of 1 MiB and 200 KiB beside small ones.
+#[test]
+fn tasks_and_answers_larger_than_a_ring_keep_their_order() {
+    let _s = shared();
+    let _w = watchdog("large frames", 120);
+    for m in METHODS {
+        let pool = get_context(m).pool(2).unwrap();
+        let items: Vec<(usize, u64)> = (0..40u64)
+            .map(|i| (if i % 3 == 0 { 300 << 10 } else { 10 }, i))
+            .collect();
+        for (r, (n, tag)) in pool.imap(sized, items.clone()).zip(&items) {
+            let (t, v) = r.unwrap();
+            assert_eq!((t, v.len()), (*tag, *n), "{m:?}");
+            assert!(
+                v.iter().all(|&b| b == *tag as u8),
+                "{m:?}: item {tag}'s bytes"
+            );
+        }
+        let big = vec![3u8; 1 << 20];
+        assert_eq!(pool.apply(checksum, (big,)).unwrap(), 3 << 20, "{m:?}");
+        let args: Vec<Vec<u8>> = (0..8u8)
+            .map(|i| vec![i; if i % 2 == 0 { 200 << 10 } else { 5 }])
+            .collect();
+        let want: Vec<u64> = args.iter().map(|v| checksum(v.clone())).collect();
+        assert_eq!(pool.map_chunked(checksum, args, 2).unwrap(), want, "{m:?}");
+        pool.close();
+        pool.join();
+    }
+}

@@ -272,22 +272,14 @@ impl ReadBuf {
 /// A blocking frame reader that reads ahead: small frames cost one `recvmsg` instead of
 /// two. Payloads larger than what is buffered are read straight into the caller's buffer.
 #[derive(Debug, Default)]
-#[allow(dead_code)] // the pool's links moved onto rings (branch pool-rings, a prototype)
 pub(crate) struct Reader {
     rb: ReadBuf,
 }
 
 /// The step in which a large payload's buffer grows: as bytes arrive, never by a claim.
-#[allow(dead_code)]
 const GROW_STEP: usize = 64 << 20;
 
-#[allow(dead_code)]
 impl Reader {
-    /// Whether bytes of a frame are waiting here (so a poll must say readable).
-    pub(crate) fn has_buffered(&self) -> bool {
-        !self.rb.pending().is_empty()
-    }
-
     /// Reads one frame: its payload replaces `out`'s contents, its descriptors are
     /// appended to `out_fds`.
     pub(crate) fn read_frame(
@@ -398,12 +390,6 @@ impl Incoming {
         self.rb.consume(total);
         self.rb.check_passed()?;
         Ok(Ok((payload, fds)))
-    }
-
-    /// Whether bytes already read wait here (a poll of the socket would not show them).
-    #[allow(dead_code)] // unused since the pool's answers moved onto rings (pool-rings)
-    pub(crate) fn has_buffered(&self) -> bool {
-        !self.rb.pending().is_empty()
     }
 
     /// How many bytes already read wait here (a frame's progress, for a reader that

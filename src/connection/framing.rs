@@ -26,7 +26,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use crate::error::{Error, Result};
 use crate::sys::fd;
 
-pub(crate) use super::buffer::{Arrival, Incoming};
+pub(crate) use super::buffer::{Arrival, Incoming, Reader};
 
 const MAGIC: [u8; 4] = *b"MPRF";
 /// Bytes in an mproc frame header.
@@ -221,7 +221,6 @@ pub(crate) fn died_mid_message() -> Error {
 
 /// One frame on its way out of a non-blocking socket.
 #[derive(Debug)]
-#[allow(dead_code)] // the pool's links moved onto rings (branch pool-rings, a prototype)
 pub(crate) struct Outgoing {
     header: [u8; MAX_HEADER_LEN],
     hlen: usize,
@@ -230,7 +229,6 @@ pub(crate) struct Outgoing {
     sent: usize,
 }
 
-#[allow(dead_code)]
 impl Outgoing {
     /// A frame of `payload` with `fds` (which are sent, then closed here).
     /// A frame too large to send fails in [`advance`](Outgoing::advance), before any byte

@@ -365,11 +365,13 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         };
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        Ok(match l.try_recv(self.fd.as_fd(), &mut buf, &mut fds)? {
-            future::Look::Took(()) => future::Look::Took(wire::decode(self.format, &buf, fds)?),
-            future::Look::Nothing => future::Look::Nothing,
-            future::Look::Busy => future::Look::Busy,
-        })
+        Ok(
+            match l.try_recv(self.fd.as_fd(), &mut buf, &mut fds, None)? {
+                future::Look::Took(()) => future::Look::Took(wire::decode(self.format, &buf, fds)?),
+                future::Look::Nothing => future::Look::Nothing,
+                future::Look::Busy => future::Look::Busy,
+            },
+        )
     }
 }
 

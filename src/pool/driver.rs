@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use crate::codec::HandleFd;
 use crate::connection::framing::Arrival;
-use crate::connection::future::Look;
 use crate::error::Error;
 use crate::pool::engine::{Shared, State};
 use crate::pool::jobs::{Callback, ChunkResult};
+use crate::pool::link::RingRead;
 use crate::pool::slot::{self, FRAME_STALL, Slot, Task};
 use crate::pool::worker;
 use crate::start::children::ChildHandle;
@@ -31,6 +31,13 @@ const WATCH_SLICE: Duration = Duration::from_millis(20);
 
 /// How soon the driver tries again to put a task frame into a full ring.
 const RETRY_SLICE: Duration = Duration::from_millis(1);
+
+/// Which of a worker's links a frame came on (`link.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    Ring,
+    Socket,
+}
 
 /// What the driver's poll saw: which sockets and pidfds are ready (`all`: look at
 /// everything, the poll failed).
@@ -228,6 +235,10 @@ impl Shared {
                 let why =
                     format!("a frame it began on its socket got no further for {FRAME_STALL:?}");
                 w.refuse(why);
+            } else if !w.link.eof && w.link.send_stalled(FRAME_STALL) {
+                let why =
+                    format!("its task ring took no task for {FRAME_STALL:?} while it was idle");
+                w.refuse(why);
             }
         }
         // Overdue tasks: kill the worker; its exit reports the timeout.
@@ -260,9 +271,10 @@ impl Shared {
         self.dispatch(st);
     }
 
-    /// Reads what worker `i` has sent: its answers (ring), then its control frames
-    /// (socket); true if one was an answer. Unless `to_end`, reading its ring stops after
-    /// an answer once no other waits.
+    /// Reads what worker `i` has sent: its answers (ring), then its socket (control
+    /// frames, and an answer too large for the ring, announced there); true if one was an
+    /// answer. Unless `to_end`, reading its ring stops after an answer once no other
+    /// waits.
     fn read_answers(
         &self,
         st: &mut State,
@@ -271,6 +283,18 @@ impl Shared {
         to_end: bool,
     ) -> bool {
         let mut answered = self.read_ring(st, i, callbacks, to_end);
+        let due = st.workers[i].link.body_due.is_some();
+        answered |= self.read_socket(st, i, callbacks);
+        // The answer announced came: the ring's next ones, which waited behind it.
+        if due && st.workers[i].link.body_due.is_none() {
+            answered |= self.read_ring(st, i, callbacks, to_end);
+        }
+        answered
+    }
+
+    /// Reads the frames waiting on worker `i`'s socket, without blocking.
+    fn read_socket(&self, st: &mut State, i: usize, callbacks: &mut Vec<Callback>) -> bool {
+        let mut answered = false;
         while !st.workers[i].link.eof {
             let arrival = {
                 let link = &mut st.workers[i].link;
@@ -279,7 +303,7 @@ impl Shared {
             };
             match arrival {
                 Ok(Arrival::Frame(bytes, fds)) => {
-                    answered |= self.on_frame(st, i, bytes, fds, callbacks);
+                    answered |= self.on_frame(st, i, bytes, fds, callbacks, From::Socket);
                 }
                 Ok(Arrival::Pending) => break,
                 Ok(Arrival::Closed) | Err(_) => {
@@ -305,9 +329,9 @@ impl Shared {
         answered
     }
 
-    /// Reads the answers waiting in worker `i`'s ring; true if one was an answer. Unless
-    /// `to_end`, stops after an answer once no other waits. The driver also takes the
-    /// doorbells it was rung (callers are never rung: the driver is blind while they read).
+    /// Reads the answers waiting whole in worker `i`'s ring, never waiting (`link.rs`);
+    /// true if one was an answer. Unless `to_end`, stops after an answer once no other
+    /// waits.
     fn read_ring(
         &self,
         st: &mut State,
@@ -318,40 +342,30 @@ impl Shared {
         let mut answered = false;
         let drain = to_end || self.on_driver_thread();
         loop {
-            let w = &st.workers[i];
-            if w.link.eof || w.link.rings_closed {
+            let link = &st.workers[i].link;
+            if !link.ring_open() || (!drain && !link.ring_pending()) {
                 break;
             }
-            let Some(l) = w.link.rings.link() else { break };
-            if !l.pending() && !drain {
-                break;
-            }
-            let (mut bytes, mut fds) = (Vec::new(), Vec::new());
-            // A message begun is read to its end (its worker's progress, death or the
-            // ring's own bounds end that), never dropped half-way.
-            let got = l.try_recv(w.link.rings.stream_fd(), &mut bytes, &mut fds);
-            match got {
-                // Nothing waits (and the ring's readiness flag is put right), or another
-                // reader is taking it.
-                Ok(Look::Nothing | Look::Busy) => break,
-                Ok(Look::Took(())) => {
-                    let fds = fds.into_iter().collect();
-                    let done = self.on_frame(st, i, bytes, fds, callbacks);
+            match link.read_ring() {
+                RingRead::Took(bytes, fds) => {
+                    let done = self.on_frame(st, i, bytes, fds, callbacks, From::Ring);
                     answered |= done;
                     if done && !to_end && !st.workers[i].ring_pending() {
                         break;
                     }
                 }
+                // Nothing waits (and the ring's readiness flag is put right).
+                RingRead::Nothing => break,
                 // Its end is closed: it is gone or going. Its control socket is still read
                 // (a LIMIT_MEMORY report may wait there), to its own end of stream.
-                Err(Error::Closed) => {
+                RingRead::Closed => {
                     let w = &mut st.workers[i];
                     w.link.rings_closed = true;
                     w.fail_link();
                     break;
                 }
-                Err(e) => {
-                    st.workers[i].refuse(format!("its answer ring: {e}"));
+                RingRead::Refuse(why) => {
+                    st.workers[i].refuse(why);
                     break;
                 }
             }
@@ -366,6 +380,7 @@ impl Shared {
         bytes: Vec<u8>,
         fds: Vec<OwnedFd>,
         callbacks: &mut Vec<Callback>,
+        from: From,
     ) -> bool {
         match bytes.first().copied() {
             Some(worker::READY) => {
@@ -380,6 +395,29 @@ impl Shared {
                     let why = "it reported a failed initializer after it was ready";
                     st.workers[i].refuse(why.into());
                 }
+            }
+            // An answer too large for the ring: its frame follows on the socket, and the
+            // ring's next items wait behind it.
+            Some(worker::ON_SOCKET) if from == From::Ring => match worker::parse_answer(&bytes) {
+                Some((_, seq, _)) if st.workers[i].link.body_due.is_none() => {
+                    st.workers[i].link.body_due = Some(seq);
+                }
+                _ => {
+                    st.workers[i].refuse("a malformed or second answer marker".into());
+                }
+            },
+            Some(worker::CHUNK_OK | worker::CHUNK_FAILED) if from == From::Socket => {
+                // Only the answer its ring announced may come on the socket.
+                let seq = worker::parse_answer(&bytes).map(|(_, seq, _)| seq);
+                let due = st.workers[i].link.body_due.take();
+                if seq.is_none() || seq != due {
+                    let why = format!(
+                        "an answer on its socket for task {seq:?}, where its ring announced {due:?}"
+                    );
+                    st.workers[i].refuse(why);
+                    return false;
+                }
+                return self.on_answer(st, i, bytes, fds, callbacks);
             }
             Some(worker::CHUNK_OK | worker::CHUNK_FAILED | worker::DROPPED) => {
                 return self.on_answer(st, i, bytes, fds, callbacks);

@@ -61,10 +61,6 @@ pub(crate) const SPIN: Duration = Duration::from_micros(50);
 /// an idle worker, as sending them costs more than the round trip saved.
 const AHEAD_MAX: usize = 64 * 1024;
 
-/// A quarter of a pipe ring (`connection/shm.rs`'s 512 KiB): task frames larger than
-/// this stream through their worker's ring.
-pub(crate) const RING_QUARTER: usize = 128 << 10;
-
 /// Chunks an `imap` keeps submitted and unconsumed, per worker: enough that a worker
 /// finds its next task queued in the parent the moment it is free.
 pub(crate) const WINDOW_PER_WORKER: usize = 4;

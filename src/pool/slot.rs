@@ -16,18 +16,17 @@
 //! retires (past `max_worker_memory`); a worker under limits that dies of one fails its
 //! task with `LimitExceeded` (`isolation::blame`).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::HandleFd;
 use crate::connection::Connection;
-use crate::connection::framing::Incoming;
 use crate::error::Error;
 use crate::isolation::{self, Isolation};
 use crate::pool::ahead::{Account, Outcome, Post};
 use crate::pool::gate::{self, AHEAD, SharedGate, WORDS};
 use crate::pool::jobs::JobId;
+use crate::pool::link::Link;
 use crate::process::Process;
 use crate::shared::region::Region;
 use crate::start::children::ChildHandle;
@@ -53,44 +52,6 @@ pub(crate) struct ExitOutcome {
     /// Its initializer failed (or it died before it finished), with this message.
     pub(crate) init_failed: Option<String>,
 }
-
-/// The parent's end of a worker's links: its control socket (the worker's READY or
-/// INIT_FAILED, and LIMIT_MEMORY from its signal handler) and its rings (a shared-memory
-/// pipe, `connection/shm.rs`: tasks one way, answers, RETIRING and DROPPED the other).
-#[derive(Debug)]
-pub(crate) struct Link {
-    pub(crate) sock: Arc<HandleFd>,
-    pub(crate) incoming: Incoming,
-    /// The pipe end of its rings.
-    pub(crate) rings: Connection<()>,
-    /// A copy of the rings' pollable descriptor (readable iff an answer waits or the
-    /// worker's end is closed: `connection/shm.rs`), for the driver to poll outside the
-    /// pool's lock.
-    pub(crate) bell: Arc<HandleFd>,
-    /// Task frames not yet in its ring (it was full).
-    pub(crate) outgoing: VecDeque<(Arc<Vec<u8>>, Vec<HandleFd>)>,
-    /// A send made part of a large frame visible and then failed.
-    torn: std::cell::Cell<bool>,
-    /// Its streams ended (or are corrupt): nothing more to read.
-    pub(crate) eof: bool,
-    /// Its rings' end of stream was read: they are no longer watched.
-    pub(crate) rings_closed: bool,
-    /// Sending failed: nothing more can be sent.
-    pub(crate) broken: bool,
-    /// Why its stream was refused (a corrupt frame): what its task fails with.
-    pub(crate) corrupt: Option<String>,
-    /// A frame begun and not yet whole: the bytes of it read so far, and since when no
-    /// more came (see [`FRAME_STALL`]).
-    partial: Option<(usize, Instant)>,
-}
-
-/// Task frames larger than this stream through the ring (a quarter of it) while the
-/// worker drains it: they are sent with a wait ([`STREAM_WAIT`]), the others only if
-/// there is room now.
-const STREAMED: usize = crate::pool::engine::RING_QUARTER;
-
-/// How long a streamed task frame may take to go into the ring of its (idle) worker.
-const STREAM_WAIT: Duration = Duration::from_secs(30);
 
 /// The longest a frame begun on a worker's socket may wait for its next byte. A worker
 /// writes each frame whole, at once (`framing::write_frame`), so a frame that stops
@@ -127,19 +88,7 @@ impl Slot {
         Slot {
             process,
             child,
-            link: Link {
-                sock: Arc::new(sock),
-                incoming: Incoming::default(),
-                rings,
-                bell: Arc::new(bell),
-                torn: std::cell::Cell::new(false),
-                rings_closed: false,
-                outgoing: VecDeque::new(),
-                eof: false,
-                broken: false,
-                corrupt: None,
-                partial: None,
-            },
+            link: Link::new(sock, rings, bell),
             tasks: Account::new(gate),
             isolation: None,
             memory_reported: false,
@@ -291,45 +240,24 @@ impl Slot {
             .is_some_and(|(_, since)| since.elapsed() >= FRAME_STALL)
     }
 
-    /// Whether an answer waits in its ring.
+    /// Whether an answer waits in its ring, to be read now.
     pub(crate) fn ring_pending(&self) -> bool {
-        !self.link.eof
-            && !self.link.rings_closed
-            && self.link.rings.link().is_some_and(|l| l.pending())
+        self.link.ring_pending()
     }
 
-    /// Pushes its queued frames into its ring without waiting for room (a frame too large
-    /// for a quarter of the ring streams, and is waited for: only an idle worker, which
-    /// drains it at once, is sent one); true if some is left to send.
+    /// Pushes its queued frames out without waiting (see `link.rs`); true if some is
+    /// left to send.
     pub(crate) fn flush(&mut self) -> bool {
         if self.link.broken {
             return false;
         }
-        let Some(l) = self.link.rings.link() else {
-            self.fail_link();
-            return false;
-        };
-        let sock = self.link.rings.stream_fd();
-        while let Some((payload, fds)) = self.link.outgoing.front() {
-            let wait = if payload.len() > STREAMED {
-                STREAM_WAIT
-            } else {
-                Duration::ZERO
-            };
-            let deadline = Instant::now() + wait;
-            let fds = crate::sys::fd::borrowed(fds);
-            match l.send(sock, payload, &fds, Some(deadline), &self.link.torn) {
-                Ok(()) => {
-                    self.link.outgoing.pop_front();
-                }
-                Err(Error::Timeout) if !self.link.torn.get() => return true,
-                Err(_) => {
-                    self.fail_link();
-                    return false;
-                }
+        match self.link.flush() {
+            Ok(left) => left,
+            Err(_) => {
+                self.fail_link();
+                false
             }
         }
-        false
     }
 }
 
@@ -355,8 +283,8 @@ impl Post<Task, Region, AHEAD, WORDS> for Slot {
 
     fn post(&mut self, task: &Task, seq: u64, ahead: bool) {
         let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
-        let payload = Arc::new(gate::task_frame(seq, ahead, &task.payload));
-        self.link.outgoing.push_back((payload, fds));
+        let frame = gate::task_frame(seq, ahead, &task.payload);
+        self.link.post(frame, gate::task_marker(seq), fds, !ahead);
     }
 
     fn flush(&mut self) -> bool {
