@@ -69,7 +69,9 @@ fn refused(e: &Error) -> bool {
 // it saying why and replaces the worker; the tasks the worker never started go to another.
 #[test]
 fn a_task_scribbling_its_gate_fails_what_it_touched_and_the_pool_goes_on() {
-    let _s = shared();
+    // Alone: a forked worker maps (and so scribbles) every gate its parent holds, the
+    // pools of tests running beside it included.
+    let _s = exclusive();
     let _w = watchdog("gate_scribble", 120);
     // All ones (no honest party writes it), a closed word, and a plausible value: task
     // 2's word as an honest revoke leaves it (`seq << 2 | 3`).
@@ -278,8 +280,10 @@ fn a_frame_begun_and_never_finished_is_refused_in_bounded_time() {
     for m in METHODS {
         let pool = get_context(m).pool(1).unwrap();
         let t = std::time::Instant::now();
+        // Its answer goes on the worker's ring, beside the half frame (then it comes
+        // back), or is refused with the worker.
         match pool.apply(half_frame, (4096,)) {
-            Ok(v) => panic!("{m:?}: the answer went into a half frame, yet {v} came back"),
+            Ok(v) => assert_eq!(v, 1, "{m:?}"),
             Err(e) => assert!(refused(&e), "{m:?}: {e}"),
         }
         eprintln!("{m:?}: refused after {:?}", t.elapsed());
@@ -311,4 +315,77 @@ fn a_large_answer_is_no_stall() {
     }
     pool.close();
     pool.join();
+}
+
+/// Writes `value` over every byte of every queue/pipe ring this process maps (the memfds
+/// named `mproc-queue`: its links to the pool among them), through `/proc/self/mem`.
+fn scribble_rings(value: u8) -> usize {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")
+        .unwrap();
+    let mut found = 0;
+    for line in maps.lines().filter(|l| l.contains("mproc-queue")) {
+        let range = line.split_whitespace().next().unwrap();
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let _ = mem.write_all_at(&vec![value; (end - start) as usize], start);
+        found += 1;
+    }
+    found
+}
+
+/// Item 5 scribbles every ring its worker maps with `value` while its next tasks wait
+/// there; item 6 keeps the other worker busy meanwhile.
+fn ring_scribbler((x, value): (i64, u8)) -> i64 {
+    match x {
+        5 => {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(scribble_rings(value) >= 1, "the worker's rings");
+        }
+        6 => std::thread::sleep(Duration::from_millis(300)),
+        _ => {}
+    }
+    x * 2
+}
+
+// The Pool's tasks and answers go through shared-memory rings the worker maps: a task
+// that writes over them (every byte, with three values) makes the pool refuse the
+// worker — its tasks fail saying so, never a hang, a panic or a shifted result — and
+// the pool goes on with a new worker.
+#[test]
+fn a_task_scribbling_its_rings_is_refused_and_the_pool_goes_on() {
+    // Alone: a forked worker maps (and so scribbles) every ring its parent holds, those
+    // of tests running beside it included.
+    let _s = exclusive();
+    let _w = watchdog("ring_scribble", 120);
+    for (m, value) in METHODS.into_iter().zip([0xffu8, 0, 0x41]) {
+        let pool = get_context(m).pool(2).unwrap();
+        let n = 24i64;
+        let results: Vec<mproc::Result<i64>> = pool
+            .imap(ring_scribbler, (0..n).map(|x| (x, value)))
+            .collect();
+        assert_eq!(results.len(), n as usize, "{m:?}: one result per item");
+        let mut failed = Vec::new();
+        for (x, r) in (0..n).zip(&results) {
+            match r {
+                Ok(v) => assert_eq!(*v, x * 2, "{m:?}: item {x}"),
+                Err(e) if refused(e) || matches!(e, Error::WorkerDied { .. }) => failed.push(x),
+                Err(e) => panic!("{m:?}: item {x}: {e}"),
+            }
+        }
+        eprintln!("{m:?} {value:#x}: items failed with the scribbling worker: {failed:?}");
+        for _ in 0..4 {
+            assert_eq!(
+                pool.apply(double, (21,)).unwrap(),
+                42,
+                "{m:?}: the pool goes on"
+            );
+        }
+        pool.close();
+        pool.join();
+    }
 }

@@ -280,11 +280,6 @@ pub(crate) struct Reader {
 const GROW_STEP: usize = 64 << 20;
 
 impl Reader {
-    /// Whether bytes of a frame are waiting here (so a poll must say readable).
-    pub(crate) fn has_buffered(&self) -> bool {
-        !self.rb.pending().is_empty()
-    }
-
     /// Reads one frame: its payload replaces `out`'s contents, its descriptors are
     /// appended to `out_fds`.
     pub(crate) fn read_frame(
@@ -395,11 +390,6 @@ impl Incoming {
         self.rb.consume(total);
         self.rb.check_passed()?;
         Ok(Ok((payload, fds)))
-    }
-
-    /// Whether bytes already read wait here (a poll of the socket would not show them).
-    pub(crate) fn has_buffered(&self) -> bool {
-        !self.rb.pending().is_empty()
     }
 
     /// How many bytes already read wait here (a frame's progress, for a reader that

@@ -275,6 +275,13 @@ impl<T> Connection<T> {
         self.link.as_ref()
     }
 
+    /// The end's own socket (for a pipe end: its doorbells, records aside, and end of
+    /// stream), which [`link`](Connection::link)'s calls take; `as_fd` may be another
+    /// descriptor (a pipe end's pollable one).
+    pub(crate) fn stream_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Closes this end (dropping it does the same).
     pub fn close(self) {}
 
@@ -358,11 +365,13 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         };
         let mut buf = self.recv_buf.borrow_mut();
         let mut fds = Vec::new();
-        Ok(match l.try_recv(self.fd.as_fd(), &mut buf, &mut fds)? {
-            future::Look::Took(()) => future::Look::Took(wire::decode(self.format, &buf, fds)?),
-            future::Look::Nothing => future::Look::Nothing,
-            future::Look::Busy => future::Look::Busy,
-        })
+        Ok(
+            match l.try_recv(self.fd.as_fd(), &mut buf, &mut fds, None)? {
+                future::Look::Took(()) => future::Look::Took(wire::decode(self.format, &buf, fds)?),
+                future::Look::Nothing => future::Look::Nothing,
+                future::Look::Busy => future::Look::Busy,
+            },
+        )
     }
 }
 

@@ -463,21 +463,24 @@ impl Link {
 
     /// Takes a message only if one is there now and this end's receive lock is free
     /// (`Took`, with it in `out`/`fds`); `Busy` if one is there but could not be taken at
-    /// once. A message begun is read to its end (as an untimed `recv` reads it), never
-    /// dropped: what an async receive does in `poll`, so that a dropped future loses
-    /// nothing.
+    /// once. Untimed (`item_deadline` `None`), a message begun is read to its end (as an
+    /// untimed `recv` reads it), never dropped: what an async receive does in `poll`, so
+    /// that a dropped future loses nothing. Else one not whole by `item_deadline` is
+    /// dropped whole, and that is `Busy` too (the pool, which only ever receives items
+    /// sent whole, passes "now": a begun one is a peer's forgery, `pool/link.rs`).
     pub(crate) fn try_recv(
         &self,
         sock: BorrowedFd<'_>,
         out: &mut Vec<u8>,
         fds: &mut Vec<OwnedFd>,
+        item_deadline: Option<Instant>,
     ) -> Result<Look<()>> {
         let rx = self.rx()?;
         self.watch();
         // End of stream first: whatever was sent before it is in the ring by then.
         let gone = peer_gone(sock);
         if rx.pending() {
-            return match self.take(rx, Some(Instant::now()), None, out, fds) {
+            return match self.take(rx, Some(Instant::now()), item_deadline, out, fds) {
                 Ok(()) => Ok(Look::Took(())),
                 Err(Error::Empty) => Ok(Look::Busy),
                 Err(e) => Err(e),

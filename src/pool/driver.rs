@@ -20,6 +20,7 @@ use crate::connection::framing::Arrival;
 use crate::error::Error;
 use crate::pool::engine::{Shared, State};
 use crate::pool::jobs::{Callback, ChunkResult};
+use crate::pool::link::RingRead;
 use crate::pool::slot::{self, FRAME_STALL, Slot, Task};
 use crate::pool::worker;
 use crate::start::children::ChildHandle;
@@ -27,6 +28,16 @@ use crate::sys;
 
 /// The longest the driver sleeps while a worker owes a frame (see `drive_loop`).
 const WATCH_SLICE: Duration = Duration::from_millis(20);
+
+/// How soon the driver tries again to put a task frame into a full ring.
+const RETRY_SLICE: Duration = Duration::from_millis(1);
+
+/// Which of a worker's links a frame came on (`link.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    Ring,
+    Socket,
+}
 
 /// What the driver's poll saw: which sockets and pidfds are ready (`all`: look at
 /// everything, the poll failed).
@@ -84,38 +95,44 @@ impl Shared {
                 // still to be sent is watched all the same); see `State::blind` for who
                 // wakes us.
                 let blind = st.readers.driver_sleeps();
-                // A socket at its end would poll readable for ever, one we cannot send on
-                // writable: leave them out, and wait for those workers' exits.
-                let socks: Vec<(Arc<HandleFd>, bool)> = st
-                    .workers
-                    .iter()
-                    .filter(|w| !w.link.eof)
-                    .map(|w| {
-                        let want_write = !w.link.broken && !w.link.outgoing.is_empty();
-                        (Arc::clone(&w.link.sock), want_write)
-                    })
-                    .filter(|(_, want_write)| !blind || *want_write)
-                    .collect();
+                // A socket at its end would poll readable for ever: leave them out, and
+                // wait for those workers' exits. The control sockets carry READY and the
+                // like, rarely; answers come on the rings, whose doorbell sockets are
+                // watched only once the driver counts itself asleep on them (then the
+                // worker rings after its next answer; `connection/doorbell.rs`).
+                let mut socks: Vec<(Arc<HandleFd>, *const HandleFd)> = Vec::new();
+                for w in st.workers.iter().filter(|w| !w.link.eof) {
+                    let id = Arc::as_ptr(&w.link.sock);
+                    socks.push((Arc::clone(&w.link.sock), id));
+                    // Every worker, not only those owing a frame: a task a caller hands
+                    // out while the driver sleeps is answered into a ring it must watch.
+                    if !blind && !w.link.rings_closed {
+                        socks.push((Arc::clone(&w.link.bell), id));
+                    }
+                }
+                let unsent = st.workers.iter().any(|w| !w.link.outgoing.is_empty());
                 let children: Vec<Arc<ChildHandle>> =
                     st.workers.iter().map(|w| Arc::clone(&w.child)).collect();
                 // A safety net under the wake-up protocol: while work is out, look at
                 // every worker at least every `WATCH_SLICE`, so that a wake-up lost to a
                 // race nobody has found costs that slice, never a hang (an idle pool still
-                // sleeps without a timeout).
+                // sleeps without a timeout). A frame waiting for room in a ring is tried
+                // again each `RETRY_SLICE`.
                 let watch = st
                     .workers
                     .iter()
                     .any(Slot::expects_frame)
                     .then_some(WATCH_SLICE);
-                let timeout = match (self.next_deadline(&st), watch) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let retry = unsent.then_some(RETRY_SLICE);
+                let timeout = [self.next_deadline(&st), watch, retry]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 (socks, children, timeout)
             };
             let mut set: Vec<(std::os::fd::BorrowedFd<'_>, bool)> =
                 vec![(self.wake_rx.as_fd(), false)];
-            set.extend(socks.iter().map(|(s, w)| (s.as_fd(), *w)));
+            set.extend(socks.iter().map(|(s, _)| (s.as_fd(), false)));
             set.extend(children.iter().map(|c| (c.pidfd(), false)));
             let woken = match sys::fd::poll_rw(&set, timeout) {
                 // Nothing stirred within the slice: look at everything.
@@ -125,7 +142,7 @@ impl Shared {
                     wake: ready[0].0,
                     socks: (socks.iter().zip(&ready[1..]))
                         .filter(|(_, r)| r.0)
-                        .map(|((s, _), _)| Arc::as_ptr(s))
+                        .map(|((_, id), _)| *id)
                         .collect(),
                     exited: (children.iter().zip(&ready[1 + socks.len()..]))
                         .filter(|(_, r)| r.0)
@@ -218,6 +235,10 @@ impl Shared {
                 let why =
                     format!("a frame it began on its socket got no further for {FRAME_STALL:?}");
                 w.refuse(why);
+            } else if !w.link.eof && w.link.send_stalled(FRAME_STALL) {
+                let why =
+                    format!("its task ring took no task for {FRAME_STALL:?} while it was idle");
+                w.refuse(why);
             }
         }
         // Overdue tasks: kill the worker; its exit reports the timeout.
@@ -250,9 +271,10 @@ impl Shared {
         self.dispatch(st);
     }
 
-    /// Reads the frames worker `i` has sent; true if one was an answer. Unless `to_end`,
-    /// reading stops after an answer once nothing read ahead is left (sparing a receive
-    /// that would only say "nothing more").
+    /// Reads what worker `i` has sent: its answers (ring), then its socket (control
+    /// frames, and an answer too large for the ring, announced there); true if one was an
+    /// answer. Unless `to_end`, reading its ring stops after an answer once no other
+    /// waits.
     fn read_answers(
         &self,
         st: &mut State,
@@ -260,6 +282,18 @@ impl Shared {
         callbacks: &mut Vec<Callback>,
         to_end: bool,
     ) -> bool {
+        let mut answered = self.read_ring(st, i, callbacks, to_end);
+        let due = st.workers[i].link.body_due.is_some();
+        answered |= self.read_socket(st, i, callbacks);
+        // The answer announced came: the ring's next ones, which waited behind it.
+        if due && st.workers[i].link.body_due.is_none() {
+            answered |= self.read_ring(st, i, callbacks, to_end);
+        }
+        answered
+    }
+
+    /// Reads the frames waiting on worker `i`'s socket, without blocking.
+    fn read_socket(&self, st: &mut State, i: usize, callbacks: &mut Vec<Callback>) -> bool {
         let mut answered = false;
         while !st.workers[i].link.eof {
             let arrival = {
@@ -269,20 +303,13 @@ impl Shared {
             };
             match arrival {
                 Ok(Arrival::Frame(bytes, fds)) => {
-                    answered = true;
-                    // Read ahead, the next answer (of a task sent ahead) may already be
-                    // here, where no poll would show it: go on while bytes wait.
-                    if self.on_frame(st, i, bytes, fds, callbacks)
-                        && !to_end
-                        && !st.workers[i].link.incoming.has_buffered()
-                    {
-                        break;
-                    }
+                    answered |= self.on_frame(st, i, bytes, fds, callbacks, From::Socket);
                 }
                 Ok(Arrival::Pending) => break,
                 Ok(Arrival::Closed) | Err(_) => {
-                    // Nothing more can come from it: make sure it exits, so what it held
-                    // is accounted for.
+                    // The worker is gone or going: what it put in its ring before it
+                    // closed its socket is there now; read it, then nothing more.
+                    answered |= self.read_ring(st, i, callbacks, true);
                     let w = &mut st.workers[i];
                     // A reset is a death (a worker that dies with tasks sent ahead unread
                     // resets its socket), not a refused reply: its exit says how it died.
@@ -302,6 +329,50 @@ impl Shared {
         answered
     }
 
+    /// Reads the answers waiting whole in worker `i`'s ring, never waiting (`link.rs`);
+    /// true if one was an answer. Unless `to_end`, stops after an answer once no other
+    /// waits.
+    fn read_ring(
+        &self,
+        st: &mut State,
+        i: usize,
+        callbacks: &mut Vec<Callback>,
+        to_end: bool,
+    ) -> bool {
+        let mut answered = false;
+        let drain = to_end || self.on_driver_thread();
+        loop {
+            let link = &st.workers[i].link;
+            if !link.ring_open() || (!drain && !link.ring_pending()) {
+                break;
+            }
+            match link.read_ring() {
+                RingRead::Took(bytes, fds) => {
+                    let done = self.on_frame(st, i, bytes, fds, callbacks, From::Ring);
+                    answered |= done;
+                    if done && !to_end && !st.workers[i].ring_pending() {
+                        break;
+                    }
+                }
+                // Nothing waits (and the ring's readiness flag is put right).
+                RingRead::Nothing => break,
+                // Its end is closed: it is gone or going. Its control socket is still read
+                // (a LIMIT_MEMORY report may wait there), to its own end of stream.
+                RingRead::Closed => {
+                    let w = &mut st.workers[i];
+                    w.link.rings_closed = true;
+                    w.fail_link();
+                    break;
+                }
+                RingRead::Refuse(why) => {
+                    st.workers[i].refuse(why);
+                    break;
+                }
+            }
+        }
+        answered
+    }
+
     fn on_frame(
         &self,
         st: &mut State,
@@ -309,6 +380,7 @@ impl Shared {
         bytes: Vec<u8>,
         fds: Vec<OwnedFd>,
         callbacks: &mut Vec<Callback>,
+        from: From,
     ) -> bool {
         match bytes.first().copied() {
             Some(worker::READY) => {
@@ -323,6 +395,29 @@ impl Shared {
                     let why = "it reported a failed initializer after it was ready";
                     st.workers[i].refuse(why.into());
                 }
+            }
+            // An answer too large for the ring: its frame follows on the socket, and the
+            // ring's next items wait behind it.
+            Some(worker::ON_SOCKET) if from == From::Ring => match worker::parse_answer(&bytes) {
+                Some((_, seq, _)) if st.workers[i].link.body_due.is_none() => {
+                    st.workers[i].link.body_due = Some(seq);
+                }
+                _ => {
+                    st.workers[i].refuse("a malformed or second answer marker".into());
+                }
+            },
+            Some(worker::CHUNK_OK | worker::CHUNK_FAILED) if from == From::Socket => {
+                // Only the answer its ring announced may come on the socket.
+                let seq = worker::parse_answer(&bytes).map(|(_, seq, _)| seq);
+                let due = st.workers[i].link.body_due.take();
+                if seq.is_none() || seq != due {
+                    let why = format!(
+                        "an answer on its socket for task {seq:?}, where its ring announced {due:?}"
+                    );
+                    st.workers[i].refuse(why);
+                    return false;
+                }
+                return self.on_answer(st, i, bytes, fds, callbacks);
             }
             Some(worker::CHUNK_OK | worker::CHUNK_FAILED | worker::DROPPED) => {
                 return self.on_answer(st, i, bytes, fds, callbacks);
@@ -486,6 +581,7 @@ impl Shared {
         // Closing our ends tells the workers to exit; then reap them all.
         for mut w in std::mem::take(&mut st.workers) {
             let _ = sys::fd::shutdown(w.link.sock.as_fd(), true);
+            let _ = sys::fd::shutdown(w.link.rings.stream_fd(), true);
             if w.process.join_timeout(Duration::from_secs(5)).ok() != Some(true) {
                 let _ = w.process.kill();
                 let _ = w.process.join();

@@ -162,13 +162,11 @@ impl Readers {
     }
 }
 
-/// The sockets of workers a frame is due from.
-fn live_sockets(st: &State) -> Vec<Arc<HandleFd>> {
+/// Whether an answer waits in the ring of a worker one is due from.
+fn answer_waits(st: &State) -> bool {
     st.workers
         .iter()
-        .filter(|w| w.expects_frame())
-        .map(|w| Arc::clone(&w.link.sock))
-        .collect()
+        .any(|w| w.expects_frame() && w.ring_pending())
 }
 
 /// Callbacks waiting for the driver thread.
@@ -379,7 +377,6 @@ impl Shared {
             return st;
         }
         st.readers.start_harvest();
-        let mut socks = live_sockets(&st);
         drop(st);
         let mut seen = self.progress.load(Ordering::Acquire);
         let mut backoff = Backoff::with_budget(SPIN);
@@ -391,13 +388,14 @@ impl Shared {
                 return st;
             }
             let moved = self.progress.load(Ordering::Acquire) != seen;
-            let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
-            let readable =
-                sys::fd::poll_many(&fds, Some(Duration::ZERO)).is_ok_and(|r| r.iter().any(|&x| x));
+            // The rings are looked at under the lock (a pipe end is the pool's alone): an
+            // uncontended lock costs less than the `poll` a socket needed.
+            let mut st = self.lock();
+            let readable = answer_waits(&st);
             if !(moved || readable) {
+                drop(st);
                 continue;
             }
-            let mut st = self.lock();
             if readable {
                 let mut callbacks = Vec::new();
                 let signals = st.jobs.signals();
@@ -412,7 +410,6 @@ impl Shared {
                     st.deferred.0.extend(callbacks);
                     self.wake();
                 }
-                socks = live_sockets(&st);
             }
             seen = self.progress.load(Ordering::Acquire);
             if ready(&st) || st.finished {
@@ -439,6 +436,10 @@ impl Shared {
 
     pub(crate) fn spawn_worker(&self, st: &mut State) -> Result<()> {
         let (ours, theirs) = socket_pipe::<()>()?;
+        let (rings, their_rings) = crate::connection::pipe::<()>()?;
+        // The pollable descriptor of the answer ring (made here, counting the pool as its
+        // poller from now on: `connection/shm.rs`).
+        let bell = HandleFd::new(sys::fd::dup_cloexec(rings.as_fd()).map_err(Error::Io)?);
         let init = worker::init_for_worker(&self.config.init)?;
         let (gate, their_gate) = SharedGate::new()?;
         let mut p = crate::process::Process::new(
@@ -451,7 +452,7 @@ impl Shared {
                     isolation: self.config.isolation.clone(),
                     max_rss: self.config.max_rss,
                 },
-                their_gate,
+                (their_gate, their_rings),
             ),
         );
         st.started_workers += 1;
@@ -465,7 +466,7 @@ impl Shared {
         p.set_start_method(self.config.method);
         p.start()?;
         let child = p.child_handle().expect("started just above");
-        let mut slot = Slot::new(p, child, ours.into_handle(), gate);
+        let mut slot = Slot::new(p, child, ours.into_handle(), rings, bell, gate);
         slot.isolation = self.config.isolation.clone();
         st.workers.push(slot);
         Ok(())

@@ -66,6 +66,10 @@ pub(crate) const TASK_HEADER: usize = 9;
 /// A task frame's kind: given to an idle worker, to run at once.
 const PLAIN: u8 = 0;
 
+/// A ring item that stands for a task frame too large for the ring (`link.rs`): the
+/// frame itself follows on the worker's socket. `[ON_SOCKET][seq u64 LE]`.
+pub(crate) const ON_SOCKET: u8 = 2;
+
 /// A task frame's kind: sent ahead, to run only if the worker wins its gate word.
 const GATED: u8 = 1;
 
@@ -179,6 +183,21 @@ pub(crate) fn take_in<M: Words, const N: usize>(words: &M, seq: u64) -> bool {
 
 /// The frame of task `seq`: the header, then the task's payload; `ahead`: sent ahead,
 /// behind the gate.
+/// The ring's marker for task `seq`, whose frame goes on the socket.
+pub(crate) fn task_marker(seq: u64) -> Vec<u8> {
+    let mut m = vec![ON_SOCKET];
+    m.extend_from_slice(&seq.to_le_bytes());
+    m
+}
+
+/// The task a ring marker announces, if `item` is one.
+pub(crate) fn parse_marker(item: &[u8]) -> Option<u64> {
+    match item {
+        [ON_SOCKET, seq @ ..] => Some(u64::from_le_bytes(seq.try_into().ok()?)),
+        _ => None,
+    }
+}
+
 pub(crate) fn task_frame(seq: u64, ahead: bool, payload: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(TASK_HEADER + payload.len());
     m.push(if ahead { GATED } else { PLAIN });
@@ -188,7 +207,7 @@ pub(crate) fn task_frame(seq: u64, ahead: bool, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A task frame's sequence number and whether it came ahead (its payload follows
-/// [`TASK_HEADER`] bytes in); `None` if it is no task frame.
+/// [`TASK_HEADER`] bytes in); `None` if it is no task frame (a marker included).
 pub(crate) fn parse_task(frame: &[u8]) -> Option<(u64, bool)> {
     let ahead = match *frame.first()? {
         PLAIN => false,

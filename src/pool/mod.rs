@@ -40,6 +40,7 @@ mod engine;
 mod gate;
 mod imap;
 mod jobs;
+mod link;
 mod result;
 mod slot;
 mod submit;

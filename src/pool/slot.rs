@@ -16,18 +16,17 @@
 //! retires (past `max_worker_memory`); a worker under limits that dies of one fails its
 //! task with `LimitExceeded` (`isolation::blame`).
 
-use std::collections::VecDeque;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::codec::HandleFd;
-use crate::connection::framing::{Incoming, Outgoing};
+use crate::connection::Connection;
 use crate::error::Error;
 use crate::isolation::{self, Isolation};
 use crate::pool::ahead::{Account, Outcome, Post};
 use crate::pool::gate::{self, AHEAD, SharedGate, WORDS};
 use crate::pool::jobs::JobId;
+use crate::pool::link::Link;
 use crate::process::Process;
 use crate::shared::region::Region;
 use crate::start::children::ChildHandle;
@@ -52,24 +51,6 @@ pub(crate) struct ExitOutcome {
     pub(crate) failed: Vec<(Task, Error)>,
     /// Its initializer failed (or it died before it finished), with this message.
     pub(crate) init_failed: Option<String>,
-}
-
-/// The parent's end of a worker's socket.
-#[derive(Debug)]
-pub(crate) struct Link {
-    pub(crate) sock: Arc<HandleFd>,
-    pub(crate) incoming: Incoming,
-    /// The task frame not yet wholly written (a large task goes out in pieces).
-    pub(crate) outgoing: VecDeque<Outgoing>,
-    /// Its stream ended (or is corrupt): nothing more to read.
-    pub(crate) eof: bool,
-    /// Sending failed: nothing more can be sent.
-    pub(crate) broken: bool,
-    /// Why its stream was refused (a corrupt frame): what its task fails with.
-    pub(crate) corrupt: Option<String>,
-    /// A frame begun and not yet whole: the bytes of it read so far, and since when no
-    /// more came (see [`FRAME_STALL`]).
-    partial: Option<(usize, Instant)>,
 }
 
 /// The longest a frame begun on a worker's socket may wait for its next byte. A worker
@@ -100,20 +81,14 @@ impl Slot {
         process: Process<()>,
         child: Arc<ChildHandle>,
         sock: HandleFd,
+        rings: Connection<()>,
+        bell: HandleFd,
         gate: SharedGate,
     ) -> Slot {
         Slot {
             process,
             child,
-            link: Link {
-                sock: Arc::new(sock),
-                incoming: Incoming::default(),
-                outgoing: VecDeque::new(),
-                eof: false,
-                broken: false,
-                corrupt: None,
-                partial: None,
-            },
+            link: Link::new(sock, rings, bell),
             tasks: Account::new(gate),
             isolation: None,
             memory_reported: false,
@@ -265,24 +240,24 @@ impl Slot {
             .is_some_and(|(_, since)| since.elapsed() >= FRAME_STALL)
     }
 
-    /// Pushes its queued frame out without blocking; true if some is left to send.
+    /// Whether an answer waits in its ring, to be read now.
+    pub(crate) fn ring_pending(&self) -> bool {
+        self.link.ring_pending()
+    }
+
+    /// Pushes its queued frames out without waiting (see `link.rs`); true if some is
+    /// left to send.
     pub(crate) fn flush(&mut self) -> bool {
         if self.link.broken {
             return false;
         }
-        while let Some(o) = self.link.outgoing.front_mut() {
-            match o.advance(self.link.sock.as_fd()) {
-                Ok(true) => {
-                    self.link.outgoing.pop_front();
-                }
-                Ok(false) => return true,
-                Err(_) => {
-                    self.fail_link();
-                    return false;
-                }
+        match self.link.flush() {
+            Ok(left) => left,
+            Err(_) => {
+                self.fail_link();
+                false
             }
         }
-        false
     }
 }
 
@@ -308,8 +283,8 @@ impl Post<Task, Region, AHEAD, WORDS> for Slot {
 
     fn post(&mut self, task: &Task, seq: u64, ahead: bool) {
         let fds: Vec<HandleFd> = task.fds.iter().filter_map(|f| f.try_clone().ok()).collect();
-        let payload = Arc::new(gate::task_frame(seq, ahead, &task.payload));
-        self.link.outgoing.push_back(Outgoing::new(payload, fds));
+        let frame = gate::task_frame(seq, ahead, &task.payload);
+        self.link.post(frame, gate::task_marker(seq), fds, !ahead);
     }
 
     fn flush(&mut self) -> bool {

@@ -31,6 +31,7 @@
 //! sleeps in `recv` (through the shared `Backoff`).
 
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,7 @@ use crate::codec::HandleFd;
 use crate::connection::{Connection, framing};
 use crate::isolation::{self, Isolation, child::Armed};
 use crate::pool::gate;
-use crate::sync::raw::backoff::Backoff;
+use crate::pool::link::RING_MAX;
 use crate::sys::limits::Resident;
 use crate::target::{self, ItemOutcome};
 
@@ -49,6 +50,12 @@ pub(crate) const CHUNK_FAILED: u8 = 0x01;
 pub(crate) const RETIRING: u8 = 0x12;
 pub(crate) const LIMIT_MEMORY: u8 = 0x13;
 pub(crate) const DROPPED: u8 = 0x14;
+/// `[ON_SOCKET][seq][count]` in the ring: the answer to task `seq`, too large for the
+/// ring, follows on the socket (`link.rs`).
+pub(crate) const ON_SOCKET: u8 = 0x15;
+
+/// How long a worker tries to put an answer into its ring while the pool lives.
+const ANSWER_STUCK: Duration = Duration::from_secs(10);
 
 /// Bytes of an answer before its body: `[status u8][seq u64 LE][count u64 LE]`.
 pub(crate) const ANSWER_HEADER: usize = 17;
@@ -135,7 +142,7 @@ pub(crate) fn worker_main(
     conn: Connection<()>,
     init: Option<InitSpec>,
     settings: Settings,
-    gate: crate::shared::region::Region,
+    (gate, rings): (crate::shared::region::Region, Connection<()>),
 ) {
     // Ctrl-C reaches the whole process group: the parent decides (it dies, and its workers
     // with it through the parent-death watch; or it handles SIGINT and keeps its pool).
@@ -178,23 +185,60 @@ pub(crate) fn worker_main(
     if framing::write_frame(sock, &[READY], &[]).is_err() {
         return;
     }
+    let Some(link) = rings.link() else {
+        return; // not a pipe end: the pool did not make it
+    };
+    let rsock = rings.stream_fd();
+    let torn = std::cell::Cell::new(false);
+    // The pool drains answers as they come: an answer that finds no room (or the ring's
+    // lock taken) for ANSWER_STUCK while the pool lives means a task wrote over the ring.
+    // Waiting on would hang its task for ever; exiting makes it a death the pool reports.
+    let send = |bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]| {
+        let until = Instant::now() + ANSWER_STUCK;
+        loop {
+            let slice = Some(Instant::now() + Duration::from_millis(100));
+            match link.send(rsock, bytes, fds, slice, &torn) {
+                Err(crate::Error::Timeout) if !torn.get() && Instant::now() < until => {}
+                Err(crate::Error::Timeout) if !torn.get() => {
+                    eprintln!(
+                        "mproc: pool worker {}: its answer ring took nothing for {ANSWER_STUCK:?}, \
+                         though the pool lives: written over by a task; the worker exits",
+                        crate::name::get()
+                    );
+                    crate::start::child::finish(1);
+                }
+                r => return r,
+            }
+        }
+    };
+    // An answer too large for the ring: a marker in its place there, the frame on the
+    // socket (`link.rs`).
+    let answer_out = |out: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]| {
+        if out.len() <= RING_MAX {
+            return send(out, fds);
+        }
+        let mut marker = out[..ANSWER_HEADER].to_vec();
+        marker[0] = ON_SOCKET;
+        send(&marker, &[]).and_then(|()| framing::write_frame(sock, out, fds))
+    };
     let mut task = Vec::new();
     let mut out = Vec::new();
     let mut done = 0u64;
     let mut reader = framing::Reader::default();
     while maxtasks == 0 || done < maxtasks {
         let mut fds = Vec::new();
-        // The next task often follows the last answer within microseconds (a stream of
-        // short tasks, an `apply` loop): look for it a while before sleeping in `recv`,
-        // so it is picked up without the wake-up of an idle CPU.
-        if done > 0 && !reader.has_buffered() {
-            let mut backoff = Backoff::with_budget(crate::pool::engine::SPIN);
-            backoff.wait_until(None, || {
-                crate::sys::fd::poll_readable(sock, Some(std::time::Duration::ZERO)).unwrap_or(true)
-            });
+        // The ring's receive spins a while before it sleeps (the next task often follows
+        // the last answer within microseconds), then sleeps on the doorbell.
+        if link.recv(rsock, &mut task, &mut fds, None).is_err() {
+            return; // the pool closed our link (or died): we are done
         }
-        if reader.read_frame(sock, &mut task, &mut fds).is_err() {
-            return; // the pool closed our socket (or died): we are done
+        // A task too large for the ring comes on the socket, announced in the ring.
+        if let Some(seq) = gate::parse_marker(&task) {
+            if reader.read_frame(sock, &mut task, &mut fds).is_err()
+                || gate::parse_task(&task) != Some((seq, false))
+            {
+                return; // the pool closed our socket, or this is not its frame
+            }
         }
         let Some((seq, ahead)) = gate::parse_task(&task) else {
             return; // not the pool's frame: nothing here can be trusted
@@ -205,7 +249,7 @@ pub(crate) fn worker_main(
         if ahead && !gate::take(&gate, seq) {
             answer(&mut out, DROPPED, seq);
             out.extend_from_slice(&gate::word_now(&gate, seq).to_le_bytes());
-            if framing::write_frame(sock, &out, &[]).is_err() {
+            if send(&out, &[]).is_err() {
                 return;
             }
             continue;
@@ -213,7 +257,7 @@ pub(crate) fn worker_main(
         if let Err(m) = armed.before_task() {
             answer(&mut out, CHUNK_FAILED, seq);
             out.extend_from_slice(m.as_bytes());
-            let _ = framing::write_frame(sock, &out, &[]);
+            let _ = send(&out, &[]);
             return;
         }
         let task = &task[gate::TASK_HEADER..];
@@ -239,10 +283,10 @@ pub(crate) fn worker_main(
         let retire = resident
             .as_ref()
             .is_some_and(|r| r.bytes().is_ok_and(|b| b > settings.max_rss));
-        if retire && framing::write_frame(sock, &[RETIRING], &[]).is_err() {
+        if retire && send(&[RETIRING], &[]).is_err() {
             return;
         }
-        if framing::write_frame(sock, &out, &crate::sys::fd::borrowed(&out_fds)).is_err() {
+        if answer_out(&out, &crate::sys::fd::borrowed(&out_fds)).is_err() {
             return;
         }
         done += 1;
