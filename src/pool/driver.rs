@@ -1,10 +1,12 @@
 //! The driver thread: reads answers, supervises workers, and winds the pool down.
 //!
-//! Each round it sleeps until something happens on a worker's socket or pidfd, or on the
-//! wake-up socket (it never spins: a caller waiting for a quick answer reads it itself, and
-//! meanwhile the driver does not watch the answer sockets, see `engine.rs`), then, under
-//! the state lock, acts on what the poll saw: reads the answers of the sockets that polled
-//! readable, sends what did not fit before, kills workers whose task ran past
+//! Each round it sleeps until something happens on a worker's socket, answer ring (its
+//! pollable descriptor, readable iff an answer waits: `connection/ready.rs`) or pidfd, or
+//! on the wake-up socket (it never spins: a caller waiting for a quick answer reads it
+//! itself, and meanwhile the driver does not watch the answer rings, see `engine.rs`),
+//! then, under the state lock, acts on what the poll saw: reads the answers of the workers
+//! that polled readable (never waiting on a ring: `link.rs`), sends what did not fit
+//! before (trying again every millisecond while some waits), kills workers whose task ran past
 //! `task_timeout`, accounts for the exits its pidfds showed (a dead worker fails exactly
 //! the tasks it started), starts replacements, dispatches pending tasks, and wakes the waiters
 //! if a job or an `imap` result may be ready. User callbacks run after the lock is

@@ -3,11 +3,12 @@
 //! **Who does what.** Callers open a job in the [`JobTable`], encode their work into
 //! chunks ([`Task`]s), queue them in `pending` and dispatch at once, under the state lock,
 //! to idle workers (one task per worker: scheduling is pull, see `slot.rs`), writing
-//! without blocking. The driver thread (`driver.rs`) polls every worker's socket and pidfd
-//! (and a wake-up socket): it reads answers, finishes sends that did not fit, notices dead
-//! and overdue workers, replaces them, dispatches what is pending, and wakes waiters
-//! (`cond`, and the `progress` counter spinning waiters watch). Nothing blocks while
-//! holding the lock: all socket I/O under it is non-blocking.
+//! without blocking. The driver thread (`driver.rs`) polls every worker's socket, answer
+//! ring and pidfd (and a wake-up socket): it reads answers, finishes sends that did not
+//! fit, notices dead and overdue workers, replaces them, dispatches what is pending, and
+//! wakes waiters (`cond`, and the `progress` counter spinning waiters watch). Nothing
+//! blocks while holding the lock: rings are read only for items whole now, and written
+//! only where there is room now (`link.rs`); sockets are non-blocking.
 //!
 //! **Who wakes whom.** A caller wakes the driver (a byte on its wake-up socket) only when
 //! it needs it: a frame that did not fit, a timeout to watch, a job dropped, a job sealed
@@ -17,7 +18,7 @@
 //!
 //! **Fewer hops.** A caller waiting for a result does not leave the reading to the driver
 //! at first: for a short while ([`SPIN`], through the shared [`Backoff`]) it looks at the
-//! workers' sockets itself and, when one is readable, reads the answers and dispatches the
+//! workers' answer rings itself and, when one holds an answer, reads it and dispatches the
 //! next tasks under the lock ([`Shared::harvest`]), exactly as the driver would. A quick
 //! task's round trip is then caller → worker → caller, with both sides still running, so
 //! neither pays the ~30 µs wake-up of a sleeping CPU; the worker likewise looks for its
@@ -25,8 +26,8 @@
 //! driver, which never spins, does the reading: an idle pool costs no CPU.
 //!
 //! **One reader per answer.** While a caller harvests (`State::harvesting`), the driver
-//! sleeps *blind*: on its wake-up socket, the pidfds and the sockets it still has to write,
-//! but not the sockets answers come on — else every answer would also wake the driver, a
+//! sleeps *blind*: on its wake-up socket, the pidfds and the workers' sockets, but not the
+//! rings answers come on — else every answer would also wake the driver, a
 //! third runnable thread on a two-CPU machine, and the spin would stop for everyone.
 //! Work is never left unwatched: the last harvester to stop while a worker still owes a
 //! frame wakes the driver, and so does a caller that submits without waiting at once

@@ -1,7 +1,9 @@
 //! `Pool`: long-lived workers that survive crashing, hanging and leaking tasks.
 //!
 //! Work is cut into chunks (Python's `chunksize`); each chunk is one frame to one worker
-//! over that worker's socket, and one frame back. Layout:
+//! through that worker's shared-memory ring, and one frame back (a frame too large for a
+//! ring goes on the worker's socket, announced in the ring). Layout:
+//! - `link.rs`: a worker's links, the ring and the socket, read without ever waiting;
 //! - `jobs.rs`: the [`JobTable`](jobs::JobTable) — what callers wait on, and results;
 //! - `slot.rs`: one worker as the pool sees it, its [`Phase`](ahead::Phase), and pull
 //!   scheduling (a worker gets a task when it is idle, or ahead behind its gate);

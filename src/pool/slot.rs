@@ -1,4 +1,4 @@
-//! One worker as the pool sees it: its process, its link (a socket), and the accounting
+//! One worker as the pool sees it: its process, its links (`link.rs`), and the accounting
 //! of its tasks (`ahead.rs`: its phase, and the tasks sent to it ahead).
 //!
 //! **Scheduling is pull.** A worker is *given* a task only when it is idle (Python's

@@ -1,34 +1,44 @@
-//! A pool worker: a long-lived child that runs chunks until its socket closes.
+//! A pool worker: a long-lived child that runs chunks until its links close.
 //!
-//! Protocol on the worker's socket (frames):
-//! - worker → pool, once: `[READY]`, or `[INIT_FAILED] message` if the initializer panicked
-//!   (then the worker exits with code 1);
-//! - pool → worker, per task: `[kind u8][seq u64 LE] entry (i64 LE) ++ encoded Vec<Args>`,
-//!   with the arguments' descriptors (`gate::task_frame`); a task sent ahead (its kind
-//!   says so) runs only if the worker wins its gate word, else the worker drops it unrun
-//!   and says so: `[DROPPED][seq][0 u64] word (u64 LE)`, the word it found;
-//! - worker → pool, per task, in order, an answer that names its task: `[CHUNK_OK][seq]
-//!   [count u64 LE] encoded Vec<ItemOutcome<R>>` (`count`: the items it carries) with its
-//!   descriptors, or `[CHUNK_FAILED][seq][0 u64] message`; just before it, `[RETIRING]` if
-//!   the worker's resident memory is past `max_worker_memory`: it exits after this answer,
-//!   and the pool sends it nothing more (what it sent ahead goes to another worker);
-//! - worker → pool, at most once, from its SIGABRT handler: `[LIMIT_MEMORY]`, when it dies
-//!   of an allocation its memory limit refused (see `sys/limits.rs`).
+//! It has two links to the pool (`link.rs`): a socket and a shared-memory pipe (one ring
+//! each way). Frames, and where they go:
+//! - worker → pool, once, on the socket: `[READY]`, or `[INIT_FAILED] message` if the
+//!   initializer panicked (then the worker exits with code 1);
+//! - pool → worker, per task, in the ring: `[kind u8][seq u64 LE] entry (i64 LE) ++
+//!   encoded Vec<Args>`, with the arguments' descriptors (`gate::task_frame`); one too
+//!   large for the ring ([`RING_MAX`]) is announced there (`[gate::ON_SOCKET][seq]`) and
+//!   comes on the socket. A task sent ahead (its kind says so) runs only if the worker
+//!   wins its gate word, else the worker drops it unrun and says so: `[DROPPED][seq][0
+//!   u64] word (u64 LE)`, the word it found;
+//! - worker → pool, per task, in order, in the ring: an answer that names its task,
+//!   `[CHUNK_OK][seq][count u64 LE] encoded Vec<ItemOutcome<R>>` (`count`: the items it
+//!   carries) with its descriptors, or `[CHUNK_FAILED][seq][0 u64] message`; one too large
+//!   for the ring goes on the socket, announced in the ring by its header with the kind
+//!   [`ON_SOCKET`]. Just before it, `[RETIRING]` if the worker's resident memory is past
+//!   `max_worker_memory`: it exits after this answer, and the pool sends it nothing more
+//!   (what it sent ahead goes to another worker);
+//! - worker → pool, at most once, on the socket, from its SIGABRT handler:
+//!   `[LIMIT_MEMORY]`, when it dies of an allocation its memory limit refused (see
+//!   `sys/limits.rs`).
 //!
-//! A worker under [`Isolation`] applies it after its socket and gate are set up, before its
+//! A worker under [`Isolation`] applies it after its links and gate are set up, before its
 //! initializer; if that fails it answers `[INIT_FAILED] message` and exits.
 //!
 //! A task comes either when the worker is idle, or ahead, behind the gate: so the pool
 //! knows which task a dead worker was running (see `slot.rs`).
 //!
 //! **Hostile tasks.** A task runs in this process and can write what it likes on the
-//! socket and the gate. So the pool trusts no answer blindly (`driver.rs`): one naming a
-//! task other than the worker's running one, a count other than the chunk's, a body whose
-//! length disagrees with its count, a refusal of a task the pool still holds, or a frame
-//! begun and left unfinished (`slot::FRAME_STALL`) marks the worker broken — killed and replaced, its tasks failed with the reason — and never
-//! shifts a result onto another task.
-//! After each answer the worker looks for its next task for a few microseconds before it
-//! sleeps in `recv` (through the shared `Backoff`).
+//! socket, the rings and the gate. So the pool trusts no answer blindly (`driver.rs`): one
+//! naming a task other than the worker's running one, a count other than the chunk's, a
+//! body whose length disagrees with its count, a refusal of a task the pool still holds, a
+//! frame begun and left unfinished (`slot::FRAME_STALL`), or a ring holding anything but
+//! whole items (`link.rs`) marks the worker broken — killed and replaced, its tasks failed
+//! with the reason — and never shifts a result onto another task. A worker whose own
+//! answer finds no room in its ring for [`ANSWER_STUCK`] while the pool lives (a task
+//! wrote over the ring) exits rather than hang, and its task fails as a death.
+//!
+//! After each answer the worker's receive looks at its ring for a few microseconds before
+//! it sleeps on the pipe's doorbell (through the shared `Backoff`).
 
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
