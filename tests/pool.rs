@@ -689,28 +689,10 @@ fn join_timeout_returns_while_work_runs() {
 /// comes) to every socket this worker holds — what a C library scribbling on descriptors
 /// would do — then returns normally.
 fn forge_header(len: u64) -> u32 {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
     let mut header = b"MPRF".to_vec();
     header.extend_from_slice(&0u32.to_le_bytes());
     header.extend_from_slice(&len.to_le_bytes());
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
-        if is_socket {
-            #[allow(unsafe_code)]
-            // SAFETY: `fd` is open in this process (just listed); ManuallyDrop keeps the
-            // stream from closing it, so ownership is never really taken.
-            let s = std::mem::ManuallyDrop::new(unsafe {
-                std::os::unix::net::UnixStream::from_raw_fd(fd)
-            });
-            let _ = (&*s).write_all(&header);
-        }
-    }
+    write_on_every_socket(&header);
     7
 }
 

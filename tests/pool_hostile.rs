@@ -20,24 +20,11 @@ fn double(x: i64) -> i64 {
 /// set to `value`, through `/proc/self/mem` as any code in the process could (no unsafe
 /// code, no knowledge of mproc's types: only the mapping's name).
 fn scribble_gate(value: u64) {
-    use std::os::unix::fs::FileExt;
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let mem = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/mem")
-        .unwrap();
-    let mut found = 0;
-    for line in maps.lines().filter(|l| l.contains("mproc-pool-gate")) {
-        let range = line.split_whitespace().next().unwrap();
-        let (start, end) = range.split_once('-').unwrap();
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let bytes: Vec<u8> = std::iter::repeat_n(value.to_le_bytes(), ((end - start) / 8) as usize)
+    let found = scribble_mappings("mproc-pool-gate", |len| {
+        std::iter::repeat_n(value.to_le_bytes(), len / 8)
             .flatten()
-            .collect();
-        mem.write_all_at(&bytes, start).unwrap();
-        found += 1;
-    }
+            .collect()
+    });
     // A forked worker also maps its siblings' gates (inherited): they are scribbled too.
     assert!(found >= 1, "the worker's gate mapping");
 }
@@ -138,31 +125,14 @@ fn outcomes(n: u64, value: i64) -> Vec<u8> {
 /// Writes `payloads` as frames (`MPRF`, no descriptors, the length) on every socket this
 /// worker holds, its link to the pool among them, as a hostile task could.
 fn write_frames(payloads: &[Vec<u8>]) {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
-        if !is_socket {
-            continue;
-        }
-        #[allow(unsafe_code)]
-        // SAFETY: `fd` is open in this process (just listed); ManuallyDrop keeps the
-        // stream from closing it, so ownership is never really taken.
-        let s =
-            std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
-        for p in payloads {
-            let mut frame = b"MPRF".to_vec();
-            frame.extend_from_slice(&0u32.to_le_bytes());
-            frame.extend_from_slice(&(p.len() as u64).to_le_bytes());
-            frame.extend_from_slice(p);
-            let _ = (&*s).write_all(&frame);
-        }
+    let mut frames = Vec::new();
+    for p in payloads {
+        frames.extend_from_slice(b"MPRF");
+        frames.extend_from_slice(&0u32.to_le_bytes());
+        frames.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        frames.extend_from_slice(p);
     }
+    write_on_every_socket(&frames);
 }
 
 /// Item 13 writes one extra, well-formed answer onto its worker's link before it returns:
@@ -245,28 +215,10 @@ fn a_forged_answer_never_shifts_a_result() {
 /// none of them, on every socket this worker holds; then returns: its worker's own
 /// answer goes in as the first bytes of that frame, which never completes.
 fn half_frame(len: u64) -> i64 {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
-        if !is_socket {
-            continue;
-        }
-        #[allow(unsafe_code)]
-        // SAFETY: `fd` is open in this process (just listed); ManuallyDrop keeps the
-        // stream from closing it, so ownership is never really taken.
-        let s =
-            std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
-        let mut frame = b"MPRF".to_vec();
-        frame.extend_from_slice(&0u32.to_le_bytes());
-        frame.extend_from_slice(&len.to_le_bytes());
-        let _ = (&*s).write_all(&frame);
-    }
+    let mut frame = b"MPRF".to_vec();
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    frame.extend_from_slice(&len.to_le_bytes());
+    write_on_every_socket(&frame);
     1
 }
 
@@ -320,22 +272,7 @@ fn a_large_answer_is_no_stall() {
 /// Writes `value` over every byte of every queue/pipe ring this process maps (the memfds
 /// named `mproc-queue`: its links to the pool among them), through `/proc/self/mem`.
 fn scribble_rings(value: u8) -> usize {
-    use std::os::unix::fs::FileExt;
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let mem = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/mem")
-        .unwrap();
-    let mut found = 0;
-    for line in maps.lines().filter(|l| l.contains("mproc-queue")) {
-        let range = line.split_whitespace().next().unwrap();
-        let (start, end) = range.split_once('-').unwrap();
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let _ = mem.write_all_at(&vec![value; (end - start) as usize], start);
-        found += 1;
-    }
-    found
+    scribble_mappings("mproc-queue", |len| vec![value; len])
 }
 
 /// Item 5 scribbles every ring its worker maps with `value` while its next tasks wait

@@ -117,3 +117,48 @@ pub(crate) fn child_pids() -> Vec<u32> {
         })
         .collect()
 }
+
+/// Writes `bytes` on every socket this process holds, as a hostile task (or a C library
+/// scribbling on descriptors) could: only std, no knowledge of mproc's types.
+pub(crate) fn write_on_every_socket(bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .is_ok_and(|p| p.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: `fd` is open in this process (just listed); ManuallyDrop keeps the
+        // stream from closing it, so ownership is never really taken.
+        let s =
+            std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
+        let _ = (&*s).write_all(bytes);
+    }
+}
+
+/// Writes `fill(len)` over each mapping of this process whose name contains `name` (a
+/// memfd's), through `/proc/self/mem`, as any code in the process could; how many.
+pub(crate) fn scribble_mappings(name: &str, fill: impl Fn(usize) -> Vec<u8>) -> usize {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")
+        .unwrap();
+    let mut found = 0;
+    for line in maps.lines().filter(|l| l.contains(name)) {
+        let range = line.split_whitespace().next().unwrap();
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let _ = mem.write_all_at(&fill((end - start) as usize), start);
+        found += 1;
+    }
+    found
+}
