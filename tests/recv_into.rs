@@ -18,35 +18,6 @@ const LONG: Duration = Duration::from_secs(20);
 /// The rings of these tests: items above 16 KiB stream.
 const RING: usize = 64 << 10;
 
-/// Bytes that serialize as one byte string (what `serde_bytes::ByteBuf` does).
-#[derive(Debug, Clone, PartialEq)]
-struct Blob(Vec<u8>);
-
-impl Serialize for Blob {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, b: &[u8]) -> Result<Blob, E> {
-                Ok(Blob(b.to_vec()))
-            }
-            fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Blob, E> {
-                Ok(Blob(b))
-            }
-        }
-        d.deserialize_byte_buf(V)
-    }
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| {

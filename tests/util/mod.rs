@@ -162,3 +162,33 @@ pub(crate) fn scribble_mappings(name: &str, fill: impl Fn(usize) -> Vec<u8>) -> 
     }
     found
 }
+
+/// Bytes that serialize as one byte string (what `serde_bytes` does): bulk copies all the
+/// way, where a `Vec<u8>` is a sequence encoded byte by byte.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Blob(pub(crate) Vec<u8>);
+
+impl serde::Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, b: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(b.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(b))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
