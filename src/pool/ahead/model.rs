@@ -511,6 +511,16 @@ fn gate_without_deaths() {
     }
 }
 
+/// `c` at the CI bound and sizes; deep, at bound 3 with 5 tasks, and with 2 ahead, 4
+/// words and 7 tasks.
+fn check_sizes(c: Case) {
+    check::<1, 2>(None, c);
+    if model::deep() {
+        check::<1, 2>(Some(3), Case { tasks: 5, ..c });
+        check::<2, 4>(Some(3), Case { tasks: 7, ..c });
+    }
+}
+
 #[test]
 fn gate_with_a_worker_dying_at_each_step() {
     // Worker 0 takes at most three steps per task, and one before it reads the first.
@@ -519,11 +529,7 @@ fn gate_with_a_worker_dying_at_each_step() {
             die_at: Some(k),
             ..case(3)
         };
-        check::<1, 2>(None, c);
-        if model::deep() {
-            check::<1, 2>(Some(3), Case { tasks: 5, ..c });
-            check::<2, 4>(Some(3), Case { tasks: 7, ..c });
-        }
+        check_sizes(c);
     }
 }
 
@@ -575,11 +581,7 @@ fn gate_with_a_refused_answer() {
             refuse: Some(n),
             ..case(3)
         };
-        check::<1, 2>(None, c);
-        if model::deep() {
-            check::<1, 2>(Some(3), Case { tasks: 5, ..c });
-            check::<2, 4>(Some(3), Case { tasks: 7, ..c });
-        }
+        check_sizes(c);
     }
 }
 
