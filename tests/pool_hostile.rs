@@ -49,6 +49,29 @@ fn refused(e: &Error) -> bool {
     matches!(e, Error::Codec(m) if m.contains("refused") && m.contains("killed"))
 }
 
+/// Checks that `results` holds one result per item `0..n`, each the item doubled or an
+/// error `expected` accepts; the items that failed.
+fn doubled_or(
+    results: &[mproc::Result<i64>],
+    n: i64,
+    m: StartMethod,
+    expected: impl Fn(&Error) -> bool,
+) -> Vec<i64> {
+    assert_eq!(results.len(), n as usize, "{m:?}: one result per item");
+    let mut failed = Vec::new();
+    for (x, r) in (0..n).zip(results) {
+        match r {
+            Ok(v) => assert_eq!(*v, x * 2, "{m:?}: item {x}"),
+            Err(e) if expected(e) => {
+                eprintln!("{m:?}: item {x}: {e}");
+                failed.push(x)
+            }
+            Err(e) => panic!("{m:?}: item {x}: {e}"),
+        }
+    }
+    failed
+}
+
 // Issue 19 item 5: a task that scribbles its worker's gate. The worker used to drop the
 // next task, sent ahead, in silence when it lost its word, while the pool held that task
 // as the worker's running one and waited for its answer for ever (`imap` blocked > 40 s).
@@ -68,18 +91,7 @@ fn a_task_scribbling_its_gate_fails_what_it_touched_and_the_pool_goes_on() {
         let results: Vec<mproc::Result<i64>> = pool
             .imap(gate_scribbler, (0..n).map(|x| (x, value)))
             .collect();
-        assert_eq!(results.len(), n as usize, "{m:?}: one result per item");
-        let mut failed = Vec::new();
-        for (x, r) in (0..n).zip(&results) {
-            match r {
-                Ok(v) => assert_eq!(*v, x * 2, "{m:?}: item {x}"),
-                Err(e) if refused(e) => {
-                    eprintln!("{m:?}: item {x}: {e}");
-                    failed.push(x)
-                }
-                Err(e) => panic!("{m:?}: item {x}: {e}"),
-            }
-        }
+        let failed = doubled_or(&results, n, m, refused);
         assert!(
             !failed.is_empty(),
             "{m:?}: the scribble touched the worker's next task, which must fail"
@@ -305,15 +317,9 @@ fn a_task_scribbling_its_rings_is_refused_and_the_pool_goes_on() {
         let results: Vec<mproc::Result<i64>> = pool
             .imap(ring_scribbler, (0..n).map(|x| (x, value)))
             .collect();
-        assert_eq!(results.len(), n as usize, "{m:?}: one result per item");
-        let mut failed = Vec::new();
-        for (x, r) in (0..n).zip(&results) {
-            match r {
-                Ok(v) => assert_eq!(*v, x * 2, "{m:?}: item {x}"),
-                Err(e) if refused(e) || matches!(e, Error::WorkerDied { .. }) => failed.push(x),
-                Err(e) => panic!("{m:?}: item {x}: {e}"),
-            }
-        }
+        let failed = doubled_or(&results, n, m, |e| {
+            refused(e) || matches!(e, Error::WorkerDied { .. })
+        });
         eprintln!("{m:?} {value:#x}: items failed with the scribbling worker: {failed:?}");
         for _ in 0..4 {
             assert_eq!(
